@@ -1,0 +1,118 @@
+import { z } from 'zod';
+
+/**
+ * The schema of strangler.yaml. Every object is strict: an unknown key is an error that names
+ * the key (and the closest known one), never silently ignored.
+ */
+
+const name = z
+  .string()
+  .regex(/^[a-z][a-z0-9-]*$/, 'expected a lowercase name of letters, digits and dashes, such as "invoices"');
+const port = z.number().int().min(1).max(65535);
+const httpUrl = z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' });
+/** A database: a bare name (created on `postgres.url`'s cluster) or a full postgres:// URL. */
+const database = z
+  .string()
+  .min(1)
+  .regex(/^([a-z_][a-z0-9_]*|postgres(ql)?:\/\/.+)$/, 'expected a database name (a-z, 0-9, _) or a postgres:// URL');
+const sqlIdent = z.string().regex(/^[a-z_][a-z0-9_]*$/, 'expected a lowercase SQL identifier such as "invoice_items"');
+const prefix = z
+  .string()
+  .regex(/^(\/[a-z0-9][a-z0-9._-]*)+$/, 'expected a lowercase path prefix such as "/api/invoices" (no trailing slash)');
+
+export const tableMappingSchema = z.strictObject({
+  /** The legacy table. */
+  source: sqlIdent,
+  /** The table in the service database; defaults to the same name. */
+  target: sqlIdent.optional(),
+  /** Source column → target column, for renamed columns. Unlisted columns keep their name. */
+  columns: z.record(sqlIdent, sqlIdent).default({}),
+  /** Source columns that are not carried to the service. */
+  exclude: z.array(sqlIdent).default([]),
+  /** A read-only copy of a table another service owns: synced forward, never written, never reverse-synced. */
+  replica: z.boolean().default(false),
+});
+
+export const serviceSchema = z.strictObject({
+  name,
+  /** The route prefix the service takes over, such as /api/invoices. */
+  prefix,
+  port,
+  /** Where the gateway reaches the service; defaults to http://127.0.0.1:<port>. */
+  url: httpUrl.optional(),
+  database,
+  /** Position in the migration order (1 first). */
+  order: z.number().int().min(1),
+  /** Services that must be switched before this one may be. */
+  dependsOn: z.array(name).default([]),
+  /** Legacy tables the service owns. */
+  tables: z.array(tableMappingSchema).default([]),
+  /** A read-only service (analytics) refuses writes and never needs reverse sync. */
+  readOnly: z.boolean().default(false),
+  /** Shadow diff: JSON paths ignored when comparing legacy and service answers. */
+  ignorePaths: z.array(z.string()).default([]),
+});
+
+export const configSchema = z.strictObject({
+  /** The PostgreSQL cluster that database names (not URLs) resolve against. */
+  postgres: z.strictObject({ url: z.string().regex(/^postgres(ql)?:\/\//, 'expected a postgres:// URL') }).default({
+    url: 'postgres://postgres@127.0.0.1:5432',
+  }),
+  redis: z
+    .strictObject({
+      url: z.string().regex(/^rediss?:\/\//, 'expected a redis:// URL').default('redis://127.0.0.1:6379'),
+      keyPrefix: z.string().default('strangler:'),
+    })
+    .default({ url: 'redis://127.0.0.1:6379', keyPrefix: 'strangler:' }),
+  legacy: z
+    .strictObject({
+      port: port.default(5001),
+      url: httpUrl.optional(),
+      database: database.default('legacy'),
+      /** HS256 secret of the monolith's tokens. Override in production (STRANGLER_LEGACY_JWT_SECRET). */
+      jwtSecret: z.string().min(16, 'expected at least 16 characters').default('dev-only-legacy-secret-change-me'),
+      jwtIssuer: z.string().default('legacy'),
+      tokenTtlSeconds: z.number().int().min(60).default(3600),
+      /** Largest accepted OCR upload. */
+      maxUploadBytes: z.number().int().min(1024).default(5 * 1024 * 1024),
+    })
+    .prefault({}),
+  control: z
+    .strictObject({
+      database: database.default('strangler_control'),
+      schema: sqlIdent.default('strangler'),
+    })
+    .prefault({}),
+  gateway: z
+    .strictObject({
+      port: port.default(5000),
+      host: z.string().default('127.0.0.1'),
+      /** Token required by the gateway's admin endpoints. Override in production (STRANGLER_ADMIN_TOKEN). */
+      adminToken: z.string().min(16, 'expected at least 16 characters').default('dev-only-admin-token-change-me'),
+      /** Proxies trusted to set X-Forwarded-For (CIDRs or addresses). Empty: trust none. */
+      trustedProxies: z.array(z.string()).default([]),
+      /** Paths reachable without a token. */
+      publicPaths: z
+        .array(z.string())
+        .default(['/api/auth/login', '/api/auth/register', '/api/auth/.well-known/jwks.json', '/health']),
+      bodyLimitBytes: z.number().int().min(1024).default(10 * 1024 * 1024),
+      upstreamTimeoutMs: z.number().int().min(10).default(30_000),
+      snapshotFile: z.string().default('.strangler/gateway-routes.json'),
+      pollIntervalMs: z.number().int().min(100).default(2_000),
+      heartbeatIntervalMs: z.number().int().min(100).default(1_000),
+    })
+    .prefault({}),
+  sync: z
+    .strictObject({
+      maxLagBytes: z.number().int().min(0).default(16 * 1024 * 1024),
+      maxLagSeconds: z.number().min(0).default(5),
+      slotRetainWarnBytes: z.number().int().min(0).default(1024 * 1024 * 1024),
+    })
+    .prefault({}),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  services: z.array(serviceSchema).default([]),
+});
+
+export type StranglerConfig = z.infer<typeof configSchema>;
+export type ServiceConfig = z.infer<typeof serviceSchema>;
+export type TableMapping = z.infer<typeof tableMappingSchema>;

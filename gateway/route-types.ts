@@ -1,0 +1,36 @@
+/**
+ * The route table's shape, shared by the data plane (gateway/) and the control plane (cutover/).
+ */
+
+/** Where a prefix's traffic goes. */
+export const ROUTE_MODES = ['legacy', 'shadow', 'canary', 'service'] as const;
+export type RouteMode = (typeof ROUTE_MODES)[number];
+
+export interface Route {
+  /** Normalised, lowercase path prefix without a trailing slash, e.g. /api/invoices. */
+  prefix: string;
+  /** The service (strangler.yaml services[].name) that takes the prefix over. */
+  service: string;
+  mode: RouteMode;
+  /** Canary share 0-100 of users sent to the service (only meaningful in canary mode). */
+  weight: number;
+}
+
+/** One immutable, versioned route table. A gateway swaps whole tables, never edits one. */
+export interface RouteTable {
+  version: number;
+  routes: readonly Route[];
+}
+
+/** What the request path reads: the current table, and whether it came from a stale snapshot. */
+export interface RouteSource {
+  current(): RouteTable;
+  /** True when the table was loaded from the on-disk snapshot because the control DB was unreachable. */
+  readonly degraded: boolean;
+}
+
+/** A RouteSource that never changes (tests, benches, and a gateway run without a control plane). */
+export function staticRoutes(routes: Route[], version = 1): RouteSource {
+  const table: RouteTable = Object.freeze({ version, routes: Object.freeze([...routes]) });
+  return { current: () => table, degraded: false };
+}

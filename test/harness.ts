@@ -1,0 +1,81 @@
+import { randomBytes } from 'node:crypto';
+import { resolve } from 'node:path';
+import pg from 'pg';
+import { inject } from 'vitest';
+import { loadConfig, type ResolvedConfig } from '../core/config/load.ts';
+import { quoteIdent } from '../stack/postgres-cluster.ts';
+
+export const ROOT = resolve(import.meta.dirname, '..');
+
+/** The shared private stack of this test run (started by test/global-setup.ts). */
+export function sharedStack(): { pgBaseUrl: string; redisUrl: string } {
+  return { pgBaseUrl: inject('pgBaseUrl'), redisUrl: inject('redisUrl') };
+}
+
+export function uniqueName(label: string): string {
+  return `t_${label.replace(/[^a-z0-9_]/g, '_')}_${randomBytes(4).toString('hex')}`;
+}
+
+/** Creates a fresh database on the shared cluster and returns its URL. */
+export async function createTestDatabase(label: string): Promise<string> {
+  const { pgBaseUrl } = sharedStack();
+  const name = uniqueName(label);
+  const client = new pg.Client({ connectionString: `${pgBaseUrl}/postgres` });
+  await client.connect();
+  try {
+    await client.query(`CREATE DATABASE ${quoteIdent(name)}`);
+  } finally {
+    await client.end();
+  }
+  return `${pgBaseUrl}/${name}`;
+}
+
+export async function dropTestDatabase(url: string): Promise<void> {
+  const { pgBaseUrl } = sharedStack();
+  const name = new URL(url).pathname.slice(1);
+  const client = new pg.Client({ connectionString: `${pgBaseUrl}/postgres` });
+  await client.connect();
+  try {
+    await client.query(`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`);
+  } finally {
+    await client.end();
+  }
+}
+
+/**
+ * strangler.yaml pointed at the shared stack, with every database renamed to a fresh one
+ * (created here) and its own Redis key prefix, so test files never see each other's state.
+ */
+export async function isolatedConfig(label: string): Promise<{ config: ResolvedConfig; cleanup: () => Promise<void> }> {
+  const { pgBaseUrl, redisUrl } = sharedStack();
+  const base = loadConfig(resolve(ROOT, 'strangler.yaml'), { postgresUrl: pgBaseUrl, redisUrl, logLevel: 'silent' });
+  const tag = uniqueName(label);
+  const urls: string[] = [];
+  const rename = async (url: string, suffix: string) => {
+    const name = `${tag}_${suffix}`.slice(0, 63);
+    const client = new pg.Client({ connectionString: `${pgBaseUrl}/postgres` });
+    await client.connect();
+    try {
+      await client.query(`CREATE DATABASE ${quoteIdent(name)}`);
+    } finally {
+      await client.end();
+    }
+    void url;
+    const out = `${pgBaseUrl}/${name}`;
+    urls.push(out);
+    return out;
+  };
+  const config: ResolvedConfig = {
+    ...base,
+    redis: { url: redisUrl, keyPrefix: `${tag}:` },
+    legacy: { ...base.legacy, databaseUrl: await rename(base.legacy.databaseUrl, 'legacy') },
+    control: { ...base.control, databaseUrl: await rename(base.control.databaseUrl, 'control') },
+    services: await Promise.all(base.services.map(async (s) => ({ ...s, databaseUrl: await rename(s.databaseUrl, s.name) }))),
+  };
+  return {
+    config,
+    cleanup: async () => {
+      for (const url of urls) await dropTestDatabase(url).catch(() => undefined);
+    },
+  };
+}
