@@ -11,7 +11,7 @@ import { commands } from './commands/index.ts';
 const cli = yargs(hideBin(process.argv))
   .scriptName('strangler')
   .usage('$0 <command> [options]\n\nMove a monolith to services one route prefix at a time.')
-  .option('config', { alias: 'c', type: 'string', default: 'strangler.yaml', describe: 'path of strangler.yaml', global: true })
+  .option('config', { alias: 'c', type: 'string', default: process.env.STRANGLER_CONFIG ?? 'strangler.yaml', describe: 'path of strangler.yaml', global: true })
   .option('json', { type: 'boolean', describe: 'print machine-readable JSON', global: true })
   .option('postgres-url', { type: 'string', describe: 'PostgreSQL cluster URL (overrides postgres.url; env STRANGLER_POSTGRES_URL)', global: true })
   .option('redis-url', { type: 'string', describe: 'Redis URL (overrides redis.url; env REDIS_URL)', global: true })

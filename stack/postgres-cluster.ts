@@ -13,7 +13,7 @@ export interface PostgresClusterOptions {
   port?: number;
   /** Data folder; a fresh temporary one (removed on stop) when omitted. */
   dataDir?: string;
-  /** Faster, non-durable settings for tests (fsync off). Never for data you keep. */
+  /** Faster settings for tests (fsync off: safe against a process crash, not a machine crash). */
   ephemeral?: boolean;
   /** Extra `-c name=value` server settings. */
   settings?: Record<string, string | number>;
@@ -53,7 +53,9 @@ export class PostgresCluster {
       listen_addresses: '127.0.0.1',
       unix_socket_directories: dataDir,
       port,
-      ...(options.ephemeral ? { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off' } : {}),
+      // fsync off survives a process crash (the kernel has the WAL), only a machine crash loses data;
+      // synchronous_commit stays on so a SIGKILLed server keeps every commit it acknowledged.
+      ...(options.ephemeral ? { fsync: 'off', full_page_writes: 'off' } : {}),
       ...options.settings,
     };
   }

@@ -89,3 +89,10 @@ describe('strangler.yaml validation', () => {
     );
   });
 });
+
+describe('strangler.schema.json', () => {
+  it('is the schema the code validates with (regenerate with: npm run schema)', () => {
+    const committed = JSON.parse(readFileSync(resolve(root, 'strangler.schema.json'), 'utf8'));
+    expect(committed).toEqual(configJsonSchema());
+  });
+});
