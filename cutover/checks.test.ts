@@ -1,0 +1,57 @@
+import { describe, expect, it } from 'vitest';
+import { checkCanaryAnalysis, checkDependsOn, checkGateways, checkShadowMismatch, checkSyncLag, checkSyncVerified, DEFAULT_THRESHOLDS as T } from './checks.ts';
+
+const streaming = { state: 'streaming', lagBytes: 100, lagSeconds: 0.2, lastError: null, lastVerify: { ok: true, at: '2026-11-24T10:00:00Z' } };
+
+describe('preflight checks', () => {
+  it.each([
+    ['fails closed when no sync engine answers', null, false, false, /no sync runs for invoices/],
+    ['fails when the sync is stopped, quoting its last error', { ...streaming, state: 'stopped', lastError: 'slot gone' }, false, false, /stopped \(last error: slot gone\)/],
+    ['fails (retriable) when lag in bytes is over the threshold', { ...streaming, lagBytes: T.maxLagBytes + 1 }, false, true, /bytes >/],
+    ['fails (retriable) when lag in seconds is over the threshold', { ...streaming, lagSeconds: 9 }, false, true, /9.0 s > 5 s/],
+    ['passes when streaming under both thresholds', streaming, true, false, /lag 100 bytes/],
+  ])('sync-lag %s', (_l, obs, ok, retriable, reason) => {
+    const r = checkSyncLag('invoices', obs as never, T);
+    expect(r).toMatchObject({ ok, retriable });
+    expect(r.reason).toMatch(reason);
+  });
+
+  it('sync-verified fails when never verified or when the last verify failed, naming the command', () => {
+    expect(checkSyncVerified('auth', { ...streaming, lastVerify: null }).reason).toMatch(/run: strangler sync verify auth/);
+    expect(checkSyncVerified('auth', { ...streaming, lastVerify: { ok: false, at: 't', detail: 'users ids 1-100' } }).reason).toMatch(/failed: users ids 1-100/);
+    expect(checkSyncVerified('auth', streaming).ok).toBe(true);
+  });
+
+  it('shadow-mismatch needs enough samples and a low enough rate', () => {
+    expect(checkShadowMismatch('/api/x', 5, 0, T)).toMatchObject({ ok: false, retriable: true });
+    expect(checkShadowMismatch('/api/x', 100, 5, T)).toMatchObject({ ok: false, retriable: false });
+    expect(checkShadowMismatch('/api/x', 100, 1, T).ok).toBe(true);
+  });
+
+  it.each([
+    ['passes a service as good as legacy', { requests: 100, errors: 0, p99Ms: 20 }, true],
+    ['fails a service answering 500s', { requests: 100, errors: 30, p99Ms: 20 }, false],
+    ['fails a service twice as slow at p99', { requests: 100, errors: 0, p99Ms: 60 }, false],
+    ['fails when too few requests reached the service', { requests: 3, errors: 0, p99Ms: 10 }, false],
+  ])('canary-analysis %s', (_l, service, ok) => {
+    expect(checkCanaryAnalysis('/api/x', { requests: 100, errors: 0, p99Ms: 25 }, service, T).ok).toBe(ok);
+  });
+
+  it('canary-analysis applies the absolute --max-error-rate and --max-p99-ms limits', () => {
+    const t = { ...T, maxErrorRatePercent: 0.5, maxP99Ms: 15 };
+    const r = checkCanaryAnalysis('/api/x', { requests: 100, errors: 1, p99Ms: 30 }, { requests: 100, errors: 1, p99Ms: 20 }, t);
+    expect(r.reason).toMatch(/error rate 1.00% > max 0.5%/);
+    expect(r.reason).toMatch(/p99 20 ms > max 15 ms/);
+  });
+
+  it('depends-on-switched names the dependencies not yet switched (analytics after invoices)', () => {
+    expect(checkDependsOn('analytics', [{ name: 'invoices', phase: 'canary' }]).reason).toMatch(/invoices \(canary\)/);
+    expect(checkDependsOn('analytics', [{ name: 'invoices', phase: 'switched' }]).ok).toBe(true);
+  });
+
+  it('gateways-reachable needs Redis and at least one live gateway', () => {
+    expect(checkGateways(false, 2).ok).toBe(false);
+    expect(checkGateways(true, 0).ok).toBe(false);
+    expect(checkGateways(true, 2).ok).toBe(true);
+  });
+});

@@ -1,0 +1,131 @@
+import type { CheckName, CheckResult, Phase } from './state-machine.ts';
+
+/**
+ * Preflight checks. Each is a pure evaluation of observations gathered by a probe, returning
+ * `{ ok, retriable, reason }` (STYLE rule 9): not retriable → stop or roll back; retriable →
+ * count against a threshold. Probes that cannot observe (a component not running, a feature
+ * not built) fail closed: they never pass by default.
+ */
+
+export interface CheckThresholds {
+  maxLagBytes: number;
+  maxLagSeconds: number;
+  /** Shadow mismatches as a share of compared requests, in percent. */
+  maxShadowMismatchPercent: number;
+  /** Fewest shadow comparisons before the mismatch rate means anything. */
+  minShadowSamples: number;
+  /** Canary: service error rate may exceed legacy's by at most this many points. */
+  maxErrorRateMarginPercent: number;
+  /** Canary: service p99 may exceed legacy's by at most this factor. */
+  maxP99Ratio: number;
+  /** Canary: absolute limits (from --max-error-rate / --max-p99-ms). */
+  maxErrorRatePercent?: number;
+  maxP99Ms?: number;
+  /** Fewest service requests before a canary analysis means anything. */
+  minCanaryRequests: number;
+}
+
+export const DEFAULT_THRESHOLDS: CheckThresholds = {
+  maxLagBytes: 16 * 1024 * 1024,
+  maxLagSeconds: 5,
+  maxShadowMismatchPercent: 1,
+  minShadowSamples: 20,
+  maxErrorRateMarginPercent: 1,
+  maxP99Ratio: 1.5,
+  minCanaryRequests: 20,
+};
+
+export const pass = (name: CheckName, reason: string): CheckResult => ({ name, ok: true, retriable: false, reason });
+export const fail = (name: CheckName, reason: string, retriable: boolean): CheckResult => ({ name, ok: false, retriable, reason });
+
+export interface HealthObservation {
+  ok: boolean;
+  status?: number;
+  latencyMs?: number;
+  error?: string;
+}
+
+export function checkServiceHealth(service: string, url: string, h: HealthObservation): CheckResult {
+  if (h.ok) return pass('service-health', `${service} answered ${url}/health in ${h.latencyMs ?? '?'} ms`);
+  const why = h.error ?? `status ${h.status}`;
+  return fail('service-health', `${service} did not answer ${url}/health (${why}); start it: strangler service ${service}`, true);
+}
+
+/** What the sync engine reports for a service; null when no sync engine answers for it. */
+export interface SyncObservation {
+  state: string;
+  lagBytes: number | null;
+  lagSeconds: number | null;
+  lastError: string | null;
+  lastVerify: { ok: boolean; at: string; detail?: string } | null;
+}
+
+export function checkSyncLag(service: string, s: SyncObservation | null, t: CheckThresholds): CheckResult {
+  if (!s) return fail('sync-lag', `no sync runs for ${service}; start it: strangler sync start ${service}`, false);
+  if (s.state !== 'active' && s.state !== 'streaming') {
+    return fail('sync-lag', `the sync of ${service} is ${s.state}${s.lastError ? ` (last error: ${s.lastError})` : ''}; start it: strangler sync start ${service}`, false);
+  }
+  if (s.lagBytes === null || s.lagSeconds === null) return fail('sync-lag', `the lag of ${service}'s sync is not known yet; wait for its first heartbeat`, true);
+  if (s.lagBytes > t.maxLagBytes) return fail('sync-lag', `sync lag ${s.lagBytes} bytes > ${t.maxLagBytes}; wait for it to catch up (strangler sync status ${service})`, true);
+  if (s.lagSeconds > t.maxLagSeconds) return fail('sync-lag', `sync lag ${s.lagSeconds.toFixed(1)} s > ${t.maxLagSeconds} s; wait for it to catch up (strangler sync status ${service})`, true);
+  return pass('sync-lag', `lag ${s.lagBytes} bytes, ${s.lagSeconds.toFixed(1)} s`);
+}
+
+export function checkSyncVerified(service: string, s: SyncObservation | null): CheckResult {
+  if (!s) return fail('sync-verified', `no sync runs for ${service}, so nothing was verified; run: strangler sync start ${service}`, false);
+  if (!s.lastVerify) return fail('sync-verified', `${service} was never verified; run: strangler sync verify ${service}`, false);
+  if (!s.lastVerify.ok) return fail('sync-verified', `the last verify of ${service} (${s.lastVerify.at}) failed${s.lastVerify.detail ? `: ${s.lastVerify.detail}` : ''}; fix the sync and run: strangler sync verify ${service}`, false);
+  return pass('sync-verified', `verified at ${s.lastVerify.at}`);
+}
+
+export function checkShadowMismatch(prefix: string, compared: number, mismatches: number, t: CheckThresholds): CheckResult {
+  if (compared < t.minShadowSamples) {
+    return fail('shadow-mismatch', `only ${compared} shadowed requests compared on ${prefix} (need ${t.minShadowSamples}); let shadow run longer`, true);
+  }
+  const rate = (100 * mismatches) / compared;
+  if (rate > t.maxShadowMismatchPercent) {
+    return fail('shadow-mismatch', `${rate.toFixed(2)}% of shadowed answers differ on ${prefix} (max ${t.maxShadowMismatchPercent}%); see: strangler diff ${prefix}`, false);
+  }
+  return pass('shadow-mismatch', `${mismatches}/${compared} differ (${rate.toFixed(2)}%)`);
+}
+
+export interface SideFigures {
+  requests: number;
+  errors: number;
+  p99Ms: number | null;
+}
+
+/** Canary analysis, as Flagger does it: the service against legacy over the same interval. */
+export function checkCanaryAnalysis(prefix: string, legacy: SideFigures, service: SideFigures, t: CheckThresholds): CheckResult {
+  if (service.requests < t.minCanaryRequests) {
+    return fail('canary-analysis', `only ${service.requests} requests reached the service on ${prefix} in the interval (need ${t.minCanaryRequests})`, true);
+  }
+  const svcRate = (100 * service.errors) / service.requests;
+  const legRate = legacy.requests ? (100 * legacy.errors) / legacy.requests : 0;
+  const problems: string[] = [];
+  if (t.maxErrorRatePercent !== undefined && svcRate > t.maxErrorRatePercent) problems.push(`service error rate ${svcRate.toFixed(2)}% > max ${t.maxErrorRatePercent}%`);
+  if (svcRate > legRate + t.maxErrorRateMarginPercent) problems.push(`service error rate ${svcRate.toFixed(2)}% > legacy ${legRate.toFixed(2)}% + ${t.maxErrorRateMarginPercent} points`);
+  if (service.p99Ms !== null) {
+    if (t.maxP99Ms !== undefined && service.p99Ms > t.maxP99Ms) problems.push(`service p99 ${service.p99Ms} ms > max ${t.maxP99Ms} ms`);
+    if (legacy.p99Ms !== null && legacy.p99Ms > 0 && service.p99Ms > legacy.p99Ms * t.maxP99Ratio && service.p99Ms - legacy.p99Ms > 5) {
+      problems.push(`service p99 ${service.p99Ms} ms > ${t.maxP99Ratio}× legacy's ${legacy.p99Ms} ms`);
+    }
+  }
+  const figures = `service ${service.requests} req, ${svcRate.toFixed(2)}% errors, p99 ${service.p99Ms ?? '?'} ms; legacy ${legacy.requests} req, ${legRate.toFixed(2)}% errors, p99 ${legacy.p99Ms ?? '?'} ms`;
+  // A failed analysis is retriable: the progressive canary counts it against --threshold.
+  return problems.length ? fail('canary-analysis', `${problems.join('; ')} (${figures})`, true) : pass('canary-analysis', figures);
+}
+
+export function checkDependsOn(service: string, deps: ReadonlyArray<{ name: string; phase: Phase }>): CheckResult {
+  const notYet = deps.filter((d) => d.phase !== 'switched' && d.phase !== 'finalized');
+  if (notYet.length) {
+    return fail('depends-on-switched', `${service} depends on ${notYet.map((d) => `${d.name} (${d.phase})`).join(', ')}, which must be switched first`, false);
+  }
+  return pass('depends-on-switched', deps.length ? `${deps.map((d) => d.name).join(', ')} switched` : 'no dependencies');
+}
+
+export function checkGateways(redisUp: boolean, live: number): CheckResult {
+  if (!redisUp) return fail('gateways-reachable', 'Redis is unreachable, so gateways cannot be notified; fix Redis first', true);
+  if (live === 0) return fail('gateways-reachable', 'no live gateway (no heartbeat in the last seconds); start one: strangler gateway', true);
+  return pass('gateways-reachable', `Redis up, ${live} live gateway(s)`);
+}
