@@ -79,3 +79,35 @@ export async function isolatedConfig(label: string): Promise<{ config: ResolvedC
     },
   };
 }
+
+/** strangler.yaml pointed at the shared stack with a fresh, migrated legacy database. */
+export async function legacyTestConfig(label: string): Promise<{ config: ResolvedConfig; cleanup: () => Promise<void> }> {
+  const { pgBaseUrl, redisUrl } = sharedStack();
+  const base = loadConfig(resolve(ROOT, 'strangler.yaml'), { postgresUrl: pgBaseUrl, redisUrl, logLevel: 'silent' });
+  const databaseUrl = await createTestDatabase(label);
+  const { migrateLegacy } = await import('../legacy-adapter/migrate.ts');
+  await migrateLegacy(databaseUrl);
+  return {
+    config: { ...base, redis: { url: redisUrl, keyPrefix: `${uniqueName(label)}:` }, legacy: { ...base.legacy, databaseUrl } },
+    cleanup: () => dropTestDatabase(databaseUrl),
+  };
+}
+
+/** A tiny JSON client for integration tests: `call('POST', '/api/x', body, token)`. */
+export function jsonClient(baseUrl: string) {
+  return async function call(method: string, path: string, body?: unknown, token?: string, headers: Record<string, string> = {}) {
+    const res = await fetch(`${baseUrl}${path}`, {
+      method,
+      headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...(token ? { authorization: `Bearer ${token}` } : {}), ...headers },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    let json: any;
+    try {
+      json = text ? JSON.parse(text) : undefined;
+    } catch {
+      json = undefined;
+    }
+    return { status: res.status, headers: res.headers, text, json };
+  };
+}

@@ -1,0 +1,74 @@
+import type { ResolvedConfig } from '../../core/config/load.ts';
+import type { Logger } from '../../core/logger.ts';
+import { migrateLegacy, seedLegacy, startLegacyApp } from '../../legacy-adapter/index.ts';
+import { LocalStack } from '../../stack/index.ts';
+
+export interface RunningComponent {
+  name: string;
+  url: string;
+  close(): Promise<void>;
+}
+
+export interface Topology {
+  stack: LocalStack;
+  config: ResolvedConfig;
+  components: RunningComponent[];
+  /** Where each part listens, for printing. */
+  where(): Record<string, string>;
+  stop(): Promise<void>;
+}
+
+export interface TopologyOptions {
+  logger: Logger;
+  /** Seed the legacy database after migrating it. */
+  seed?: { users: number; invoices: number; seed?: number };
+  /** REDIS_URL, when the engineer wants an existing Redis. */
+  redisUrl?: string;
+  /** Called with a line of progress. */
+  onStep?: (line: string) => void;
+}
+
+/**
+ * Starts what `strangler dev up` and the demo run: the private Postgres and Redis, every
+ * database of strangler.yaml, and the legacy monolith on its configured port. Stops in reverse.
+ */
+export async function startTopology(fileConfig: (o: { postgresUrl: string; redisUrl: string }) => ResolvedConfig, options: TopologyOptions): Promise<Topology> {
+  const step = options.onStep ?? (() => undefined);
+  const stack = await LocalStack.start({ redisUrl: options.redisUrl });
+  const components: RunningComponent[] = [];
+  const stop = async () => {
+    for (const c of [...components].reverse()) await c.close().catch((err) => options.logger.error({ err, component: c.name }, 'close failed'));
+    components.length = 0;
+    await stack.stop();
+  };
+  try {
+    const config = fileConfig(stack.overrides);
+    step(`postgres  ${stack.postgres.baseUrl} (wal_level=logical)`);
+    step(`redis     ${stack.redisUrl}`);
+    const databases = await stack.createDatabases(config);
+    step(`databases ${databases.join(', ')}`);
+    await migrateLegacy(config.legacy.databaseUrl);
+    if (options.seed) {
+      const t = Date.now();
+      await seedLegacy(config.legacy.databaseUrl, options.seed);
+      step(`seeded    ${options.seed.users} users, ${options.seed.invoices} invoices in ${Date.now() - t} ms`);
+    }
+    const legacy = await startLegacyApp(config, { logger: options.logger });
+    components.push({ name: 'legacy', url: legacy.url, close: legacy.close });
+    step(`legacy    ${legacy.url}`);
+    return {
+      stack,
+      config,
+      components,
+      where: () => ({
+        postgres: stack.postgres.baseUrl,
+        redis: stack.redisUrl,
+        ...Object.fromEntries(components.map((c) => [c.name, c.url])),
+      }),
+      stop,
+    };
+  } catch (err) {
+    await stop().catch(() => undefined);
+    throw err;
+  }
+}

@@ -1,0 +1,37 @@
+import type { Topology } from '../cli/dev/topology.ts';
+
+/**
+ * What the demo does once the stack runs. For now: the legacy monolith answers a login, a
+ * list of invoices, a create and the analytics, each printed. Later steps (gateway, sync,
+ * cutover of each prefix) are added here as they land.
+ */
+export async function runScenario(topology: Topology, say: (line: string) => void): Promise<boolean> {
+  const legacy = topology.components.find((c) => c.name === 'legacy')!.url;
+  say('\nwhere each part listens:');
+  for (const [name, url] of Object.entries(topology.where())) say(`  ${name.padEnd(10)} ${url}`);
+
+  say('\na few requests to the monolith:');
+  const call = async (method: string, path: string, body?: unknown, token?: string) => {
+    const res = await fetch(`${legacy}${path}`, {
+      method,
+      headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    say(`  ${method.padEnd(5)} ${path.padEnd(34)} ${res.status}  ${text.length > 90 ? `${text.slice(0, 90)}…` : text}`);
+    return { status: res.status, json: text ? JSON.parse(text) : undefined };
+  };
+  await call('GET', '/health');
+  const login = await call('POST', '/api/auth/login', { email: 'user1@example.test', password: 'password-1' });
+  const token = login.json?.token as string | undefined;
+  if (!token) return false;
+  await call('GET', '/api/auth/me', undefined, token);
+  await call('GET', '/api/invoices?pageSize=2', undefined, token);
+  const created = await call('POST', '/api/invoices', {
+    customerName: 'Demo Customer',
+    items: [{ description: 'Migration consulting', quantity: 2, unitPrice: '450.00' }],
+  }, token);
+  await call('GET', '/api/analytics/totals-by-status', undefined, token);
+  await call('GET', '/api/invoices', undefined, undefined);
+  return created.status === 201;
+}

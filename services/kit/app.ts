@@ -1,0 +1,84 @@
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import express, { type Express } from 'express';
+import type { Logger } from '../../core/logger.ts';
+import { createErrorHandler, createNotFoundHandler } from './http-error.ts';
+import { createRequestId } from './request-id.ts';
+
+export interface AppOptions {
+  /** Shown by /health. */
+  name: string;
+  logger: Logger;
+  /** Checks /health runs (e.g. `database: SELECT 1`); a throw makes /health answer 503. */
+  health?: Record<string, () => Promise<unknown>>;
+  /** JSON body limit (bytes). */
+  jsonLimit?: number;
+}
+
+/**
+ * The skeleton every app of the toolkit shares: request id and a child logger, JSON bodies,
+ * /health. Mount routers on it, then call `finishApp` to add the 404 and the error handler.
+ */
+export function createApp(options: AppOptions): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.use(createRequestId(options.logger));
+  app.use(express.json({ limit: options.jsonLimit ?? 1024 * 1024 }));
+  app.get('/health', async (_req, res) => {
+    const checks: Record<string, string> = {};
+    let ok = true;
+    for (const [name, check] of Object.entries(options.health ?? {})) {
+      try {
+        await check();
+        checks[name] = 'ok';
+      } catch (err) {
+        ok = false;
+        checks[name] = `failing: ${err instanceof Error ? err.message : String(err)}`;
+      }
+    }
+    res.status(ok ? 200 : 503).json({ status: ok ? 'ok' : 'failing', service: options.name, checks });
+  });
+  return app;
+}
+
+export function finishApp(app: Express): Express {
+  app.use(createNotFoundHandler());
+  app.use(createErrorHandler());
+  return app;
+}
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  server: Server;
+  /** Stops accepting, lets in-flight requests finish (up to `graceMs`), then closes what is left. */
+  close(graceMs?: number): Promise<void>;
+}
+
+export async function listen(app: Express, port = 0, host = '127.0.0.1'): Promise<RunningServer> {
+  const server = await new Promise<Server>((resolve, reject) => {
+    const s = app.listen(port, host, (err?: Error) => (err ? reject(err) : resolve(s)));
+    s.once('error', reject);
+  });
+  server.keepAliveTimeout = 65_000; // longer than a gateway's idle pool timeout, so it never reuses a closing socket
+  const address = server.address() as AddressInfo;
+  let closing: Promise<void> | null = null;
+  return {
+    url: `http://${host}:${address.port}`,
+    port: address.port,
+    server,
+    close(graceMs = 5_000) {
+      closing ??= new Promise<void>((resolve) => {
+        const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+        timer.unref();
+        server.close(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+        server.closeIdleConnections();
+      });
+      return closing;
+    },
+  };
+}

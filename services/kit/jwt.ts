@@ -1,0 +1,97 @@
+import { createRemoteJWKSet, decodeProtectedHeader, errors as joseErrors, jwtVerify, SignJWT, type JWTPayload } from 'jose';
+import { StranglerError } from '../../core/errors.ts';
+
+/** Who a verified token says the caller is. */
+export interface Identity {
+  /** The user id, as a string (JWT `sub`). */
+  sub: string;
+  email?: string;
+  iss: string;
+}
+
+export interface LegacyIssuer {
+  secret: string;
+  issuer: string;
+}
+
+export interface TokenVerifierOptions {
+  /** The monolith's HS256 tokens. */
+  legacy: LegacyIssuer;
+  /** The auth service's RS256 tokens, through its JWKS (cached; refetched on an unknown kid). */
+  jwks?: { url: string; issuer: string };
+  /** Expected `aud`, when tokens carry one. */
+  audience?: string;
+  /** Clock skew tolerated on exp/nbf, seconds. */
+  clockToleranceSeconds?: number;
+}
+
+export type TokenVerifier = (token: string) => Promise<Identity>;
+
+export async function signLegacyToken(
+  user: { id: number | string; email: string },
+  issuer: LegacyIssuer & { ttlSeconds: number },
+): Promise<string> {
+  return new SignJWT({ email: user.email })
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setSubject(String(user.id))
+    .setIssuer(issuer.issuer)
+    .setIssuedAt()
+    .setExpirationTime(`${issuer.ttlSeconds}s`)
+    .sign(new TextEncoder().encode(issuer.secret));
+}
+
+function unauthenticated(message: string): StranglerError {
+  return new StranglerError(message, 'UNAUTHENTICATED');
+}
+
+/**
+ * One verifier for both issuers of the migration period.
+ * SECURITY: the key is chosen by the token's `alg` from a closed list, and each key is used only
+ * with its own algorithm: `none` is refused, an HS256 token can never be checked against the
+ * RSA public key (algorithm confusion), and the issuer must match the key that verified it.
+ */
+export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifier {
+  const secret = new TextEncoder().encode(options.legacy.secret);
+  const jwks = options.jwks ? createRemoteJWKSet(new URL(options.jwks.url), { cooldownDuration: 5_000, cacheMaxAge: 600_000 }) : null;
+  const common = { audience: options.audience, clockTolerance: options.clockToleranceSeconds ?? 5 };
+
+  return async function verifyToken(token: string): Promise<Identity> {
+    let alg: string | undefined;
+    try {
+      alg = decodeProtectedHeader(token).alg;
+    } catch {
+      throw unauthenticated('the bearer token is not a JWT');
+    }
+    let payload: JWTPayload;
+    try {
+      if (alg === 'HS256') {
+        ({ payload } = await jwtVerify(token, secret, { ...common, algorithms: ['HS256'], issuer: options.legacy.issuer }));
+      } else if (alg === 'RS256' && jwks && options.jwks) {
+        ({ payload } = await jwtVerify(token, jwks, { ...common, algorithms: ['RS256'], issuer: options.jwks.issuer }));
+      } else {
+        throw unauthenticated(`tokens signed with alg ${JSON.stringify(alg ?? null)} are not accepted`);
+      }
+    } catch (err) {
+      if (err instanceof StranglerError) throw err;
+      throw unauthenticated(describeJoseError(err));
+    }
+    if (typeof payload.sub !== 'string' || payload.sub === '') throw unauthenticated('the token has no subject');
+    return { sub: payload.sub, email: typeof payload.email === 'string' ? payload.email : undefined, iss: payload.iss ?? '' };
+  };
+}
+
+function describeJoseError(err: unknown): string {
+  if (err instanceof joseErrors.JWTExpired) return 'the token has expired; log in again';
+  if (err instanceof joseErrors.JWTClaimValidationFailed) return `the token's ${err.claim} claim is not valid (${err.reason})`;
+  if (err instanceof joseErrors.JWSSignatureVerificationFailed) return 'the token signature is not valid';
+  if (err instanceof joseErrors.JWKSNoMatchingKey) return 'the token was signed with a key the issuer does not publish';
+  if (err instanceof joseErrors.JOSEError) return `the token is not valid (${err.code})`;
+  return 'the token could not be verified';
+}
+
+/** The bearer token of an Authorization header, or null. */
+export function bearerToken(header: string | undefined): string | null {
+  if (!header) return null;
+  const match = /^Bearer\s+([A-Za-z0-9._~+/-]+=*)\s*$/i.exec(header);
+  return match ? match[1] : null;
+}
