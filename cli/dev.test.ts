@@ -31,7 +31,10 @@ afterAll(async () => {
 
 it('dev up --detach starts the stack and prints where each part listens; status, seed and down work on it', async () => {
   const port = await freePort();
-  const yaml = readFileSync(resolve(ROOT, 'strangler.yaml'), 'utf8').replace('port: 5001', `port: ${port}`);
+  const gatewayPort = await freePort();
+  const yaml = readFileSync(resolve(ROOT, 'strangler.yaml'), 'utf8')
+    .replace('port: 5001', `port: ${port}`)
+    .replace('port: 5000', `port: ${gatewayPort}\n  snapshotFile: ${join(cwd, 'routes.json')}`);
   writeFileSync(join(cwd, 'strangler.yaml'), yaml);
   const config = ['--config', join(cwd, 'strangler.yaml')];
 
@@ -39,6 +42,7 @@ it('dev up --detach starts the stack and prints where each part listens; status,
   expect(up.code, up.stderr).toBe(0);
   expect(up.stdout).toMatch(/postgres\s+postgres:\/\/postgres@127\.0\.0\.1:\d+/);
   expect(up.stdout).toContain(`legacy    http://127.0.0.1:${port}`);
+  expect(up.stdout).toContain(`gateway   http://127.0.0.1:${gatewayPort}`);
   expect(existsSync(join(cwd, '.strangler/dev-stack.json'))).toBe(true);
 
   const twice = await run('dev', 'up', '--detach', ...config);
@@ -51,7 +55,7 @@ it('dev up --detach starts the stack and prints where each part listens; status,
 
   const seed = await run('dev', 'seed', '--users', '2', '--invoices', '3', ...config);
   expect(seed.code, seed.stderr).toBe(0);
-  const login = await fetch(`http://127.0.0.1:${port}/api/auth/login`, {
+  const login = await fetch(`http://127.0.0.1:${gatewayPort}/api/auth/login`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ email: 'user7@example.test', password: 'password-7' }),
@@ -62,6 +66,7 @@ it('dev up --detach starts the stack and prints where each part listens; status,
   expect(down.code).toBe(0);
   expect(down.stdout).toMatch(/stopped the dev stack/);
   expect(await isListening(port)).toBe(false);
+  expect(await isListening(gatewayPort)).toBe(false);
   const after = await run('dev', 'status', ...config);
   expect(after.code).toBe(1);
 }, 180_000);

@@ -6,13 +6,13 @@ import type { Topology } from '../cli/dev/topology.ts';
  * cutover of each prefix) are added here as they land.
  */
 export async function runScenario(topology: Topology, say: (line: string) => void): Promise<boolean> {
-  const legacy = topology.components.find((c) => c.name === 'legacy')!.url;
+  const gateway = topology.components.find((c) => c.name === 'gateway')!.url;
   say('\nwhere each part listens:');
   for (const [name, url] of Object.entries(topology.where())) say(`  ${name.padEnd(10)} ${url}`);
 
-  say('\na few requests to the monolith:');
+  say('\na few requests through the gateway (every prefix still served by the monolith):');
   const call = async (method: string, path: string, body?: unknown, token?: string) => {
-    const res = await fetch(`${legacy}${path}`, {
+    const res = await fetch(`${gateway}${path}`, {
       method,
       headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
       body: body === undefined ? undefined : JSON.stringify(body),

@@ -111,3 +111,42 @@ export function jsonClient(baseUrl: string) {
     return { status: res.status, headers: res.headers, text, json };
   };
 }
+
+/**
+ * A gateway test environment: a migrated control database, echo upstreams for legacy and each
+ * named service, and a config pointing at them (fresh Redis key prefix, fast polling, a
+ * snapshot file of its own). `setRoute` changes a route as the control plane does.
+ */
+export async function gatewayTestEnv(label: string, serviceNames: string[] = ['auth', 'invoices']) {
+  const { pgBaseUrl, redisUrl } = sharedStack();
+  const { startEchoUpstream } = await import('./upstream.ts');
+  const { migrateControl } = await import('../migrations/control/index.ts');
+  const { mkdtempSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const base = loadConfig(resolve(ROOT, 'strangler.yaml'), { postgresUrl: pgBaseUrl, redisUrl, logLevel: 'silent' });
+  const controlUrl = await createTestDatabase(`${label}_control`);
+  await migrateControl(controlUrl, base.control.schema);
+  const legacy = await startEchoUpstream('legacy');
+  const upstreams = Object.fromEntries(await Promise.all(serviceNames.map(async (n) => [n, await startEchoUpstream(n)] as const)));
+  const dir = mkdtempSync(join(tmpdir(), `${label}-`));
+  const config: ResolvedConfig = {
+    ...base,
+    redis: { url: redisUrl, keyPrefix: `${uniqueName(label)}:` },
+    legacy: { ...base.legacy, url: legacy.url },
+    control: { ...base.control, databaseUrl: controlUrl },
+    gateway: { ...base.gateway, snapshotFile: join(dir, 'routes.json'), pollIntervalMs: 200, heartbeatIntervalMs: 200, rateLimits: [{ prefix: '/', limit: 100_000, windowMs: 60_000 }] },
+    services: base.services.map((s) => (upstreams[s.name] ? { ...s, url: upstreams[s.name].url } : s)),
+  };
+  return {
+    config,
+    legacy,
+    upstreams,
+    dir,
+    async cleanup() {
+      await legacy.close();
+      for (const u of Object.values(upstreams)) await u.close();
+      await dropTestDatabase(controlUrl);
+    },
+  };
+}

@@ -2,6 +2,8 @@ import type { ResolvedConfig } from '../../core/config/load.ts';
 import type { Logger } from '../../core/logger.ts';
 import { migrateLegacy, seedLegacy, startLegacyApp } from '../../legacy-adapter/index.ts';
 import { LocalStack } from '../../stack/index.ts';
+import { migrateControl } from '../../migrations/control/index.ts';
+import { startGateway } from '../../gateway/start.ts';
 
 export interface RunningComponent {
   name: string;
@@ -30,7 +32,8 @@ export interface TopologyOptions {
 
 /**
  * Starts what `strangler dev up` and the demo run: the private Postgres and Redis, every
- * database of strangler.yaml, and the legacy monolith on its configured port. Stops in reverse.
+ * database of strangler.yaml, the legacy monolith and the gateway on their configured ports.
+ * Stops in reverse.
  */
 export async function startTopology(fileConfig: (o: { postgresUrl: string; redisUrl: string }) => ResolvedConfig, options: TopologyOptions): Promise<Topology> {
   const step = options.onStep ?? (() => undefined);
@@ -56,6 +59,10 @@ export async function startTopology(fileConfig: (o: { postgresUrl: string; redis
     const legacy = await startLegacyApp(config, { logger: options.logger });
     components.push({ name: 'legacy', url: legacy.url, close: legacy.close });
     step(`legacy    ${legacy.url}`);
+    await migrateControl(config.control.databaseUrl, config.control.schema);
+    const gateway = await startGateway(config, { logger: options.logger });
+    components.push({ name: 'gateway', url: gateway.url, close: gateway.stop });
+    step(`gateway   ${gateway.url} (route table v${gateway.routes.current().version})`);
     return {
       stack,
       config,

@@ -100,6 +100,41 @@ export const configSchema = z.strictObject({
       snapshotFile: z.string().default('.strangler/gateway-routes.json'),
       pollIntervalMs: z.number().int().min(100).default(2_000),
       heartbeatIntervalMs: z.number().int().min(100).default(1_000),
+      /** Path prefixes that need a valid bearer token (except publicPaths). */
+      protectedPrefixes: z.array(z.string().regex(/^\//, 'expected a path starting with /')).default(['/api']),
+      /** The auth service's JWKS, for its RS256 tokens (the legacy HS256 secret is always accepted). */
+      jwks: z.strictObject({ url: httpUrl, issuer: z.string().min(1) }).optional(),
+      /** Expected `aud` claim, when tokens carry one. */
+      audience: z.string().optional(),
+      /** Per-prefix rate limits (longest prefix wins), per user when authenticated, else per client IP. */
+      rateLimits: z
+        .array(
+          z.strictObject({
+            prefix: z.string().regex(/^\//, 'expected a path prefix starting with /'),
+            limit: z.number().int().min(1),
+            windowMs: z.number().int().min(100).default(60_000),
+          }),
+        )
+        .default([{ prefix: '/', limit: 6000, windowMs: 60_000 }]),
+      shadow: z
+        .strictObject({
+          /** Shadow requests in flight at once; more are skipped (and counted), never queued. */
+          concurrency: z.number().int().min(1).default(32),
+          timeoutMs: z.number().int().min(10).default(2_000),
+          /** Larger bodies are not compared (counted as skipped). */
+          maxBodyBytes: z.number().int().min(1024).default(1024 * 1024),
+          /** Mismatch samples kept per service for `strangler diff`. */
+          samples: z.number().int().min(1).max(1000).default(50),
+        })
+        .prefault({}),
+      breaker: z
+        .strictObject({
+          /** Consecutive failures that open a service's circuit. */
+          consecutiveFailures: z.number().int().min(1).default(5),
+          /** How long it stays open before one trial request. */
+          halfOpenAfterMs: z.number().int().min(100).default(10_000),
+        })
+        .prefault({}),
     })
     .prefault({}),
   sync: z

@@ -53,7 +53,7 @@ function unauthenticated(message: string): StranglerError {
 export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifier {
   const secret = new TextEncoder().encode(options.legacy.secret);
   const jwks = options.jwks ? createRemoteJWKSet(new URL(options.jwks.url), { cooldownDuration: 5_000, cacheMaxAge: 600_000 }) : null;
-  const common = { audience: options.audience, clockTolerance: options.clockToleranceSeconds ?? 5 };
+  const common = { audience: options.audience, clockTolerance: options.clockToleranceSeconds ?? 5, requiredClaims: ['exp', 'sub'] };
 
   return async function verifyToken(token: string): Promise<Identity> {
     let alg: string | undefined;

@@ -1,0 +1,61 @@
+import type { Identity, TokenVerifier } from '../services/kit/jwt.ts';
+import { bearerToken } from '../services/kit/jwt.ts';
+import { matchesPrefix } from './path-normalize.ts';
+
+export type AuthOutcome = { ok: true; identity?: Identity } | { ok: false; message: string };
+
+export interface EdgeAuthOptions {
+  verify: TokenVerifier;
+  protectedPrefixes: string[];
+  publicPaths: string[];
+  /** Verified tokens kept (by exact token text) until their expiry, so a hot token is checked once. */
+  cacheSize?: number;
+}
+
+/**
+ * JWT at the edge. Protected prefixes need a valid bearer token; public paths don't (a token
+ * sent to one is verified, and identity headers are only ever set from a valid one).
+ * SECURITY: the cache holds only tokens that verified, keyed by their full text, and forgets
+ * each at its `exp`; a token that failed is never cached as good.
+ */
+export function createEdgeAuth(options: EdgeAuthOptions) {
+  const protectedPrefixes = options.protectedPrefixes.map((p) => p.toLowerCase().replace(/\/+$/, '') || '/');
+  const publicPaths = new Set(options.publicPaths.map((p) => p.toLowerCase().replace(/\/+$/, '') || '/'));
+  const cache = new Map<string, { identity: Identity; expiresAt: number }>();
+  const max = options.cacheSize ?? 10_000;
+
+  const isProtected = (matchPath: string) => !publicPaths.has(matchPath) && protectedPrefixes.some((p) => matchesPrefix(matchPath, p));
+
+  return async function authenticate(matchPath: string, authorization: string | undefined): Promise<AuthOutcome> {
+    const needed = isProtected(matchPath);
+    if (!authorization) return needed ? { ok: false, message: 'this endpoint needs a bearer token: Authorization: Bearer <token from /api/auth/login>' } : { ok: true };
+    const token = bearerToken(authorization);
+    if (!token) return needed ? { ok: false, message: 'the Authorization header is not "Bearer <token>"' } : { ok: true };
+    const hit = cache.get(token);
+    if (hit && hit.expiresAt > Date.now()) return { ok: true, identity: hit.identity };
+    if (hit) cache.delete(token);
+    try {
+      const identity = await options.verify(token);
+      const exp = decodeExp(token);
+      if (exp) {
+        if (cache.size >= max) cache.delete(cache.keys().next().value as string);
+        cache.set(token, { identity, expiresAt: Math.min(exp * 1000, Date.now() + 300_000) });
+      }
+      return { ok: true, identity };
+    } catch (err) {
+      // On a public path (login with a stale token) a bad token is not an error; the request
+      // simply carries no identity.
+      if (!needed) return { ok: true };
+      return { ok: false, message: err instanceof Error ? err.message : 'the token could not be verified' };
+    }
+  };
+}
+
+function decodeExp(token: string): number | null {
+  try {
+    const payload = JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString('utf8')) as { exp?: unknown };
+    return typeof payload.exp === 'number' ? payload.exp : null;
+  } catch {
+    return null;
+  }
+}

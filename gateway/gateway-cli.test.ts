@@ -1,0 +1,51 @@
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import { freePort, waitFor } from '../stack/ports.ts';
+import { gatewayTestEnv, ROOT, sharedStack } from '../test/harness.ts';
+import { liveGateways } from '../cutover/route-change.ts';
+import { redisKeys } from './redis-keys.ts';
+
+let env: Awaited<ReturnType<typeof gatewayTestEnv>>;
+beforeAll(async () => {
+  env = await gatewayTestEnv('gateway_cli', ['invoices']);
+});
+afterAll(async () => {
+  await env?.cleanup();
+});
+
+it('strangler gateway --workers 2 runs two processes on one port that both acknowledge the route table, and stops on SIGTERM', async () => {
+  const port = await freePort();
+  const file = join(env.dir, 'strangler.yaml');
+  writeFileSync(
+    file,
+    stringify({
+      postgres: { url: sharedStack().pgBaseUrl },
+      redis: { url: env.config.redis.url, keyPrefix: env.config.redis.keyPrefix },
+      legacy: { port: await freePort(), url: env.legacy.url },
+      control: { database: new URL(env.config.control.databaseUrl).pathname.slice(1) },
+      gateway: { port, snapshotFile: join(env.dir, 'snap.json'), heartbeatIntervalMs: 200 },
+      logLevel: 'warn',
+      services: [{ name: 'invoices', prefix: '/api/invoices', port: await freePort(), url: env.upstreams.invoices.url, database: 'svc_invoices', order: 1 }],
+    }),
+  );
+  const child = spawn(process.execPath, [resolve(ROOT, 'bin/strangler.js'), 'gateway', '--workers', '2', '--config', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (c) => (stderr += c));
+  const redis = new Redis(env.config.redis.url);
+  try {
+    await waitFor('two gateway workers to report', async () => (await liveGateways(redis, redisKeys(env.config.redis.keyPrefix), 2_000)).length === 2, 30_000, 100);
+    const res = await fetch(`http://127.0.0.1:${port}/health`);
+    expect(((await res.json()) as { server: string }).server).toBe('legacy');
+    const pids = new Set((await liveGateways(redis, redisKeys(env.config.redis.keyPrefix), 2_000)).map((g) => g.pid));
+    expect(pids.size).toBe(2);
+  } finally {
+    child.kill('SIGTERM');
+    const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+    await redis.quit();
+    expect(code, stderr).toBe(0);
+  }
+}, 60_000);

@@ -1,0 +1,302 @@
+import { request } from 'node:http';
+import { SignJWT, UnsecuredJWT } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
+import { gatewayTestEnv } from '../test/harness.ts';
+import { routeWriter } from '../test/routes.ts';
+import { startGateway, type RunningGateway } from './start.ts';
+
+let env: Awaited<ReturnType<typeof gatewayTestEnv>>;
+let gw: RunningGateway;
+let routes: ReturnType<typeof routeWriter>;
+
+const token = (sub: string, opts: { secret?: string; issuer?: string; exp?: number | string } = {}) =>
+  new SignJWT({ email: `${sub}@example.test` })
+    .setProtectedHeader({ alg: 'HS256' })
+    .setSubject(sub)
+    .setIssuer(opts.issuer ?? 'legacy')
+    .setIssuedAt()
+    .setExpirationTime(opts.exp ?? '1h')
+    .sign(new TextEncoder().encode(opts.secret ?? env.config.legacy.jwtSecret));
+
+async function get(path: string, init: RequestInit & { token?: string } = {}) {
+  const headers = new Headers(init.headers);
+  if (init.token) headers.set('authorization', `Bearer ${init.token}`);
+  const res = await fetch(`${gw.url}${path}`, { ...init, headers });
+  const text = await res.text();
+  let json: any;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: res.status, headers: res.headers, json, text };
+}
+
+/** A request with the path sent exactly as written (fetch would normalise it first). */
+function raw(path: string, headers: Record<string, string> = {}): Promise<{ status: number; json: any }> {
+  return new Promise((resolve, reject) => {
+    const req = request(`${gw.url}${path}`, { headers }, (res) => {
+      let text = '';
+      res.on('data', (c) => (text += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, json: text ? JSON.parse(text) : undefined }));
+    });
+    req.path = path;
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+beforeAll(async () => {
+  env = await gatewayTestEnv('gateway');
+  gw = await startGateway(env.config, { port: 0, instanceId: 'gw-main' });
+  routes = routeWriter(env.config);
+});
+
+afterAll(async () => {
+  await gw?.stop();
+  await routes?.close();
+  await env?.cleanup();
+});
+
+describe('gateway routing by mode', () => {
+  it('sends everything to legacy while no route is switched', async () => {
+    const t = await token('1');
+    expect((await get('/api/invoices', { token: t })).json.server).toBe('legacy');
+    expect((await get('/health')).json.server).toBe('legacy');
+  });
+
+  it('sends a prefix in service mode to its service, and the rest to legacy', async () => {
+    const p = await routes.set({ prefix: '/api/invoices', mode: 'service' });
+    expect(p).toMatchObject({ complete: true, acknowledged: 1, live: 1 });
+    const t = await token('1');
+    expect((await get('/api/invoices/7?x=1', { token: t })).json).toMatchObject({ server: 'invoices', url: '/api/invoices/7?x=1' });
+    expect((await get('/api/auth/me', { token: t })).json.server).toBe('legacy');
+    await routes.set({ prefix: '/api/invoices', mode: 'legacy' });
+    expect((await get('/api/invoices', { token: t })).json.server).toBe('legacy');
+  });
+
+  it('routes by the normalised path and forwards that same path', async () => {
+    await routes.set({ prefix: '/api/invoices', mode: 'service' });
+    const t = await token('1');
+    const cases: Array<[string, string]> = [
+      ['/api/auth/../invoices', '/api/invoices'],
+      ['/api/auth/%2e%2e/invoices', '/api/invoices'],
+      ['/api//invoices', '/api/invoices'],
+      ['/API/Invoices/3', '/API/Invoices/3'],
+    ];
+    try {
+      for (const [path, forwarded] of cases) {
+        const res = await raw(path, { authorization: `Bearer ${t}` });
+        expect(res.json, path).toMatchObject({ server: 'invoices', url: forwarded });
+      }
+      for (const path of ['/api/auth%2f..%2finvoices', '/api/invoices;x=1', '/api/%2e%2e/%2e%2e/etc', '/api\\invoices']) {
+        const res = await raw(path, { authorization: `Bearer ${t}` });
+        expect(res.status, path).toBe(400);
+        expect(res.json.error.code).toBe('BAD_INPUT');
+      }
+    } finally {
+      await routes.set({ prefix: '/api/invoices', mode: 'legacy' });
+    }
+  });
+});
+
+describe('gateway JWT at the edge', () => {
+  it('forwards the verified identity and removes identity headers a client sends', async () => {
+    const res = await get('/api/invoices', { token: await token('42'), headers: { 'x-user-id': '1', 'x-user-email': 'admin@example.test' } });
+    expect(res.json.headers['x-user-id']).toBe('42');
+    expect(res.json.headers['x-user-email']).toBe('42@example.test');
+    const anonymous = await get('/api/auth/login', { method: 'POST', headers: { 'x-user-id': '1', 'content-type': 'application/json' }, body: '{}' });
+    expect(anonymous.json.server).toBe('legacy');
+    expect(anonymous.json.headers['x-user-id']).toBeUndefined();
+  });
+
+  const attacks: Array<[string, () => Promise<string>]> = [
+    ['alg none', async () => new UnsecuredJWT({}).setSubject('1').setIssuer('legacy').setExpirationTime('1h').encode()],
+    ['a wrong key', () => token('1', { secret: 'not-the-legacy-secret-at-all-1234' })],
+    ['an expired token', () => token('1', { exp: Math.floor(Date.now() / 1000) - 3600 })],
+    ['a wrong issuer', () => token('1', { issuer: 'someone-else' })],
+    ['a token without exp', async () => new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('1').setIssuer('legacy').sign(new TextEncoder().encode(env.config.legacy.jwtSecret))],
+    ['RS256 with no JWKS configured (algorithm confusion)', async () => `${Buffer.from('{"alg":"RS256"}').toString('base64url')}.${Buffer.from('{"sub":"1","iss":"legacy","exp":9999999999}').toString('base64url')}.sig`],
+    ['not a JWT', async () => 'garbage'],
+  ];
+  it.each(attacks)('refuses %s with 401, a JSON error and WWW-Authenticate, before any upstream sees it', async (_name, make) => {
+    const before = env.legacy.seen.length;
+    const res = await get('/api/invoices', { token: await make() });
+    expect(res.status).toBe(401);
+    expect(res.json.error.code).toBe('UNAUTHENTICATED');
+    expect(res.headers.get('www-authenticate')).toMatch(/^Bearer error="invalid_token"/);
+    expect(env.legacy.seen.length).toBe(before);
+  });
+
+  it('refuses a protected path without a token, and lets public paths through', async () => {
+    expect((await get('/api/invoices')).status).toBe(401);
+    expect((await get('/api/auth/login', { method: 'POST', body: '{}' })).status).toBe(200);
+    expect((await get('/health')).status).toBe(200);
+  });
+});
+
+describe('gateway proxy correctness', () => {
+  it('sets X-Forwarded-*, passes X-Request-Id and traceparent, and removes hop-by-hop headers', async () => {
+    const traceparent = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+    const res = await raw('/health', { 'x-request-id': 'req-123', traceparent, 'x-forwarded-for': '6.6.6.6', 'proxy-authorization': 'secret', te: 'trailers', connection: 'keep-alive, x-drop-me', 'x-drop-me': '1' });
+    const seen = res.json.headers;
+    expect(seen['x-request-id']).toBe('req-123');
+    expect(seen.traceparent).toBe(traceparent);
+    expect(seen['x-forwarded-for']).toBe('127.0.0.1'); // SECURITY: the client is not a trusted proxy
+    expect(seen['x-forwarded-proto']).toBe('http');
+    expect(seen['x-forwarded-host']).toBe(new URL(gw.url).host);
+    expect(seen['proxy-authorization']).toBeUndefined();
+    expect(seen['x-drop-me']).toBeUndefined();
+    const generated = await get('/health');
+    expect(generated.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+    expect(generated.json.headers.traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+  });
+
+  it('streams request bodies and refuses bodies over the limit with 413', async () => {
+    const t = await token('1');
+    const body = JSON.stringify({ text: 'x'.repeat(100_000) });
+    const ok = await get('/api/invoices', { method: 'POST', token: t, body, headers: { 'content-type': 'application/json' } });
+    expect(ok.json.bodyLength).toBe(body.length);
+    const huge = await get('/api/invoices', { method: 'POST', token: t, body: Buffer.alloc(env.config.gateway.bodyLimitBytes + 1) });
+    expect(huge.status).toBe(413);
+    expect(huge.json.error.code).toBe('PAYLOAD_TOO_LARGE');
+  });
+
+  it('answers 504 when the upstream is too slow and 502 when it is down, each as JSON', async () => {
+    const slow = await startGateway({ ...env.config, gateway: { ...env.config.gateway, upstreamTimeoutMs: 100 } }, { port: 0, instanceId: 'gw-slow' });
+    try {
+      const res = await fetch(`${slow.url}/delay/1000`);
+      expect(res.status).toBe(504);
+      expect(((await res.json()) as any).error.code).toBe('UPSTREAM_TIMEOUT');
+    } finally {
+      await slow.stop();
+    }
+    const down = await startGateway({ ...env.config, legacy: { ...env.config.legacy, url: 'http://127.0.0.1:1' } }, { port: 0, instanceId: 'gw-down' });
+    try {
+      const res = await fetch(`${down.url}/health`);
+      expect(res.status).toBe(502);
+      expect(((await res.json()) as any).error.message).toMatch(/legacy cannot be reached/);
+    } finally {
+      await down.stop();
+    }
+  });
+
+  it('proxies a WebSocket round trip with the verified identity', async () => {
+    await routes.set({ prefix: '/api/invoices', mode: 'legacy' });
+    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/api/invoices/live`, { headers: { authorization: `Bearer ${await token('77')}`, 'x-user-id': '1' } });
+    const reply = await new Promise<string>((resolve, reject) => {
+      ws.on('open', () => ws.send('ping'));
+      ws.on('message', (m) => resolve(m.toString()));
+      ws.on('error', reject);
+    });
+    ws.close();
+    expect(reply).toBe('legacy:77:ping');
+  });
+
+  it('serves /healthz, /readyz and /metrics', async () => {
+    expect((await get('/healthz')).status).toBe(200);
+    const ready = await get('/readyz');
+    expect(ready.status).toBe(200);
+    expect(ready.json).toMatchObject({ ready: true, routeTable: { degraded: false }, controlDatabase: 'ok', redis: 'ready' });
+    const metrics = await get('/metrics');
+    expect(metrics.text).toMatch(/strangler_gateway_requests_total\{prefix="unrouted",target="legacy",class="2xx"\} \d+/);
+    expect(metrics.text).toMatch(/strangler_gateway_route_version \d+/);
+  });
+});
+
+describe('gateway canary, fallback and breaker', () => {
+  it('keeps each user on one side and sets a canary cookie for anonymous clients', async () => {
+    await routes.set({ prefix: '/api/invoices', mode: 'canary', weight: 50 });
+    const sides = new Map<string, Set<string>>();
+    for (let round = 0; round < 3; round++) {
+      for (let u = 1; u <= 40; u++) {
+        const res = await get('/api/invoices', { token: await token(String(u)) });
+        if (!sides.has(String(u))) sides.set(String(u), new Set());
+        sides.get(String(u))!.add(res.json.server);
+      }
+    }
+    expect([...sides.values()].every((s) => s.size === 1)).toBe(true);
+    const onService = [...sides.values()].filter((s) => s.has('invoices')).length;
+    expect(onService).toBeGreaterThan(5);
+    expect(onService).toBeLessThan(35);
+    await routes.set({ prefix: '/health', mode: 'canary', weight: 50, service: 'invoices' });
+    const anon = await get('/health');
+    const cookie = anon.headers.get('set-cookie')!;
+    expect(cookie).toMatch(/^strangler_canary=[A-Za-z0-9_-]{22}; Path=\/; Max-Age=2592000; HttpOnly; SameSite=Lax$/);
+    const value = cookie.split(';')[0];
+    const servers = new Set<string>();
+    for (let i = 0; i < 10; i++) servers.add((await get('/health', { headers: { cookie: value } })).json.server);
+    expect(servers.size).toBe(1);
+    await routes.set({ prefix: '/health', mode: 'legacy', service: 'invoices' }, { prefix: '/api/invoices', mode: 'legacy' });
+  });
+
+  it('serves a safe request from legacy when the service cannot be reached, and counts it', async () => {
+    const broken = { ...env.config, services: env.config.services.map((s) => (s.name === 'invoices' ? { ...s, url: 'http://127.0.0.1:1' } : s)) };
+    const g2 = await startGateway(broken, { port: 0, instanceId: 'gw-fallback' });
+    try {
+      await routes.set({ prefix: '/api/invoices', mode: 'service' });
+      const t = await token('1');
+      const res = await fetch(`${g2.url}/api/invoices`, { headers: { authorization: `Bearer ${t}` } });
+      expect(((await res.json()) as any).server).toBe('legacy');
+      const write = await fetch(`${g2.url}/api/invoices`, { method: 'POST', headers: { authorization: `Bearer ${t}`, 'content-type': 'application/json' }, body: '{"a":1}' });
+      expect(write.status).toBe(502);
+      const idempotent = await fetch(`${g2.url}/api/invoices`, { method: 'POST', headers: { authorization: `Bearer ${t}`, 'idempotency-key': 'k-1', 'content-type': 'application/json' }, body: '{"a":1}' });
+      const json = (await idempotent.json()) as any;
+      expect(json).toMatchObject({ server: 'legacy', body: '{"a":1}' });
+      const metrics = await (await fetch(`${g2.url}/metrics`)).text();
+      expect(metrics).toMatch(/strangler_gateway_fallbacks_total\{service="invoices",reason="ECONNREFUSED"\} 2/);
+    } finally {
+      await g2.stop();
+      await routes.set({ prefix: '/api/invoices', mode: 'legacy' });
+    }
+  });
+
+  it('opens the circuit after consecutive 5xx and sends canary traffic to legacy while open', async () => {
+    const g3 = await startGateway({ ...env.config, gateway: { ...env.config.gateway, breaker: { consecutiveFailures: 3, halfOpenAfterMs: 60_000 } } }, { port: 0, instanceId: 'gw-breaker' });
+    env.upstreams.invoices.override.set('/api/invoices', () => ({ status: 500, body: { error: { code: 'INTERNAL', message: 'boom' } } }));
+    try {
+      await routes.set({ prefix: '/api/invoices', mode: 'canary', weight: 100 });
+      const t = await token('5');
+      const statuses: number[] = [];
+      for (let i = 0; i < 3; i++) statuses.push((await fetch(`${g3.url}/api/invoices`, { headers: { authorization: `Bearer ${t}` } })).status);
+      expect(statuses).toEqual([500, 500, 500]);
+      const after = await fetch(`${g3.url}/api/invoices`, { headers: { authorization: `Bearer ${t}` } });
+      expect(((await after.json()) as any).server).toBe('legacy');
+      expect(await (await fetch(`${g3.url}/metrics`)).text()).toMatch(/strangler_gateway_breaker_open\{service="invoices"\} 1/);
+    } finally {
+      env.upstreams.invoices.override.clear();
+      await g3.stop();
+      await routes.set({ prefix: '/api/invoices', mode: 'legacy' });
+    }
+  });
+});
+
+describe('gateway shadow', () => {
+  it('serves legacy, mirrors GETs to the service and records mismatches with samples', async () => {
+    await routes.set({ prefix: '/api/invoices', mode: 'shadow' });
+    env.upstreams.invoices.override.set('/api/invoices/1', () => ({ status: 200, body: { id: 1, total: '2.00', updatedAt: 'b' } }));
+    env.legacy.override.set('/api/invoices/1', () => ({ status: 200, body: { id: 1, total: '1.00', updatedAt: 'a' } }));
+    env.upstreams.invoices.override.set('/api/invoices/2', () => ({ status: 200, body: { id: 2, updatedAt: 'y' } }));
+    env.legacy.override.set('/api/invoices/2', () => ({ status: 200, body: { id: 2, updatedAt: 'x' } }));
+    try {
+      const t = await token('1');
+      const mismatch = await get('/api/invoices/1', { token: t });
+      expect(mismatch.json).toEqual({ id: 1, total: '1.00', updatedAt: 'a' });
+      await get('/api/invoices/2', { token: t });
+      const before = env.upstreams.invoices.seen.filter((r) => r.method === 'POST').length;
+      await get('/api/invoices', { method: 'POST', token: t, body: '{}' });
+      const counts = async () => routes.redis.hgetall(routes.keys.shadowCounts('invoices'));
+      for (let i = 0; i < 50 && Number((await counts()).match ?? 0) + Number((await counts()).mismatch ?? 0) < 2; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(await counts()).toMatchObject({ match: '1', mismatch: '1' });
+      const [sample] = (await routes.redis.lrange(routes.keys.shadowSamples('invoices'), 0, 0)).map((s) => JSON.parse(s));
+      expect(sample).toMatchObject({ method: 'GET', path: '/api/invoices/1', legacy: { status: 200 }, service: { status: 200 } });
+      expect(sample.diffs).toEqual([{ path: '$.total', kind: 'changed', legacy: '1.00', service: '2.00' }]);
+      expect(env.upstreams.invoices.seen.filter((r) => r.method === 'POST').length).toBe(before); // writes are never mirrored
+    } finally {
+      env.upstreams.invoices.override.clear();
+      env.legacy.override.clear();
+      await routes.set({ prefix: '/api/invoices', mode: 'legacy' });
+    }
+  });
+});

@@ -1,0 +1,78 @@
+import type { IncomingHttpHeaders } from 'node:http';
+
+/** RFC 9110 §7.6.1 hop-by-hop headers: meaningful for one connection, never forwarded. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host', 'content-length']);
+
+/**
+ * SECURITY: identity headers the gateway sets from a verified token. Any a client sends are
+ * removed first, so a service that trusts them can never be told who the caller is by the caller.
+ */
+export const IDENTITY_HEADERS = ['x-user-id', 'x-user-email', 'x-user-issuer', 'x-authenticated-user', 'x-forwarded-user'] as const;
+const STRIPPED = new Set<string>([...HOP_BY_HOP, ...IDENTITY_HEADERS, 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'x-real-ip']);
+
+export interface ForwardContext {
+  requestId: string;
+  clientIp: string;
+  /** The X-Forwarded-For chain to send (already decided by the trusted-proxy rule). */
+  forwardedFor: string;
+  proto: string;
+  host: string | undefined;
+  identity?: { sub: string; email?: string; iss: string };
+  traceparent: string;
+}
+
+/**
+ * The headers sent upstream: the client's, minus hop-by-hop (and any header the client's
+ * Connection header lists) and minus identity/forwarding headers, plus ours.
+ */
+export function upstreamHeaders(incoming: IncomingHttpHeaders, ctx: ForwardContext): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  const connection = incoming.connection;
+  const listed = connection ? new Set(connection.toLowerCase().split(',').map((t) => t.trim())) : null;
+  for (const name in incoming) {
+    if (STRIPPED.has(name) || listed?.has(name)) continue;
+    const value = incoming[name];
+    if (value !== undefined) out[name] = value;
+  }
+  if (incoming['content-length'] !== undefined) out['content-length'] = incoming['content-length'];
+  out['x-request-id'] = ctx.requestId;
+  out['x-forwarded-for'] = ctx.forwardedFor;
+  out['x-forwarded-proto'] = ctx.proto;
+  if (ctx.host) out['x-forwarded-host'] = ctx.host;
+  out.traceparent = ctx.traceparent;
+  if (ctx.identity) {
+    out['x-user-id'] = ctx.identity.sub;
+    if (ctx.identity.email) out['x-user-email'] = ctx.identity.email;
+    out['x-user-issuer'] = ctx.identity.iss;
+  }
+  return out;
+}
+
+/** Response headers from upstream to client, minus hop-by-hop ones. */
+export function downstreamHeaders(incoming: Record<string, string | string[] | undefined>, requestId: string): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  const connection = incoming.connection;
+  const listed = typeof connection === 'string' ? new Set(connection.toLowerCase().split(',').map((t) => t.trim())) : null;
+  for (const name in incoming) {
+    if ((HOP_BY_HOP.has(name) && name !== 'content-length') || listed?.has(name)) continue;
+    const value = incoming[name];
+    if (value !== undefined) out[name] = value;
+  }
+  out['x-request-id'] = requestId;
+  return out;
+}
+
+const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** The client's traceparent when well-formed, else a new one (W3C Trace Context). */
+export function traceparentFor(header: string | string[] | undefined, random: () => string): string {
+  if (typeof header === 'string' && TRACEPARENT.test(header) && !header.startsWith('ff')) return header;
+  const hex = random();
+  return `00-${hex.slice(0, 32)}-${hex.slice(32, 48)}-01`;
+}
+
+/** The client's X-Request-Id when it is a safe token, else null (the caller makes one). */
+export function validRequestId(header: string | string[] | undefined): string | null {
+  return typeof header === 'string' && REQUEST_ID.test(header) ? header : null;
+}

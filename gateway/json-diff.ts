@@ -1,0 +1,169 @@
+/**
+ * Structural comparison of a legacy answer and a service answer for shadow traffic, with the
+ * expected differences (timestamps, generated ids) declared as ignore paths in a JSONPath subset.
+ */
+
+export interface DiffEntry {
+  path: string;
+  kind: 'changed' | 'missing-in-service' | 'extra-in-service' | 'type';
+  legacy?: unknown;
+  service?: unknown;
+}
+
+export interface ResponseSample {
+  status: number;
+  contentType?: string;
+  body: Buffer | string;
+}
+
+export interface Comparison {
+  match: boolean;
+  statusMatch: boolean;
+  diffs: DiffEntry[];
+  truncated: boolean;
+}
+
+export type IgnoreMatcher = (path: ReadonlyArray<string | number>) => boolean;
+
+type Step = { key: string } | { index: number } | { anyIndex: true } | { anyKey: true } | { deep: string };
+
+const KEY = /^[A-Za-z0-9_-]+$/;
+
+function parseIgnorePath(text: string): Step[] {
+  const bad = (why: string) => new Error(`ignore path "${text}" is not supported: ${why}; use forms like $.a.b, $.items[*].id, $..updatedAt`);
+  if (!text.startsWith('$')) throw bad('it must start with $');
+  const steps: Step[] = [];
+  let i = 1;
+  while (i < text.length) {
+    if (text.startsWith('..', i)) {
+      const m = /^[A-Za-z0-9_-]+/.exec(text.slice(i + 2));
+      if (!m) throw bad('".." must be followed by a key name ($..* would ignore everything)');
+      steps.push({ deep: m[0] });
+      i += 2 + m[0].length;
+    } else if (text[i] === '.') {
+      const rest = text.slice(i + 1);
+      if (rest.startsWith('*')) {
+        steps.push({ anyKey: true });
+        i += 2;
+        continue;
+      }
+      const m = /^[A-Za-z0-9_-]+/.exec(rest);
+      if (!m) throw bad(`expected a key name at position ${i + 1}`);
+      steps.push({ key: m[0] });
+      i += 1 + m[0].length;
+    } else if (text[i] === '[') {
+      const m = /^\[(\*|\d+)\]/.exec(text.slice(i));
+      if (!m) throw bad('only [*] and [<index>] are supported inside brackets');
+      steps.push(m[1] === '*' ? { anyIndex: true } : { index: Number(m[1]) });
+      i += m[0].length;
+    } else {
+      throw bad(`unexpected "${text[i]}" at position ${i}`);
+    }
+  }
+  if (steps.length === 0) throw bad('"$" alone would ignore the whole body');
+  return steps;
+}
+
+function matchSteps(steps: Step[], s: number, path: ReadonlyArray<string | number>, p: number): boolean {
+  // A pattern that is fully matched ignores the node and everything below it.
+  if (s === steps.length) return true;
+  if (p === path.length) return false;
+  const step = steps[s];
+  const seg = path[p];
+  if ('deep' in step) {
+    for (let j = p; j < path.length; j++) if (path[j] === step.deep && matchSteps(steps, s + 1, path, j + 1)) return true;
+    return false;
+  }
+  if ('key' in step) return seg === step.key && matchSteps(steps, s + 1, path, p + 1);
+  if ('index' in step) return seg === step.index && matchSteps(steps, s + 1, path, p + 1);
+  if ('anyIndex' in step) return typeof seg === 'number' && matchSteps(steps, s + 1, path, p + 1);
+  return typeof seg === 'string' && matchSteps(steps, s + 1, path, p + 1);
+}
+
+/** Compiles ignore paths once (at config load); throws an Error naming a path outside the subset. */
+export function compileIgnorePaths(paths: string[]): IgnoreMatcher {
+  const compiled = paths.map(parseIgnorePath);
+  if (compiled.length === 0) return () => false;
+  return (path) => compiled.some((steps) => matchSteps(steps, 0, path, 0));
+}
+
+export function formatPath(path: ReadonlyArray<string | number>): string {
+  let out = '$';
+  for (const seg of path) out += typeof seg === 'number' ? `[${seg}]` : KEY.test(seg) ? `.${seg}` : `[${JSON.stringify(seg)}]`;
+  return out;
+}
+
+function typeOf(v: unknown): string {
+  return v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v;
+}
+
+/** Structural diff: object keys in any order, arrays by index, primitives by type and value. */
+export function diffJson(legacy: unknown, service: unknown, ignore: IgnoreMatcher, maxDiffs = 20): { diffs: DiffEntry[]; truncated: boolean } {
+  const diffs: DiffEntry[] = [];
+  let truncated = false;
+  const add = (d: DiffEntry) => {
+    if (diffs.length >= maxDiffs) truncated = true;
+    else diffs.push(d);
+  };
+  const walk = (a: unknown, b: unknown, path: Array<string | number>) => {
+    if (truncated || (path.length > 0 && ignore(path))) return;
+    const ta = typeOf(a);
+    const tb = typeOf(b);
+    if (ta !== tb) return add({ path: formatPath(path), kind: 'type', legacy: a, service: b });
+    if (ta === 'array') {
+      const x = a as unknown[];
+      const y = b as unknown[];
+      for (let i = 0; i < Math.max(x.length, y.length); i++) {
+        if (i >= y.length) {
+          if (!ignore([...path, i])) add({ path: formatPath([...path, i]), kind: 'missing-in-service', legacy: x[i] });
+        } else if (i >= x.length) {
+          if (!ignore([...path, i])) add({ path: formatPath([...path, i]), kind: 'extra-in-service', service: y[i] });
+        } else walk(x[i], y[i], [...path, i]);
+      }
+      return;
+    }
+    if (ta === 'object') {
+      const x = a as Record<string, unknown>;
+      const y = b as Record<string, unknown>;
+      for (const key of Object.keys(x)) {
+        if (!Object.hasOwn(y, key)) {
+          if (!ignore([...path, key])) add({ path: formatPath([...path, key]), kind: 'missing-in-service', legacy: x[key] });
+        } else walk(x[key], y[key], [...path, key]);
+      }
+      for (const key of Object.keys(y)) {
+        if (!Object.hasOwn(x, key) && !ignore([...path, key])) add({ path: formatPath([...path, key]), kind: 'extra-in-service', service: y[key] });
+      }
+      return;
+    }
+    if (!Object.is(a, b)) add({ path: formatPath(path), kind: 'changed', legacy: a, service: b });
+  };
+  walk(legacy, service, []);
+  return { diffs, truncated };
+}
+
+const isJson = (type?: string) => !!type && /^application\/([\w.-]+\+)?json\b/i.test(type);
+
+function parse(body: Buffer | string): { ok: true; value: unknown } | { ok: false } {
+  try {
+    return { ok: true, value: JSON.parse(typeof body === 'string' ? body : body.toString('utf8')) };
+  } catch {
+    return { ok: false };
+  }
+}
+
+/** Status and body: JSON structurally (when both sides are JSON), anything else byte for byte. */
+export function compareResponses(legacy: ResponseSample, service: ResponseSample, ignore: IgnoreMatcher, maxDiffs = 20): Comparison {
+  const statusMatch = legacy.status === service.status;
+  if (isJson(legacy.contentType) && isJson(service.contentType)) {
+    const a = parse(legacy.body);
+    const b = parse(service.body);
+    if (a.ok && b.ok) {
+      const { diffs, truncated } = diffJson(a.value, b.value, ignore, maxDiffs);
+      return { match: statusMatch && diffs.length === 0, statusMatch, diffs, truncated };
+    }
+  }
+  const x = typeof legacy.body === 'string' ? Buffer.from(legacy.body) : legacy.body;
+  const y = typeof service.body === 'string' ? Buffer.from(service.body) : service.body;
+  const diffs: DiffEntry[] = x.equals(y) ? [] : [{ path: '$', kind: 'changed', legacy: x.toString('utf8', 0, 200), service: y.toString('utf8', 0, 200) }];
+  return { match: statusMatch && diffs.length === 0, statusMatch, diffs, truncated: false };
+}

@@ -1,0 +1,125 @@
+import type { Redis } from 'ioredis';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { RedisKeys } from './redis-keys.ts';
+
+/** Latency bucket bounds (ms) shared by Prometheus and the Redis figures canary analysis reads. */
+export const LATENCY_BOUNDS_MS = [5, 10, 25, 50, 100, 250, 500, 800, 1000, 2500, 5000, 10000] as const;
+/** Width of one Redis time bucket. */
+export const BUCKET_MS = 5_000;
+
+/** The gateway's Prometheus metrics, on its own registry (several gateways can share a process in tests). */
+export function createGatewayMetrics(options: { defaultMetrics?: boolean } = {}) {
+  const registry = new Registry();
+  if (options.defaultMetrics) collectDefaultMetrics({ register: registry });
+  return {
+    registry,
+    requests: new Counter({ name: 'strangler_gateway_requests_total', help: 'Requests by route prefix, target and status class', labelNames: ['prefix', 'target', 'class'] as const, registers: [registry] }),
+    latency: new Histogram({ name: 'strangler_gateway_request_duration_seconds', help: 'Time to the last byte, by prefix and target', labelNames: ['prefix', 'target'] as const, buckets: LATENCY_BOUNDS_MS.map((b) => b / 1000), registers: [registry] }),
+    fallbacks: new Counter({ name: 'strangler_gateway_fallbacks_total', help: 'Requests served by legacy because the service could not be reached', labelNames: ['service', 'reason'] as const, registers: [registry] }),
+    shadow: new Counter({ name: 'strangler_gateway_shadow_total', help: 'Shadow comparisons by outcome (match, mismatch, skipped, error)', labelNames: ['service', 'outcome'] as const, registers: [registry] }),
+    breaker: new Gauge({ name: 'strangler_gateway_breaker_open', help: '1 while a service circuit is open', labelNames: ['service'] as const, registers: [registry] }),
+    routeVersion: new Gauge({ name: 'strangler_gateway_route_version', help: 'Route table version applied', registers: [registry] }),
+    degraded: new Gauge({ name: 'strangler_gateway_degraded', help: '1 while serving a route snapshot because the control database is unreachable', registers: [registry] }),
+    rateLimited: new Counter({ name: 'strangler_gateway_rate_limited_total', help: 'Requests answered 429', labelNames: ['prefix'] as const, registers: [registry] }),
+    storeErrors: new Counter({ name: 'strangler_gateway_store_errors_total', help: 'Redis errors on the request path (rate limits passed open)', labelNames: ['store'] as const, registers: [registry] }),
+  };
+}
+
+export type GatewayMetrics = ReturnType<typeof createGatewayMetrics>;
+
+interface Figures {
+  requests: number;
+  errors: number;
+  latency: number[];
+}
+
+/**
+ * Per-route, per-target figures (requests, 5xx, latency histogram) summed in memory and flushed
+ * to Redis once a second into 5 s buckets, so the canary analysis reads one total for the route
+ * across every gateway instance without a Redis round trip per request.
+ */
+export class RouteFigures {
+  #pending = new Map<string, Figures>();
+  #timer: NodeJS.Timeout | null = null;
+  readonly #redis: Redis;
+  readonly #keys: RedisKeys;
+
+  constructor(redis: Redis, keys: RedisKeys) {
+    this.#redis = redis;
+    this.#keys = keys;
+  }
+
+  record(service: string, target: 'legacy' | 'service', status: number, ms: number): void {
+    const key = `${service}\u0000${target}`;
+    let f = this.#pending.get(key);
+    if (!f) this.#pending.set(key, (f = { requests: 0, errors: 0, latency: new Array(LATENCY_BOUNDS_MS.length + 1).fill(0) }));
+    f.requests++;
+    if (status >= 500) f.errors++;
+    let i = 0;
+    while (i < LATENCY_BOUNDS_MS.length && ms > LATENCY_BOUNDS_MS[i]) i++;
+    f.latency[i]++;
+  }
+
+  start(intervalMs = 1_000): void {
+    this.#timer ??= setInterval(() => void this.flush(), intervalMs);
+    this.#timer.unref();
+  }
+
+  async flush(): Promise<void> {
+    if (this.#pending.size === 0) return;
+    const batch = this.#pending;
+    this.#pending = new Map();
+    const bucket = Math.floor(Date.now() / BUCKET_MS) * BUCKET_MS;
+    const multi = this.#redis.multi();
+    for (const [key, f] of batch) {
+      const [service, target] = key.split('\u0000');
+      const k = this.#keys.routeMetrics(service, target, bucket);
+      multi.hincrby(k, 'requests', f.requests).hincrby(k, 'errors', f.errors);
+      f.latency.forEach((n, i) => n && multi.hincrby(k, `l${i}`, n));
+      multi.pexpire(k, 3_600_000);
+    }
+    await multi.exec().catch(() => undefined); // figures may be lost (DESIGN.md); requests never wait on them
+  }
+
+  async stop(): Promise<void> {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+    await this.flush();
+  }
+}
+
+export interface WindowFigures {
+  requests: number;
+  errors: number;
+  errorRate: number;
+  /** Upper bound of the bucket holding the 99th percentile, ms (Infinity past the last bound). */
+  p99Ms: number;
+}
+
+/** Sums one route target's figures over [fromMs, toMs), across every gateway. */
+export async function readRouteFigures(redis: Redis, keys: RedisKeys, service: string, target: 'legacy' | 'service', fromMs: number, toMs: number): Promise<WindowFigures> {
+  const first = Math.floor(fromMs / BUCKET_MS) * BUCKET_MS;
+  const multi = redis.multi();
+  for (let b = first; b < toMs; b += BUCKET_MS) multi.hgetall(keys.routeMetrics(service, target, b));
+  const results = ((await multi.exec()) ?? []).map(([, v]) => v as Record<string, string>);
+  let requests = 0;
+  let errors = 0;
+  const latency = new Array(LATENCY_BOUNDS_MS.length + 1).fill(0);
+  for (const h of results) {
+    requests += Number(h.requests ?? 0);
+    errors += Number(h.errors ?? 0);
+    for (let i = 0; i < latency.length; i++) latency[i] += Number(h[`l${i}`] ?? 0);
+  }
+  return { requests, errors, errorRate: requests ? errors / requests : 0, p99Ms: percentile(latency, 0.99) };
+}
+
+function percentile(histogram: number[], q: number): number {
+  const total = histogram.reduce((a, b) => a + b, 0);
+  if (total === 0) return 0;
+  let seen = 0;
+  for (let i = 0; i < histogram.length; i++) {
+    seen += histogram[i];
+    if (seen >= total * q) return i < LATENCY_BOUNDS_MS.length ? LATENCY_BOUNDS_MS[i] : Number.POSITIVE_INFINITY;
+  }
+  return Number.POSITIVE_INFINITY;
+}

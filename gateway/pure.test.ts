@@ -1,0 +1,178 @@
+import { describe, expect, it } from 'vitest';
+import { canaryBucket, newCanaryCookieValue, onServiceSide, readCanaryCookie } from './canary.ts';
+import { compareResponses, compileIgnorePaths, diffJson } from './json-diff.ts';
+import { matchesPrefix, normalizeRequestTarget } from './path-normalize.ts';
+import { chooseTarget, matchRoute } from './route-choice.ts';
+import type { Route } from './route-types.ts';
+
+describe('normalizeRequestTarget', () => {
+  it.each([
+    ['/api/invoices', '/api/invoices', '/api/invoices', ''],
+    ['/api/invoices?page=2&x=%2f', '/api/invoices', '/api/invoices', '?page=2&x=%2f'],
+    ['/api/auth/../invoices', '/api/invoices', '/api/invoices', ''],
+    ['/api/auth/%2e%2e/invoices', '/api/invoices', '/api/invoices', ''],
+    ['/api/auth/%2E%2E/invoices', '/api/invoices', '/api/invoices', ''],
+    ['/api/auth/.%2e/invoices', '/api/invoices', '/api/invoices', ''],
+    ['/api/./auth', '/api/auth', '/api/auth', ''],
+    ['/api//auth', '/api/auth', '/api/auth', ''],
+    ['//api///auth//login', '/api/auth/login', '/api/auth/login', ''],
+    ['/API/Auth/Login', '/API/Auth/Login', '/api/auth/login', ''],
+    ['/api/auth/', '/api/auth/', '/api/auth', ''],
+    ['/api/%61uth', '/api/auth', '/api/auth', ''],
+    ['/api/caf%c3%a9', '/api/caf%C3%A9', '/api/caf%c3%a9', ''],
+    ['/api/auth/%3b', '/api/auth/%3B', '/api/auth/%3b', ''],
+    ['/', '/', '/', ''],
+    ['/.well-known/x', '/.well-known/x', '/.well-known/x', ''],
+    ['http://evil.example/api/auth?x', '/api/auth', '/api/auth', '?x'],
+  ])('reads %s as path %s (matched as %s)', (raw, path, matchPath, query) => {
+    expect(normalizeRequestTarget(raw)).toEqual({ ok: true, path, matchPath, query });
+  });
+
+  it.each([
+    ['/api/auth%2flogin', /encoded slashes/],
+    ['/api/auth%2Flogin', /encoded slashes/],
+    ['/api/auth%5Clogin', /encoded slashes/],
+    ['/api\\auth', /backslashes/],
+    ['/api/auth;jsessionid=1/login', /path parameters/],
+    ['/../etc/passwd', /climbs above the root/],
+    ['/api/../../etc', /climbs above the root/],
+    ['/api/%00', /control/],
+    ['/api/%zz', /malformed/],
+    ['/api/%', /malformed/],
+    ['api/auth', /must start with/],
+    ['*', /must start with/],
+  ])('refuses %s', (raw, reason) => {
+    const r = normalizeRequestTarget(raw);
+    expect(r.ok).toBe(false);
+    if (!r.ok) expect(r.reason).toMatch(reason);
+  });
+
+  it.each([
+    ['/api/auth', '/api/auth', true],
+    ['/api/auth/login', '/api/auth', true],
+    ['/api/authx', '/api/auth', false],
+    ['/api', '/api/auth', false],
+    ['/anything', '/', true],
+  ])('matchesPrefix(%s, %s) is %s', (path, prefix, expected) => {
+    expect(matchesPrefix(path, prefix)).toBe(expected);
+  });
+});
+
+describe('canary', () => {
+  const users = Array.from({ length: 10_000 }, (_, i) => `user-${i + 1}`);
+  const cookies = Array.from({ length: 10_000 }, () => newCanaryCookieValue());
+  const weights = [0, 1, 5, 10, 25, 50, 75, 90, 99, 100];
+
+  it.each([['JWT subjects', users], ['cookies', cookies]])('sends each weight’s share of 10,000 users (%s) to the service, within ±2 points', (_label, keys) => {
+    for (const weight of weights) {
+      const share = (keys.filter((k) => onServiceSide(canaryBucket(k, 'invoices'), weight)).length / keys.length) * 100;
+      expect(Math.abs(share - weight), `weight ${weight}: ${share}%`).toBeLessThanOrEqual(2);
+    }
+  });
+
+  it('never moves a user back to legacy when the weight rises', () => {
+    const onService = new Set<string>();
+    for (const weight of weights) {
+      const now = new Set(users.filter((u) => onServiceSide(canaryBucket(u, 'invoices'), weight)));
+      for (const u of onService) expect(now.has(u)).toBe(true);
+      onService.clear();
+      for (const u of now) onService.add(u);
+    }
+    expect(onService.size).toBe(10_000);
+  });
+
+  it('keeps a user on one side for a given weight, and orders users differently per service', () => {
+    expect(canaryBucket('user-42', 'invoices')).toBe(canaryBucket('user-42', 'invoices'));
+    const a = new Set(users.filter((u) => onServiceSide(canaryBucket(u, 'invoices'), 50)));
+    const both = users.filter((u) => a.has(u) && onServiceSide(canaryBucket(u, 'templates'), 50)).length;
+    expect(both / 5000).toBeGreaterThan(0.4);
+    expect(both / 5000).toBeLessThan(0.6);
+  });
+
+  it('reads only a well-formed canary cookie', () => {
+    expect(readCanaryCookie('a=1; strangler_canary=AbCdEfGhIjKlMnOp12; b=2')).toBe('AbCdEfGhIjKlMnOp12');
+    expect(readCanaryCookie('strangler_canary=short')).toBeNull();
+    expect(readCanaryCookie('strangler_canary=<script>alert(1)</script>xxxxxxxx')).toBeNull();
+    expect(readCanaryCookie(undefined)).toBeNull();
+  });
+});
+
+describe('json diff', () => {
+  const none = compileIgnorePaths([]);
+  it('matches identical bodies in any key order', () => {
+    expect(diffJson({ a: 1, b: { c: [1, 2] } }, { b: { c: [1, 2] }, a: 1 }, none).diffs).toEqual([]);
+  });
+
+  it('names changed, missing, extra and type differences by path', () => {
+    const { diffs } = diffJson(
+      { items: [{ total: '1.00' }, { total: '2.00' }], gone: 1, n: '1.00' },
+      { items: [{ total: '1.00' }, { total: '2.50' }, { total: '9' }], added: true, n: 1 },
+      none,
+    );
+    expect(diffs).toEqual([
+      { path: '$.items[1].total', kind: 'changed', legacy: '2.00', service: '2.50' },
+      { path: '$.items[2]', kind: 'extra-in-service', service: { total: '9' } },
+      { path: '$.gone', kind: 'missing-in-service', legacy: 1 },
+      { path: '$.n', kind: 'type', legacy: '1.00', service: 1 },
+      { path: '$.added', kind: 'extra-in-service', service: true },
+    ]);
+  });
+
+  it.each([
+    [['$..updatedAt'], { updatedAt: 1, a: { updatedAt: 2, b: [{ updatedAt: 3 }] } }, { updatedAt: 9, a: { updatedAt: 8, b: [{ updatedAt: 7 }] } }],
+    [['$.items[*].id'], { items: [{ id: 1, x: 1 }, { id: 2, x: 2 }] }, { items: [{ id: 5, x: 1 }, { id: 6, x: 2 }] }],
+    [['$.id'], { id: 1, a: { id: 1 } }, { id: 2, a: { id: 1 } }],
+    [['$.meta'], { meta: { a: 1, b: [1] } }, { meta: { a: 2 } }],
+    [['$.a.*'], { a: { x: 1, y: 2 } }, { a: { x: 3, y: 4 } }],
+  ])('ignores %j', (paths, a, b) => {
+    expect(diffJson(a, b, compileIgnorePaths(paths)).diffs).toEqual([]);
+  });
+
+  it('stops at maxDiffs and says so', () => {
+    const r = diffJson({ a: 1, b: 2, c: 3 }, { a: 2, b: 3, c: 4 }, none, 2);
+    expect(r.diffs).toHaveLength(2);
+    expect(r.truncated).toBe(true);
+  });
+
+  it.each(['$..*', 'items.id', '$.a[?(@.x)]', '$'])('refuses the ignore path %s, naming it', (p) => {
+    expect(() => compileIgnorePaths([p])).toThrow(new RegExp(`ignore path "${p.replace(/[$.*?()[\]@]/g, '\\$&')}" is not supported`));
+  });
+
+  it('compares status, then JSON structurally, else text', () => {
+    const json = 'application/json; charset=utf-8';
+    expect(compareResponses({ status: 200, contentType: json, body: '{"a":1}' }, { status: 404, contentType: json, body: '{"a":1}' }, none)).toMatchObject({ match: false, statusMatch: false });
+    expect(compareResponses({ status: 200, contentType: json, body: '{"a":1,"b":2}' }, { status: 200, contentType: json, body: '{"b":2,"a":1}' }, none).match).toBe(true);
+    expect(compareResponses({ status: 200, contentType: 'text/html', body: '<p>a</p>' }, { status: 200, contentType: 'text/html', body: '<p>b</p>' }, none).diffs[0]).toMatchObject({ path: '$', kind: 'changed' });
+    expect(compareResponses({ status: 200, contentType: json, body: '{bad' }, { status: 200, contentType: json, body: '{bad' }, none).match).toBe(true);
+  });
+});
+
+describe('route choice', () => {
+  const table = {
+    version: 3,
+    routes: [
+      { prefix: '/api', service: 'api', mode: 'legacy', weight: 0 },
+      { prefix: '/api/invoices', service: 'invoices', mode: 'canary', weight: 30 },
+    ] as Route[],
+  };
+  it('takes the longest matching prefix, else nothing (legacy)', () => {
+    expect(matchRoute(table, '/api/invoices/7')?.service).toBe('invoices');
+    expect(matchRoute(table, '/api/invoicesx')?.service).toBe('api');
+    expect(matchRoute(table, '/health')).toBeNull();
+  });
+
+  const route = (mode: Route['mode'], weight = 0): Route => ({ prefix: '/api/x', service: 'x', mode, weight });
+  const req = { method: 'GET', stickyKey: 'user-1', breakerOpen: false, retrySafe: true };
+  it.each([
+    ['legacy', route('legacy'), req, { target: 'legacy', shadow: false, fallback: false, why: 'legacy' }],
+    ['shadow GET', route('shadow'), req, { target: 'legacy', shadow: true, fallback: false, why: 'shadow' }],
+    ['shadow POST', route('shadow'), { ...req, method: 'POST' }, { target: 'legacy', shadow: false, fallback: false, why: 'shadow' }],
+    ['canary 100', route('canary', 100), req, { target: 'service', shadow: false, fallback: true, why: 'canary-service' }],
+    ['canary 0', route('canary', 0), req, { target: 'legacy', shadow: false, fallback: false, why: 'canary-legacy' }],
+    ['canary with the breaker open', route('canary', 100), { ...req, breakerOpen: true }, { target: 'legacy', shadow: false, fallback: false, why: 'breaker-open' }],
+    ['service POST without idempotency key', route('service'), { ...req, method: 'POST', retrySafe: false }, { target: 'service', shadow: false, fallback: false, why: 'service' }],
+    ['unrouted', null, req, { target: 'legacy', shadow: false, fallback: false, why: 'unrouted' }],
+  ])('%s', (_name, r, request, expected) => {
+    expect(chooseTarget(r, request)).toEqual(expected);
+  });
+});

@@ -1,0 +1,54 @@
+import { canaryBucket, onServiceSide } from './canary.ts';
+import { matchesPrefix } from './path-normalize.ts';
+import type { Route, RouteTable } from './route-types.ts';
+
+/** The route whose prefix is the longest match of the normalised path, or null (→ legacy). */
+export function matchRoute(table: RouteTable, matchPath: string): Route | null {
+  let best: Route | null = null;
+  for (const route of table.routes) {
+    if ((!best || route.prefix.length > best.prefix.length) && matchesPrefix(matchPath, route.prefix)) best = route;
+  }
+  return best;
+}
+
+export type Target = 'legacy' | 'service';
+
+export interface Choice {
+  target: Target;
+  /** Also mirror the request to the service and compare (shadow mode, safe methods). */
+  shadow: boolean;
+  /** May be served by legacy if the service cannot be reached. */
+  fallback: boolean;
+  why: 'unrouted' | 'legacy' | 'shadow' | 'canary-legacy' | 'canary-service' | 'service' | 'breaker-open';
+}
+
+const SAFE = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/** GET, HEAD, OPTIONS, or a request with an Idempotency-Key: safe to send again to legacy. */
+export function safeToRetry(method: string, idempotencyKey: string | undefined): boolean {
+  return SAFE.has(method) || (typeof idempotencyKey === 'string' && idempotencyKey.length > 0);
+}
+
+/**
+ * Pure: where a request goes. `stickyKey` is the JWT subject, else the canary cookie.
+ * While a service's circuit is open, canary traffic goes to legacy; switched ("service") traffic
+ * that is safe to retry falls back per request, the rest fails fast at the service.
+ */
+export function chooseTarget(route: Route | null, request: { method: string; stickyKey: string | null; breakerOpen: boolean; retrySafe: boolean }): Choice {
+  if (!route) return { target: 'legacy', shadow: false, fallback: false, why: 'unrouted' };
+  switch (route.mode) {
+    case 'legacy':
+      return { target: 'legacy', shadow: false, fallback: false, why: 'legacy' };
+    case 'shadow':
+      return { target: 'legacy', shadow: request.method === 'GET' || request.method === 'HEAD', fallback: false, why: 'shadow' };
+    case 'canary': {
+      if (request.breakerOpen) return { target: 'legacy', shadow: false, fallback: false, why: 'breaker-open' };
+      const service = request.stickyKey !== null && onServiceSide(canaryBucket(request.stickyKey, route.service), route.weight);
+      return service
+        ? { target: 'service', shadow: false, fallback: request.retrySafe, why: 'canary-service' }
+        : { target: 'legacy', shadow: false, fallback: false, why: 'canary-legacy' };
+    }
+    case 'service':
+      return { target: 'service', shadow: false, fallback: request.retrySafe, why: 'service' };
+  }
+}

@@ -1,0 +1,190 @@
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { dirname } from 'node:path';
+import type { Redis } from 'ioredis';
+import type { Logger } from '../core/logger.ts';
+import type { RedisKeys } from './redis-keys.ts';
+import type { RouteStore } from './route-store.ts';
+import type { RouteSource, RouteTable } from './route-types.ts';
+
+export interface LiveRouteStateOptions {
+  instanceId: string;
+  store: RouteStore;
+  /** Commands (heartbeat, ack); `subscriber` is a second connection in subscriber mode. */
+  redis: Redis;
+  subscriber: Redis;
+  keys: RedisKeys;
+  snapshotFile: string;
+  pollIntervalMs: number;
+  heartbeatIntervalMs: number;
+  logger: Logger;
+}
+
+type State = 'created' | 'active' | 'stopping' | 'stopped';
+
+/**
+ * The gateway's view of the route table. A new version is loaded whole and swapped in with one
+ * assignment, so a request sees either the old table or the new one, never half of each.
+ * Notifications come through Redis pub/sub; a poll of the version catches any that were lost;
+ * the applied version is acknowledged in Redis under the instance id; every applied table is
+ * written to a snapshot file, the table a gateway boots from when the control DB is down.
+ */
+export class LiveRouteState implements RouteSource {
+  #table: RouteTable | null = null;
+  #degraded = false;
+  #state: State = 'created';
+  #timers: NodeJS.Timeout[] = [];
+  #refreshing: Promise<void> | null = null;
+  #storeReachable = false;
+  readonly #o: LiveRouteStateOptions;
+  readonly #startedAt = new Date().toISOString();
+
+  constructor(options: LiveRouteStateOptions) {
+    this.#o = options;
+  }
+
+  get degraded(): boolean {
+    return this.#degraded;
+  }
+
+  get loaded(): boolean {
+    return this.#table !== null;
+  }
+
+  get storeReachable(): boolean {
+    return this.#storeReachable;
+  }
+
+  current(): RouteTable {
+    if (!this.#table) throw new Error('no route table loaded yet');
+    return this.#table;
+  }
+
+  /** Loads the table (control DB, else the snapshot), then follows changes. Safe to call twice. */
+  async start(): Promise<void> {
+    if (this.#state !== 'created') return;
+    this.#state = 'active';
+    try {
+      this.#apply(await this.#o.store.load(), false);
+      this.#storeReachable = true;
+    } catch (err) {
+      const snapshot = this.#readSnapshot();
+      if (snapshot) {
+        this.#o.logger.warn({ err, version: snapshot.version, file: this.#o.snapshotFile }, 'control database unreachable; serving the route snapshot (degraded)');
+        this.#apply(snapshot, true);
+      } else {
+        this.#o.logger.error({ err }, 'control database unreachable and no route snapshot; not ready until the control database answers');
+      }
+    }
+    const { subscriber, keys } = this.#o;
+    subscriber.on('message', (channel, message) => {
+      if (channel !== keys.routesChanged) return;
+      const version = Number(message);
+      if (!this.#table || this.#degraded || version > this.#table.version) void this.refresh();
+    });
+    // ioredis re-subscribes after a reconnect; a refresh then covers what was missed meanwhile.
+    subscriber.on('ready', () => void this.refresh());
+    await subscriber.subscribe(keys.routesChanged).catch((err) => this.#o.logger.warn({ err }, 'cannot subscribe to route notifications yet; polling'));
+    this.#timers.push(setInterval(() => void this.#poll(), this.#o.pollIntervalMs));
+    this.#timers.push(setInterval(() => void this.heartbeat(), this.#o.heartbeatIntervalMs));
+    for (const t of this.#timers) t.unref();
+    await this.heartbeat();
+  }
+
+  /** Loads the table if the control DB has a newer version (or we run degraded). Coalesces calls. */
+  refresh(): Promise<void> {
+    this.#refreshing ??= (async () => {
+      try {
+        const table = await this.#o.store.load();
+        this.#storeReachable = true;
+        if (!this.#table || this.#degraded || table.version > this.#table.version) this.#apply(table, false);
+      } catch (err) {
+        if (this.#storeReachable) this.#o.logger.warn({ err }, 'control database unreachable; keeping route table version %s', this.#table?.version);
+        this.#storeReachable = false;
+      } finally {
+        this.#refreshing = null;
+      }
+    })();
+    return this.#refreshing;
+  }
+
+  async #poll(): Promise<void> {
+    if (this.#state !== 'active') return;
+    try {
+      const version = await this.#o.store.version();
+      this.#storeReachable = true;
+      if (!this.#table || this.#degraded || version > this.#table.version) await this.refresh();
+    } catch {
+      this.#storeReachable = false;
+    }
+  }
+
+  #apply(table: RouteTable, fromSnapshot: boolean): void {
+    const frozen: RouteTable = Object.freeze({ version: table.version, routes: Object.freeze([...table.routes]) });
+    this.#table = frozen; // the one assignment requests observe
+    this.#degraded = fromSnapshot;
+    this.#o.logger.info({ version: frozen.version, routes: frozen.routes.length, degraded: fromSnapshot }, 'route table applied');
+    if (!fromSnapshot) this.#writeSnapshot(frozen);
+    void this.heartbeat();
+  }
+
+  /** Publishes this instance's applied version (the acknowledgement the control plane waits for). */
+  async heartbeat(): Promise<void> {
+    if (this.#state !== 'active') return;
+    const { redis, keys, instanceId, heartbeatIntervalMs } = this.#o;
+    const now = Date.now();
+    try {
+      await redis
+        .multi()
+        .hset(keys.gateway(instanceId), {
+          version: String(this.#table?.version ?? -1),
+          degraded: this.#degraded ? '1' : '0',
+          pid: String(process.pid),
+          host: hostname(),
+          startedAt: this.#startedAt,
+          heartbeatAt: String(now),
+        })
+        .pexpire(keys.gateway(instanceId), heartbeatIntervalMs * 5)
+        .zadd(keys.gateways, now, instanceId)
+        .exec();
+    } catch {
+      // Redis down: the gateway keeps serving; the control plane will see it as not live.
+    }
+  }
+
+  #readSnapshot(): RouteTable | null {
+    try {
+      const parsed = JSON.parse(readFileSync(this.#o.snapshotFile, 'utf8')) as RouteTable;
+      if (typeof parsed.version !== 'number' || !Array.isArray(parsed.routes)) return null;
+      return parsed;
+    } catch {
+      return null;
+    }
+  }
+
+  #writeSnapshot(table: RouteTable): void {
+    try {
+      mkdirSync(dirname(this.#o.snapshotFile), { recursive: true });
+      const tmp = `${this.#o.snapshotFile}.${process.pid}.tmp`;
+      writeFileSync(tmp, JSON.stringify({ ...table, savedAt: new Date().toISOString() }));
+      renameSync(tmp, this.#o.snapshotFile); // atomic: a crash never leaves half a snapshot
+    } catch (err) {
+      this.#o.logger.warn({ err, file: this.#o.snapshotFile }, 'cannot write the route snapshot');
+    }
+  }
+
+  /** Stops following changes and withdraws this instance from the live set. Safe to call twice. */
+  async stop(): Promise<void> {
+    if (this.#state !== 'active') {
+      this.#state = 'stopped';
+      return;
+    }
+    this.#state = 'stopping';
+    for (const t of this.#timers) clearInterval(t);
+    this.#timers = [];
+    const { redis, subscriber, keys, instanceId } = this.#o;
+    await subscriber.unsubscribe(keys.routesChanged).catch(() => undefined);
+    await redis.multi().del(keys.gateway(instanceId)).zrem(keys.gateways, instanceId).exec().catch(() => undefined);
+    this.#state = 'stopped';
+  }
+}

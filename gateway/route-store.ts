@@ -1,0 +1,36 @@
+import pg from 'pg';
+import type { Route, RouteMode, RouteTable } from './route-types.ts';
+
+/** Where a gateway reads the route table from: the control database (DESIGN.md: the truth). */
+export interface RouteStore {
+  /** The whole table and its version, read in one statement (one consistent snapshot). */
+  load(): Promise<RouteTable>;
+  /** Only the version: cheap enough to poll every few seconds. */
+  version(): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** The control database's `<schema>.routes` and `<schema>.route_version`. */
+export function createPgRouteStore(databaseUrl: string, schema: string): RouteStore {
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 2, connectionTimeoutMillis: 2_000, idleTimeoutMillis: 10_000 });
+  pool.on('error', () => undefined); // an idle client dropped by a restarting server; the next query reconnects
+  const s = `"${schema}"`;
+  return {
+    async load() {
+      const { rows } = await pool.query(
+        `SELECT v.version::text AS version,
+                coalesce(json_agg(json_build_object('prefix', r.prefix, 'service', r.service, 'mode', r.mode, 'weight', r.weight::float8)
+                                  ORDER BY length(r.prefix) DESC) FILTER (WHERE r.prefix IS NOT NULL), '[]') AS routes
+           FROM ${s}.route_version v LEFT JOIN ${s}.routes r ON true
+          GROUP BY v.version`,
+      );
+      if (rows.length === 0) throw new Error(`the control database has no ${schema}.route_version row; run: strangler control init`);
+      return { version: Number(rows[0].version), routes: (rows[0].routes as Array<Route & { mode: RouteMode }>).map((r) => Object.freeze(r)) };
+    },
+    async version() {
+      const { rows } = await pool.query(`SELECT version::text AS version FROM ${s}.route_version`);
+      return Number(rows[0]?.version ?? 0);
+    },
+    close: () => pool.end(),
+  };
+}

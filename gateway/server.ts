@@ -1,0 +1,242 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Redis } from 'ioredis';
+import proxyaddr from 'proxy-addr';
+import type { ResolvedConfig } from '../core/config/load.ts';
+import { errorBody } from '../core/errors.ts';
+import { StranglerError } from '../core/errors.ts';
+import type { Logger } from '../core/logger.ts';
+import { createTokenVerifier } from '../services/kit/jwt.ts';
+import { CANARY_COOKIE, newCanaryCookieValue, readCanaryCookie } from './canary.ts';
+import { createEdgeAuth } from './edge-auth.ts';
+import { traceparentFor, upstreamHeaders, validRequestId } from './headers.ts';
+import { createGatewayMetrics, RouteFigures, type GatewayMetrics } from './metrics.ts';
+import { normalizeRequestTarget } from './path-normalize.ts';
+import { forward, limitBody, readBody, type Body } from './proxy.ts';
+import { createRateLimiter, rateLimitHeaders } from './rate-limit.ts';
+import type { RedisKeys } from './redis-keys.ts';
+import { chooseTarget, matchRoute, safeToRetry, type Target } from './route-choice.ts';
+import type { RouteSource } from './route-types.ts';
+import { createShadow } from './shadow.ts';
+import { createUpstream, isTimeout, neverReached, type Upstream } from './upstreams.ts';
+import { proxyUpgrade } from './websocket.ts';
+
+export interface GatewayDeps {
+  config: ResolvedConfig;
+  routes: RouteSource & { loaded?: boolean; storeReachable?: boolean };
+  redis: Redis;
+  keys: RedisKeys;
+  logger: Logger;
+  metrics?: GatewayMetrics;
+}
+
+export interface Gateway {
+  server: Server;
+  metrics: GatewayMetrics;
+  upstreams: Map<string, Upstream>;
+  figures: RouteFigures;
+  close(): Promise<void>;
+}
+
+const BODYLESS = new Set(['GET', 'HEAD', 'OPTIONS', 'DELETE']);
+
+function sendError(res: ServerResponse, status: number, code: string, message: string, requestId: string, headers: Record<string, string> = {}): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const body = JSON.stringify(errorBody(code, message));
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-request-id': requestId, ...headers });
+  res.end(body);
+}
+
+/**
+ * The data plane. One request, top to bottom:
+ * request id → ops endpoints → normalise path → route match → JWT → rate limit → choose side
+ * (canary stickiness, breaker) → proxy (with fallback to legacy) and, in shadow mode, mirror.
+ * Plain node:http and undici pools: express costs 3× per request (see the gateway issue's figures).
+ */
+export function createGateway(deps: GatewayDeps): Gateway {
+  const { config, routes, redis, keys, logger } = deps;
+  const g = config.gateway;
+  const metrics = deps.metrics ?? createGatewayMetrics();
+  const figures = new RouteFigures(redis, keys);
+  figures.start();
+
+  const onBreakerChange = (name: string, open: boolean) => {
+    metrics.breaker.set({ service: name }, open ? 1 : 0);
+    logger.warn({ upstream: name, open }, open ? 'circuit opened: canary traffic goes to legacy' : 'circuit closed');
+  };
+  const upstreamOptions = { consecutiveFailures: g.breaker.consecutiveFailures, halfOpenAfterMs: g.breaker.halfOpenAfterMs, onBreakerChange };
+  const legacy = createUpstream('legacy', config.legacy.url, upstreamOptions);
+  const upstreams = new Map<string, Upstream>([['legacy', legacy]]);
+  for (const s of config.services) upstreams.set(s.name, createUpstream(s.name, s.url, upstreamOptions));
+
+  const authenticate = createEdgeAuth({
+    verify: createTokenVerifier({ legacy: { secret: config.legacy.jwtSecret, issuer: config.legacy.jwtIssuer }, jwks: g.jwks, audience: g.audience }),
+    protectedPrefixes: g.protectedPrefixes,
+    publicPaths: g.publicPaths,
+  });
+  const rateLimit = createRateLimiter(g.rateLimits, redis, keys, () => metrics.storeErrors.inc({ store: 'rate-limit' }));
+  const shadow = createShadow({ ...g.shadow, ignorePaths: Object.fromEntries(config.services.map((s) => [s.name, s.ignorePaths])) }, { redis, keys, metrics, logger });
+  const trust = proxyaddr.compile(g.trustedProxies);
+
+  const ready = () => (routes.loaded ?? true) && redis.status === 'ready';
+
+  async function ops(path: string, res: ServerResponse, requestId: string): Promise<boolean> {
+    if (path === '/healthz') {
+      res.writeHead(200, { 'content-type': 'application/json', 'x-request-id': requestId }).end('{"status":"ok"}');
+      return true;
+    }
+    if (path === '/readyz') {
+      const loaded = routes.loaded ?? true;
+      const body = {
+        ready: ready(),
+        routeTable: loaded ? { version: routes.current().version, degraded: routes.degraded } : null,
+        controlDatabase: routes.storeReachable === false ? 'unreachable' : 'ok',
+        redis: redis.status,
+        status: !loaded ? 'no route table' : routes.degraded ? 'degraded: serving the route snapshot (control database unreachable)' : 'ok',
+      };
+      res.writeHead(body.ready ? 200 : 503, { 'content-type': 'application/json', 'x-request-id': requestId }).end(JSON.stringify(body));
+      return true;
+    }
+    if (path === '/metrics') {
+      if (routes.loaded ?? true) metrics.routeVersion.set(routes.current().version);
+      metrics.degraded.set(routes.degraded ? 1 : 0);
+      res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(await metrics.registry.metrics());
+      return true;
+    }
+    return false;
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = performance.now();
+    const requestId = validRequestId(req.headers['x-request-id']) ?? randomUUID();
+    const target = normalizeRequestTarget(req.url ?? '/');
+    // SECURITY: a path the gateway cannot read exactly as the upstream will is refused, never guessed.
+    if (!target.ok) return sendError(res, 400, 'BAD_INPUT', `the request path is refused: ${target.reason}`, requestId);
+    if (await ops(target.path, res, requestId)) return;
+    if (!(routes.loaded ?? true)) return sendError(res, 503, 'NOT_READY', 'the gateway has no route table yet (control database unreachable and no snapshot); retry shortly', requestId, { 'retry-after': '1' });
+
+    const route = matchRoute(routes.current(), target.matchPath);
+    const auth = await authenticate(target.matchPath, req.headers.authorization);
+    if (!auth.ok) {
+      return sendError(res, 401, 'UNAUTHENTICATED', auth.message, requestId, { 'www-authenticate': `Bearer error="invalid_token", error_description="${auth.message.replace(/"/g, "'")}"` });
+    }
+    const clientIp = proxyaddr(req, trust);
+    const decision = await rateLimit(target.matchPath, auth.identity ? `user:${auth.identity.sub}` : `ip:${clientIp}`);
+    const extraHeaders: Record<string, string | string[]> = decision ? rateLimitHeaders(decision) : {};
+    if (decision?.limited) {
+      metrics.rateLimited.inc({ prefix: route?.prefix ?? '/' });
+      return sendError(res, 429, 'RATE_LIMITED', `too many requests; retry in ${extraHeaders['retry-after']} s`, requestId, extraHeaders as Record<string, string>);
+    }
+
+    const length = Number(req.headers['content-length'] ?? 0);
+    if (length > g.bodyLimitBytes) return sendError(res, 413, 'PAYLOAD_TOO_LARGE', `the request body is larger than ${g.bodyLimitBytes} bytes`, requestId, { connection: 'close' });
+
+    const method = req.method ?? 'GET';
+    let stickyKey: string | null = auth.identity?.sub ?? null;
+    if (route?.mode === 'canary' && !stickyKey) {
+      stickyKey = readCanaryCookie(req.headers.cookie);
+      if (!stickyKey) {
+        stickyKey = newCanaryCookieValue();
+        extraHeaders['set-cookie'] = `${CANARY_COOKIE}=${stickyKey}; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax`;
+      }
+    }
+    const service = route ? upstreams.get(route.service) : undefined;
+    const retrySafe = safeToRetry(method, req.headers['idempotency-key'] as string | undefined);
+    const choice = chooseTarget(service ? route : null, { method, stickyKey, breakerOpen: service?.open ?? false, retrySafe });
+
+    const forwardedFor = trust(req.socket.remoteAddress ?? '', 0) && req.headers['x-forwarded-for'] ? `${req.headers['x-forwarded-for']}, ${req.socket.remoteAddress}` : (req.socket.remoteAddress ?? '');
+    const headers = upstreamHeaders(req.headers, {
+      requestId,
+      clientIp,
+      forwardedFor,
+      proto: trust(req.socket.remoteAddress ?? '', 0) && typeof req.headers['x-forwarded-proto'] === 'string' ? req.headers['x-forwarded-proto'] : 'http',
+      host: req.headers.host,
+      identity: auth.identity,
+      traceparent: traceparentFor(req.headers.traceparent, () => randomBytes(24).toString('hex')),
+    });
+
+    // A body that may have to be replayed on legacy is read first (bounded); others stream.
+    let body: Body = null;
+    const hasBody = !BODYLESS.has(method) || length > 0 || req.headers['transfer-encoding'] !== undefined;
+    if (hasBody) {
+      try {
+        body = choice.fallback ? await readBody(req, g.bodyLimitBytes) : limitBody(req, g.bodyLimitBytes);
+      } catch (err) {
+        return sendError(res, 413, 'PAYLOAD_TOO_LARGE', (err as Error).message, requestId, { connection: 'close' });
+      }
+      if (Buffer.isBuffer(body)) delete headers['transfer-encoding'];
+    }
+
+    const path = `${target.path}${target.query}`;
+    const send = async (t: Target) => {
+      const upstream = t === 'service' ? service! : legacy;
+      return forward(upstream, res, { method, path, headers, body, timeoutMs: g.upstreamTimeoutMs, requestId, extraHeaders, captureBytes: choice.shadow ? g.shadow.maxBodyBytes : undefined });
+    };
+    let served: Target = choice.target;
+    let result: Awaited<ReturnType<typeof send>>;
+    try {
+      try {
+        result = await send(choice.target);
+      } catch (err) {
+        if (!(choice.target === 'service' && choice.fallback && neverReached(err) && !res.headersSent)) throw err;
+        metrics.fallbacks.inc({ service: route!.service, reason: (err as { code?: string }).code ?? (err as Error).name });
+        served = 'legacy';
+        result = await send('legacy');
+      }
+    } catch (err) {
+      const status = err instanceof StranglerError && err.code === 'PAYLOAD_TOO_LARGE' ? 413 : isTimeout(err) ? 504 : 502;
+      const code = status === 413 ? 'PAYLOAD_TOO_LARGE' : status === 504 ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE';
+      const upstreamName = served === 'service' ? route!.service : 'legacy';
+      const message = status === 413 ? (err as Error).message : status === 504 ? `${upstreamName} did not answer within ${g.upstreamTimeoutMs} ms` : `${upstreamName} cannot be reached (${(err as { code?: string }).code ?? (err as Error).message})`;
+      logger.warn({ err, reqId: requestId, upstream: upstreamName }, 'upstream error');
+      record(route?.service, route?.prefix, served, status, started);
+      return sendError(res, status, code, message, requestId);
+    }
+    if (choice.shadow && service && route) {
+      shadow.mirror(route.service, service, { method, path, headers, requestId }, result.done);
+    }
+    const status = result.status;
+    void result.done.then(() => record(route?.service, route?.prefix, served, status, started));
+  }
+
+  function record(service: string | undefined, prefix: string | undefined, target: Target, status: number, started: number) {
+    const ms = performance.now() - started;
+    const klass = `${Math.floor(status / 100)}xx`;
+    const label = prefix ?? 'unrouted';
+    metrics.requests.inc({ prefix: label, target, class: klass });
+    metrics.latency.observe({ prefix: label, target }, ms / 1000);
+    if (service) figures.record(service, target, status, ms);
+  }
+
+  const server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, (req, res) => {
+    handle(req, res).catch((err) => {
+      logger.error({ err }, 'gateway request failed');
+      sendError(res, 500, 'INTERNAL', 'internal gateway error', String(res.getHeader('x-request-id') ?? ''));
+    });
+  });
+  server.on('upgrade', (req, socket, head) => {
+    proxyUpgrade(req, socket, head, { routes, upstreams, authenticate, logger }).catch((err) => {
+      logger.warn({ err }, 'websocket upgrade failed');
+      socket.destroy();
+    });
+  });
+
+  return {
+    server,
+    metrics,
+    upstreams,
+    figures,
+    async close() {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+        setTimeout(() => server.closeAllConnections(), 5_000).unref();
+      });
+      await figures.stop();
+      await Promise.all([...upstreams.values()].map((u) => u.pool.close().catch(() => undefined)));
+    },
+  };
+}

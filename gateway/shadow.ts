@@ -1,0 +1,114 @@
+import type { Redis } from 'ioredis';
+import type { Logger } from '../core/logger.ts';
+import { compareResponses, compileIgnorePaths, type IgnoreMatcher } from './json-diff.ts';
+import type { GatewayMetrics } from './metrics.ts';
+import type { RedisKeys } from './redis-keys.ts';
+import type { Upstream } from './upstreams.ts';
+
+export interface ShadowOptions {
+  concurrency: number;
+  timeoutMs: number;
+  maxBodyBytes: number;
+  samples: number;
+  /** Per service: ignore paths from strangler.yaml (compiled once here). */
+  ignorePaths: Record<string, string[]>;
+}
+
+export interface CapturedResponse {
+  status: number;
+  contentType?: string;
+  /** null when the body was larger than maxBodyBytes. */
+  body: Buffer | null;
+}
+
+/** Reads a stream into a buffer up to `max` bytes; past it, keeps draining and returns null. */
+export async function readCapped(body: AsyncIterable<Buffer>, max: number): Promise<Buffer | null> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let over = false;
+  for await (const chunk of body) {
+    size += chunk.length;
+    if (size > max) over = true;
+    if (!over) chunks.push(chunk);
+  }
+  return over ? null : Buffer.concat(chunks);
+}
+
+/**
+ * Shadow traffic: the client is served by legacy; the same safe request goes to the service in
+ * the background, within a concurrency bound (excess is skipped and counted, never queued, so
+ * shadowing can never slow the client down), a timeout and a body cap. The two answers are
+ * compared and the outcome counted in Redis; mismatches keep the last N samples for `strangler diff`.
+ */
+export function createShadow(options: ShadowOptions, deps: { redis: Redis; keys: RedisKeys; metrics: GatewayMetrics; logger: Logger }) {
+  const ignore = new Map<string, IgnoreMatcher>(Object.entries(options.ignorePaths).map(([svc, paths]) => [svc, compileIgnorePaths(paths)]));
+  let inFlight = 0;
+
+  const count = (service: string, outcome: 'match' | 'mismatch' | 'skipped' | 'error') => {
+    deps.metrics.shadow.inc({ service, outcome });
+    deps.redis.hincrby(deps.keys.shadowCounts(service), outcome, 1).catch(() => undefined);
+  };
+
+  return {
+    /** Starts the mirror request now; `legacy` resolves with legacy's captured answer. */
+    mirror(service: string, upstream: Upstream, request: { method: string; path: string; headers: Record<string, string | string[]>; requestId: string }, legacy: Promise<CapturedResponse | null>): void {
+      if (inFlight >= options.concurrency) {
+        count(service, 'skipped');
+        return;
+      }
+      inFlight++;
+      const serviceAnswer = (async (): Promise<CapturedResponse> => {
+        const res = await upstream.pool.request({
+          method: request.method as 'GET',
+          path: request.path,
+          headers: { ...request.headers, 'x-strangler-shadow': '1' },
+          headersTimeout: options.timeoutMs,
+          bodyTimeout: options.timeoutMs,
+          signal: AbortSignal.timeout(options.timeoutMs),
+        });
+        const contentType = res.headers['content-type'];
+        return { status: res.statusCode, contentType: Array.isArray(contentType) ? contentType[0] : contentType, body: await readCapped(res.body, options.maxBodyBytes) };
+      })();
+      void Promise.allSettled([legacy, serviceAnswer])
+        .then(async ([l, s]) => {
+          if (l.status === 'rejected' || l.value === null) return count(service, 'skipped');
+          if (s.status === 'rejected') {
+            count(service, 'error');
+            return this.sample(service, request, l.value, null, [{ path: '$', kind: 'changed', service: `no answer: ${(s.reason as Error).message}` }]);
+          }
+          if (l.value.body === null || s.value.body === null) return count(service, 'skipped');
+          const cmp = compareResponses(
+            { status: l.value.status, contentType: l.value.contentType, body: l.value.body },
+            { status: s.value.status, contentType: s.value.contentType, body: s.value.body },
+            ignore.get(service) ?? compileIgnorePaths([]),
+          );
+          if (cmp.match) return count(service, 'match');
+          count(service, 'mismatch');
+          await this.sample(service, request, l.value, s.value, cmp.diffs);
+        })
+        .catch((err) => deps.logger.warn({ err, service }, 'shadow comparison failed'))
+        .finally(() => inFlight--);
+    },
+
+    async sample(service: string, request: { method: string; path: string; requestId: string }, legacy: CapturedResponse, svc: CapturedResponse | null, diffs: unknown[]): Promise<void> {
+      const text = (b: Buffer | null | undefined) => (b ? b.toString('utf8').slice(0, 4096) : null);
+      const sample = {
+        at: new Date().toISOString(),
+        requestId: request.requestId,
+        method: request.method,
+        path: request.path,
+        legacy: { status: legacy.status, body: text(legacy.body) },
+        service: svc ? { status: svc.status, body: text(svc.body) } : null,
+        diffs,
+      };
+      const key = deps.keys.shadowSamples(service);
+      await deps.redis.multi().lpush(key, JSON.stringify(sample)).ltrim(key, 0, options.samples - 1).exec().catch(() => undefined);
+    },
+
+    get inFlight() {
+      return inFlight;
+    },
+  };
+}
+
+export type Shadow = ReturnType<typeof createShadow>;

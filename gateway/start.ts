@@ -1,0 +1,89 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { AddressInfo } from 'node:net';
+import { Redis } from 'ioredis';
+import type { ResolvedConfig } from '../core/config/load.ts';
+import { createLogger, type Logger } from '../core/logger.ts';
+import { redisKeys } from './redis-keys.ts';
+import { LiveRouteState } from './route-state.ts';
+import { createPgRouteStore } from './route-store.ts';
+import { createGateway, type Gateway } from './server.ts';
+
+export interface RunningGateway {
+  url: string;
+  port: number;
+  instanceId: string;
+  gateway: Gateway;
+  routes: LiveRouteState;
+  stop(): Promise<void>;
+}
+
+export interface StartGatewayOptions {
+  /** 0 takes a free port; default: gateway.port. */
+  port?: number;
+  instanceId?: string;
+  logger?: Logger;
+  /** Share a listening port with sibling workers (node:cluster). */
+  exclusive?: boolean;
+}
+
+/** A gateway process: the route state from the control DB (following Redis), and the data plane. */
+export async function startGateway(config: ResolvedConfig, options: StartGatewayOptions = {}): Promise<RunningGateway> {
+  const logger = options.logger ?? createLogger('gateway', config.logLevel);
+  const instanceId = options.instanceId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+  const keys = redisKeys(config.redis.keyPrefix);
+  // Commands never queue forever while Redis is down: the request path must not wait on it.
+  const redisOptions = { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: 2_000, retryStrategy: (n: number) => Math.min(n * 200, 2_000) };
+  const redis = new Redis(config.redis.url, redisOptions);
+  const subscriber = new Redis(config.redis.url, { ...redisOptions, enableOfflineQueue: true });
+  redis.on('error', () => undefined);
+  subscriber.on('error', () => undefined);
+  const store = createPgRouteStore(config.control.databaseUrl, config.control.schema);
+  const routes = new LiveRouteState({
+    instanceId,
+    store,
+    redis,
+    subscriber,
+    keys,
+    snapshotFile: config.gateway.snapshotFile,
+    pollIntervalMs: config.gateway.pollIntervalMs,
+    heartbeatIntervalMs: config.gateway.heartbeatIntervalMs,
+    logger,
+  });
+  await new Promise<void>((resolve) => {
+    // Start whether or not Redis is up yet: routes come from the control DB or the snapshot.
+    if (redis.status === 'ready') return resolve();
+    const t = setTimeout(resolve, 2_000);
+    redis.once('ready', () => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
+  await routes.start();
+  const gateway = createGateway({ config, routes, redis, keys, logger });
+  const port = options.port ?? config.gateway.port;
+  await new Promise<void>((resolve, reject) => {
+    gateway.server.once('error', reject);
+    gateway.server.listen({ port, host: config.gateway.host, exclusive: options.exclusive ?? true }, () => resolve());
+  });
+  const actual = (gateway.server.address() as AddressInfo).port;
+  logger.info({ port: actual, instanceId }, 'gateway listening');
+  let stopping: Promise<void> | null = null;
+  return {
+    url: `http://${config.gateway.host}:${actual}`,
+    port: actual,
+    instanceId,
+    gateway,
+    routes,
+    stop() {
+      stopping ??= (async () => {
+        await routes.stop();
+        await gateway.close();
+        await store.close().catch(() => undefined);
+        redis.disconnect();
+        subscriber.disconnect();
+      })();
+      return stopping;
+    },
+  };
+}

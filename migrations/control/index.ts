@@ -1,0 +1,11 @@
+import { migrateLatest, type MigrationSet } from '../runner.ts';
+import { controlInitial } from './001_control.ts';
+
+/** The control database's migrations, in the schema strangler.yaml names (control.schema). */
+export function controlMigrations(schema: string): MigrationSet {
+  return { name: 'control', schema, migrations: { '001_control': controlInitial(schema) } };
+}
+
+export function migrateControl(databaseUrl: string, schema: string): Promise<string[]> {
+  return migrateLatest(databaseUrl, controlMigrations(schema));
+}
