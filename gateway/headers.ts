@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 
 /** RFC 9110 §7.6.1 hop-by-hop headers: meaningful for one connection, never forwarded. */
@@ -65,8 +66,21 @@ export function downstreamHeaders(incoming: Record<string, string | string[] | u
 const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
+let pool = Buffer.alloc(0);
+let offset = 0;
+
+/** 24 random bytes as hex, from a pool refilled 8 kB at a time (one syscall per ~340 requests). */
+export function randomHex48(): string {
+  if (offset + 24 > pool.length) {
+    pool = randomBytes(8192);
+    offset = 0;
+  }
+  offset += 24;
+  return pool.toString('hex', offset - 24, offset);
+}
+
 /** The client's traceparent when well-formed, else a new one (W3C Trace Context). */
-export function traceparentFor(header: string | string[] | undefined, random: () => string): string {
+export function traceparentFor(header: string | string[] | undefined, random: () => string = randomHex48): string {
   if (typeof header === 'string' && TRACEPARENT.test(header) && !header.startsWith('ff')) return header;
   const hex = random();
   return `00-${hex.slice(0, 32)}-${hex.slice(32, 48)}-01`;

@@ -1,6 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Transform, type Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { Dispatcher } from 'undici';
 import { StranglerError } from '../core/errors.ts';
 import { downstreamHeaders } from './headers.ts';
@@ -50,44 +49,50 @@ export interface ForwardOptions {
 }
 
 /**
- * Sends the request to the upstream and resolves when the response head is in; the body is then
- * streamed to the client. Rejects (before anything was written to the client) when the upstream
- * could not be reached or did not answer in time, so the caller can fall back or map the error.
+ * Sends the request to the upstream and streams the answer to the client (undici's stream():
+ * the response body is written straight into `res`, about twice the throughput of request() +
+ * pipeline). Rejects with nothing written to the client when the upstream could not be reached
+ * or did not answer in time, so the caller can fall back or map the error; after the head is
+ * written, a failure can only cut the response short.
  */
-export async function forward(upstream: Upstream, res: ServerResponse, o: ForwardOptions): Promise<{ status: number; done: Promise<CapturedResponse | null> }> {
-  const response = await upstream.breaker.execute(() =>
-    upstream.pool.request({
-      method: o.method as Dispatcher.HttpMethod,
-      path: o.path,
-      headers: o.headers,
-      body: o.body,
-      headersTimeout: o.timeoutMs,
-      bodyTimeout: o.timeoutMs,
-    }),
+export async function forward(upstream: Upstream, res: ServerResponse, o: ForwardOptions): Promise<CapturedResponse> {
+  const opaque = { statusCode: 0, contentType: undefined as string | undefined, chunks: null as Buffer[] | null, size: 0 };
+  await upstream.breaker.execute(() =>
+    upstream.pool.stream(
+      {
+        method: o.method as Dispatcher.HttpMethod,
+        path: o.path,
+        headers: o.headers,
+        body: o.body,
+        headersTimeout: o.timeoutMs,
+        bodyTimeout: o.timeoutMs,
+        opaque,
+      },
+      ({ statusCode, headers }) => {
+        opaque.statusCode = statusCode;
+        const out = downstreamHeaders(headers, o.requestId);
+        if (o.extraHeaders) Object.assign(out, o.extraHeaders);
+        res.writeHead(statusCode, out);
+        if (!o.captureBytes) return res;
+        const type = headers['content-type'];
+        opaque.contentType = Array.isArray(type) ? type[0] : type;
+        opaque.chunks = [];
+        const max = o.captureBytes;
+        const tee = new Transform({
+          transform(chunk: Buffer, _enc, done) {
+            opaque.size += chunk.length;
+            if (opaque.size <= max) opaque.chunks!.push(chunk);
+            done(null, chunk);
+          },
+        });
+        tee.pipe(res);
+        return tee;
+      },
+    ),
   );
-  const headers = downstreamHeaders(response.headers, o.requestId);
-  if (o.extraHeaders) Object.assign(headers, o.extraHeaders);
-  res.writeHead(response.statusCode, headers);
-  const contentType = response.headers['content-type'];
-  const captured: Buffer[] | null = o.captureBytes ? [] : null;
-  let capturedSize = 0;
-  if (captured) {
-    response.body.on('data', (chunk: Buffer) => {
-      capturedSize += chunk.length;
-      if (capturedSize <= o.captureBytes!) captured.push(chunk);
-    });
-  }
-  const done = pipeline(response.body, res).then(
-    () =>
-      captured
-        ? { status: response.statusCode, contentType: Array.isArray(contentType) ? contentType[0] : contentType, body: capturedSize <= o.captureBytes! ? Buffer.concat(captured) : null }
-        : null,
-    (err) => {
-      // The client went away or the upstream broke mid-body: nothing more can be sent.
-      response.body.destroy();
-      res.destroy(err);
-      return null;
-    },
-  );
-  return { status: response.statusCode, done };
+  return {
+    status: opaque.statusCode,
+    contentType: opaque.contentType,
+    body: opaque.chunks && opaque.size <= (o.captureBytes ?? 0) ? Buffer.concat(opaque.chunks) : null,
+  };
 }

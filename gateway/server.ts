@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Redis } from 'ioredis';
 import proxyaddr from 'proxy-addr';
@@ -155,7 +155,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
       proto: trust(req.socket.remoteAddress ?? '', 0) && typeof req.headers['x-forwarded-proto'] === 'string' ? req.headers['x-forwarded-proto'] : 'http',
       host: req.headers.host,
       identity: auth.identity,
-      traceparent: traceparentFor(req.headers.traceparent, () => randomBytes(24).toString('hex')),
+      traceparent: traceparentFor(req.headers.traceparent),
     });
 
     // A body that may have to be replayed on legacy is read first (bounded); others stream.
@@ -176,17 +176,23 @@ export function createGateway(deps: GatewayDeps): Gateway {
       return forward(upstream, res, { method, path, headers, body, timeoutMs: g.upstreamTimeoutMs, requestId, extraHeaders, captureBytes: choice.shadow ? g.shadow.maxBodyBytes : undefined });
     };
     let served: Target = choice.target;
-    let result: Awaited<ReturnType<typeof send>>;
+    let answer: Awaited<ReturnType<typeof send>>;
     try {
       try {
-        result = await send(choice.target);
+        answer = await send(choice.target);
       } catch (err) {
         if (!(choice.target === 'service' && choice.fallback && neverReached(err) && !res.headersSent)) throw err;
         metrics.fallbacks.inc({ service: route!.service, reason: (err as { code?: string }).code ?? (err as Error).name });
         served = 'legacy';
-        result = await send('legacy');
+        answer = await send('legacy');
       }
     } catch (err) {
+      if (res.headersSent) {
+        // The answer was under way when the upstream or the client broke off: cut it short.
+        record(route?.service, route?.prefix, served, 502, started);
+        res.destroy();
+        return;
+      }
       const status = err instanceof StranglerError && err.code === 'PAYLOAD_TOO_LARGE' ? 413 : isTimeout(err) ? 504 : 502;
       const code = status === 413 ? 'PAYLOAD_TOO_LARGE' : status === 504 ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE';
       const upstreamName = served === 'service' ? route!.service : 'legacy';
@@ -195,11 +201,10 @@ export function createGateway(deps: GatewayDeps): Gateway {
       record(route?.service, route?.prefix, served, status, started);
       return sendError(res, status, code, message, requestId);
     }
+    record(route?.service, route?.prefix, served, answer.status, started);
     if (choice.shadow && service && route) {
-      shadow.mirror(route.service, service, { method, path, headers, requestId }, result.done);
+      shadow.mirror(route.service, service, { method, path, headers, requestId }, Promise.resolve(answer.body ? answer : null));
     }
-    const status = result.status;
-    void result.done.then(() => record(route?.service, route?.prefix, served, status, started));
   }
 
   function record(service: string | undefined, prefix: string | undefined, target: Target, status: number, started: number) {

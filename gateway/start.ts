@@ -34,7 +34,8 @@ export async function startGateway(config: ResolvedConfig, options: StartGateway
   const keys = redisKeys(config.redis.keyPrefix);
   // Commands never queue forever while Redis is down: the request path must not wait on it.
   const redisOptions = { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: 2_000, retryStrategy: (n: number) => Math.min(n * 200, 2_000) };
-  const redis = new Redis(config.redis.url, redisOptions);
+  // Auto-pipelining sends the rate-limit commands of concurrent requests in one write.
+  const redis = new Redis(config.redis.url, { ...redisOptions, enableAutoPipelining: true });
   const subscriber = new Redis(config.redis.url, { ...redisOptions, enableOfflineQueue: true });
   redis.on('error', () => undefined);
   subscriber.on('error', () => undefined);

@@ -30,7 +30,7 @@ export function createUpstream(name: string, url: string, o: UpstreamOptions): U
     connect: { timeout: o.connectTimeoutMs ?? 2_000 },
   });
   const breaker = circuitBreaker(
-    handleAll.orWhenResult((r) => typeof r === 'object' && r !== null && (r as { statusCode?: number }).statusCode! >= 500),
+    handleAll.orWhenResult((r) => ((r as { opaque?: { statusCode?: number } } | undefined)?.opaque?.statusCode ?? 0) >= 500),
     { halfOpenAfter: o.halfOpenAfterMs, breaker: new ConsecutiveBreaker(o.consecutiveFailures) },
   );
   breaker.onStateChange((state) => o.onBreakerChange?.(name, state === CircuitState.Open || state === CircuitState.Isolated));

@@ -1,0 +1,135 @@
+/**
+ * `npm run bench:gateway`: gateway throughput and latency against baselines measured in the
+ * same run on the same machine: the upstream direct, nginx as a reverse proxy (installed with
+ * apt when missing and allowed), and the gateway bare, with every feature on, and with 2 workers.
+ * Targets (the gateway issue): all features on ≥ 0.35× nginx's req/s, p99 ≤ 2× nginx's.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { SignJWT } from 'jose';
+import pg from 'pg';
+import { stringify } from 'yaml';
+import { commitRouteChange } from '../cutover/route-change.ts';
+import { migrateControl } from '../migrations/control/index.ts';
+import { LocalStack } from '../stack/index.ts';
+import { freePort, isListening, waitFor } from '../stack/ports.ts';
+import { loadGenerator, measure, printTable, type LoadResult } from './load.ts';
+
+const ROOT = resolve(import.meta.dirname, '..');
+const seconds = Number(process.env.BENCH_SECONDS ?? 8);
+const children: ChildProcess[] = [];
+const say = (line: string) => process.stdout.write(`${line}\n`);
+
+function start(cmd: string, args: string[]): ChildProcess {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  children.push(child);
+  return child;
+}
+
+function findNginx(): string | null {
+  for (const p of ['/usr/sbin/nginx', '/usr/local/sbin/nginx', '/usr/bin/nginx']) if (existsSync(p)) return p;
+  if (process.getuid?.() === 0 && process.env.BENCH_NO_INSTALL !== '1') {
+    try {
+      say('installing nginx for the baseline (apt-get install -y nginx-light)…');
+      execFileSync('apt-get', ['install', '-y', 'nginx-light'], { stdio: 'ignore', timeout: 180_000 });
+      execFileSync('sh', ['-c', 'service nginx stop || true'], { stdio: 'ignore' });
+      return existsSync('/usr/sbin/nginx') ? '/usr/sbin/nginx' : null;
+    } catch {
+      return null;
+    }
+  }
+  return null;
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-gw-'));
+  const upstreamPort = await freePort();
+  start(process.execPath, ['--import', 'tsx', resolve(ROOT, 'bench/upstream-server.ts'), String(upstreamPort)]);
+  await waitFor('upstream', () => isListening(upstreamPort), 20_000);
+  const results: LoadResult[] = [];
+  const direct = await measure('direct to upstream', `http://127.0.0.1:${upstreamPort}/api/invoices`, { seconds });
+  results.push(direct);
+
+  let nginx: LoadResult | undefined;
+  const nginxBin = findNginx();
+  if (nginxBin) {
+    const nginxPort = await freePort();
+    writeFileSync(
+      join(dir, 'nginx.conf'),
+      `worker_processes 1; error_log ${dir}/nginx-error.log; pid ${dir}/nginx.pid;
+events { worker_connections 1024; }
+http { access_log off;
+  client_body_temp_path ${dir}; proxy_temp_path ${dir}; fastcgi_temp_path ${dir}; uwsgi_temp_path ${dir}; scgi_temp_path ${dir};
+  upstream u { server 127.0.0.1:${upstreamPort}; keepalive 64; }
+  server { listen 127.0.0.1:${nginxPort}; location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; } } }\n`,
+    );
+    start(nginxBin, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-g', 'daemon off;']);
+    await waitFor('nginx', () => isListening(nginxPort), 20_000);
+    nginx = await measure('nginx (1 worker)', `http://127.0.0.1:${nginxPort}/api/invoices`, { seconds });
+    results.push(nginx);
+  } else {
+    say('nginx not available: its baseline is skipped');
+  }
+
+  const stack = await LocalStack.start({ postgres: { ephemeral: true } });
+  try {
+    const controlUrl = `${stack.postgres.baseUrl}/bench_control`;
+    await stack.postgres.createDatabase('bench_control');
+    await migrateControl(controlUrl, 'strangler');
+    const client = new pg.Client({ connectionString: controlUrl });
+    await client.connect();
+    await commitRouteChange(client, 'strangler', [{ prefix: '/api/invoices', service: 'invoices', mode: 'service', weight: 0 }], { actor: 'bench', command: 'bench', outcome: 'applied' });
+    await client.end();
+    const secret = 'bench-secret-of-at-least-32-chars!!';
+    const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('42').setIssuer('legacy').setExpirationTime('2h').sign(new TextEncoder().encode(secret));
+
+    const gateway = async (name: string, gw: Record<string, unknown>, workers = 1, headers?: Record<string, string>) => {
+      const port = await freePort();
+      const file = join(dir, `${name.replace(/\W+/g, '-')}.yaml`);
+      writeFileSync(
+        file,
+        stringify({
+          postgres: { url: stack.postgres.baseUrl },
+          redis: { url: stack.redisUrl, keyPrefix: `bench:${port}:` },
+          legacy: { port: await freePort(), url: `http://127.0.0.1:${upstreamPort}`, jwtSecret: secret },
+          control: { database: 'bench_control' },
+          gateway: { port, snapshotFile: join(dir, `${port}.json`), ...gw },
+          logLevel: 'error',
+          services: [{ name: 'invoices', prefix: '/api/invoices', port: await freePort(), url: `http://127.0.0.1:${upstreamPort}`, database: 'bench_invoices', order: 1 }],
+        }),
+      );
+      const profile = process.env.BENCH_PROFILE ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_PROFILE] : [];
+      const child = start(process.execPath, [...profile, resolve(ROOT, 'bin/strangler.js'), 'gateway', '--config', file, '--workers', String(workers)]);
+      await waitFor(name, () => isListening(port), 30_000);
+      await new Promise((r) => setTimeout(r, workers > 1 ? 1500 : 300));
+      const r = await measure(name, `http://127.0.0.1:${port}/api/invoices`, { seconds, headers });
+      child.kill('SIGTERM');
+      await new Promise((r2) => child.once('exit', r2));
+      return r;
+    };
+    results.push(await gateway('gateway, bare proxy', { protectedPrefixes: [], rateLimits: [] }));
+    if (process.env.BENCH_BREAKDOWN) {
+      results.push(await gateway('gateway, + JWT only', { rateLimits: [] }, 1, { authorization: `Bearer ${token}` }));
+      results.push(await gateway('gateway, + rate limit only', { protectedPrefixes: [], rateLimits: [{ prefix: '/api', limit: 1_000_000_000, windowMs: 60_000 }] }));
+    }
+    results.push(await gateway('gateway, all features on', { rateLimits: [{ prefix: '/api', limit: 1_000_000_000, windowMs: 60_000 }] }, 1, { authorization: `Bearer ${token}` }));
+    results.push(await gateway('gateway, all on, --workers 2', { rateLimits: [{ prefix: '/api', limit: 1_000_000_000, windowMs: 60_000 }] }, 2, { authorization: `Bearer ${token}` }));
+  } finally {
+    await stack.stop();
+  }
+
+  say(`\ngateway bench: ${loadGenerator}, ${seconds} s per target, loopback, ${process.env.BENCH_NOTE ?? 'this machine'}\n`);
+  printTable(results, { nginx, direct });
+  const full = results.find((r) => r.name === 'gateway, all features on')!;
+  if (nginx) {
+    say(`\ntarget: all features on ≥ 0.35× nginx req/s → ${(full.rps / nginx.rps).toFixed(2)}×; p99 ≤ 2× nginx → ${(full.p99 / Math.max(nginx.p99, 1)).toFixed(2)}×`);
+  }
+}
+
+try {
+  await main();
+} finally {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
+}

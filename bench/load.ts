@@ -1,0 +1,75 @@
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { promisify } from 'node:util';
+import autocannon from 'autocannon';
+
+export interface LoadResult {
+  name: string;
+  rps: number;
+  p50: number;
+  p99: number;
+  errors: number;
+  non2xx: number;
+}
+
+const WRK = ['/usr/bin/wrk', '/usr/local/bin/wrk'].find((p) => existsSync(p));
+
+/** Which load generator the figures come from: wrk (C, as in the issue's reference figures) when installed. */
+export const loadGenerator = WRK ? 'wrk -t1 -c32' : 'autocannon -c32 (wrk not installed)';
+
+function ms(text: string): number {
+  const m = /([\d.]+)(us|ms|s)/.exec(text);
+  if (!m) return Number.NaN;
+  const v = Number(m[1]);
+  return m[2] === 'us' ? v / 1000 : m[2] === 's' ? v * 1000 : v;
+}
+
+async function wrk(url: string, seconds: number, connections: number, headers: Record<string, string> = {}): Promise<Omit<LoadResult, 'name'>> {
+  const args = ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', ...Object.entries(headers).flatMap(([k, v]) => ['-H', `${k}: ${v}`]), url];
+  const { stdout } = await promisify(execFile)(WRK!, args, { timeout: (seconds + 30) * 1000 });
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)?.[1] ?? 0);
+  const p50 = ms(/\n\s+50%\s+(\S+)/.exec(stdout)?.[1] ?? '');
+  const p99 = ms(/\n\s+99%\s+(\S+)/.exec(stdout)?.[1] ?? '');
+  const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(stdout)?.[1] ?? 0);
+  const errs = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(stdout);
+  const errors = errs ? errs.slice(1).reduce((a, b) => a + Number(b), 0) : 0;
+  return { rps: Math.round(rps), p50: Math.round(p50 * 100) / 100, p99: Math.round(p99 * 100) / 100, errors, non2xx };
+}
+
+/** One closed-loop load run: a short warm-up, then the measured run. */
+export async function measure(name: string, url: string, options: { connections?: number; seconds?: number; headers?: Record<string, string> } = {}): Promise<LoadResult> {
+  const seconds = options.seconds ?? 8;
+  const connections = options.connections ?? 32;
+  if (WRK) {
+    await wrk(url, 2, connections, options.headers);
+    const r = await wrk(url, seconds, connections, options.headers);
+    if (r.non2xx > 0) await explain(name, url, options.headers, `${r.non2xx} non-2xx`);
+    return { name, ...r };
+  }
+  const base = { url, connections, pipelining: 1, headers: options.headers };
+  await autocannon({ ...base, duration: 2 });
+  const r = await autocannon({ ...base, duration: seconds });
+  if (r.non2xx > 0) await explain(name, url, options.headers, JSON.stringify(r.statusCodeStats));
+  return { name, rps: Math.round(r.requests.average), p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.timeouts, non2xx: r.non2xx };
+}
+
+async function explain(name: string, url: string, headers: Record<string, string> | undefined, what: string): Promise<void> {
+  const sample = await fetch(url, { headers });
+  process.stdout.write(`${name}: ${what}; e.g. ${sample.status} ${(await sample.text()).slice(0, 200)}\n`);
+}
+
+export function printTable(rows: LoadResult[], baselines: Record<string, LoadResult | undefined>): void {
+  const head = ['target', 'req/s', 'p50 ms', 'p99 ms', 'errors', ...Object.keys(baselines).map((b) => `× ${b} req/s`), ...Object.keys(baselines).map((b) => `p99 ÷ ${b}`)];
+  const lines = rows.map((r) => [
+    r.name,
+    String(r.rps),
+    String(r.p50),
+    String(r.p99),
+    String(r.errors + r.non2xx),
+    ...Object.values(baselines).map((b) => (b ? (r.rps / b.rps).toFixed(2) : 'n/a')),
+    ...Object.values(baselines).map((b) => (b ? (r.p99 / Math.max(b.p99, 0.01)).toFixed(2) : 'n/a')),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
+  const fmt = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  process.stdout.write(`${fmt(head)}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n${lines.map(fmt).join('\n')}\n`);
+}
