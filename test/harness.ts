@@ -36,6 +36,14 @@ export async function dropTestDatabase(url: string): Promise<void> {
   const client = new pg.Client({ connectionString: `${pgBaseUrl}/postgres` });
   await client.connect();
   try {
+    // Slots of the database block DROP DATABASE: end their walsenders, then drop them.
+    await client.query(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active_pid IS NOT NULL`, [name]);
+    for (let i = 0; i < 20; i++) {
+      const { rows } = await client.query(`SELECT slot_name, active FROM pg_replication_slots WHERE database = $1`, [name]);
+      if (rows.length === 0) break;
+      for (const r of rows) if (!r.active) await client.query(`SELECT pg_drop_replication_slot($1)`, [r.slot_name]).catch(() => undefined);
+      await new Promise((ok) => setTimeout(ok, 50));
+    }
     await client.query(`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`);
   } finally {
     await client.end();
@@ -148,5 +156,24 @@ export async function gatewayTestEnv(label: string, serviceNames: string[] = ['a
       for (const u of Object.values(upstreams)) await u.close();
       await dropTestDatabase(controlUrl);
     },
+  };
+}
+
+/** A strangler.yaml for a resolved test config (databases as full URLs), for tests that run the CLI. */
+export function configYaml(config: ResolvedConfig): Record<string, unknown> {
+  const { databaseUrl: legacyDb, url: legacyUrl, ...legacy } = config.legacy;
+  return {
+    postgres: config.postgres,
+    redis: config.redis,
+    legacy: { ...legacy, url: legacyUrl, database: legacyDb },
+    control: { schema: config.control.schema, database: config.control.databaseUrl },
+    gateway: config.gateway,
+    sync: config.sync,
+    logLevel: 'warn',
+    services: config.services.map(({ databaseUrl, ...s }) => ({
+      ...s,
+      database: databaseUrl,
+      tables: s.tables.map((t) => ({ source: t.source, target: t.target, columns: t.columns, exclude: t.exclude, replica: t.replica })),
+    })),
   };
 }

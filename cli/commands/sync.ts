@@ -1,0 +1,120 @@
+import { createServer } from 'node:http';
+import type { Argv, CommandModule } from 'yargs';
+import { serviceByName } from '../../core/config/load.ts';
+import { createLogger } from '../../core/logger.ts';
+import { output, resolveCliConfig, type GlobalArgs } from '../context.ts';
+
+interface SyncArgs extends GlobalArgs {
+  action: 'start' | 'status' | 'verify' | 'stop' | 'cleanup';
+  service?: string;
+  metricsPort?: number;
+  chunkRows: number;
+  wait?: boolean;
+}
+
+function bar(done: number, total: number, width = 24): string {
+  const share = total > 0 ? Math.min(1, done / total) : 0;
+  return `[${'#'.repeat(Math.round(share * width)).padEnd(width, '.')}] ${(share * 100).toFixed(0).padStart(3)}%`;
+}
+
+/** `strangler sync start|status|verify|stop|cleanup <service>`: the forward sync of a service. */
+export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
+  command: 'sync <action> [service]',
+  describe: 'forward sync legacy → service database: start (backfill + stream, foreground) | status | verify | stop | cleanup',
+  builder: (y: Argv<GlobalArgs>) =>
+    y
+      .positional('action', { choices: ['start', 'status', 'verify', 'stop', 'cleanup'] as const, demandOption: true })
+      .positional('service', { type: 'string', describe: 'a service of strangler.yaml (status: all when omitted)' })
+      .option('metrics-port', { type: 'number', describe: 'start: serve Prometheus metrics of the worker on this port' })
+      .option('chunk-rows', { type: 'number', default: 5000, describe: 'verify: rows per checksum chunk' })
+      .option('wait', { type: 'boolean', describe: 'start: wait for a running worker of the pipeline to stop instead of refusing' })
+      .example('$0 sync start invoices', 'backfill, then stream until Ctrl-C')
+      .example('$0 sync verify invoices', 'row counts and checksums per key range; exit 2 on a mismatch') as unknown as Argv<SyncArgs>,
+  handler: async (args) => {
+    const config = resolveCliConfig(args);
+    const status = await import('../../migrations/sync/status.ts');
+    if (args.action === 'status') {
+      const services = args.service ? [serviceByName(config, args.service)] : config.services.filter((s) => s.tables.length);
+      const all = await Promise.all(services.map((s) => status.syncStatus(config, s)));
+      output(args, all, () =>
+        all
+          .map((s) => {
+            const lag = s.lagBytes === null ? 'n/a' : `${s.lagBytes} B, ${s.lagSeconds?.toFixed(1) ?? '?'} s`;
+            const verify = s.lastVerification ? `${s.lastVerification.ok ? 'passed' : 'FAILED'} ${new Date(s.lastVerification.at).toISOString()}` : 'never';
+            return `${s.service.padEnd(10)} ${s.state.padEnd(12)} ${s.active ? 'worker up  ' : 'no worker  '} lag ${lag.padEnd(18)} rows ${String(s.rowsApplied).padEnd(8)} verify ${verify}${s.lastError ? `\n           last error: ${s.lastError}` : ''}${s.slotRetainWarning ? `\n           WARNING: ${s.slotRetainWarning}` : ''}`;
+          })
+          .join('\n'),
+      );
+      return;
+    }
+    if (!args.service) throw new (await import('../../core/errors.ts')).StranglerError(`sync ${args.action} needs a service: one of ${config.services.map((s) => s.name).join(', ')}`, 'BAD_INPUT');
+    const service = serviceByName(config, args.service);
+    switch (args.action) {
+      case 'stop': {
+        const asked = await status.requestStop(config, service);
+        output(args, { requested: asked }, () => (asked ? `asked the ${service.name} worker to stop (it checks every second)` : `no sync of ${service.name} has been started`));
+        return;
+      }
+      case 'cleanup': {
+        const r = await status.cleanupPipeline(config, service);
+        output(args, r, () => `dropped on the legacy database: slot ${r.slot ? 'yes' : '(none)'}, publication ${r.publication ? 'yes' : '(none)'}`);
+        return;
+      }
+      case 'verify': {
+        const { buildSyncPlan } = await import('../../migrations/sync/plan.ts');
+        const { readSourceTables } = await import('../../migrations/sync/catalog.ts');
+        const { verifyPipeline, recordVerification } = await import('../../migrations/sync/verify.ts');
+        const pg = (await import('pg')).default;
+        const client = new pg.Client({ connectionString: config.legacy.databaseUrl });
+        await client.connect();
+        const plan = buildSyncPlan(service, await readSourceTables(client, service.tables.map((t) => t.source)), config.legacy.databaseUrl);
+        await client.end();
+        const v = await verifyPipeline({ sourceUrl: config.legacy.databaseUrl, targetUrl: service.databaseUrl, plan, chunkRows: args.chunkRows });
+        await recordVerification(service.databaseUrl, v).catch(() => undefined);
+        output(args, v, () =>
+          [
+            ...v.tables.map((t) => `${t.ok ? 'ok  ' : 'DIFF'}  ${t.table} → ${t.target}: ${t.sourceRows} rows legacy, ${t.targetRows} service, ${t.chunks} chunks${t.firstMismatch ? `\n        first difference in key range (${t.firstMismatch.from?.join(',') ?? '-∞'}, ${t.firstMismatch.to?.join(',') ?? '+∞'}]: ${t.firstMismatch.sourceRows} rows legacy, ${t.firstMismatch.targetRows} service` : ''}`),
+            `${v.ok ? 'verified' : 'MISMATCH'} in ${v.ms} ms`,
+          ].join('\n'),
+        );
+        if (!v.ok) process.exitCode = 2;
+        return;
+      }
+      case 'start': {
+        const { SyncWorker } = await import('../../migrations/sync/worker.ts');
+        const logger = createLogger('sync', config.logLevel);
+        let last = '';
+        const worker = new SyncWorker({
+          config,
+          service,
+          logger,
+          waitForLock: args.wait,
+          onProgress: (p) => {
+            const rate = p.elapsedMs > 0 ? (p.rows / p.elapsedMs) * 1000 : 0;
+            const eta = rate > 0 && p.estimate > p.rows ? `${((p.estimate - p.rows) / rate).toFixed(0)} s` : '-';
+            const line = `backfill ${p.table.padEnd(16)} ${bar(p.rows, p.estimate)} ${p.rows} rows, table ${p.tablesDone + 1 > p.tablesTotal ? p.tablesTotal : p.tablesDone + 1}/${p.tablesTotal}, ${rate.toFixed(0)} rows/s, ETA ${eta}`;
+            if (line !== last && process.stderr.isTTY) process.stderr.write(`\r${line}`);
+            last = line;
+          },
+        });
+        await worker.start();
+        if (process.stderr.isTTY) process.stderr.write('\n');
+        let metrics: ReturnType<typeof createServer> | null = null;
+        if (args.metricsPort) {
+          metrics = createServer(async (_req, res) => void res.writeHead(200, { 'content-type': worker.metrics.contentType }).end(await worker.metrics.metrics())).listen(args.metricsPort, '127.0.0.1');
+        }
+        process.stderr.write(`sync ${service.name}: streaming from slot ${worker.plan!.slot} at ${worker.appliedLsn}; Ctrl-C stops (strangler sync status ${service.name} shows the lag)\n`);
+        await new Promise<void>((resolve) => {
+          process.once('SIGINT', resolve);
+          process.once('SIGTERM', resolve);
+          // Not unref'd: this timer keeps the process alive while the worker streams.
+          setInterval(() => worker.state === 'stopped' && resolve(), 500);
+        });
+        await worker.stop();
+        metrics?.close();
+        process.stderr.write(`sync ${service.name}: stopped at ${worker.appliedLsn}\n`);
+        process.exit(0);
+      }
+    }
+  },
+};

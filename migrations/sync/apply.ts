@@ -1,0 +1,84 @@
+import { quoteIdent as q, type TablePlan } from './plan.ts';
+
+/** A decoded row: column → text value as PostgreSQL printed it, null, or undefined for "unchanged TOAST". */
+export type Tuple = Record<string, string | null | undefined>;
+
+export interface Statement {
+  sql: string;
+  params: Array<string | null>;
+}
+
+/**
+ * Pure: the target statement for one decoded change, through the table's column mapping.
+ * Values travel as text in PostgreSQL's own output format and are parsed by the target column's
+ * type, so numeric, timestamptz (microseconds), jsonb, bytea and arrays arrive exactly.
+ */
+export function insertStatement(table: TablePlan, row: Tuple): Statement {
+  const cols = table.columns.filter((c) => row[c.source] !== undefined);
+  const keyTargets = table.key.map((k) => q(table.columns.find((c) => c.source === k)!.target));
+  const nonKey = cols.filter((c) => !table.key.includes(c.source));
+  // Upsert: re-applying an insert (a resend after a crash between apply and acknowledge) is harmless.
+  const update = nonKey.length ? `DO UPDATE SET ${nonKey.map((c) => `${q(c.target)} = excluded.${q(c.target)}`).join(', ')}` : 'DO NOTHING';
+  return {
+    sql: `INSERT INTO ${q(table.target)} (${cols.map((c) => q(c.target)).join(', ')}) VALUES (${cols.map((_, i) => `$${i + 1}`).join(', ')}) ON CONFLICT (${keyTargets.join(', ')}) ${update}`,
+    params: cols.map((c) => row[c.source] as string | null),
+  };
+}
+
+function keyOf(table: TablePlan, key: Tuple | null, fallback: Tuple): Array<string | null> {
+  return table.key.map((k) => {
+    const v = key && key[k] !== undefined ? key[k] : fallback[k];
+    if (v === undefined) throw new Error(`change to "${table.source}" carries no value for key column "${k}"`);
+    return v;
+  });
+}
+
+function whereKey(table: TablePlan, offset: number): string {
+  return table.key.map((k, i) => `${q(table.columns.find((c) => c.source === k)!.target)} = $${offset + i + 1}`).join(' AND ');
+}
+
+/** UPDATE by the old key (a key change moves the row); unchanged TOAST columns are left as they are. */
+export function updateStatement(table: TablePlan, oldKey: Tuple | null, row: Tuple): Statement {
+  const cols = table.columns.filter((c) => row[c.source] !== undefined);
+  const params = cols.map((c) => row[c.source] as string | null);
+  return {
+    sql: `UPDATE ${q(table.target)} SET ${cols.map((c, i) => `${q(c.target)} = $${i + 1}`).join(', ')} WHERE ${whereKey(table, cols.length)}`,
+    params: [...params, ...keyOf(table, oldKey, row)],
+  };
+}
+
+export function deleteStatement(table: TablePlan, key: Tuple): Statement {
+  return { sql: `DELETE FROM ${q(table.target)} WHERE ${whereKey(table, 0)}`, params: keyOf(table, key, key) };
+}
+
+/** Whether an update carries every column (so a missing target row can be re-created from it). */
+export function isComplete(table: TablePlan, row: Tuple): boolean {
+  return table.columns.every((c) => row[c.source] !== undefined);
+}
+
+/** One INSERT for a run of inserted rows with the same columns (far fewer round trips than one per row). */
+export function insertManyStatement(table: TablePlan, rows: Tuple[]): Statement {
+  if (rows.length === 1) return insertStatement(table, rows[0]);
+  const cols = table.columns.filter((c) => rows[0][c.source] !== undefined);
+  const keyTargets = table.key.map((k) => q(table.columns.find((c) => c.source === k)!.target));
+  const nonKey = cols.filter((c) => !table.key.includes(c.source));
+  const update = nonKey.length ? `DO UPDATE SET ${nonKey.map((c) => `${q(c.target)} = excluded.${q(c.target)}`).join(', ')}` : 'DO NOTHING';
+  const params: Array<string | null> = [];
+  const values = rows.map((row) => `(${cols.map((c) => (params.push(row[c.source] as string | null), `$${params.length}`)).join(', ')})`);
+  return { sql: `INSERT INTO ${q(table.target)} (${cols.map((c) => q(c.target)).join(', ')}) VALUES ${values.join(', ')} ON CONFLICT (${keyTargets.join(', ')}) ${update}`, params };
+}
+
+/** One DELETE for a run of deleted keys. */
+export function deleteManyStatement(table: TablePlan, keys: Tuple[]): Statement {
+  if (keys.length === 1) return deleteStatement(table, keys[0]);
+  const keyCols = table.key.map((k) => q(table.columns.find((c) => c.source === k)!.target));
+  const params: Array<string | null> = [];
+  const tuples = keys.map((key) => `(${table.key.map((k) => (params.push(key[k] as string | null), `$${params.length}`)).join(', ')})`);
+  return { sql: `DELETE FROM ${q(table.target)} WHERE (${keyCols.join(', ')}) IN (${tuples.join(', ')})`, params };
+}
+
+/** Same columns present (a run of inserts can only be batched if every row carries the same set). */
+export function sameShape(a: Tuple, b: Tuple): boolean {
+  for (const k in a) if ((a[k] === undefined) !== (b[k] === undefined)) return false;
+  return true;
+}

@@ -1,0 +1,82 @@
+import pg from 'pg';
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { quoteIdent as q, type TablePlan } from './plan.ts';
+
+export interface BackfillProgress {
+  table: string;
+  rows: number;
+  /** Estimated rows of this table (pg_class.reltuples), for the ETA. */
+  estimate: number;
+  tablesDone: number;
+  tablesTotal: number;
+  elapsedMs: number;
+}
+
+/**
+ * Copies tables from the source inside an exported snapshot (the one the replication slot was
+ * created with), so the copy and the stream that follows meet exactly at the slot's consistent
+ * point. COPY out of the source streams straight into COPY into the target: memory stays flat.
+ * Each table is truncated and copied in one target transaction that also records its from_lsn.
+ */
+export async function copyTables(options: {
+  sourceUrl: string;
+  target: pg.Client;
+  snapshot: string;
+  fromLsn: string;
+  pipeline: string;
+  tables: TablePlan[];
+  onProgress?: (p: BackfillProgress) => void;
+}): Promise<number> {
+  const started = Date.now();
+  let total = 0;
+  let done = 0;
+  for (const table of options.tables) {
+    const source = new pg.Client({ connectionString: options.sourceUrl });
+    await source.connect();
+    try {
+      await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      await source.query(`SET TRANSACTION SNAPSHOT '${options.snapshot.replace(/'/g, "''")}'`);
+      const est = await source.query(`SELECT greatest(reltuples, 0)::bigint AS n FROM pg_class WHERE oid = $1::regclass`, [q(table.source)]);
+      const estimate = Number(est.rows[0]?.n ?? 0);
+      const srcCols = table.columns.map((c) => q(c.source)).join(', ');
+      const dstCols = table.columns.map((c) => q(c.target)).join(', ');
+      let rows = 0;
+      let lastReport = 0;
+      const counter = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          // COPY text format: one row per line, embedded newlines are escaped.
+          for (let i = 0; i < chunk.length; i++) if (chunk[i] === 10) rows++;
+          const now = Date.now();
+          if (options.onProgress && now - lastReport > 250) {
+            lastReport = now;
+            options.onProgress({ table: table.source, rows, estimate, tablesDone: done, tablesTotal: options.tables.length, elapsedMs: now - started });
+          }
+          cb(null, chunk);
+        },
+      });
+      await options.target.query('BEGIN');
+      try {
+        await options.target.query(`TRUNCATE ${q(table.target)}`);
+        await pipeline(source.query(copyTo(`COPY (SELECT ${srcCols} FROM ${q(table.source)}) TO STDOUT`)), counter, options.target.query(copyFrom(`COPY ${q(table.target)} (${dstCols}) FROM STDIN`)));
+        await options.target.query(
+          `INSERT INTO strangler_sync.tables (pipeline, source, target, from_lsn, rows_copied) VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (pipeline, source) DO UPDATE SET target = excluded.target, from_lsn = excluded.from_lsn, rows_copied = excluded.rows_copied, copied_at = now()`,
+          [options.pipeline, table.source, table.target, options.fromLsn, rows],
+        );
+        await options.target.query('COMMIT');
+      } catch (err) {
+        await options.target.query('ROLLBACK').catch(() => undefined);
+        throw err;
+      }
+      await source.query('COMMIT');
+      total += rows;
+      done++;
+      options.onProgress?.({ table: table.source, rows, estimate: Math.max(estimate, rows), tablesDone: done, tablesTotal: options.tables.length, elapsedMs: Date.now() - started });
+    } finally {
+      await source.end().catch(() => undefined);
+    }
+  }
+  return total;
+}

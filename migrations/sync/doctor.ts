@@ -1,0 +1,62 @@
+import pg from 'pg';
+import type { ResolvedConfig } from '../../core/config/load.ts';
+import { readSourceTables } from './catalog.ts';
+import { tableProblem } from './plan.ts';
+
+export interface DoctorFinding {
+  check: string;
+  ok: boolean;
+  detail: string;
+  /** What to change, when not ok. */
+  fix?: string;
+}
+
+/**
+ * Is the legacy database ready for logical replication? Reads only: it changes nothing.
+ * Each finding says what to change, as the statement or setting to apply.
+ */
+export async function runDoctor(config: ResolvedConfig): Promise<DoctorFinding[]> {
+  const client = new pg.Client({ connectionString: config.legacy.databaseUrl });
+  await client.connect();
+  try {
+    const findings: DoctorFinding[] = [];
+    const setting = async (name: string) => (await client.query(`SELECT current_setting($1) AS v`, [name])).rows[0].v as string;
+    const wal = await setting('wal_level');
+    findings.push({ check: 'wal_level', ok: wal === 'logical', detail: `wal_level is ${wal}`, fix: wal === 'logical' ? undefined : `ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL` });
+
+    const services = config.services.filter((s) => s.tables.length > 0);
+    const needed = services.length * 2; // forward now, reverse (or a temporary slot) later
+    const slots = Number(await setting('max_replication_slots'));
+    const used = Number((await client.query(`SELECT count(*) AS n FROM pg_replication_slots`)).rows[0].n);
+    const ours = Number((await client.query(`SELECT count(*) AS n FROM pg_replication_slots WHERE slot_name LIKE 'strangler\\_%'`)).rows[0].n);
+    const free = slots - used;
+    findings.push({
+      check: 'replication slots',
+      ok: free + ours >= services.length,
+      detail: `${used} of ${slots} used (${ours} by strangler); ${services.length} pipelines need one each, ${needed} with headroom`,
+      fix: free + ours >= services.length ? undefined : `ALTER SYSTEM SET max_replication_slots = ${used + needed}; then restart PostgreSQL`,
+    });
+    const senders = Number(await setting('max_wal_senders'));
+    const active = Number((await client.query(`SELECT count(*) AS n FROM pg_stat_replication`)).rows[0].n);
+    findings.push({
+      check: 'WAL senders',
+      ok: senders - active >= services.length,
+      detail: `${active} of ${senders} in use; ${services.length} pipelines stream at once`,
+      fix: senders - active >= services.length ? undefined : `ALTER SYSTEM SET max_wal_senders = ${active + needed}; then restart PostgreSQL`,
+    });
+    const role = (await client.query(`SELECT current_user AS name, rolreplication OR rolsuper AS ok FROM pg_roles WHERE rolname = current_user`)).rows[0];
+    findings.push({ check: 'REPLICATION privilege', ok: role.ok, detail: `role ${role.name} ${role.ok ? 'may' : 'may not'} replicate`, fix: role.ok ? undefined : `ALTER ROLE ${role.name} WITH REPLICATION;` });
+
+    const names = [...new Set(services.flatMap((s) => s.tables.map((t) => t.source)))];
+    const catalog = await readSourceTables(client, names);
+    for (const s of services) {
+      for (const t of s.tables) {
+        const problem = tableProblem(catalog.get(t.source), t.source, t.exclude);
+        findings.push({ check: `table ${t.source} (${s.name})`, ok: !problem, detail: problem ?? `key (${catalog.get(t.source)!.keyColumns.join(', ')}), ${catalog.get(t.source)!.columns.length} columns`, fix: problem ? problem.slice(problem.indexOf(':') + 1).trim() : undefined });
+      }
+    }
+    return findings;
+  } finally {
+    await client.end();
+  }
+}

@@ -1,0 +1,119 @@
+import type { ResolvedService } from '../../core/config/load.ts';
+import { StranglerError } from '../../core/errors.ts';
+
+/** A source column as the legacy catalog describes it. */
+export interface SourceColumn {
+  name: string;
+  /** format_type(atttypid, atttypmod), e.g. "numeric(12,2)". */
+  type: string;
+  notNull: boolean;
+  /** The type lives outside pg_catalog (enum, domain, composite): the target may not have it. */
+  userDefined: boolean;
+}
+
+/** What the legacy catalog says about one table. */
+export interface SourceTable {
+  name: string;
+  columns: SourceColumn[];
+  /** Primary key columns, else the replica identity index columns, else []. */
+  keyColumns: string[];
+  replicaIdentity: 'default' | 'full' | 'index' | 'nothing';
+  hasPrimaryKey: boolean;
+}
+
+export interface ColumnPlan {
+  source: string;
+  target: string;
+  type: string;
+  notNull: boolean;
+}
+
+export interface TablePlan {
+  source: string;
+  target: string;
+  columns: ColumnPlan[];
+  /** Key columns by source name, in key order. */
+  key: string[];
+  replica: boolean;
+}
+
+export interface SyncPlan {
+  service: string;
+  /** The pipeline id: forward sync of this service. */
+  pipeline: string;
+  publication: string;
+  slot: string;
+  tables: TablePlan[];
+}
+
+/**
+ * Slot and publication names: lowercase [a-z0-9_], prefixed so an operator sees whose they are.
+ * Slots are per cluster, so the slot also names the legacy database (two monoliths on one
+ * cluster never share a slot); publications are per database.
+ */
+export function pipelineNames(service: string, legacyDatabaseUrl: string): { pipeline: string; publication: string; slot: string } {
+  const clean = (s: string) => s.toLowerCase().replace(/[^a-z0-9]/g, '_');
+  const db = clean(new URL(legacyDatabaseUrl).pathname.slice(1) || 'postgres');
+  return { pipeline: `${service}:forward`, publication: `strangler_${clean(service)}`, slot: `strangler_${db}_${clean(service)}`.slice(0, 63) };
+}
+
+/** Why a table cannot be synced safely, with the statement that fixes it; null when it can. */
+export function tableProblem(table: SourceTable | undefined, name: string, exclude: string[] = []): string | null {
+  if (!table) return `legacy table "${name}" does not exist; fix the services[].tables mapping in strangler.yaml`;
+  if (table.keyColumns.length === 0) {
+    // SECURITY of the monolith's writes: once a table without a replica identity is in a
+    // publication, PostgreSQL refuses its UPDATEs and DELETEs. Refuse before that can happen.
+    return `legacy table "${name}" has no primary key or replica identity: in a publication its UPDATEs and DELETEs would fail on the monolith. Run: ALTER TABLE ${name} ADD PRIMARY KEY (<column>); or, with a unique index on NOT NULL columns: ALTER TABLE ${name} REPLICA IDENTITY USING INDEX <index>;`;
+  }
+  const odd = table.columns.filter((c) => c.userDefined && !exclude.includes(c.name));
+  if (odd.length) {
+    return `legacy table "${name}" has columns of user-defined types (${odd.map((c) => `${c.name} ${c.type}`).join(', ')}) the service database may not have; exclude them in strangler.yaml (exclude: [${odd.map((c) => c.name).join(', ')}]) or create the types in the service database first`;
+  }
+  return null;
+}
+
+/**
+ * Pure: the replication plan of one service from its strangler.yaml mapping and the legacy
+ * catalog. Every problem is collected and reported at once, before anything is created.
+ */
+export function buildSyncPlan(service: ResolvedService, catalog: Map<string, SourceTable>, legacyDatabaseUrl: string): SyncPlan {
+  const problems: string[] = [];
+  const tables: TablePlan[] = [];
+  for (const mapping of service.tables) {
+    const table = catalog.get(mapping.source);
+    const problem = tableProblem(table, mapping.source, mapping.exclude);
+    if (problem) {
+      problems.push(problem);
+      continue;
+    }
+    const known = new Set(table!.columns.map((c) => c.name));
+    for (const col of [...mapping.exclude, ...Object.keys(mapping.columns)]) {
+      if (!known.has(col)) problems.push(`services.${service.name}.tables.${mapping.source}: column "${col}" does not exist in legacy table "${mapping.source}" (columns: ${[...known].join(', ')})`);
+    }
+    const excludedKey = table!.keyColumns.filter((k) => mapping.exclude.includes(k));
+    if (excludedKey.length) problems.push(`services.${service.name}.tables.${mapping.source}: key column(s) ${excludedKey.join(', ')} cannot be excluded`);
+    tables.push({
+      source: mapping.source,
+      target: mapping.target,
+      key: table!.keyColumns,
+      replica: mapping.replica,
+      columns: table!.columns
+        .filter((c) => !mapping.exclude.includes(c.name))
+        .map((c) => ({ source: c.name, target: mapping.columns[c.name] ?? c.name, type: c.type, notNull: c.notNull })),
+    });
+  }
+  if (problems.length) {
+    throw new StranglerError(`the sync of "${service.name}" cannot start; nothing was created on the legacy database:\n  ${problems.join('\n  ')}`, 'CHECK_FAILED', { problems });
+  }
+  return { service: service.name, ...pipelineNames(service.name, legacyDatabaseUrl), tables };
+}
+
+const q = (ident: string) => `"${ident.replace(/"/g, '""')}"`;
+export { q as quoteIdent };
+
+/** CREATE TABLE for a target table: same types, the key as primary key, no foreign keys (tables are filled in any order). */
+export function targetTableDdl(table: TablePlan): string {
+  const cols = table.columns.map((c) => `${q(c.target)} ${c.type}${c.notNull ? ' NOT NULL' : ''}`);
+  const key = table.key.map((k) => q(table.columns.find((c) => c.source === k)!.target));
+  return `CREATE TABLE IF NOT EXISTS ${q(table.target)} (${cols.join(', ')}, PRIMARY KEY (${key.join(', ')}))`;
+}

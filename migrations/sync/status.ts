@@ -1,0 +1,103 @@
+import pg from 'pg';
+import type { ResolvedConfig, ResolvedService } from '../../core/config/load.ts';
+import { lsnDistance } from './lsn.ts';
+import { pipelineNames } from './plan.ts';
+import { readPipelineState, type PipelineState } from './state.ts';
+
+export interface SyncStatus {
+  service: string;
+  pipeline: string;
+  state: 'not started' | PipelineState['status'];
+  /** A worker holds the slot right now. */
+  active: boolean;
+  appliedLsn: string | null;
+  lagBytes: number | null;
+  /** Seconds since the source time of the newest heartbeat applied (heartbeats every 0.5 s). */
+  lagSeconds: number | null;
+  rowsApplied: number;
+  slotRetainedBytes: number | null;
+  slotRetainWarning: string | null;
+  lastError: string | null;
+  lastVerification: PipelineState['lastVerification'];
+}
+
+/** The forward sync of a service as the legacy database and the service database see it. */
+export async function syncStatus(config: ResolvedConfig, service: ResolvedService): Promise<SyncStatus> {
+  const names = pipelineNames(service.name, config.legacy.databaseUrl);
+  const source = new pg.Client({ connectionString: config.legacy.databaseUrl });
+  const target = new pg.Client({ connectionString: service.databaseUrl });
+  await Promise.all([source.connect(), target.connect()]);
+  try {
+    const [state, head, slot] = await Promise.all([
+      readPipelineState(target, names.pipeline),
+      source.query(`SELECT pg_current_wal_lsn()::text AS lsn, now() AS now`),
+      source.query(`SELECT active, (pg_current_wal_lsn() - restart_lsn)::bigint AS retained FROM pg_replication_slots WHERE slot_name = $1`, [names.slot]),
+    ]);
+    const retained = slot.rows[0] ? Number(slot.rows[0].retained) : null;
+    const now: Date = head.rows[0].now;
+    return {
+      service: service.name,
+      pipeline: names.pipeline,
+      state: state?.status ?? 'not started',
+      active: slot.rows[0]?.active ?? false,
+      appliedLsn: state?.appliedLsn ?? null,
+      lagBytes: state?.appliedLsn ? lsnDistance(state.appliedLsn, head.rows[0].lsn) : null,
+      lagSeconds: state?.heartbeatSourceAt ? Math.max(0, (now.getTime() - state.heartbeatSourceAt.getTime()) / 1000) : null,
+      rowsApplied: state?.rowsApplied ?? 0,
+      slotRetainedBytes: retained,
+      slotRetainWarning:
+        retained !== null && retained > config.sync.slotRetainWarnBytes
+          ? `slot ${names.slot} retains ${(retained / 1024 / 1024).toFixed(0)} MB of WAL on the legacy server; start its worker (strangler sync start ${service.name}) or drop it (strangler sync cleanup ${service.name})`
+          : null,
+      lastError: state?.lastError ?? null,
+      lastVerification: state?.lastVerification ?? null,
+    };
+  } finally {
+    await Promise.all([source.end().catch(() => undefined), target.end().catch(() => undefined)]);
+  }
+}
+
+/** Asks a running worker to stop (it polls its control row every second). */
+export async function requestStop(config: ResolvedConfig, service: ResolvedService): Promise<boolean> {
+  const target = new pg.Client({ connectionString: service.databaseUrl });
+  await target.connect();
+  try {
+    const exists = await target.query(`SELECT to_regclass('strangler_sync.pipelines') IS NOT NULL AS ok`);
+    if (!exists.rows[0].ok) return false;
+    const r = await target.query(`UPDATE strangler_sync.pipelines SET desired = 'stopped' WHERE pipeline = $1`, [pipelineNames(service.name, config.legacy.databaseUrl).pipeline]);
+    return (r.rowCount ?? 0) > 0;
+  } finally {
+    await target.end();
+  }
+}
+
+/** Drops the slot and the publication on the legacy database (refused while a worker streams). */
+export async function cleanupPipeline(config: ResolvedConfig, service: ResolvedService): Promise<{ slot: boolean; publication: boolean }> {
+  const names = pipelineNames(service.name, config.legacy.databaseUrl);
+  const source = new pg.Client({ connectionString: config.legacy.databaseUrl });
+  await source.connect();
+  try {
+    const slot = await source.query(`SELECT active FROM pg_replication_slots WHERE slot_name = $1`, [names.slot]);
+    if (slot.rows[0]?.active) {
+      const { StranglerError } = await import('../../core/errors.ts');
+      throw new StranglerError(`slot ${names.slot} is in use by a running worker; run: strangler sync stop ${service.name}, then cleanup`, 'CONFLICT');
+    }
+    if (slot.rowCount) await source.query(`SELECT pg_drop_replication_slot($1)`, [names.slot]);
+    const pub = await source.query(`SELECT 1 FROM pg_publication WHERE pubname = $1`, [names.publication]);
+    if (pub.rowCount) await source.query(`DROP PUBLICATION "${names.publication}"`);
+    const target = new pg.Client({ connectionString: service.databaseUrl });
+    await target.connect();
+    try {
+      const exists = await target.query(`SELECT to_regclass('strangler_sync.pipelines') IS NOT NULL AS ok`);
+      if (exists.rows[0].ok) {
+        await target.query(`DELETE FROM strangler_sync.tables WHERE pipeline = $1`, [names.pipeline]);
+        await target.query(`DELETE FROM strangler_sync.pipelines WHERE pipeline = $1`, [names.pipeline]);
+      }
+    } finally {
+      await target.end();
+    }
+    return { slot: (slot.rowCount ?? 0) > 0, publication: (pub.rowCount ?? 0) > 0 };
+  } finally {
+    await source.end();
+  }
+}

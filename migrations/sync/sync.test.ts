@@ -1,0 +1,314 @@
+import { spawn } from 'node:child_process';
+import { resolve } from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ResolvedConfig, ResolvedService } from '../../core/config/load.ts';
+import { silentLogger } from '../../core/logger.ts';
+import { seedLegacy } from '../../legacy-adapter/seed.ts';
+import { waitFor } from '../../stack/ports.ts';
+import { createTestDatabase, dropTestDatabase, legacyTestConfig, ROOT } from '../../test/harness.ts';
+import { runDoctor } from './doctor.ts';
+import { cleanupPipeline, requestStop, syncStatus } from './status.ts';
+import { verifyPipeline } from './verify.ts';
+import { SyncWorker } from './worker.ts';
+
+interface Env {
+  config: ResolvedConfig;
+  service: ResolvedService;
+  legacy: pg.Client;
+  target: pg.Client;
+  cleanup(): Promise<void>;
+}
+
+/** A seeded legacy database and an empty database for the named service (as strangler.yaml maps it). */
+async function env(label: string, serviceName = 'invoices', tweak: (s: ResolvedService) => ResolvedService = (s) => s): Promise<Env> {
+  const t = await legacyTestConfig(label);
+  await seedLegacy(t.config.legacy.databaseUrl, { users: 5, invoices: 200, seed: 3 });
+  const targetUrl = await createTestDatabase(`${label}_svc`);
+  const service = tweak({ ...t.config.services.find((s) => s.name === serviceName)!, databaseUrl: targetUrl });
+  const config = { ...t.config, services: t.config.services.map((s) => (s.name === serviceName ? service : s)) };
+  const legacy = new pg.Client({ connectionString: config.legacy.databaseUrl });
+  const target = new pg.Client({ connectionString: targetUrl });
+  await legacy.connect();
+  await target.connect();
+  return {
+    config,
+    service,
+    legacy,
+    target,
+    async cleanup() {
+      for (const w of workers) if (w.plan?.service === service.name) await w.stop();
+      await cleanupPipeline(config, service).catch(() => undefined);
+      await legacy.end();
+      await target.end();
+      await dropTestDatabase(targetUrl);
+      await t.cleanup();
+    },
+  };
+}
+
+const workers: SyncWorker[] = [];
+function worker(e: Env, options: Partial<ConstructorParameters<typeof SyncWorker>[0]> = {}): SyncWorker {
+  const w = new SyncWorker({ config: e.config, service: e.service, logger: silentLogger, ...options });
+  workers.push(w);
+  return w;
+}
+
+async function verified(e: Env) {
+  const w = workers.find((x) => x.plan?.service === e.service.name && x.state === 'active');
+  const { buildSyncPlan } = await import('./plan.ts');
+  const { readSourceTables } = await import('./catalog.ts');
+  const plan = w?.plan ?? buildSyncPlan(e.service, await readSourceTables(e.legacy, e.service.tables.map((t) => t.source)), e.config.legacy.databaseUrl);
+  return verifyPipeline({ sourceUrl: e.config.legacy.databaseUrl, targetUrl: e.service.databaseUrl, plan, chunkRows: 50 });
+}
+
+/** Random writes to invoices and items, as the monolith would make them, until stopped. */
+function writeLoad(e: Env, client: pg.Client) {
+  let stop = false;
+  let n = 0;
+  const run = (async () => {
+    while (!stop) {
+      n++;
+      await client.query('BEGIN');
+      const { rows } = await client.query(
+        `INSERT INTO invoices (user_id, number, customer_name, total, tags, metadata) VALUES (1, $1, 'Load', $2, '{a,b}', '{"k": [1, 2]}') RETURNING id`,
+        [`LOAD-${Date.now()}-${n}`, `${n}.25`],
+      );
+      await client.query(`INSERT INTO invoice_items (invoice_id, position, description, quantity, unit_price, amount) VALUES ($1, 1, 'x', 1, 1, 1)`, [rows[0].id]);
+      await client.query(`UPDATE invoices SET status = 'sent', updated_at = clock_timestamp() WHERE id = (SELECT id FROM invoices ORDER BY random() LIMIT 1)`);
+      if (n % 5 === 0) await client.query(`DELETE FROM invoices WHERE id = (SELECT max(id) FROM invoices WHERE customer_name = 'Load')`);
+      await client.query('COMMIT');
+    }
+  })();
+  return {
+    get count() {
+      return n;
+    },
+    async stop() {
+      stop = true;
+      await run;
+    },
+  };
+}
+
+afterAll(async () => {
+  for (const w of workers) await w.stop();
+});
+
+describe('sync: backfill and streaming', () => {
+  let e: Env;
+  beforeAll(async () => {
+    e = await env('sync_main');
+  });
+  afterAll(async () => e?.cleanup());
+
+  it('backfills while the monolith keeps writing, streams what follows, and verifies equal', async () => {
+    const writer = new pg.Client({ connectionString: e.config.legacy.databaseUrl });
+    await writer.connect();
+    const load = writeLoad(e, writer);
+    const progress: number[] = [];
+    const w = worker(e, { onProgress: (p) => progress.push(p.rows) });
+    await w.start();
+    await new Promise((r) => setTimeout(r, 500));
+    await load.stop();
+    await writer.end();
+    expect(load.count).toBeGreaterThan(5);
+    expect(progress.length).toBeGreaterThan(0);
+    const v = await verified(e);
+    expect(v.tables.map((t) => [t.table, t.ok])).toEqual([['invoices', true], ['invoice_items', true]]);
+    expect(v.tables[0].sourceRows).toBeGreaterThan(200);
+    const status = await syncStatus(e.config, e.service);
+    expect(status).toMatchObject({ state: 'streaming', active: true, lastError: null });
+    expect(status.lagBytes).toBeLessThan(1024 * 1024);
+  });
+
+  it('carries numeric, timestamptz to the microsecond, jsonb, arrays and NULLs exactly', async () => {
+    const { rows } = await e.legacy.query(
+      `INSERT INTO invoices (user_id, number, customer_name, customer_email, total, tags, metadata, paid_at)
+       VALUES (2, 'TYPES-1', 'Types', NULL, 1234567890.12, '{"with space","comma,inside",NULL}', '{"nested": {"a": [1, "two", null]}, "n": 1.50}', '2026-01-02 03:04:05.123456+00') RETURNING id`,
+    );
+    await waitFor('the insert to arrive', async () => (await e.target.query(`SELECT 1 FROM invoices WHERE id = $1`, [rows[0].id])).rowCount === 1, 5_000, 20);
+    const row = `SELECT total::text, tags::text, metadata::text, paid_at::text, customer_email FROM invoices WHERE id = $1`;
+    expect((await e.target.query(row, [rows[0].id])).rows[0]).toEqual((await e.legacy.query(row, [rows[0].id])).rows[0]);
+  });
+
+  it('applies a large transaction whole', async () => {
+    await e.legacy.query(`INSERT INTO invoices (user_id, number, customer_name) SELECT 3, 'BULK-' || g, 'Bulk' FROM generate_series(1, 20000) g`);
+    await waitFor('20,000 rows', async () => Number((await e.target.query(`SELECT count(*) FROM invoices WHERE customer_name = 'Bulk'`)).rows[0].count) === 20000, 30_000, 50);
+    await e.legacy.query(`DELETE FROM invoices WHERE customer_name = 'Bulk'`);
+    await waitFor('the delete', async () => Number((await e.target.query(`SELECT count(*) FROM invoices WHERE customer_name = 'Bulk'`)).rows[0].count) === 0, 30_000, 50);
+  }, 60_000);
+
+  it('names the key range of a tampered target row, and passes again once repaired', async () => {
+    const { rows } = await e.target.query(`SELECT id, total FROM invoices ORDER BY id OFFSET 120 LIMIT 1`);
+    await e.target.query(`UPDATE invoices SET total = total + 1 WHERE id = $1`, [rows[0].id]);
+    const v = await verified(e);
+    const inv = v.tables.find((t) => t.table === 'invoices')!;
+    expect(inv.ok).toBe(false);
+    const { from, to } = inv.firstMismatch!;
+    expect(Number(from?.[0] ?? 0)).toBeLessThan(rows[0].id);
+    expect(to === null || Number(to[0]) >= rows[0].id).toBe(true);
+    await e.target.query(`UPDATE invoices SET total = $2 WHERE id = $1`, [rows[0].id, rows[0].total]);
+    expect((await verified(e)).ok).toBe(true);
+  });
+
+  it('refuses a second worker for the same pipeline', async () => {
+    const second = worker(e);
+    await expect(second.start()).rejects.toThrow(/another sync worker already runs pipeline invoices:forward/);
+  });
+
+  it('empties the target table on TRUNCATE', async () => {
+    await e.legacy.query(`TRUNCATE invoice_items`);
+    await waitFor('the truncate', async () => Number((await e.target.query(`SELECT count(*) FROM invoice_items`)).rows[0].count) === 0, 5_000, 20);
+  });
+
+  it('stops when asked through its control row, and resumes from the stored LSN', async () => {
+    const w = workers.find((x) => x.state === 'active')!;
+    expect(await requestStop(e.config, e.service)).toBe(true);
+    await waitFor('the worker to stop', async () => w.state === 'stopped', 5_000, 50);
+    await e.legacy.query(`UPDATE invoices SET customer_name = 'While stopped' WHERE id = 5`);
+    const again = worker(e);
+    await again.start();
+    await waitFor('the change made while stopped', async () => (await e.target.query(`SELECT customer_name FROM invoices WHERE id = 5`)).rows[0].customer_name === 'While stopped', 5_000, 20);
+    expect((await verified(e)).ok).toBe(true);
+  });
+});
+
+describe('sync: templates (TOAST)', () => {
+  let e: Env;
+  beforeAll(async () => {
+    e = await env('sync_toast', 'templates');
+  });
+  afterAll(async () => e?.cleanup());
+
+  it('keeps an out-of-line body when an update leaves it alone', async () => {
+    const w = worker(e);
+    await w.start();
+    const { rows } = await e.legacy.query(`SELECT id, md5(body) AS sum, length(body) AS len FROM templates ORDER BY id LIMIT 1`);
+    expect(rows[0].len).toBeGreaterThan(2000);
+    await e.legacy.query(`UPDATE templates SET name = 'Renamed' WHERE id = $1`, [rows[0].id]);
+    await waitFor('the rename', async () => (await e.target.query(`SELECT name FROM templates WHERE id = $1`, [rows[0].id])).rows[0].name === 'Renamed', 5_000, 20);
+    expect((await e.target.query(`SELECT md5(body) AS sum FROM templates WHERE id = $1`, [rows[0].id])).rows[0].sum).toBe(rows[0].sum);
+    expect((await verified(e)).ok).toBe(true);
+    await w.stop();
+  });
+});
+
+describe('sync: refusing before harm', () => {
+  it('refuses a table without a primary key, in doctor and in sync start, and creates nothing on the legacy database', async () => {
+    const e = await env('sync_nopk', 'invoices', (s) => ({ ...s, tables: [...s.tables, { source: 'audit_trail', target: 'audit_trail', columns: {}, exclude: [], replica: false }] }));
+    try {
+      await e.legacy.query(`CREATE TABLE audit_trail (at timestamptz, what text)`);
+      const findings = await runDoctor(e.config);
+      const finding = findings.find((f) => f.check === 'table audit_trail (invoices)')!;
+      expect(finding.ok).toBe(false);
+      expect(finding.fix).toMatch(/ALTER TABLE audit_trail ADD PRIMARY KEY/);
+      expect(findings.find((f) => f.check === 'wal_level')!.ok).toBe(true);
+      await expect(worker(e).start()).rejects.toThrow(/legacy table "audit_trail" has no primary key or replica identity.*ALTER TABLE audit_trail/s);
+      expect((await e.legacy.query(`SELECT count(*)::int AS n FROM pg_publication`)).rows[0].n).toBe(0);
+      expect((await e.legacy.query(`SELECT count(*)::int AS n FROM pg_replication_slots WHERE database = current_database()`)).rows[0].n).toBe(0);
+      // The monolith's own UPDATEs on the table still work.
+      await e.legacy.query(`INSERT INTO audit_trail VALUES (now(), 'x')`);
+      await e.legacy.query(`UPDATE audit_trail SET what = 'y'`);
+    } finally {
+      await e.cleanup();
+    }
+  });
+});
+
+describe('sync: a table added to the mapping later', () => {
+  it('backfills the new table without disturbing the others', async () => {
+    const e = await env('sync_add', 'invoices', (s) => ({ ...s, tables: s.tables.filter((t) => t.source === 'invoices') }));
+    try {
+      const first = worker(e);
+      await first.start();
+      await first.stop();
+      await e.legacy.query(`INSERT INTO invoice_items (invoice_id, position, description, quantity, unit_price, amount) VALUES (1, 99, 'added later', 1, 1, 1)`);
+      const full = { ...e.service, tables: e.config.services.find((s) => s.name === 'invoices')!.tables.length === 1 ? [...e.service.tables, { source: 'invoice_items', target: 'invoice_items', columns: {}, exclude: [], replica: false }] : e.service.tables };
+      const e2 = { ...e, service: full, config: { ...e.config, services: e.config.services.map((s) => (s.name === 'invoices' ? full : s)) } };
+      const second = worker(e2);
+      await second.start();
+      await e.legacy.query(`UPDATE invoice_items SET description = 'changed after' WHERE position = 99`);
+      await e.legacy.query(`UPDATE invoices SET customer_name = 'still streaming' WHERE id = 2`);
+      await waitFor('both changes', async () => (await e.target.query(`SELECT description FROM invoice_items WHERE position = 99`)).rows[0]?.description === 'changed after' && (await e.target.query(`SELECT customer_name FROM invoices WHERE id = 2`)).rows[0].customer_name === 'still streaming', 5_000, 20);
+      expect((await verified(e2)).ok).toBe(true);
+      await second.stop();
+    } finally {
+      await e.cleanup();
+    }
+  });
+});
+
+describe('sync: crashes', () => {
+  it('survives SIGKILL of the worker under write load: no loss, no duplicate', async () => {
+    const e = await env('sync_kill');
+    const spawnWorker = () => {
+      const child = spawn(process.execPath, ['--import', 'tsx', resolve(ROOT, 'test/fixtures/sync-worker.ts'), 'invoices'], {
+        env: { ...process.env, STRANGLER_TEST_CONFIG: JSON.stringify(e.config) },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      const up = new Promise<void>((ok, fail) => {
+        child.stdout.on('data', (d) => String(d).includes('streaming') && ok());
+        child.once('exit', (code) => fail(new Error(`worker exited ${code}`)));
+      });
+      return { child, up };
+    };
+    try {
+      const writer = new pg.Client({ connectionString: e.config.legacy.databaseUrl });
+      await writer.connect();
+      const load = writeLoad(e, writer);
+      const a = spawnWorker();
+      await a.up;
+      await new Promise((r) => setTimeout(r, 400));
+      a.child.kill('SIGKILL');
+      await new Promise((r) => a.child.once('exit', r));
+      await new Promise((r) => setTimeout(r, 200));
+      const b = spawnWorker();
+      await b.up;
+      await new Promise((r) => setTimeout(r, 300));
+      await load.stop();
+      await writer.end();
+      const v = await verified(e);
+      expect(v.ok, JSON.stringify(v.tables)).toBe(true);
+      b.child.kill('SIGTERM');
+      await new Promise((r) => b.child.once('exit', r));
+    } finally {
+      await e.cleanup();
+    }
+  }, 60_000);
+});
+
+describe('sync: the legacy server restarts', () => {
+  it('reconnects after a PostgreSQL restart under the worker and catches up', async () => {
+    const { PostgresCluster } = await import('../../stack/postgres-cluster.ts');
+    const { migrateLegacy } = await import('../../legacy-adapter/migrate.ts');
+    const { loadConfig } = await import('../../core/config/load.ts');
+    const cluster = await PostgresCluster.start({ ephemeral: true });
+    try {
+      await cluster.createDatabase('legacy');
+      await cluster.createDatabase('svc_invoices');
+      const config = loadConfig(resolve(ROOT, 'strangler.yaml'), { postgresUrl: cluster.baseUrl, logLevel: 'silent' });
+      await migrateLegacy(config.legacy.databaseUrl);
+      await seedLegacy(config.legacy.databaseUrl, { users: 2, invoices: 20, seed: 1 });
+      const service = config.services.find((s) => s.name === 'invoices')!;
+      const w = new SyncWorker({ config, service, logger: silentLogger });
+      workers.push(w);
+      await w.start();
+      await cluster.restart();
+      const legacy = new pg.Client({ connectionString: config.legacy.databaseUrl });
+      await legacy.connect();
+      await legacy.query(`UPDATE invoices SET customer_name = 'after restart' WHERE id = 1`);
+      await legacy.end();
+      const target = new pg.Client({ connectionString: service.databaseUrl });
+      await target.connect();
+      await waitFor('the change after the restart', async () => (await target.query(`SELECT customer_name FROM invoices WHERE id = 1`)).rows[0].customer_name === 'after restart', 20_000, 100);
+      await target.end();
+      expect(w.state).toBe('active');
+      const status = await syncStatus(config, service);
+      expect(status.lastError).toMatch(/terminat|connection|shut/i);
+      await w.stop();
+    } finally {
+      await cluster.destroy();
+    }
+  }, 60_000);
+});

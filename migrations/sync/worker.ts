@@ -1,0 +1,454 @@
+import { hostname } from 'node:os';
+import pg from 'pg';
+import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
+import { Counter, Gauge, Registry } from 'prom-client';
+import type { ResolvedConfig, ResolvedService } from '../../core/config/load.ts';
+import { StranglerError } from '../../core/errors.ts';
+import type { Logger } from '../../core/logger.ts';
+import { deleteManyStatement, insertManyStatement, insertStatement, isComplete, sameShape, updateStatement, type Statement, type Tuple } from './apply.ts';
+import { copyTables, type BackfillProgress } from './backfill.ts';
+import { readSourceTables } from './catalog.ts';
+import { compareLsn, lsnDistance } from './lsn.ts';
+import { buildSyncPlan, quoteIdent as q, targetTableDdl, type SyncPlan, type TablePlan } from './plan.ts';
+import { ensureStateSchema, readPipelineState } from './state.ts';
+
+export const HEARTBEAT_PREFIX = 'strangler_heartbeat';
+
+/**
+ * pgoutput with values kept as PostgreSQL's text: the library would otherwise parse them with
+ * pg's global type parsers (timestamptz → Date loses microseconds; numeric, arrays and jsonb
+ * would change form). The relation message is patched as it is parsed, before any row of it.
+ */
+class RawTextPgoutput extends PgoutputPlugin {
+  override parse(buffer: Buffer): Pgoutput.Message {
+    const message = super.parse(buffer);
+    if (message.tag === 'relation') for (const column of message.columns) (column as { parser: (v: string) => unknown }).parser = (v: string) => v;
+    return message;
+  }
+}
+
+export type WorkerState = 'created' | 'active' | 'stopping' | 'stopped';
+
+interface TxState {
+  skip: boolean;
+  rows: number;
+  heartbeat: string | null;
+  open: boolean;
+  commitLsn: string;
+}
+
+export interface SyncWorkerOptions {
+  config: ResolvedConfig;
+  service: ResolvedService;
+  logger: Logger;
+  heartbeatIntervalMs?: number;
+  onProgress?: (p: BackfillProgress) => void;
+  /** Wait for a running worker of the same pipeline to go away instead of refusing. */
+  waitForLock?: boolean;
+}
+
+function lockKey(pipeline: string): string {
+  return `strangler_sync:${pipeline}`;
+}
+
+/**
+ * The forward sync of one service: publication and slot on the legacy database, a backfill in
+ * the slot's exported snapshot, then streaming apply. Each source transaction is applied as one
+ * target transaction that also stores its commit LSN; the slot is acknowledged only up to what
+ * is committed on the target, so a crash anywhere resends, and the stored LSN skips what was
+ * already applied: nothing lost, nothing applied twice.
+ */
+export class SyncWorker {
+  #state: WorkerState = 'created';
+  readonly #o: SyncWorkerOptions;
+  readonly #sourceUrl: string;
+  readonly #targetUrl: string;
+  #plan: SyncPlan | null = null;
+  #target: pg.Client | null = null;
+  #source: pg.Client | null = null;
+  #service: LogicalReplicationService | null = null;
+  #timers: NodeJS.Timeout[] = [];
+  #applied = '0/0';
+  #fromLsn = new Map<string, string>();
+  #byRelation = new Map<string, TablePlan>();
+  #tx: TxState | null = null;
+  /** A run of inserts or deletes on one table, sent as one statement (flushed before anything else). */
+  #batch: { kind: 'insert' | 'delete'; table: TablePlan; rows: Tuple[] } | null = null;
+  #chain: Promise<void> = Promise.resolve();
+  #restarting: Promise<void> | null = null;
+  #reconnectDelay = 200;
+  readonly metrics = new Registry();
+  readonly #rows: Counter;
+  readonly #txs: Counter;
+  readonly #errors: Counter;
+  readonly #lagBytes: Gauge;
+  lastError: Error | null = null;
+
+  constructor(options: SyncWorkerOptions) {
+    this.#o = options;
+    this.#sourceUrl = options.config.legacy.databaseUrl;
+    this.#targetUrl = options.service.databaseUrl;
+    const labels = { service: options.service.name };
+    this.#rows = new Counter({ name: 'strangler_sync_rows_applied_total', help: 'Row changes applied to the service database', labelNames: ['service'], registers: [this.metrics] });
+    this.#txs = new Counter({ name: 'strangler_sync_transactions_applied_total', help: 'Source transactions applied', labelNames: ['service'], registers: [this.metrics] });
+    this.#errors = new Counter({ name: 'strangler_sync_errors_total', help: 'Errors in the sync loop (each followed by a reconnect)', labelNames: ['service'], registers: [this.metrics] });
+    this.#lagBytes = new Gauge({ name: 'strangler_sync_lag_bytes', help: 'WAL between the legacy head and the applied LSN', labelNames: ['service'], registers: [this.metrics] });
+    this.#rows.inc(labels, 0);
+    this.#txs.inc(labels, 0);
+  }
+
+  get state(): WorkerState {
+    return this.#state;
+  }
+
+  get appliedLsn(): string {
+    return this.#applied;
+  }
+
+  get plan(): SyncPlan | null {
+    return this.#plan;
+  }
+
+  /** Plans (refusing before anything is created), backfills if needed, then streams. Safe to call twice. */
+  async start(): Promise<void> {
+    if (this.#state !== 'created') return;
+    this.#state = 'active';
+    try {
+      await this.#prepare();
+      await this.#stream();
+      this.#timers.push(setInterval(() => void this.#heartbeat(), this.#o.heartbeatIntervalMs ?? 500));
+      this.#timers.push(setInterval(() => void this.#housekeeping(), 1_000));
+      for (const t of this.#timers) t.unref();
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+  }
+
+  async #prepare(): Promise<void> {
+    const { service, logger } = this.#o;
+    const source = new pg.Client({ connectionString: this.#sourceUrl });
+    await source.connect();
+    source.on('error', (err) => logger.warn({ err }, 'legacy connection lost'));
+    this.#source = source;
+    const catalog = await readSourceTables(source, service.tables.map((t) => t.source));
+    const plan = buildSyncPlan(service, catalog, this.#sourceUrl); // throws before anything is created
+    this.#plan = plan;
+    for (const t of plan.tables) this.#byRelation.set(t.source, t);
+
+    const target = new pg.Client({ connectionString: this.#targetUrl });
+    await target.connect();
+    target.on('error', (err) => logger.warn({ err }, 'service database connection lost'));
+    this.#target = target;
+    await this.#lock(target, plan.pipeline);
+    await ensureStateSchema(target);
+    for (const t of plan.tables) await target.query(targetTableDdl(t));
+
+    // Publication: created with every table, or extended with tables added to the mapping later.
+    const pub = await source.query(`SELECT array_agg(tablename::text) AS tables FROM pg_publication_tables WHERE pubname = $1`, [plan.publication]);
+    const exists = (await source.query(`SELECT 1 FROM pg_publication WHERE pubname = $1`, [plan.publication])).rowCount! > 0;
+    const published = new Set<string>(pub.rows[0]?.tables ?? []);
+    if (!exists) await source.query(`CREATE PUBLICATION ${q(plan.publication)} FOR TABLE ${plan.tables.map((t) => q(t.source)).join(', ')}`);
+    else for (const t of plan.tables) if (!published.has(t.source)) await source.query(`ALTER PUBLICATION ${q(plan.publication)} ADD TABLE ${q(t.source)}`);
+
+    const state = await readPipelineState(target, plan.pipeline);
+    const slot = await source.query(`SELECT active, active_pid FROM pg_replication_slots WHERE slot_name = $1`, [plan.slot]);
+    if (!state || state.status === 'backfilling' || !state.appliedLsn || slot.rowCount === 0) {
+      await this.#fullBackfill(source, target, plan, slot.rowCount! > 0);
+    } else {
+      this.#applied = state.appliedLsn;
+      const copied = new Set(state.tables.map((t) => t.source));
+      const added = plan.tables.filter((t) => !copied.has(t.source));
+      if (added.length) await this.#tableBackfill(target, plan, added);
+    }
+    const tables = await target.query(`SELECT source, from_lsn::text AS from_lsn FROM strangler_sync.tables WHERE pipeline = $1`, [plan.pipeline]);
+    for (const r of tables.rows) this.#fromLsn.set(r.source, r.from_lsn);
+    await target.query(`UPDATE strangler_sync.pipelines SET status = 'streaming', desired = 'running', worker = $2, updated_at = now() WHERE pipeline = $1`, [plan.pipeline, `${hostname()}:${process.pid}`]);
+    logger.info({ pipeline: plan.pipeline, slot: plan.slot, appliedLsn: this.#applied }, 'sync prepared; streaming');
+  }
+
+  async #lock(target: pg.Client, pipeline: string): Promise<void> {
+    // One active worker per pipeline: a session advisory lock on the target, held while streaming.
+    for (;;) {
+      const { rows } = await target.query(`SELECT pg_try_advisory_lock(hashtext($1)) AS ok`, [lockKey(pipeline)]);
+      if (rows[0].ok) return;
+      if (!this.#o.waitForLock) {
+        const holder = await target.query(`SELECT worker FROM strangler_sync.pipelines WHERE pipeline = $1`, [pipeline]).catch(() => ({ rows: [] as Array<{ worker: string }> }));
+        throw new StranglerError(`another sync worker already runs pipeline ${pipeline}${holder.rows[0]?.worker ? ` (${holder.rows[0].worker})` : ''}; stop it first with: strangler sync stop ${this.#o.service.name}`, 'CONFLICT');
+      }
+      await new Promise((r) => setTimeout(r, 500));
+      if (this.#state !== 'active') throw new StranglerError('stopped while waiting for the pipeline lock', 'CONFLICT');
+    }
+  }
+
+  async #fullBackfill(source: pg.Client, target: pg.Client, plan: SyncPlan, slotExists: boolean): Promise<void> {
+    const { logger } = this.#o;
+    if (slotExists) await source.query(`SELECT pg_drop_replication_slot($1)`, [plan.slot]); // a half-done backfill starts over
+    await target.query(
+      `INSERT INTO strangler_sync.pipelines (pipeline, slot, publication, status) VALUES ($1, $2, $3, 'backfilling')
+       ON CONFLICT (pipeline) DO UPDATE SET status = 'backfilling', applied_lsn = NULL, updated_at = now()`,
+      [plan.pipeline, plan.slot, plan.publication],
+    );
+    await target.query(`DELETE FROM strangler_sync.tables WHERE pipeline = $1`, [plan.pipeline]);
+    const repl = new pg.Client({ connectionString: this.#sourceUrl, replication: 'database' } as pg.ClientConfig);
+    await repl.connect();
+    try {
+      // The exported snapshot stays valid while this connection stays open and idle.
+      const { rows } = await repl.query(`CREATE_REPLICATION_SLOT ${q(plan.slot)} LOGICAL pgoutput (SNAPSHOT 'export')`);
+      const { consistent_point: point, snapshot_name: snapshot } = rows[0];
+      logger.info({ slot: plan.slot, point }, 'slot created; backfilling in its snapshot');
+      const total = await copyTables({ sourceUrl: this.#sourceUrl, target, snapshot, fromLsn: point, pipeline: plan.pipeline, tables: plan.tables, onProgress: this.#o.onProgress });
+      await target.query(
+        `UPDATE strangler_sync.pipelines SET status = 'streaming', applied_lsn = $2, backfill_lsn = $2, backfilled_at = now(), backfill_rows = $3, updated_at = now() WHERE pipeline = $1`,
+        [plan.pipeline, point, total],
+      );
+      this.#applied = point;
+    } finally {
+      await repl.end().catch(() => undefined);
+    }
+  }
+
+  /** A table added to the mapping later: copied in a temporary slot's snapshot; the stream skips its changes up to that point. */
+  async #tableBackfill(target: pg.Client, plan: SyncPlan, tables: TablePlan[]): Promise<void> {
+    const repl = new pg.Client({ connectionString: this.#sourceUrl, replication: 'database' } as pg.ClientConfig);
+    await repl.connect();
+    try {
+      const temp = `${plan.slot}_add_${process.pid}`.slice(0, 63);
+      const { rows } = await repl.query(`CREATE_REPLICATION_SLOT ${q(temp)} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')`);
+      await copyTables({ sourceUrl: this.#sourceUrl, target, snapshot: rows[0].snapshot_name, fromLsn: rows[0].consistent_point, pipeline: plan.pipeline, tables, onProgress: this.#o.onProgress });
+      this.#o.logger.info({ tables: tables.map((t) => t.source), point: rows[0].consistent_point }, 'added tables backfilled');
+    } finally {
+      await repl.end().catch(() => undefined); // drops the temporary slot
+    }
+  }
+
+  async #stream(): Promise<void> {
+    const plan = this.#plan!;
+    const service = new LogicalReplicationService(
+      { connectionString: this.#sourceUrl },
+      // Acknowledge nothing by itself: its auto-acknowledge and its 10 s timer both report the
+      // last *received* LSN, ahead of what is applied. We acknowledge after each target commit.
+      { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
+    );
+    this.#service = service;
+    service.on('data', (lsn: string, message: Pgoutput.Message) => this.#enqueue(() => this.#apply(lsn, message)));
+    service.on('heartbeat', (_lsn: string, _ts: number, shouldRespond: boolean) => {
+      if (shouldRespond) void service.acknowledge(this.#applied).catch(() => undefined);
+    });
+    service.on('error', (err: Error) => this.#fail(err, 'replication stream'));
+    const plugin = new RawTextPgoutput({ protoVersion: 1, publicationNames: [plan.publication], messages: true });
+    service.subscribe(plugin, plan.slot, this.#applied).catch((err) => this.#fail(err, 'replication stream'));
+    this.#tx = null;
+  }
+
+  /** flowControl awaits each handler; the chain keeps the order even if it did not. */
+  #enqueue(fn: () => Promise<void>): Promise<void> {
+    const next = this.#chain.then(fn).catch((err) => this.#fail(err, 'apply'));
+    this.#chain = next;
+    return next;
+  }
+
+  async #apply(_lsn: string, m: Pgoutput.Message): Promise<void> {
+    if (this.#state !== 'active' || this.#restarting) return;
+    const target = this.#target!;
+    switch (m.tag) {
+      case 'begin': {
+        const skip = compareLsn(m.commitLsn!, this.#applied) < 0;
+        this.#tx = { skip, rows: 0, heartbeat: null, open: false, commitLsn: m.commitLsn! };
+        this.#batch = null;
+        return;
+      }
+      case 'insert':
+      case 'update':
+      case 'delete':
+      case 'truncate':
+        return this.#change(target, m);
+      case 'message':
+        if (this.#tx && !this.#tx.skip && m.prefix === HEARTBEAT_PREFIX) this.#tx.heartbeat = Buffer.from(m.content).toString('utf8');
+        return;
+      case 'commit': {
+        const tx = this.#tx;
+        this.#tx = null;
+        if (!tx || tx.skip) return;
+        await this.#flush(target, tx);
+        if (!tx.open) {
+          await target.query('BEGIN');
+          tx.open = true;
+        }
+        await target.query(
+          `UPDATE strangler_sync.pipelines SET applied_lsn = $2, applied_at = now(), source_commit_at = $3, rows_applied = rows_applied + $4,
+                  transactions_applied = transactions_applied + 1, heartbeat_source_at = coalesce($5::timestamptz, heartbeat_source_at), updated_at = now()
+            WHERE pipeline = $1`,
+          [this.#plan!.pipeline, m.commitEndLsn, m.commitTime ? new Date(Number(m.commitTime as unknown as bigint) / 1000) : null, tx.rows, tx.heartbeat],
+        );
+        await target.query('COMMIT');
+        this.#applied = m.commitEndLsn!;
+        this.#rows.inc({ service: this.#o.service.name }, tx.rows);
+        this.#txs.inc({ service: this.#o.service.name });
+        this.#reconnectDelay = 200;
+        // Durable on the target: now, and only now, the slot may forget it.
+        await this.#service?.acknowledge(this.#applied);
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  async #run(target: pg.Client, tx: TxState, st: Statement): Promise<pg.QueryResult> {
+    if (!tx.open) {
+      await target.query('BEGIN');
+      tx.open = true;
+    }
+    return target.query(st.sql, st.params);
+  }
+
+  async #flush(target: pg.Client, tx: TxState): Promise<void> {
+    const batch = this.#batch;
+    if (!batch) return;
+    this.#batch = null;
+    await this.#run(target, tx, batch.kind === 'insert' ? insertManyStatement(batch.table, batch.rows) : deleteManyStatement(batch.table, batch.rows));
+  }
+
+  async #change(target: pg.Client, m: Pgoutput.MessageInsert | Pgoutput.MessageUpdate | Pgoutput.MessageDelete | Pgoutput.MessageTruncate): Promise<void> {
+    const tx = this.#tx;
+    if (!tx || tx.skip) return;
+    if (m.tag === 'truncate') {
+      await this.#flush(target, tx);
+      for (const rel of m.relations) {
+        const table = this.#byRelation.get(rel.name);
+        if (table) await this.#run(target, tx, { sql: `TRUNCATE ${q(table.target)}`, params: [] });
+      }
+      return;
+    }
+    const table = this.#byRelation.get(m.relation.name);
+    if (!table || m.relation.schema !== 'public') return;
+    const from = this.#fromLsn.get(table.source);
+    // A table copied later than the slot's start: its changes up to the copy's snapshot are in the copy.
+    if (from && compareLsn(tx.commitLsn, from) < 0) return;
+    tx.rows++;
+    if (m.tag === 'insert' || m.tag === 'delete') {
+      const row = (m.tag === 'insert' ? m.new : (m.key ?? m.old)) as Tuple;
+      const b = this.#batch;
+      if (b && (b.kind !== m.tag || b.table !== table || b.rows.length >= 500 || !sameShape(b.rows[0], row))) await this.#flush(target, tx);
+      if (this.#batch) this.#batch.rows.push(row);
+      else this.#batch = { kind: m.tag, table, rows: [row] };
+      return;
+    }
+    await this.#flush(target, tx);
+    const result = await this.#run(target, tx, updateStatement(table, (m.key ?? m.old) as Tuple | null, m.new as Tuple));
+    if (result.rowCount === 0) {
+      if (!isComplete(table, m.new as Tuple)) throw new Error(`row of "${table.target}" to update is missing and the change does not carry every column (unchanged TOAST); run: strangler sync verify ${this.#o.service.name}`);
+      await this.#run(target, tx, insertStatement(table, m.new as Tuple));
+    }
+  }
+
+  /** Any error in the loop: roll back the open transaction, record it, reconnect from the applied LSN. */
+  #fail(err: unknown, where: string): void {
+    const error = err instanceof Error ? err : new Error(String(err));
+    if (this.#state !== 'active') return;
+    this.lastError = error;
+    this.#errors.inc({ service: this.#o.service.name });
+    this.#o.logger.error({ err: error, where, slot: this.#plan?.slot, appliedLsn: this.#applied }, 'sync error; reconnecting from the applied LSN');
+    this.#restarting ??= this.#restart(error).finally(() => {
+      this.#restarting = null;
+    });
+  }
+
+  async #restart(error: Error): Promise<void> {
+    const service = this.#service;
+    this.#service = null;
+    await service?.destroy().catch(() => undefined);
+    await this.#chain.catch(() => undefined);
+    this.#tx = null;
+    this.#batch = null;
+    while (this.#state === 'active') {
+      await new Promise((r) => setTimeout(r, this.#reconnectDelay));
+      this.#reconnectDelay = Math.min(this.#reconnectDelay * 2, 5_000);
+      try {
+        await this.#target?.query('ROLLBACK').catch(() => undefined);
+        if (!this.#target || !(await this.#alive(this.#target))) {
+          await this.#target?.end().catch(() => undefined);
+          const target = new pg.Client({ connectionString: this.#targetUrl });
+          await target.connect();
+          target.on('error', () => undefined);
+          this.#target = target;
+          await this.#lock(target, this.#plan!.pipeline);
+        }
+        if (!this.#source || !(await this.#alive(this.#source))) {
+          await this.#source?.end().catch(() => undefined);
+          const source = new pg.Client({ connectionString: this.#sourceUrl });
+          await source.connect();
+          source.on('error', () => undefined);
+          this.#source = source;
+        }
+        const state = await readPipelineState(this.#target, this.#plan!.pipeline);
+        if (state?.appliedLsn) this.#applied = state.appliedLsn;
+        await this.#target.query(`UPDATE strangler_sync.pipelines SET last_error = $2, last_error_at = now() WHERE pipeline = $1`, [this.#plan!.pipeline, error.message]);
+        if (this.#state !== 'active') return;
+        await this.#stream();
+        this.#o.logger.info({ appliedLsn: this.#applied }, 'sync reconnected');
+        return;
+      } catch (err) {
+        this.#o.logger.warn({ err }, 'sync reconnect failed; retrying');
+      }
+    }
+  }
+
+  async #alive(client: pg.Client): Promise<boolean> {
+    try {
+      await client.query('SELECT 1');
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** A transactional logical message every interval: the lag in seconds is measured with it. */
+  async #heartbeat(): Promise<void> {
+    if (this.#state !== 'active' || this.#restarting) return;
+    try {
+      await this.#source?.query(`SELECT pg_logical_emit_message(true, $1, clock_timestamp()::text)`, [HEARTBEAT_PREFIX]);
+    } catch {
+      // the reconnect path deals with a lost connection
+    }
+  }
+
+  async #housekeeping(): Promise<void> {
+    if (this.#state !== 'active' || this.#restarting) return;
+    try {
+      const lsn = await this.#source?.query(`SELECT pg_current_wal_lsn()::text AS lsn`);
+      if (lsn) this.#lagBytes.set({ service: this.#o.service.name }, lsnDistance(this.#applied, lsn.rows[0].lsn));
+      const desired = await this.#target?.query(`SELECT desired FROM strangler_sync.pipelines WHERE pipeline = $1`, [this.#plan!.pipeline]);
+      if (desired?.rows[0]?.desired === 'stopped') {
+        this.#o.logger.info('stop requested through the control row; stopping');
+        void this.stop();
+      }
+    } catch {
+      // transient; the stream's own error path reconnects
+    }
+  }
+
+  /** Stops streaming, rolls back an unfinished transaction (it will be resent), releases the lock. Safe to call twice. */
+  async stop(): Promise<void> {
+    if (this.#state === 'stopped' || this.#state === 'stopping') return;
+    if (this.#state === 'created') {
+      this.#state = 'stopped';
+      return;
+    }
+    this.#state = 'stopping';
+    for (const t of this.#timers) clearInterval(t);
+    this.#timers = [];
+    await this.#service?.destroy().catch(() => undefined);
+    await this.#chain.catch(() => undefined);
+    await this.#restarting?.catch(() => undefined);
+    const target = this.#target;
+    if (target) {
+      await target.query('ROLLBACK').catch(() => undefined);
+      if (this.#plan) await target.query(`UPDATE strangler_sync.pipelines SET status = 'stopped', worker = NULL, updated_at = now() WHERE pipeline = $1 AND status = 'streaming'`, [this.#plan.pipeline]).catch(() => undefined);
+      await target.end().catch(() => undefined);
+    }
+    await this.#source?.end().catch(() => undefined);
+    this.#state = 'stopped';
+  }
+}
