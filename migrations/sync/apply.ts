@@ -82,3 +82,16 @@ export function sameShape(a: Tuple, b: Tuple): boolean {
   for (const k in a) if ((a[k] === undefined) !== (b[k] === undefined)) return false;
   return true;
 }
+
+/** A value in COPY's text format (PostgreSQL's text output, with COPY's escapes; NULL is \N). */
+function copyValue(v: string | null | undefined): string {
+  if (v === null || v === undefined) return '\\N';
+  return v.replace(/[\\\n\r\t]/g, (c) => (c === '\\' ? '\\\\' : c === '\n' ? '\\n' : c === '\r' ? '\\r' : '\\t'));
+}
+
+/** COPY text lines for a run of inserted rows (faster than INSERT for large runs). */
+export function copyRows(table: TablePlan, rows: Tuple[]): { sql: string; data: string } {
+  const cols = table.columns.filter((c) => rows[0][c.source] !== undefined);
+  const data = rows.map((row) => cols.map((c) => copyValue(row[c.source])).join('\t')).join('\n');
+  return { sql: `COPY ${q(table.target)} (${cols.map((c) => q(c.target)).join(', ')}) FROM STDIN`, data: `${data}\n` };
+}

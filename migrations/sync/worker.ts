@@ -5,7 +5,10 @@ import { Counter, Gauge, Registry } from 'prom-client';
 import type { ResolvedConfig, ResolvedService } from '../../core/config/load.ts';
 import { StranglerError } from '../../core/errors.ts';
 import type { Logger } from '../../core/logger.ts';
-import { deleteManyStatement, insertManyStatement, insertStatement, isComplete, sameShape, updateStatement, type Statement, type Tuple } from './apply.ts';
+import { copyRows, deleteManyStatement, insertManyStatement, insertStatement, isComplete, sameShape, updateStatement, type Statement, type Tuple } from './apply.ts';
+import { from as copyFrom } from 'pg-copy-streams';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { copyTables, type BackfillProgress } from './backfill.ts';
 import { readSourceTables } from './catalog.ts';
 import { compareLsn, lsnDistance } from './lsn.ts';
@@ -72,8 +75,12 @@ export class SyncWorker {
   #fromLsn = new Map<string, string>();
   #byRelation = new Map<string, TablePlan>();
   #tx: TxState | null = null;
-  /** A run of inserts or deletes on one table, sent as one statement (flushed before anything else). */
-  #batch: { kind: 'insert' | 'delete'; table: TablePlan; rows: Tuple[] } | null = null;
+  /**
+   * Runs of inserts or deletes per table, each sent as one statement. A table's run is flushed
+   * before any other kind of change to it; every run before an UPDATE, a TRUNCATE or the commit,
+   * in the order the tables first appeared (parents before children, as the source wrote them).
+   */
+  #batches = new Map<TablePlan, { kind: 'insert' | 'delete'; rows: Tuple[] }>();
   #chain: Promise<void> = Promise.resolve();
   #restarting: Promise<void> | null = null;
   #reconnectDelay = 200;
@@ -255,7 +262,7 @@ export class SyncWorker {
       case 'begin': {
         const skip = compareLsn(m.commitLsn!, this.#applied) < 0;
         this.#tx = { skip, rows: 0, heartbeat: null, open: false, commitLsn: m.commitLsn! };
-        this.#batch = null;
+        this.#batches.clear();
         return;
       }
       case 'insert':
@@ -303,11 +310,23 @@ export class SyncWorker {
     return target.query(st.sql, st.params);
   }
 
-  async #flush(target: pg.Client, tx: TxState): Promise<void> {
-    const batch = this.#batch;
-    if (!batch) return;
-    this.#batch = null;
-    await this.#run(target, tx, batch.kind === 'insert' ? insertManyStatement(batch.table, batch.rows) : deleteManyStatement(batch.table, batch.rows));
+  async #flush(target: pg.Client, tx: TxState, only?: TablePlan): Promise<void> {
+    for (const [table, batch] of [...this.#batches]) {
+      if (only && table !== only) continue;
+      this.#batches.delete(table);
+      if (batch.kind === 'insert' && batch.rows.length >= 50) {
+        // Large runs go through COPY. No conflict is possible: transactions at or below the
+        // applied LSN are skipped, and an interrupted one was rolled back with its LSN.
+        if (!tx.open) {
+          await target.query('BEGIN');
+          tx.open = true;
+        }
+        const { sql, data } = copyRows(table, batch.rows);
+        await pipeline(Readable.from([data]), target.query(copyFrom(sql)));
+        continue;
+      }
+      await this.#run(target, tx, batch.kind === 'insert' ? insertManyStatement(table, batch.rows) : deleteManyStatement(table, batch.rows));
+    }
   }
 
   async #change(target: pg.Client, m: Pgoutput.MessageInsert | Pgoutput.MessageUpdate | Pgoutput.MessageDelete | Pgoutput.MessageTruncate): Promise<void> {
@@ -329,10 +348,11 @@ export class SyncWorker {
     tx.rows++;
     if (m.tag === 'insert' || m.tag === 'delete') {
       const row = (m.tag === 'insert' ? m.new : (m.key ?? m.old)) as Tuple;
-      const b = this.#batch;
-      if (b && (b.kind !== m.tag || b.table !== table || b.rows.length >= 500 || !sameShape(b.rows[0], row))) await this.#flush(target, tx);
-      if (this.#batch) this.#batch.rows.push(row);
-      else this.#batch = { kind: m.tag, table, rows: [row] };
+      const b = this.#batches.get(table);
+      if (b && (b.kind !== m.tag || b.rows.length >= (m.tag === 'insert' ? 5000 : 500) || !sameShape(b.rows[0], row))) await this.#flush(target, tx, table);
+      const current = this.#batches.get(table);
+      if (current) current.rows.push(row);
+      else this.#batches.set(table, { kind: m.tag, rows: [row] });
       return;
     }
     await this.#flush(target, tx);
@@ -361,7 +381,7 @@ export class SyncWorker {
     await service?.destroy().catch(() => undefined);
     await this.#chain.catch(() => undefined);
     this.#tx = null;
-    this.#batch = null;
+    this.#batches.clear();
     while (this.#state === 'active') {
       await new Promise((r) => setTimeout(r, this.#reconnectDelay));
       this.#reconnectDelay = Math.min(this.#reconnectDelay * 2, 5_000);
