@@ -30,6 +30,8 @@ const cli = yargs(hideBin(process.argv))
 
 try {
   await cli.parseAsync();
+  // A command that finished has nothing left to do: do not let a stray handle keep the CLI alive.
+  process.exit(process.exitCode ?? 0);
 } catch (err) {
   const e = err as Error;
   const code = err instanceof StranglerError ? err.code : 'INTERNAL';

@@ -26,6 +26,8 @@ export async function commitRouteChange(
   schema: string,
   routes: Route[],
   audit: AuditEntry,
+  /** More writes in the same transaction (the service's new phase, check results). */
+  alsoInTransaction?: (client: pg.PoolClient | pg.Client, ids: { version: number; auditId: number }) => Promise<void>,
 ): Promise<{ version: number; auditId: number; before: Route[] }> {
   const s = `"${schema}"`;
   await client.query('BEGIN');
@@ -62,8 +64,10 @@ export async function commitRouteChange(
         JSON.stringify(audit.details ?? {}),
       ],
     );
+    const auditId = Number(a[0].id);
+    await alsoInTransaction?.(client, { version, auditId });
     await client.query('COMMIT');
-    return { version, auditId: Number(a[0].id), before };
+    return { version, auditId, before };
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
     throw err;

@@ -1,9 +1,26 @@
 import type { CommandModule } from 'yargs';
 import { configCommand } from './config.ts';
 import { devCommand } from './dev.ts';
+import { cutoverCommand, finalizeCommand, promoteCommand, rollbackCommand } from './cutover.ts';
 import { doctorCommand } from './doctor.ts';
 import { gatewayCommand } from './gateway.ts';
+import { controlCommand, diffCommand, historyCommand, planCommand, statusCommand } from './status.ts';
 import { syncCommand } from './sync.ts';
 
 /** Every `strangler` command, one module each. Add new commands here. */
-export const commands = [configCommand, devCommand, doctorCommand, gatewayCommand, syncCommand] as unknown as CommandModule[];
+export const commands = [
+  configCommand,
+  devCommand,
+  controlCommand,
+  doctorCommand,
+  syncCommand,
+  gatewayCommand,
+  statusCommand,
+  planCommand,
+  cutoverCommand,
+  promoteCommand,
+  rollbackCommand,
+  finalizeCommand,
+  historyCommand,
+  diffCommand,
+] as unknown as CommandModule[];

@@ -26,8 +26,8 @@ export async function syncStatus(config: ResolvedConfig, service: ResolvedServic
   const names = pipelineNames(service.name, config.legacy.databaseUrl);
   const source = new pg.Client({ connectionString: config.legacy.databaseUrl });
   const target = new pg.Client({ connectionString: service.databaseUrl });
-  await Promise.all([source.connect(), target.connect()]);
   try {
+    await Promise.all([source.connect(), target.connect()]);
     const [state, head, slot] = await Promise.all([
       readPipelineState(target, names.pipeline),
       source.query(`SELECT pg_current_wal_lsn()::text AS lsn, now() AS now`),

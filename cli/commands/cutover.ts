@@ -1,0 +1,157 @@
+import type { Argv, CommandModule } from 'yargs';
+import type { ResolvedConfig } from '../../core/config/load.ts';
+import { serviceForPrefix } from '../../core/config/load.ts';
+import { StranglerError } from '../../core/errors.ts';
+import type { ChangeOutcome } from '../../cutover/executor.ts';
+import type { Command } from '../../cutover/state-machine.ts';
+import { output, resolveCliConfig, type GlobalArgs } from '../context.ts';
+
+interface ChangeArgs extends GlobalArgs {
+  prefix: string;
+  shadow?: boolean;
+  canary?: number;
+  full?: boolean;
+  progressive?: boolean;
+  steps?: string;
+  interval?: string;
+  maxErrorRate?: number;
+  maxP99Ms?: number;
+  threshold?: number;
+  resume?: boolean;
+  sync?: boolean;
+  dryRun?: boolean;
+  reason?: string;
+  force?: boolean;
+  actor?: string;
+  ackTimeout?: string;
+}
+
+/** "30s", "2m", "500ms", "1h" → ms. */
+export function parseDuration(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(text.trim());
+  if (!m) throw new StranglerError(`"${text}" is not a duration; write e.g. 30s, 2m, 500ms`, 'BAD_INPUT');
+  return Number(m[1]) * { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
+}
+
+const changeOptions = (y: Argv<GlobalArgs>) =>
+  y
+    .positional('prefix', { type: 'string', demandOption: true, describe: 'a route prefix of strangler.yaml, e.g. /api/invoices' })
+    .option('dry-run', { type: 'boolean', describe: 'print the plan and the checks; change nothing' })
+    .option('reason', { type: 'string', describe: 'why (recorded in the audit log; required by rollback and --force)' })
+    .option('force', { type: 'boolean', describe: 'go despite failed checks (recorded as forced)' })
+    .option('actor', { type: 'string', describe: 'who (default: STRANGLER_ACTOR, else the OS user)' })
+    .option('ack-timeout', { type: 'string', default: '5s', describe: 'how long to wait for every live gateway to acknowledge' });
+
+async function withCutover<T>(args: ChangeArgs, fn: (c: Awaited<ReturnType<typeof import('../../cutover/executor.ts').openCutover>>, config: ResolvedConfig) => Promise<T>): Promise<T> {
+  const config = resolveCliConfig(args);
+  const { openCutover, resolveActor } = await import('../../cutover/executor.ts');
+  const opened = await openCutover(config, resolveActor(args.actor), { ackTimeoutMs: parseDuration(args.ackTimeout ?? '5s') });
+  try {
+    return await fn(opened, config);
+  } finally {
+    await opened.close();
+  }
+}
+
+function describeOutcome(o: ChangeOutcome): string {
+  const lines = [`${o.dryRun ? 'dry run: would ' : ''}${o.command} ${o.prefix} (${o.service}): ${o.from.phase}${o.from.phase === 'canary' ? ` ${o.from.weight}%` : ''} → ${o.to.phase}${o.to.phase === 'canary' ? ` ${o.to.weight}%` : ''}`];
+  if (o.checks.length) lines.push(...o.checks.map((c) => `  ${c.ok ? 'ok  ' : o.forced ? 'FORCED' : 'FAIL'} ${c.name}: ${c.reason}`));
+  if (o.dryRun) lines.push(`  actions: ${o.actions.map((a) => (a.kind === 'set-route' ? `set-route ${a.mode}${a.mode === 'canary' ? ` ${a.weight}%` : ''}` : a.kind)).join(' → ')}`);
+  for (const w of o.warnings) lines.push(`  warning: ${w}`);
+  if (o.propagation) {
+    const p = o.propagation;
+    lines.push(`  applied on ${p.acknowledged}/${p.live} gateways in ${p.ms} ms (route v${p.version})${p.complete ? '' : `; not acknowledged by: ${p.missing.join(', ')}`}`);
+  } else if (!o.dryRun) lines.push('  recorded (the route did not change)');
+  return lines.join('\n');
+}
+
+function finish(args: ChangeArgs, o: ChangeOutcome): void {
+  output(args, o, () => describeOutcome(o));
+  if (o.propagation && !o.propagation.complete) process.exitCode = 3;
+}
+
+/** `strangler cutover <prefix> --sync | --shadow | --canary N | --full | --progressive ...` */
+export const cutoverCommand: CommandModule<GlobalArgs, ChangeArgs> = {
+  command: 'cutover <prefix>',
+  describe: 'move a prefix one step: --sync | --shadow | --canary N | --full | --progressive --steps 5,25,50,100 --interval 30s',
+  builder: (y) =>
+    changeOptions(y)
+      .option('sync', { type: 'boolean', describe: 'legacy → syncing (the sync must stream: strangler sync start <service>)' })
+      .option('shadow', { type: 'boolean', describe: 'mirror safe requests to the service and diff the answers' })
+      .option('canary', { type: 'number', describe: 'send this share (0-100) of users to the service' })
+      .option('full', { type: 'boolean', describe: 'switch all traffic to the service' })
+      .option('progressive', { type: 'boolean', describe: 'raise the weight step by step with analysis and automatic rollback' })
+      .option('steps', { type: 'string', default: '5,25,50,100', describe: 'progressive: the weights' })
+      .option('interval', { type: 'string', default: '30s', describe: 'progressive: traffic analysed per step' })
+      .option('max-error-rate', { type: 'number', describe: 'progressive: service error rate limit, percent' })
+      .option('max-p99-ms', { type: 'number', describe: 'progressive: service p99 limit, ms' })
+      .option('threshold', { type: 'number', default: 2, describe: 'progressive: failed analyses in a row before automatic rollback' })
+      .option('resume', { type: 'boolean', describe: 'progressive: continue a run that was interrupted' })
+      .example('$0 cutover /api/auth --shadow', '')
+      .example('$0 cutover /api/invoices --progressive --steps 5,25,50,100 --interval 30s --max-error-rate 1 --max-p99-ms 800 --threshold 2', '') as unknown as Argv<ChangeArgs>,
+  handler: (args) =>
+    withCutover(args, async ({ cutover }) => {
+      const modes = [args.sync, args.shadow, args.canary !== undefined, args.full, args.progressive || args.resume].filter(Boolean).length;
+      if (modes !== 1) throw new StranglerError('say what to do with exactly one of --sync, --shadow, --canary N, --full, --progressive (or --resume)', 'BAD_INPUT');
+      if (args.progressive || args.resume) {
+        const { runProgressive } = await import('../../cutover/progressive.ts');
+        const steps = (args.steps ?? '').split(',').map((s) => Number(s.trim()));
+        serviceForPrefix(cutover.config, args.prefix);
+        if (args.dryRun) {
+          const { validateSteps } = await import('../../cutover/progressive.ts');
+          const bad = validateSteps(steps);
+          if (bad) throw new StranglerError(bad, 'BAD_INPUT');
+          const first = await cutover.change(args.prefix, { kind: 'canary', weight: steps[0] }, { dryRun: true, force: args.force, reason: args.reason });
+          output(args, first, () => `${describeOutcome(first)}\n  then: ${steps.slice(1).join('% → ')}%, each after ${args.interval} of traffic analysed; rollback after ${args.threshold} failed analyses in a row`);
+          return;
+        }
+        const outcome = await runProgressive(
+          cutover,
+          args.prefix,
+          { steps, intervalMs: parseDuration(args.interval ?? '30s'), threshold: args.threshold ?? 2, maxErrorRate: args.maxErrorRate, maxP99Ms: args.maxP99Ms, resume: args.resume, reason: args.reason, force: args.force },
+          (e) => {
+            if (args.json) return;
+            if (e.kind === 'step') process.stderr.write(`\n${describeOutcome(e.outcome)}\n`);
+            else if (e.kind === 'waiting') process.stderr.isTTY && process.stderr.write(`\r  at ${e.weight}%: analysing, ${Math.ceil(e.remainingMs / 1000)} s left   `);
+            else if (e.kind === 'analysis') process.stderr.write(`\n  analysis at ${e.weight}%: ${e.result.ok ? 'passed' : `FAILED (${e.failures}/${e.threshold})`}: ${e.result.reason}\n`);
+            else if (e.kind === 'rolled-back') process.stderr.write(`\n  ROLLED BACK: ${e.reason}\n${describeOutcome(e.outcome)}\n`);
+          },
+        );
+        finish(args, outcome);
+        return;
+      }
+      const command: Command = args.sync ? { kind: 'sync' } : args.shadow ? { kind: 'shadow' } : args.full ? { kind: 'full' } : { kind: 'canary', weight: args.canary! };
+      finish(args, await cutover.change(args.prefix, command, { reason: args.reason, force: args.force, dryRun: args.dryRun }));
+    }),
+};
+
+export const promoteCommand: CommandModule<GlobalArgs, ChangeArgs> = {
+  command: 'promote <prefix>',
+  describe: 'take the next step (legacy → syncing → shadow → canary steps → switched → finalized)',
+  builder: (y) => changeOptions(y).option('steps', { type: 'string', default: '5,25,50,100' }) as unknown as Argv<ChangeArgs>,
+  handler: (args) =>
+    withCutover(args, async ({ cutover }) => {
+      const steps = (args.steps ?? '5,25,50,100').split(',').map(Number);
+      finish(args, await cutover.change(args.prefix, { kind: 'promote', steps }, { reason: args.reason, force: args.force, dryRun: args.dryRun }));
+    }),
+};
+
+export const rollbackCommand: CommandModule<GlobalArgs, ChangeArgs> = {
+  command: 'rollback <prefix>',
+  describe: 'route the prefix back to legacy on every gateway (always allowed; --reason required)',
+  builder: (y) => changeOptions(y) as unknown as Argv<ChangeArgs>,
+  handler: (args) =>
+    withCutover(args, async ({ cutover }) => {
+      finish(args, await cutover.rollback(args.prefix, args.reason ?? '', { dryRun: args.dryRun }));
+    }),
+};
+
+export const finalizeCommand: CommandModule<GlobalArgs, ChangeArgs> = {
+  command: 'finalize <prefix>',
+  describe: 'make the service the system of record (no way back by flag afterwards)',
+  builder: (y) => changeOptions(y) as unknown as Argv<ChangeArgs>,
+  handler: (args) =>
+    withCutover(args, async ({ cutover }) => {
+      finish(args, await cutover.change(args.prefix, { kind: 'finalize' }, { reason: args.reason, force: args.force, dryRun: args.dryRun }));
+    }),
+};

@@ -1,0 +1,144 @@
+import type { Argv, CommandModule } from 'yargs';
+import { output, resolveCliConfig, type GlobalArgs } from '../context.ts';
+
+interface StatusArgs extends GlobalArgs {
+  prefix?: string;
+  limit: number;
+  window: number;
+}
+
+async function open(args: GlobalArgs) {
+  const config = resolveCliConfig(args);
+  const { openCutover, resolveActor } = await import('../../cutover/executor.ts');
+  const opened = await openCutover(config, resolveActor(undefined));
+  return { config, ...opened };
+}
+
+const pct = (v: number | null) => (v === null ? '-' : `${v.toFixed(2)}%`);
+const fmtLag = (b: number | null, s: number | null) => (b === null ? '-' : `${b < 1024 ? `${b} B` : `${(b / 1024).toFixed(0)} kB`}/${s === null ? '?' : s.toFixed(1)}s`);
+
+function table(rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()).join('\n');
+}
+
+/** `strangler status`: a table per prefix: phase, mode, weight, gateways, sync, shadow, canary. */
+export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
+  command: 'status',
+  describe: 'routes, phases, weights, gateway acks, sync lag, last verify, shadow mismatch, canary figures',
+  builder: (y: Argv<GlobalArgs>) => y.option('window', { type: 'number', default: 60, describe: 'seconds of canary figures' }) as unknown as Argv<StatusArgs>,
+  handler: async (args) => {
+    const { config, cutover, redis, keys, close } = await open(args).then((o) => ({ ...o, keys: o.cutover.probe(0).keys }));
+    try {
+      const { overview } = await import('../../cutover/overview.ts');
+      const rows = await overview(cutover, redis, keys, config, args.window * 1000);
+      output(args, rows, () =>
+        table([
+          ['PREFIX', 'SERVICE', 'PHASE', 'MODE', 'WEIGHT', 'GATEWAYS', 'SYNC', 'LAG', 'LAST VERIFY', 'SHADOW DIFF', `CANARY ERR/P99 (${args.window}s) svc vs legacy`],
+          ...rows.map((r) => [
+            r.prefix,
+            r.service,
+            r.phase,
+            r.mode,
+            r.mode === 'canary' ? `${r.weight}%` : r.mode === 'service' ? '100%' : '-',
+            `${r.gateways.acknowledged}/${r.gateways.live} @v${r.gateways.version}`,
+            r.sync.state,
+            fmtLag(r.sync.lagBytes, r.sync.lagSeconds),
+            r.sync.lastVerify ?? 'never',
+            r.shadow.compared ? `${pct(r.shadow.mismatchPercent)} of ${r.shadow.compared}` : '-',
+            r.canary.service.requests || r.canary.legacy.requests
+              ? `${pct(r.canary.service.errorPercent)} ${r.canary.service.p99Ms ?? '-'}ms vs ${pct(r.canary.legacy.errorPercent)} ${r.canary.legacy.p99Ms ?? '-'}ms`
+              : '-',
+          ]),
+        ]),
+      );
+    } finally {
+      await close();
+    }
+  },
+};
+
+/** `strangler plan`: the migration order and what each prefix's next step would check. */
+export const planCommand: CommandModule<GlobalArgs, StatusArgs> = {
+  command: 'plan',
+  describe: 'the migration order from strangler.yaml and what the next step of each would check',
+  builder: (y: Argv<GlobalArgs>) => y as unknown as Argv<StatusArgs>,
+  handler: async (args) => {
+    const { config, cutover, redis, close } = await open(args);
+    try {
+      const { overview } = await import('../../cutover/overview.ts');
+      const rows = await overview(cutover, redis, cutover.probe(0).keys, config);
+      output(args, rows.map((r) => ({ order: r.order, prefix: r.prefix, service: r.service, phase: r.phase, dependsOn: config.services.find((s) => s.name === r.service)!.dependsOn, next: r.next })), () =>
+        rows
+          .map((r) => {
+            const deps = config.services.find((s) => s.name === r.service)!.dependsOn;
+            const next = 'refused' in r.next ? `no next step: ${r.next.refused}` : `next: ${r.next.command} (strangler promote ${r.prefix}), checks: ${r.next.checks.join(', ') || 'none'}`;
+            return `${r.order}. ${r.prefix.padEnd(16)} ${r.service.padEnd(10)} ${r.phase.padEnd(11)}${deps.length ? ` after ${deps.join(', ')}` : ''}\n     ${next}`;
+          })
+          .join('\n'),
+      );
+    } finally {
+      await close();
+    }
+  },
+};
+
+/** `strangler history [prefix]`: the audit log, newest first. */
+export const historyCommand: CommandModule<GlobalArgs, StatusArgs> = {
+  command: 'history [prefix]',
+  describe: 'the audit log: every change and refusal, who, when, why, forced or not',
+  builder: (y: Argv<GlobalArgs>) => y.positional('prefix', { type: 'string' }).option('limit', { type: 'number', default: 50 }) as unknown as Argv<StatusArgs>,
+  handler: async (args) => {
+    const { cutover, close } = await open(args);
+    try {
+      const rows = await cutover.store.history(args.prefix ? args.prefix.replace(/\/+$/, '').toLowerCase() : null, args.limit);
+      output(args, rows, () =>
+        rows.length === 0
+          ? 'no changes recorded yet'
+          : rows
+              .map((r) => `${new Date(r.at).toISOString()}  ${r.actor}  ${r.command} ${r.prefix ?? ''}  ${r.from_phase ?? '?'} → ${r.to_phase ?? '-'}  ${r.outcome}${r.forced ? ' (FORCED)' : ''}${r.route_version ? ` v${r.route_version}` : ''}${r.reason ? `  "${r.reason}"` : ''}${r.outcome === 'refused' && r.details?.why ? `\n    why: ${r.details.why}` : ''}`)
+              .join('\n'),
+      );
+    } finally {
+      await close();
+    }
+  },
+};
+
+/** `strangler diff <prefix>`: the shadow mismatch samples the gateways kept. */
+export const diffCommand: CommandModule<GlobalArgs, StatusArgs & { prefix: string }> = {
+  command: 'diff <prefix>',
+  describe: 'shadow mismatch samples for a prefix: the request, both answers, the differences',
+  builder: (y: Argv<GlobalArgs>) => y.positional('prefix', { type: 'string', demandOption: true }).option('limit', { type: 'number', default: 10 }) as unknown as Argv<StatusArgs & { prefix: string }>,
+  handler: async (args) => {
+    const { config, redis, cutover, close } = await open(args);
+    try {
+      const { serviceForPrefix } = await import('../../core/config/load.ts');
+      const service = serviceForPrefix(config, args.prefix);
+      const keys = cutover.probe(0).keys;
+      const counts = await redis.hgetall(keys.shadowCounts(service.name));
+      const samples = (await redis.lrange(keys.shadowSamples(service.name), 0, args.limit - 1)).map((s) => JSON.parse(s));
+      output(args, { counts, samples }, () =>
+        [
+          `${service.prefix}: ${counts.match ?? 0} matched, ${counts.mismatch ?? 0} differed, ${counts.error ?? 0} service errors, ${counts.skipped ?? 0} skipped`,
+          ...samples.map((s) => `\n${s.at} ${s.method} ${s.path} (request ${s.requestId})\n  legacy ${s.legacy.status}, service ${s.service?.status ?? 'no answer'}\n${s.diffs.map((d: { path: string; kind: string; legacy?: unknown; service?: unknown }) => `  ${d.kind} ${d.path}: legacy ${JSON.stringify(d.legacy)} service ${JSON.stringify(d.service)}`).join('\n')}`),
+        ].join('\n'),
+      );
+    } finally {
+      await close();
+    }
+  },
+};
+
+/** `strangler control init`: creates the control schema (idempotent). */
+export const controlCommand: CommandModule<GlobalArgs, GlobalArgs & { action: string }> = {
+  command: 'control <action>',
+  describe: 'the control database: init (create or upgrade its schema; idempotent)',
+  builder: (y: Argv<GlobalArgs>) => y.positional('action', { choices: ['init'] as const, demandOption: true }) as unknown as Argv<GlobalArgs & { action: string }>,
+  handler: async (args) => {
+    const config = resolveCliConfig(args);
+    const { migrateControl } = await import('../../migrations/control/index.ts');
+    const applied = await migrateControl(config.control.databaseUrl, config.control.schema);
+    output(args, { applied }, () => (applied.length ? `control database ready (applied ${applied.join(', ')})` : 'control database already up to date'));
+  },
+};

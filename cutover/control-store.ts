@@ -1,0 +1,108 @@
+import type pg from 'pg';
+import { StranglerError } from '../core/errors.ts';
+import type { CheckResult, Phase, ServiceStatus } from './state-machine.ts';
+
+/** Progress of a progressive canary, kept with the phase so `--resume` continues where it stopped. */
+export interface Progress {
+  steps: number[];
+  index: number;
+  failures: number;
+  intervalMs: number;
+  threshold: number;
+  maxErrorRate?: number;
+  maxP99Ms?: number;
+  startedAt: string;
+}
+
+export interface StoredStatus extends ServiceStatus {
+  service: string;
+  prefix: string;
+  phaseSince: Date | null;
+  progress: Progress | null;
+}
+
+/** The control database's view of services, audit and locks (schema from strangler.yaml). */
+export function controlStore(pool: pg.Pool, schema: string) {
+  const s = `"${schema}"`;
+  return {
+    async status(service: string, prefix: string): Promise<StoredStatus> {
+      const { rows } = await pool.query(
+        `SELECT st.phase, st.phase_since, st.progress, r.weight::float8 AS weight FROM ${s}.service_state st LEFT JOIN ${s}.routes r ON r.prefix = st.prefix WHERE st.service = $1`,
+        [service],
+      );
+      if (!rows[0]) return { service, prefix, phase: 'legacy', weight: 0, phaseSince: null, progress: null };
+      return { service, prefix, phase: rows[0].phase as Phase, weight: rows[0].phase === 'canary' ? Number(rows[0].weight ?? 0) : rows[0].phase === 'switched' || rows[0].phase === 'finalized' ? 100 : 0, phaseSince: rows[0].phase_since, progress: rows[0].progress };
+    },
+
+    /** Writes the phase inside the caller's transaction (the one that also changes the route). */
+    async writePhase(client: pg.PoolClient | pg.Client, service: string, prefix: string, phase: Phase, progress: Progress | null): Promise<void> {
+      await client.query(
+        `INSERT INTO ${s}.service_state (service, prefix, phase, progress) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (service) DO UPDATE SET phase = excluded.phase, progress = excluded.progress, updated_at = now(),
+           phase_since = CASE WHEN ${s}.service_state.phase = excluded.phase THEN ${s}.service_state.phase_since ELSE now() END`,
+        [service, prefix, phase, progress ? JSON.stringify(progress) : null],
+      );
+    },
+
+    async writeProgress(service: string, progress: Progress | null): Promise<void> {
+      await pool.query(`UPDATE ${s}.service_state SET progress = $2, updated_at = now() WHERE service = $1`, [service, progress ? JSON.stringify(progress) : null]);
+    },
+
+    async recordChecks(client: pg.PoolClient | pg.Client | pg.Pool, auditId: number | null, service: string, checks: readonly CheckResult[], forced: boolean): Promise<void> {
+      for (const c of checks) {
+        await client.query(`INSERT INTO ${s}.check_results (audit_id, service, name, ok, retriable, reason, forced) VALUES ($1, $2, $3, $4, $5, $6, $7)`, [auditId, service, c.name, c.ok, c.retriable, c.reason, forced && !c.ok]);
+      }
+    },
+
+    /** Check results outside a change (the analyses of a progressive canary). */
+    async recordAnalysis(service: string, checks: readonly CheckResult[]): Promise<void> {
+      await this.recordChecks(pool, null, service, checks, false);
+    },
+
+    async audit(entry: { actor: string; command: string; service: string; prefix: string; fromPhase: string; toPhase: string | null; reason: string | null; forced: boolean; outcome: string; details?: Record<string, unknown> }): Promise<number> {
+      const { rows } = await pool.query(
+        `INSERT INTO ${s}.audit_log (actor, command, service, prefix, from_phase, to_phase, reason, forced, outcome, details) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id::text AS id`,
+        [entry.actor, entry.command, entry.service, entry.prefix, entry.fromPhase, entry.toPhase, entry.reason, entry.forced, entry.outcome, JSON.stringify(entry.details ?? {})],
+      );
+      return Number(rows[0].id);
+    },
+
+    async history(prefix: string | null, limit: number) {
+      const { rows } = await pool.query(
+        `SELECT id::int AS id, at, actor, command, service, prefix, from_phase, to_phase, from_route, to_route, route_version::int AS route_version, reason, forced, outcome, details
+           FROM ${s}.audit_log WHERE ($1::text IS NULL OR prefix = $1) ORDER BY id DESC LIMIT $2`,
+        [prefix, limit],
+      );
+      return rows;
+    },
+
+    /**
+     * A lease on a prefix: a second change while one is in progress is refused. The lease
+     * expires (a killed process does not hold it forever) and is renewed by long commands.
+     */
+    async lock(prefix: string, holder: string, command: string, leaseMs: number): Promise<void> {
+      const { rows } = await pool.query(
+        `INSERT INTO ${s}.prefix_locks (prefix, holder, command, expires_at) VALUES ($1, $2, $3, now() + $4 * interval '1 millisecond')
+         ON CONFLICT (prefix) DO UPDATE SET holder = excluded.holder, command = excluded.command, acquired_at = now(), expires_at = excluded.expires_at
+           WHERE ${s}.prefix_locks.expires_at < now() OR ${s}.prefix_locks.holder = excluded.holder
+         RETURNING holder`,
+        [prefix, holder, command, leaseMs],
+      );
+      if (rows.length === 0) {
+        const held = await pool.query(`SELECT holder, command, acquired_at FROM ${s}.prefix_locks WHERE prefix = $1`, [prefix]);
+        const h = held.rows[0];
+        throw new StranglerError(`${prefix} is being changed by ${h?.holder} (${h?.command}, since ${h?.acquired_at?.toISOString?.() ?? '?'}); wait for it, or roll back: strangler rollback ${prefix} --reason ...`, 'CONFLICT');
+      }
+    },
+
+    async renew(prefix: string, holder: string, leaseMs: number): Promise<void> {
+      await pool.query(`UPDATE ${s}.prefix_locks SET expires_at = now() + $3 * interval '1 millisecond' WHERE prefix = $1 AND holder = $2`, [prefix, holder, leaseMs]);
+    },
+
+    async unlock(prefix: string, holder: string): Promise<void> {
+      await pool.query(`DELETE FROM ${s}.prefix_locks WHERE prefix = $1 AND holder = $2`, [prefix, holder]);
+    },
+  };
+}
+
+export type ControlStore = ReturnType<typeof controlStore>;

@@ -1,0 +1,226 @@
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { SignJWT } from 'jose';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import type { ResolvedConfig } from '../core/config/load.ts';
+import { silentLogger } from '../core/logger.ts';
+import { startGateway, type RunningGateway } from '../gateway/start.ts';
+import { seedLegacy } from '../legacy-adapter/seed.ts';
+import { cleanupPipeline } from '../migrations/sync/status.ts';
+import { recordVerification, verifyPipeline } from '../migrations/sync/verify.ts';
+import { SyncWorker } from '../migrations/sync/worker.ts';
+import { configYaml, createTestDatabase, dropTestDatabase, gatewayTestEnv, legacyTestConfig, ROOT } from '../test/harness.ts';
+import { openCutover } from './executor.ts';
+import { runProgressive, type ProgressEvent } from './progressive.ts';
+
+let gwEnv: Awaited<ReturnType<typeof gatewayTestEnv>>;
+let legacyCleanup: () => Promise<void>;
+let analyticsDb: string;
+let config: ResolvedConfig;
+let worker: SyncWorker;
+const gateways: RunningGateway[] = [];
+let ctl: Awaited<ReturnType<typeof openCutover>>;
+const PREFIX = '/api/analytics';
+
+const token = (sub: string) => new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(sub).setIssuer('legacy').setExpirationTime('1h').sign(new TextEncoder().encode(config.legacy.jwtSecret));
+
+/** Requests through both gateways, spread over many users, for shadow and canary figures. */
+async function traffic(n: number, path = `${PREFIX}/totals-by-status`): Promise<number[]> {
+  const statuses: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const g = gateways[i % gateways.length];
+    const res = await fetch(`${g.url}${path}`, { headers: { authorization: `Bearer ${await token(`u${i % 97}`)}` } });
+    statuses.push(res.status);
+    await res.arrayBuffer();
+  }
+  await Promise.all(gateways.map((g) => g.gateway.figures.flush()));
+  return statuses;
+}
+
+async function controlSnapshot(): Promise<string> {
+  const c = new pg.Client({ connectionString: config.control.databaseUrl });
+  await c.connect();
+  try {
+    const out: unknown[] = [];
+    for (const t of ['route_version', 'routes', 'service_state', 'audit_log', 'check_results', 'prefix_locks']) {
+      out.push((await c.query(`SELECT * FROM "${config.control.schema}".${t} ORDER BY 1`)).rows);
+    }
+    return JSON.stringify(out);
+  } finally {
+    await c.end();
+  }
+}
+
+beforeAll(async () => {
+  gwEnv = await gatewayTestEnv('cutover', ['analytics']);
+  const t = await legacyTestConfig('cutover_legacy');
+  legacyCleanup = t.cleanup;
+  await seedLegacy(t.config.legacy.databaseUrl, { users: 3, invoices: 40, seed: 9 });
+  analyticsDb = await createTestDatabase('cutover_analytics');
+  const same = { status: 200, body: { items: [{ status: 'paid', invoices: 1, total: '1.00' }] } };
+  gwEnv.legacy.override.set(PREFIX, () => same);
+  gwEnv.upstreams.analytics.override.set(PREFIX, () => same);
+  config = {
+    ...gwEnv.config,
+    legacy: { ...gwEnv.config.legacy, databaseUrl: t.config.legacy.databaseUrl },
+    // The test takes analytics alone, so it does not wait for invoices.
+    services: gwEnv.config.services.map((s) => (s.name === 'analytics' ? { ...s, databaseUrl: analyticsDb, dependsOn: [] } : s)),
+  };
+  worker = new SyncWorker({ config, service: config.services.find((s) => s.name === 'analytics')!, logger: silentLogger });
+  await worker.start();
+  const v = await verifyPipeline({ sourceUrl: config.legacy.databaseUrl, targetUrl: analyticsDb, plan: worker.plan! });
+  await recordVerification(analyticsDb, v);
+  gateways.push(await startGateway(config, { port: 0, instanceId: 'cut-a' }), await startGateway(config, { port: 0, instanceId: 'cut-b' }));
+  ctl = await openCutover(config, 'test-operator');
+}, 60_000);
+
+afterAll(async () => {
+  for (const g of gateways) await g.stop();
+  await ctl?.close();
+  await worker?.stop();
+  const analytics = config?.services.find((s) => s.name === 'analytics');
+  if (analytics) await cleanupPipeline(config, analytics).catch(() => undefined);
+  await dropTestDatabase(analyticsDb).catch(() => undefined);
+  await legacyCleanup?.();
+  await gwEnv?.cleanup();
+});
+
+describe('cutover end to end, against real gateways, sync and control database', () => {
+  it('refuses an illegal step with the legal ones, and an unknown prefix', async () => {
+    await expect(ctl.cutover.change(PREFIX, { kind: 'canary', weight: 20 })).rejects.toThrow(/cannot set a canary of 20% while the service is in phase "legacy"; legal here: sync, rollback, promote/);
+    await expect(ctl.cutover.change('/api/nope', { kind: 'shadow' })).rejects.toThrow(/unknown prefix "\/api\/nope"; known prefixes: \/api\/auth/);
+  });
+
+  it('changes nothing on --dry-run: the control database is the same before and after', async () => {
+    const before = await controlSnapshot();
+    const outcome = await ctl.cutover.change(PREFIX, { kind: 'sync' }, { dryRun: true });
+    expect(outcome).toMatchObject({ dryRun: true, to: { phase: 'syncing' } });
+    expect(outcome.checks.map((c) => [c.name, c.ok])).toEqual([['replication-ready', true]]);
+    await expect(ctl.cutover.change(PREFIX, { kind: 'full' }, { dryRun: true })).rejects.toThrow(/legal here/);
+    expect(await controlSnapshot()).toBe(before);
+  });
+
+  it('goes sync → shadow → canary 20 (acknowledged by both gateways) → rollback, with the audit trail', async () => {
+    const sync = await ctl.cutover.change(PREFIX, { kind: 'sync' });
+    expect(sync.to.phase).toBe('syncing');
+    const shadow = await ctl.cutover.change(PREFIX, { kind: 'shadow' });
+    expect(shadow.propagation).toMatchObject({ acknowledged: 2, live: 2, complete: true });
+    await expect(ctl.cutover.change(PREFIX, { kind: 'canary', weight: 20 })).rejects.toThrow(/shadow-mismatch: only \d+ shadowed requests compared/);
+    await traffic(30);
+    await new Promise((r) => setTimeout(r, 200)); // shadow comparisons finish in the background
+    const canary = await ctl.cutover.change(PREFIX, { kind: 'canary', weight: 20 });
+    expect(canary.to).toEqual({ phase: 'canary', weight: 20 });
+    expect(canary.propagation).toMatchObject({ acknowledged: 2, live: 2, complete: true });
+    expect(gateways.every((g) => g.routes.current().routes.some((r) => r.prefix === PREFIX && r.mode === 'canary' && r.weight === 20))).toBe(true);
+    await expect(ctl.cutover.rollback(PREFIX, '')).rejects.toThrow(/rollback needs --reason/);
+    const back = await ctl.cutover.rollback(PREFIX, 'test: back to legacy');
+    expect(back.to.phase).toBe('rolled-back');
+    expect(back.propagation).toMatchObject({ acknowledged: 2, complete: true });
+    expect(gateways.every((g) => g.routes.current().routes.some((r) => r.prefix === PREFIX && r.mode === 'legacy'))).toBe(true);
+    const history = await ctl.cutover.store.history(PREFIX, 20);
+    expect(history.map((h) => `${h.command}:${h.outcome}`)).toEqual(['rollback:applied', 'canary 20:applied', 'canary 20:refused', 'shadow:applied', 'sync:applied', 'canary 20:refused']);
+    expect(history[0]).toMatchObject({ actor: 'test-operator', reason: 'test: back to legacy', from_phase: 'canary', to_phase: 'rolled-back', to_route: { mode: 'legacy' } });
+    const checks = await ctl.pool.query(`SELECT name, ok FROM "${config.control.schema}".check_results WHERE audit_id = $1 ORDER BY id`, [history[1].id]);
+    expect(checks.rows.map((r) => r.name)).toEqual(['service-health', 'sync-lag', 'sync-verified', 'depends-on-switched', 'gateways-reachable', 'shadow-mismatch']);
+  });
+
+  it('refuses a second change of a prefix that is being changed', async () => {
+    await ctl.cutover.store.lock(PREFIX, 'someone else', 'progressive canary', 60_000);
+    try {
+      await expect(ctl.cutover.change(PREFIX, { kind: 'shadow' })).rejects.toThrow(/is being changed by someone else \(progressive canary/);
+    } finally {
+      await ctl.cutover.store.unlock(PREFIX, 'someone else');
+    }
+  });
+
+  it('runs a progressive canary to 100 with a healthy service', async () => {
+    await ctl.cutover.change(PREFIX, { kind: 'shadow' });
+    let stop = false;
+    const load = (async () => {
+      while (!stop) await traffic(10);
+    })();
+    const events: ProgressEvent[] = [];
+    try {
+      const outcome = await runProgressive(ctl.cutover, PREFIX, { steps: [50, 100], intervalMs: 1_500, threshold: 2 }, (e) => events.push(e));
+      expect(outcome.to.phase).toBe('switched');
+      expect(events.filter((e) => e.kind === 'step').map((e) => (e as { weight: number }).weight)).toEqual([50, 100]);
+      expect(gateways.every((g) => g.routes.current().routes.some((r) => r.prefix === PREFIX && r.mode === 'service'))).toBe(true);
+    } finally {
+      stop = true;
+      await load;
+    }
+    await ctl.cutover.rollback(PREFIX, 'test: reset');
+  }, 30_000);
+
+  it('rolls back by itself within threshold intervals when the service answers 500s', async () => {
+    await ctl.cutover.change(PREFIX, { kind: 'shadow' });
+    let stop = false;
+    const load = (async () => {
+      while (!stop) await traffic(10);
+    })();
+    const events: ProgressEvent[] = [];
+    try {
+      const run = runProgressive(ctl.cutover, PREFIX, { steps: [50, 100], intervalMs: 1_500, threshold: 2, maxErrorRate: 1 }, (e) => {
+        events.push(e);
+        if (e.kind === 'step') gwEnv.upstreams.analytics.override.set(PREFIX, () => ({ status: 500, body: { error: { code: 'INTERNAL', message: 'boom' } } }));
+      });
+      await expect(run).rejects.toThrow(/automatic rollback after 2 failed analyses at 50%/);
+      const analyses = events.filter((e) => e.kind === 'analysis');
+      expect(analyses).toHaveLength(2);
+      expect(events.at(-1)?.kind).toBe('rolled-back');
+      expect(gateways.every((g) => g.routes.current().routes.some((r) => r.prefix === PREFIX && r.mode === 'legacy'))).toBe(true);
+      expect((await ctl.cutover.store.history(PREFIX, 1))[0]).toMatchObject({ command: 'rollback (automatic)', to_phase: 'rolled-back' });
+    } finally {
+      stop = true;
+      await load;
+      gwEnv.upstreams.analytics.override.set(PREFIX, () => ({ status: 200, body: { items: [{ status: 'paid', invoices: 1, total: '1.00' }] } }));
+    }
+  }, 30_000);
+});
+
+describe('the cutover commands', () => {
+  const run = async (...args: string[]) => {
+    const file = join(gwEnv.dir, 'cutover.yaml');
+    writeFileSync(file, stringify(configYaml(config)));
+    try {
+      const { stdout, stderr } = await promisify(execFile)(process.execPath, [resolve(ROOT, 'bin/strangler.js'), ...args, '--config', file], { timeout: 15_000, env: { ...process.env, STRANGLER_ACTOR: 'cli-test' } });
+      return { code: 0, stdout, stderr };
+    } catch (err) {
+      const e = err as { code: number; stdout: string; stderr: string; killed?: boolean };
+      if (e.killed) throw new Error(`strangler ${args.join(' ')} did not finish: ${e.stderr}`);
+      return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+    }
+  };
+
+  it('exit 2 with the reason on refusals and bad input; status, plan, history and diff print', async () => {
+    const illegal = await run('finalize', PREFIX);
+    expect(illegal.code).toBe(2);
+    expect(illegal.stderr).toMatch(/cannot finalize while the service is in phase "rolled-back"; legal here: shadow, canary, rollback, promote/);
+    expect((await run('cutover', PREFIX, '--canary', '150')).stderr).toMatch(/weight 150 is not a whole number between 0 and 100/);
+    expect((await run('cutover', '/api/unknown', '--shadow')).code).toBe(2);
+    expect((await run('cutover', PREFIX)).stderr).toMatch(/exactly one of/);
+    const canary = await run('cutover', PREFIX, '--canary', '10', '--dry-run');
+    expect(canary.code, canary.stderr).toBe(0);
+    expect(canary.stdout).toMatch(/dry run: would canary 10 \/api\/analytics \(analytics\): rolled-back → canary 10%/);
+    expect(canary.stdout).toMatch(/actions: start-reverse-sync → set-route canary 10% → record-phase/);
+    const status = await run('status');
+    expect(status.code, status.stderr).toBe(0);
+    expect(status.stdout).toMatch(/\/api\/analytics\s+analytics\s+rolled-back\s+legacy/);
+    const plan = await run('plan');
+    expect(plan.stdout).toMatch(/5\. \/api\/analytics/);
+    const history = await run('history', PREFIX, '--json');
+    // Refusals are recorded too, under the actor that tried.
+    expect(JSON.parse(history.stdout)[0]).toMatchObject({ actor: 'cli-test', outcome: 'refused', command: expect.any(String) });
+    const diff = await run('diff', PREFIX);
+    expect(diff.stdout).toMatch(/\/api\/analytics: \d+ matched/);
+    const rollback = await run('rollback', PREFIX, '--reason', 'cli test');
+    expect(rollback.code, rollback.stderr).toBe(0);
+    expect(rollback.stdout).toMatch(/applied on 2\/2 gateways in \d+ ms/);
+    expect(JSON.parse((await run('history', PREFIX, '--json', '--limit', '1')).stdout)[0]).toMatchObject({ actor: 'cli-test', reason: 'cli test' });
+  }, 60_000);
+});
+

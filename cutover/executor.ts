@@ -1,0 +1,214 @@
+import { hostname, userInfo } from 'node:os';
+import type { Redis } from 'ioredis';
+import pg from 'pg';
+import type { ResolvedConfig, ResolvedService } from '../core/config/load.ts';
+import { serviceForPrefix } from '../core/config/load.ts';
+import { StranglerError } from '../core/errors.ts';
+import type { RedisKeys } from '../gateway/redis-keys.ts';
+import { DEFAULT_THRESHOLDS, type CheckThresholds } from './checks.ts';
+import { controlStore, type ControlStore, type Progress, type StoredStatus } from './control-store.ts';
+import { runChecks, type ProbeContext } from './probes.ts';
+import { commitRouteChange, publishAndWait, type Propagation } from './route-change.ts';
+import { next, plan, routeFor, type Action, type CheckResult, type Command, type ServiceStatus } from './state-machine.ts';
+
+export interface CutoverContext {
+  config: ResolvedConfig;
+  pool: pg.Pool;
+  redis: Redis;
+  keys: RedisKeys;
+  actor: string;
+  thresholds?: Partial<CheckThresholds>;
+  /** How long to wait for every live gateway to acknowledge a route version. */
+  ackTimeoutMs?: number;
+}
+
+export interface ChangeOptions {
+  reason?: string | null;
+  force?: boolean;
+  dryRun?: boolean;
+  /** Window of figures the canary analysis reads (default 60 s). */
+  analysisWindowMs?: number;
+  progress?: Progress | null;
+  /** The lock is already held by the caller (progressive canary). */
+  locked?: boolean;
+}
+
+export interface ChangeOutcome {
+  prefix: string;
+  service: string;
+  command: string;
+  from: ServiceStatus;
+  to: ServiceStatus;
+  checks: CheckResult[];
+  actions: Action[];
+  forced: boolean;
+  dryRun: boolean;
+  warnings: string[];
+  auditId?: number;
+  propagation?: Propagation;
+}
+
+/** The actor recorded in the audit log: --actor, else STRANGLER_ACTOR, else the OS user. */
+export function resolveActor(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  if (flag) return flag;
+  if (env.STRANGLER_ACTOR) return env.STRANGLER_ACTOR;
+  try {
+    return `${userInfo().username}@${hostname()}`;
+  } catch {
+    return `pid ${process.pid}@${hostname()}`;
+  }
+}
+
+/**
+ * Actions the toolkit cannot carry out yet, as reasons. Reverse sync and the write fence are
+ * the zero-loss rollback work; until they exist, a step that would let the service take writes
+ * is refused unless forced, because a rollback after it could lose those writes.
+ */
+export function unavailableActions(actions: readonly Action[], service: ResolvedService): string[] {
+  const writes = !service.readOnly && service.tables.some((t) => !t.replica);
+  const out: string[] = [];
+  if (writes && actions.some((a) => a.kind === 'start-reverse-sync')) {
+    out.push(`reverse sync (service → legacy) is not available yet: writes ${service.name} takes from now on would not reach legacy, and a rollback would lose them; rerun with --force --reason "..." to accept that`);
+  }
+  if (writes && actions.some((a) => a.kind === 'fence-writes')) {
+    out.push(`the write fence is not available yet: writes in flight during the flip are not held and drained; rerun with --force --reason "..." to accept that`);
+  }
+  return out;
+}
+
+export function createCutover(ctx: CutoverContext) {
+  const store: ControlStore = controlStore(ctx.pool, ctx.config.control.schema);
+  const thresholds: CheckThresholds = {
+    ...DEFAULT_THRESHOLDS,
+    maxLagBytes: ctx.config.sync.maxLagBytes,
+    maxLagSeconds: ctx.config.sync.maxLagSeconds,
+    ...ctx.thresholds,
+  };
+  const liveWithinMs = Math.max(3_000, ctx.config.gateway.heartbeatIntervalMs * 3);
+  const holder = `${ctx.actor} (pid ${process.pid}@${hostname()})`;
+  const probe = (windowMs: number): ProbeContext => ({ config: ctx.config, redis: ctx.redis, keys: ctx.keys, store, thresholds, analysisWindowMs: windowMs, liveWithinMs });
+
+  async function applyTransition(service: ResolvedService, from: StoredStatus, to: ServiceStatus, actions: Action[], audit: { command: string; reason: string | null; forced: boolean; checks: CheckResult[]; details?: Record<string, unknown> }, progress: Progress | null) {
+    const setRoute = actions.find((a) => a.kind === 'set-route') as Extract<Action, { kind: 'set-route' }> | undefined;
+    const client = await ctx.pool.connect();
+    try {
+      const entry = { actor: ctx.actor, command: audit.command, service: service.name, prefix: service.prefix, fromPhase: from.phase, toPhase: to.phase, reason: audit.reason, forced: audit.forced, outcome: 'applied', details: audit.details };
+      if (setRoute) {
+        // Route, phase, audit row and check results in one transaction (rule 8: the route and its record never disagree).
+        const { version, auditId } = await commitRouteChange(client, ctx.config.control.schema, [{ prefix: service.prefix, service: service.name, mode: setRoute.mode, weight: setRoute.weight }], entry, async (c, ids) => {
+          await store.writePhase(c, service.name, service.prefix, to.phase, progress);
+          await store.recordChecks(c, ids.auditId, service.name, audit.checks, audit.forced);
+        });
+        const propagation = await publishAndWait(ctx.redis, ctx.keys, version, { timeoutMs: ctx.ackTimeoutMs ?? 5_000, liveWithinMs });
+        return { auditId, propagation };
+      }
+      await client.query('BEGIN');
+      try {
+        await store.writePhase(client, service.name, service.prefix, to.phase, progress);
+        const { rows } = await client.query(
+          `INSERT INTO "${ctx.config.control.schema}".audit_log (actor, command, service, prefix, from_phase, to_phase, reason, forced, outcome, details) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) RETURNING id::int AS id`,
+          [entry.actor, entry.command, entry.service, entry.prefix, entry.fromPhase, entry.toPhase, entry.reason, entry.forced, entry.outcome, JSON.stringify(entry.details ?? {})],
+        );
+        await store.recordChecks(client, rows[0].id, service.name, audit.checks, audit.forced);
+        await client.query('COMMIT');
+        return { auditId: rows[0].id as number, propagation: undefined };
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw err;
+      }
+    } finally {
+      client.release();
+    }
+  }
+
+  /** Every change but rollback: plan → checks → decide → (dry run: stop) → act → record. */
+  async function change(prefix: string, command: Command, options: ChangeOptions = {}): Promise<ChangeOutcome> {
+    const service = serviceForPrefix(ctx.config, prefix);
+    const label = command.kind === 'canary' ? `canary ${command.weight}` : command.kind;
+    if (!options.dryRun && !options.locked) await store.lock(service.prefix, holder, label, 60_000);
+    try {
+      const from = await store.status(service.name, service.prefix);
+      const p = plan(from, command);
+      if (!p.ok) {
+        if (!options.dryRun) await store.audit({ actor: ctx.actor, command: label, service: service.name, prefix: service.prefix, fromPhase: from.phase, toPhase: null, reason: options.reason ?? null, forced: false, outcome: 'refused', details: { why: p.reason } });
+        throw new StranglerError(p.reason, 'CHECK_FAILED');
+      }
+      const checks = await runChecks(probe(options.analysisWindowMs ?? 60_000), service, p.checks);
+      const decision = next(from, command, checks, { force: options.force });
+      const unavailable = unavailableActions(p.actions, service);
+      const outcome: ChangeOutcome = { prefix: service.prefix, service: service.name, command: label, from, to: p.to, checks, actions: p.actions, forced: false, dryRun: !!options.dryRun, warnings: [] };
+      const refusal = 'refused' in decision ? decision.refused : null;
+      if ((refusal || unavailable.length) && !options.force) {
+        const why = [refusal, ...unavailable].filter(Boolean).join('; ');
+        if (!options.dryRun) {
+          const id = await store.audit({ actor: ctx.actor, command: label, service: service.name, prefix: service.prefix, fromPhase: from.phase, toPhase: p.to.phase, reason: options.reason ?? null, forced: false, outcome: 'refused', details: { why } });
+          await store.recordChecks(ctx.pool, id, service.name, checks, false);
+        }
+        throw new StranglerError(`refused: ${why}`, 'CHECK_FAILED', { checks, unavailable, dryRun: !!options.dryRun });
+      }
+      outcome.forced = !!options.force && (!!refusal || unavailable.length > 0);
+      outcome.warnings = [...unavailable];
+      if (options.force && !options.reason) throw new StranglerError('--force needs --reason "...": a forced change is recorded with why', 'BAD_INPUT');
+      if (options.dryRun) return outcome;
+      const applied = await applyTransition(service, from, p.to, p.actions, { command: label, reason: options.reason ?? null, forced: outcome.forced, checks, details: outcome.forced ? { forcedPast: [refusal, ...unavailable].filter(Boolean) } : undefined }, options.progress ?? null);
+      return { ...outcome, ...applied };
+    } finally {
+      if (!options.dryRun && !options.locked) await store.unlock(service.prefix, holder);
+    }
+  }
+
+  /**
+   * The one rollback path (rule 8), used by the command, by the progressive canary and by
+   * anything automatic: no preflight, no lock wait; the route goes to legacy and is recorded
+   * in one transaction, then every gateway is told.
+   */
+  async function rollback(prefix: string, reason: string, options: { dryRun?: boolean; automatic?: boolean } = {}): Promise<ChangeOutcome> {
+    if (!reason?.trim()) throw new StranglerError('rollback needs --reason "...": it is recorded in the audit log', 'BAD_INPUT');
+    const service = serviceForPrefix(ctx.config, prefix);
+    const from = await store.status(service.name, service.prefix);
+    const p = plan(from, { kind: 'rollback' });
+    if (!p.ok) throw new StranglerError(p.reason, 'CHECK_FAILED');
+    // A rollback always re-asserts the legacy route, even when the phase says it is there already.
+    const actions: Action[] = p.actions.some((a) => a.kind === 'set-route') ? p.actions : [{ kind: 'set-route', ...routeFor(p.to) }, ...p.actions];
+    const outcome: ChangeOutcome = { prefix: service.prefix, service: service.name, command: options.automatic ? 'rollback (automatic)' : 'rollback', from, to: p.to, checks: [], actions, forced: false, dryRun: !!options.dryRun, warnings: [] };
+    if (from.phase === 'canary' || from.phase === 'switched') {
+      if (unavailableActions([{ kind: 'start-reverse-sync' }], service).length) outcome.warnings.push('reverse sync is not available yet: writes the service took since the canary began are not on legacy');
+    }
+    if (options.dryRun) return outcome;
+    const applied = await applyTransition(service, from, p.to, actions, { command: outcome.command, reason, forced: false, checks: [] }, null);
+    return { ...outcome, ...applied };
+  }
+
+  /** The route of a prefix as the control database has it, with the global version. */
+  async function routeOf(prefix: string): Promise<{ mode: string; weight: number; version: number } | null> {
+    const { rows } = await ctx.pool.query(
+      `SELECT r.mode, r.weight::float8 AS weight, v.version::int AS version FROM "${ctx.config.control.schema}".route_version v LEFT JOIN "${ctx.config.control.schema}".routes r ON r.prefix = $1`,
+      [prefix],
+    );
+    if (!rows[0]) return null;
+    return { mode: rows[0].mode ?? 'legacy', weight: rows[0].weight ?? 0, version: rows[0].version };
+  }
+
+  return { config: ctx.config, store, change, rollback, probe, thresholds, holder, liveWithinMs, routeOf };
+}
+
+export type Cutover = ReturnType<typeof createCutover>;
+
+/** Opens what a cutover command needs: the control DB pool and a Redis connection. */
+export async function openCutover(config: ResolvedConfig, actor: string, extra: Partial<CutoverContext> = {}) {
+  const { Redis } = await import('ioredis');
+  const { redisKeys } = await import('../gateway/redis-keys.ts');
+  const pool = new pg.Pool({ connectionString: config.control.databaseUrl, max: 4 });
+  const redis = new Redis(config.redis.url, { maxRetriesPerRequest: 1, connectTimeout: 2_000, lazyConnect: false });
+  redis.on('error', () => undefined);
+  const cutover = createCutover({ config, pool, redis, keys: redisKeys(config.redis.keyPrefix), actor, ...extra });
+  return {
+    cutover,
+    pool,
+    redis,
+    async close() {
+      await pool.end();
+      redis.disconnect();
+    },
+  };
+}

@@ -1,0 +1,57 @@
+import type { ResolvedConfig } from '../core/config/load.ts';
+import { readRouteFigures } from '../gateway/metrics.ts';
+import { observeSync } from './probes.ts';
+import { liveGateways } from './route-change.ts';
+import type { Cutover } from './executor.ts';
+import { legalCommands, plan, type Phase } from './state-machine.ts';
+
+export interface PrefixOverview {
+  prefix: string;
+  service: string;
+  order: number;
+  phase: Phase;
+  mode: string;
+  weight: number;
+  gateways: { acknowledged: number; live: number; version: number };
+  sync: { state: string; lagBytes: number | null; lagSeconds: number | null; lastVerify: string | null };
+  shadow: { compared: number; mismatchPercent: number | null };
+  canary: { window: string; service: { requests: number; errorPercent: number | null; p99Ms: number | null }; legacy: { requests: number; errorPercent: number | null; p99Ms: number | null } };
+  next: { command: string; checks: readonly string[] } | { refused: string };
+  legal: string[];
+}
+
+/** Everything `strangler status` and `plan` show, per prefix, in the migration order. */
+export async function overview(cutover: Cutover, redis: import('ioredis').Redis, keys: import('../gateway/redis-keys.ts').RedisKeys, config: ResolvedConfig, windowMs = 60_000): Promise<PrefixOverview[]> {
+  const gateways = await liveGateways(redis, keys, cutover.liveWithinMs).catch(() => []);
+  const out: PrefixOverview[] = [];
+  for (const service of config.services) {
+    const status = await cutover.store.status(service.name, service.prefix);
+    const routes = await cutover.routeOf(service.prefix);
+    const version = routes?.version ?? 0;
+    const sync = await observeSync(config, service);
+    const counts = await redis.hgetall(keys.shadowCounts(service.name)).catch(() => ({}) as Record<string, string>);
+    const compared = Number(counts.match ?? 0) + Number(counts.mismatch ?? 0);
+    const to = Date.now();
+    const [legacy, svc] = await Promise.all([
+      readRouteFigures(redis, keys, service.name, 'legacy', to - windowMs, to).catch(() => ({ requests: 0, errors: 0, errorRate: 0, p99Ms: 0 })),
+      readRouteFigures(redis, keys, service.name, 'service', to - windowMs, to).catch(() => ({ requests: 0, errors: 0, errorRate: 0, p99Ms: 0 })),
+    ]);
+    const side = (f: { requests: number; errorRate: number; p99Ms: number }) => ({ requests: f.requests, errorPercent: f.requests ? Math.round(f.errorRate * 10_000) / 100 : null, p99Ms: f.requests ? (Number.isFinite(f.p99Ms) ? f.p99Ms : null) : null });
+    const p = plan(status, { kind: 'promote' });
+    out.push({
+      prefix: service.prefix,
+      service: service.name,
+      order: service.order,
+      phase: status.phase,
+      mode: routes?.mode ?? 'legacy',
+      weight: routes?.weight ?? 0,
+      gateways: { acknowledged: gateways.filter((g) => g.version >= version).length, live: gateways.length, version },
+      sync: { state: sync?.state ?? 'not started', lagBytes: sync?.lagBytes ?? null, lagSeconds: sync?.lagSeconds ?? null, lastVerify: sync?.lastVerify ? `${sync.lastVerify.ok ? 'passed' : 'FAILED'} ${sync.lastVerify.at}` : null },
+      shadow: { compared, mismatchPercent: compared ? Math.round((10_000 * Number(counts.mismatch ?? 0)) / compared) / 100 : null },
+      canary: { window: `${windowMs / 1000}s`, service: side(svc), legacy: side(legacy) },
+      next: p.ok ? { command: p.command.kind === 'canary' ? `canary ${p.command.weight}` : p.command.kind, checks: p.checks } : { refused: p.reason },
+      legal: legalCommands(status.phase),
+    });
+  }
+  return out;
+}

@@ -1,0 +1,127 @@
+import type { Redis } from 'ioredis';
+import type { ResolvedConfig, ResolvedService } from '../core/config/load.ts';
+import { readRouteFigures } from '../gateway/metrics.ts';
+import type { RedisKeys } from '../gateway/redis-keys.ts';
+import { runDoctor } from '../migrations/sync/doctor.ts';
+import { syncStatus } from '../migrations/sync/status.ts';
+import {
+  checkCanaryAnalysis,
+  checkDependsOn,
+  checkGateways,
+  checkServiceHealth,
+  checkShadowMismatch,
+  checkSyncLag,
+  checkSyncVerified,
+  fail,
+  pass,
+  type CheckThresholds,
+  type SyncObservation,
+} from './checks.ts';
+import type { ControlStore } from './control-store.ts';
+import { liveGateways } from './route-change.ts';
+import type { CheckName, CheckResult } from './state-machine.ts';
+
+export interface ProbeContext {
+  config: ResolvedConfig;
+  redis: Redis;
+  keys: RedisKeys;
+  store: ControlStore;
+  thresholds: CheckThresholds;
+  /** The canary analysis window (the progressive interval, or the last minute). */
+  analysisWindowMs: number;
+  liveWithinMs: number;
+}
+
+/** What the sync engine says about a service, as the checks read it (a stopped worker is not "streaming"). */
+export async function observeSync(config: ResolvedConfig, service: ResolvedService): Promise<SyncObservation | null> {
+  try {
+    const s = await syncStatus(config, service);
+    if (s.state === 'not started') return null;
+    const v = s.lastVerification;
+    const summary = v?.summary as { tables?: Array<{ table: string; ok: boolean; firstMismatch?: { from: unknown; to: unknown } }> } | undefined;
+    const bad = summary?.tables?.find((t) => !t.ok);
+    return {
+      state: s.active ? s.state : `${s.state === 'streaming' ? 'stopped' : s.state} (no worker holds the slot)`,
+      lagBytes: s.lagBytes,
+      lagSeconds: s.lagSeconds,
+      lastError: s.lastError,
+      lastVerify: v ? { ok: v.ok, at: new Date(v.at).toISOString(), detail: bad ? `${bad.table} differs` : undefined } : null,
+    };
+  } catch (err) {
+    return { state: `unknown (${(err as Error).message})`, lagBytes: null, lagSeconds: null, lastError: (err as Error).message, lastVerify: null };
+  }
+}
+
+/** Runs the named checks against the real components. A probe that cannot observe fails closed. */
+export async function runChecks(ctx: ProbeContext, service: ResolvedService, names: readonly CheckName[]): Promise<CheckResult[]> {
+  const results: CheckResult[] = [];
+  let sync: SyncObservation | null | undefined;
+  const syncObs = async () => (sync === undefined ? (sync = await observeSync(ctx.config, service)) : sync);
+  for (const name of names) {
+    try {
+      results.push(await runCheck(ctx, service, name, syncObs));
+    } catch (err) {
+      results.push(fail(name, `the check could not run: ${(err as Error).message}`, true));
+    }
+  }
+  return results;
+}
+
+async function runCheck(ctx: ProbeContext, service: ResolvedService, name: CheckName, syncObs: () => Promise<SyncObservation | null>): Promise<CheckResult> {
+  switch (name) {
+    case 'replication-ready': {
+      const findings = await runDoctor({ ...ctx.config, services: [service] });
+      const bad = findings.filter((f) => !f.ok);
+      if (bad.length) return fail(name, `${bad.map((f) => `${f.check}: ${f.fix ?? f.detail}`).join('; ')} (see: strangler doctor)`, false);
+      const s = await syncObs();
+      if (!s || !s.state.startsWith('streaming')) return fail(name, `the legacy database is ready, but no sync streams for ${service.name}; run: strangler sync start ${service.name}`, true);
+      return pass(name, 'legacy database ready; the forward sync streams');
+    }
+    case 'service-health': {
+      const started = Date.now();
+      try {
+        const res = await fetch(`${service.url}/health`, { signal: AbortSignal.timeout(2_000) });
+        return checkServiceHealth(service.name, service.url, { ok: res.ok, status: res.status, latencyMs: Date.now() - started });
+      } catch (err) {
+        return checkServiceHealth(service.name, service.url, { ok: false, error: (err as Error).message });
+      }
+    }
+    case 'sync-lag':
+      return checkSyncLag(service.name, await syncObs(), ctx.thresholds);
+    case 'sync-verified':
+      return checkSyncVerified(service.name, await syncObs());
+    case 'shadow-mismatch': {
+      const h = await ctx.redis.hgetall(ctx.keys.shadowCounts(service.name));
+      const mismatches = Number(h.mismatch ?? 0);
+      return checkShadowMismatch(service.prefix, Number(h.match ?? 0) + mismatches, mismatches, ctx.thresholds);
+    }
+    case 'canary-analysis': {
+      const to = Date.now();
+      const from = to - ctx.analysisWindowMs;
+      const [legacy, svc] = await Promise.all([
+        readRouteFigures(ctx.redis, ctx.keys, service.name, 'legacy', from, to),
+        readRouteFigures(ctx.redis, ctx.keys, service.name, 'service', from, to),
+      ]);
+      const p99 = (v: number) => (Number.isFinite(v) ? v : 100_000);
+      return checkCanaryAnalysis(service.prefix, { ...legacy, p99Ms: legacy.requests ? p99(legacy.p99Ms) : null }, { ...svc, p99Ms: svc.requests ? p99(svc.p99Ms) : null }, ctx.thresholds);
+    }
+    case 'depends-on-switched': {
+      const deps = await Promise.all(
+        service.dependsOn.map(async (dep) => {
+          const s = ctx.config.services.find((x) => x.name === dep)!;
+          return { name: dep, phase: (await ctx.store.status(s.name, s.prefix)).phase };
+        }),
+      );
+      return checkDependsOn(service.name, deps);
+    }
+    case 'gateways-reachable': {
+      let up = false;
+      try {
+        up = (await ctx.redis.ping()) === 'PONG';
+      } catch {
+        up = false;
+      }
+      return checkGateways(up, up ? (await liveGateways(ctx.redis, ctx.keys, ctx.liveWithinMs)).length : 0);
+    }
+  }
+}
