@@ -6,7 +6,7 @@ import type { ResolvedConfig } from '../core/config/load.ts';
 import { errorBody } from '../core/errors.ts';
 import { StranglerError } from '../core/errors.ts';
 import type { Logger } from '../core/logger.ts';
-import { createTokenVerifier } from '../services/kit/jwt.ts';
+import { createTokenVerifier, jwksFor } from '../services/kit/jwt.ts';
 import { CANARY_COOKIE, newCanaryCookieValue, readCanaryCookie } from './canary.ts';
 import { createEdgeAuth } from './edge-auth.ts';
 import { traceparentFor, upstreamHeaders, validRequestId } from './headers.ts';
@@ -73,7 +73,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
   for (const s of config.services) upstreams.set(s.name, createUpstream(s.name, s.url, upstreamOptions));
 
   const authenticate = createEdgeAuth({
-    verify: createTokenVerifier({ legacy: { secret: config.legacy.jwtSecret, issuer: config.legacy.jwtIssuer }, jwks: g.jwks, audience: g.audience }),
+    verify: createTokenVerifier({ legacy: { secret: config.legacy.jwtSecret, issuer: config.legacy.jwtIssuer }, jwks: jwksFor(config), audience: g.audience }),
     protectedPrefixes: g.protectedPrefixes,
     publicPaths: g.publicPaths,
   });

@@ -5,6 +5,7 @@ import { cutoverCommand, finalizeCommand, promoteCommand, rollbackCommand } from
 import { doctorCommand } from './doctor.ts';
 import { gatewayCommand } from './gateway.ts';
 import { controlCommand, diffCommand, historyCommand, planCommand, statusCommand } from './status.ts';
+import { serviceCommand } from './service.ts';
 import { syncCommand } from './sync.ts';
 
 /** Every `strangler` command, one module each. Add new commands here. */
@@ -15,6 +16,7 @@ export const commands = [
   doctorCommand,
   syncCommand,
   gatewayCommand,
+  serviceCommand,
   statusCommand,
   planCommand,
   cutoverCommand,

@@ -95,3 +95,14 @@ export function bearerToken(header: string | undefined): string | null {
   const match = /^Bearer\s+([A-Za-z0-9._~+/-]+=*)\s*$/i.exec(header);
   return match ? match[1] : null;
 }
+
+/** The auth service's RS256 issuer name and where it publishes its JWKS. */
+export const AUTH_ISSUER = 'strangler-auth';
+export const JWKS_PATH = '/api/auth/.well-known/jwks.json';
+
+/** The JWKS every verifier uses: gateway.jwks when set, else the auth service of strangler.yaml. */
+export function jwksFor(config: { gateway: { jwks?: { url: string; issuer: string } }; services: Array<{ name: string; url: string }> }): { url: string; issuer: string } | undefined {
+  if (config.gateway.jwks) return config.gateway.jwks;
+  const auth = config.services.find((s) => s.name === 'auth');
+  return auth ? { url: `${auth.url}${JWKS_PATH}`, issuer: AUTH_ISSUER } : undefined;
+}

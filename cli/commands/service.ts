@@ -1,0 +1,33 @@
+import type { Argv, CommandModule } from 'yargs';
+import { StranglerError } from '../../core/errors.ts';
+import { resolveCliConfig, type GlobalArgs } from '../context.ts';
+
+interface ServiceArgs extends GlobalArgs {
+  name: string;
+  port?: number;
+  tokens: string;
+}
+
+/** `strangler service <name>`: run one extracted service on its port. */
+export const serviceCommand: CommandModule<GlobalArgs, ServiceArgs> = {
+  command: 'service <name>',
+  describe: 'run an extracted service (migrates its database first)',
+  builder: (y: Argv<GlobalArgs>) =>
+    y
+      .positional('name', { type: 'string', demandOption: true })
+      .option('port', { type: 'number', describe: 'default: the service port of strangler.yaml' })
+      .option('tokens', { type: 'string', default: process.env.STRANGLER_AUTH_TOKENS ?? 'legacy', describe: 'auth: legacy (HS256 the monolith accepts) | rs256 (own keys, JWKS)' }) as unknown as Argv<ServiceArgs>,
+  handler: async (args) => {
+    if (args.tokens !== 'legacy' && args.tokens !== 'rs256') throw new StranglerError(`--tokens must be legacy or rs256, got ${args.tokens}`, 'BAD_INPUT');
+    const config = resolveCliConfig(args);
+    const { startService } = await import('../../services/app.ts');
+    const running = await startService(config, args.name, { port: args.port, tokenFormat: args.tokens });
+    process.stderr.write(`${args.name} listening on ${running.url}\n`);
+    await new Promise<void>((resolve) => {
+      process.once('SIGINT', resolve);
+      process.once('SIGTERM', resolve);
+    });
+    await running.close();
+    process.exit(0);
+  },
+};

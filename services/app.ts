@@ -1,0 +1,124 @@
+import type { Express } from 'express';
+import type { Knex } from 'knex';
+import type { ResolvedConfig, ResolvedService } from '../core/config/load.ts';
+import { serviceByName } from '../core/config/load.ts';
+import { errorBody } from '../core/errors.ts';
+import { createLogger, type Logger } from '../core/logger.ts';
+import { createAnalyticsRouter } from '../legacy-adapter/api/analytics.ts';
+import { createAuthRouter } from '../legacy-adapter/api/auth.ts';
+import { createChatRouter } from '../legacy-adapter/api/chat.ts';
+import { createInvoicesRouter } from '../legacy-adapter/api/invoices.ts';
+import { createOcrRouter } from '../legacy-adapter/api/ocr.ts';
+import { createTemplatesRouter } from '../legacy-adapter/api/templates.ts';
+import { openDatabase } from '../legacy-adapter/db.ts';
+import { createOcrEngine, type OcrEngine } from '../legacy-adapter/ocr/ocr-engine.ts';
+import { LEGACY_TABLES, type AppTables } from '../legacy-adapter/tables.ts';
+import { migrateService } from '../migrations/services/index.ts';
+import { signingKeys } from './auth/keys.ts';
+import { createApp, finishApp, listen, type RunningServer } from './kit/app.ts';
+import { AUTH_ISSUER, createTokenVerifier, JWKS_PATH, jwksFor, signLegacyToken } from './kit/jwt.ts';
+import { createRequireUser } from './kit/require-user.ts';
+
+export { AUTH_ISSUER, JWKS_PATH };
+
+export interface ServiceAppOptions {
+  /**
+   * Which tokens the auth service issues. `legacy` (the default until every prefix is cut over):
+   * HS256 tokens the monolith accepts, so a user stays logged in across cutover and rollback.
+   * `rs256`: its own keys, verified everywhere through the JWKS.
+   */
+  tokenFormat?: 'legacy' | 'rs256';
+  ocr?: OcrEngine;
+}
+
+/** The service's table names: the targets of its strangler.yaml mapping, legacy names otherwise. */
+export function tablesFor(service: ResolvedService): AppTables {
+  const target = (source: string) => service.tables.find((t) => t.source === source)?.target ?? source;
+  return {
+    users: target(LEGACY_TABLES.users),
+    invoices: target(LEGACY_TABLES.invoices),
+    invoiceItems: target(LEGACY_TABLES.invoiceItems),
+    templates: target(LEGACY_TABLES.templates),
+    ocrDocuments: target(LEGACY_TABLES.ocrDocuments),
+    chatMessages: target(LEGACY_TABLES.chatMessages),
+  };
+}
+
+/**
+ * An extracted service: the same handlers as the monolith on the service's own database and
+ * tables (so the contract cannot drift), its own token verification (both issuers), /health.
+ */
+export function createServiceApp(config: ResolvedConfig, service: ResolvedService, deps: { db: Knex; logger: Logger; ocr?: OcrEngine }, options: ServiceAppOptions = {}): Express {
+  const verify = createTokenVerifier({ legacy: { secret: config.legacy.jwtSecret, issuer: config.legacy.jwtIssuer }, jwks: jwksFor(config) });
+  const ctx = { db: deps.db, tables: tablesFor(service), requireUser: createRequireUser(verify), logger: deps.logger };
+  const app = createApp({ name: service.name, logger: deps.logger, health: { database: () => deps.db.raw('SELECT 1') } });
+  switch (service.name) {
+    case 'auth': {
+      const keys = signingKeys(deps.db);
+      const ttl = config.legacy.tokenTtlSeconds;
+      const legacyIssuer = { secret: config.legacy.jwtSecret, issuer: config.legacy.jwtIssuer, ttlSeconds: ttl };
+      app.get(JWKS_PATH, async (_req, res) => {
+        res.setHeader('cache-control', 'public, max-age=300');
+        res.json(await keys.jwks());
+      });
+      app.use(service.prefix, createAuthRouter({
+        ...ctx,
+        issueToken: async (user) => ({ token: options.tokenFormat === 'rs256' ? await keys.sign(user, AUTH_ISSUER, ttl) : await signLegacyToken(user, legacyIssuer), expiresIn: ttl }),
+      }));
+      break;
+    }
+    case 'invoices':
+      app.use(service.prefix, createInvoicesRouter(ctx));
+      break;
+    case 'templates':
+      app.use(service.prefix, createTemplatesRouter(ctx));
+      break;
+    case 'ocr':
+      app.use(service.prefix, createOcrRouter({ ...ctx, engine: deps.ocr ?? createOcrEngine(), maxUploadBytes: config.legacy.maxUploadBytes }));
+      break;
+    case 'chat':
+      app.use(service.prefix, createChatRouter(ctx));
+      break;
+    case 'analytics':
+      // Read-only: its data is a replica; a write here would be lost at the next sync.
+      app.use(service.prefix, (req, res, next) => {
+        if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS') return next();
+        res.setHeader('allow', 'GET, HEAD, OPTIONS');
+        res.status(405).json(errorBody('METHOD_NOT_ALLOWED', 'analytics is read-only; write invoices through /api/invoices'));
+      });
+      app.use(service.prefix, createAnalyticsRouter(ctx));
+      break;
+    default:
+      throw new Error(`no handlers for service "${service.name}"`);
+  }
+  return finishApp(app);
+}
+
+export interface RunningService extends RunningServer {
+  db: Knex;
+}
+
+/** `strangler service <name>`: migrates the service database, then serves on the service port. */
+export async function startService(config: ResolvedConfig, name: string, options: ServiceAppOptions & { port?: number; logger?: Logger } = {}): Promise<RunningService> {
+  const service = serviceByName(config, name);
+  const logger = options.logger ?? createLogger(name, config.logLevel);
+  await migrateService(service);
+  const db = openDatabase(service.databaseUrl);
+  const ocr = service.name === 'ocr' ? (options.ocr ?? createOcrEngine()) : undefined;
+  try {
+    const server = await listen(createServiceApp(config, service, { db, logger, ocr }, options), options.port ?? service.port);
+    return {
+      ...server,
+      db,
+      async close(graceMs?: number) {
+        await server.close(graceMs);
+        await ocr?.close();
+        await db.destroy();
+      },
+    };
+  } catch (err) {
+    await ocr?.close();
+    await db.destroy();
+    throw err;
+  }
+}
