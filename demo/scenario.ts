@@ -1,9 +1,8 @@
 import type { Topology } from '../cli/dev/topology.ts';
 
 /**
- * What the demo does once the stack runs. For now: the legacy monolith answers a login, a
- * list of invoices, a create and the analytics, each printed. Later steps (gateway, sync,
- * cutover of each prefix) are added here as they land.
+ * What the demo does once the stack runs: a few requests through the gateway (all still served
+ * by the monolith), then the whole migration (demo/migration.ts).
  */
 export async function runScenario(topology: Topology, say: (line: string) => void): Promise<boolean> {
   const gateway = topology.components.find((c) => c.name === 'gateway')!.url;
@@ -33,5 +32,7 @@ export async function runScenario(topology: Topology, say: (line: string) => voi
   }, token);
   await call('GET', '/api/analytics/totals-by-status', undefined, token);
   await call('GET', '/api/invoices', undefined, undefined);
-  return created.status === 201;
+  if (created.status !== 201) return false;
+  const { runMigration } = await import('./migration.ts');
+  return runMigration(topology, say);
 }

@@ -4,6 +4,7 @@ import { migrateLegacy, seedLegacy, startLegacyApp } from '../../legacy-adapter/
 import { LocalStack } from '../../stack/index.ts';
 import { migrateControl } from '../../migrations/control/index.ts';
 import { startGateway } from '../../gateway/start.ts';
+import { startService } from '../../services/app.ts';
 
 export interface RunningComponent {
   name: string;
@@ -32,7 +33,8 @@ export interface TopologyOptions {
 
 /**
  * Starts what `strangler dev up` and the demo run: the private Postgres and Redis, every
- * database of strangler.yaml, the legacy monolith and the gateway on their configured ports.
+ * database of strangler.yaml, the legacy monolith, the gateway and every service on their
+ * configured ports.
  * Stops in reverse.
  */
 export async function startTopology(fileConfig: (o: { postgresUrl: string; redisUrl: string }) => ResolvedConfig, options: TopologyOptions): Promise<Topology> {
@@ -63,6 +65,11 @@ export async function startTopology(fileConfig: (o: { postgresUrl: string; redis
     const gateway = await startGateway(config, { logger: options.logger });
     components.push({ name: 'gateway', url: gateway.url, close: gateway.stop });
     step(`gateway   ${gateway.url} (route table v${gateway.routes.current().version})`);
+    for (const service of config.services) {
+      const running = await startService(config, service.name, { logger: options.logger });
+      components.push({ name: service.name, url: running.url, close: running.close });
+    }
+    step(`services  ${config.services.map((s) => `${s.name} :${s.port}`).join(', ')}`);
     return {
       stack,
       config,
