@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, expect, it } from 'vitest';
+import { parse, stringify } from 'yaml';
 import { isListening } from '../stack/ports.ts';
 import { freePort } from '../stack/ports.ts';
 import { sharedStack } from '../test/harness.ts';
@@ -30,19 +31,22 @@ afterAll(async () => {
 });
 
 it('dev up --detach starts the stack and prints where each part listens; status, seed and down work on it', async () => {
+  // Every port free (never the 5000-5007 of a demo that may be running).
   const port = await freePort();
   const gatewayPort = await freePort();
-  const yaml = readFileSync(resolve(ROOT, 'strangler.yaml'), 'utf8')
-    .replace('port: 5001', `port: ${port}`)
-    .replace('port: 5000', `port: ${gatewayPort}\n  snapshotFile: ${join(cwd, 'routes.json')}`);
-  writeFileSync(join(cwd, 'strangler.yaml'), yaml);
+  const doc = parse(readFileSync(resolve(ROOT, 'strangler.yaml'), 'utf8'));
+  doc.legacy.port = port;
+  doc.gateway = { ...doc.gateway, port: gatewayPort, snapshotFile: join(cwd, 'routes.json') };
+  for (const s of doc.services) s.port = await freePort();
+  writeFileSync(join(cwd, 'strangler.yaml'), stringify(doc));
   const config = ['--config', join(cwd, 'strangler.yaml')];
 
   const up = await run('dev', 'up', '--detach', '--users', '5', '--invoices', '20', ...config);
   expect(up.code, up.stderr).toBe(0);
   expect(up.stdout).toMatch(/postgres\s+postgres:\/\/postgres@127\.0\.0\.1:\d+/);
-  expect(up.stdout).toContain(`legacy    http://127.0.0.1:${port}`);
-  expect(up.stdout).toContain(`gateway   http://127.0.0.1:${gatewayPort}`);
+  expect(up.stdout).toMatch(new RegExp(`legacy\\s+http://127\\.0\\.0\\.1:${port}`));
+  expect(up.stdout).toMatch(new RegExp(`gateway\\s+http://127\\.0\\.0\\.1:${gatewayPort}`));
+  for (const s of doc.services) expect(up.stdout).toMatch(new RegExp(`${s.name}\\s+http://127\\.0\\.0\\.1:${s.port}`));
   expect(existsSync(join(cwd, '.strangler/dev-stack.json'))).toBe(true);
 
   const twice = await run('dev', 'up', '--detach', ...config);

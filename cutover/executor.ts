@@ -7,7 +7,7 @@ import { StranglerError } from '../core/errors.ts';
 import type { RedisKeys } from '../gateway/redis-keys.ts';
 import { DEFAULT_THRESHOLDS, type CheckThresholds } from './checks.ts';
 import { controlStore, type ControlStore, type Progress, type StoredStatus } from './control-store.ts';
-import { runChecks, type ProbeContext } from './probes.ts';
+import { observeSync, runChecks, type ProbeContext } from './probes.ts';
 import { commitRouteChange, publishAndWait, type Propagation } from './route-change.ts';
 import { next, plan, routeFor, type Action, type CheckResult, type Command, type ServiceStatus } from './state-machine.ts';
 
@@ -59,21 +59,22 @@ export function resolveActor(flag: string | undefined, env: NodeJS.ProcessEnv = 
   }
 }
 
+/** Whether a service writes (owns tables it is not a read-only copy of): only those need reverse sync. */
+export function takesWrites(service: ResolvedService): boolean {
+  return !service.readOnly && service.tables.some((t) => !t.replica);
+}
+
 /**
- * Actions the toolkit cannot carry out yet, as reasons. Reverse sync and the write fence are
- * the zero-loss rollback work; until they exist, a step that would let the service take writes
- * is refused unless forced, because a rollback after it could lose those writes.
+ * What must already run before the actions may: reverse sync before the first write can reach
+ * a writing service (so a rollback loses nothing). Reasons, or [] when all is in place.
  */
-export function unavailableActions(actions: readonly Action[], service: ResolvedService): string[] {
-  const writes = !service.readOnly && service.tables.some((t) => !t.replica);
-  const out: string[] = [];
-  if (writes && actions.some((a) => a.kind === 'start-reverse-sync')) {
-    out.push(`reverse sync (service → legacy) is not available yet: writes ${service.name} takes from now on would not reach legacy, and a rollback would lose them; rerun with --force --reason "..." to accept that`);
+export async function actionProblems(config: ResolvedConfig, actions: readonly Action[], service: ResolvedService): Promise<string[]> {
+  if (!takesWrites(service) || !actions.some((a) => a.kind === 'start-reverse-sync' || a.kind === 'fence-writes')) return [];
+  const reverse = await observeSync(config, service, 'reverse');
+  if (!reverse || !reverse.state.startsWith('streaming')) {
+    return [`reverse sync (${service.name} → legacy) does not run${reverse ? ` (${reverse.state})` : ''}: writes the service takes would not reach legacy and a rollback would lose them; start it first: strangler sync start ${service.name} --reverse`];
   }
-  if (writes && actions.some((a) => a.kind === 'fence-writes')) {
-    out.push(`the write fence is not available yet: writes in flight during the flip are not held and drained; rerun with --force --reason "..." to accept that`);
-  }
-  return out;
+  return [];
 }
 
 export function createCutover(ctx: CutoverContext) {
@@ -135,7 +136,7 @@ export function createCutover(ctx: CutoverContext) {
       }
       const checks = await runChecks(probe(options.analysisWindowMs ?? 60_000), service, p.checks);
       const decision = next(from, command, checks, { force: options.force });
-      const unavailable = unavailableActions(p.actions, service);
+      const unavailable = await actionProblems(ctx.config, p.actions, service);
       const outcome: ChangeOutcome = { prefix: service.prefix, service: service.name, command: label, from, to: p.to, checks, actions: p.actions, forced: false, dryRun: !!options.dryRun, warnings: [] };
       const refusal = 'refused' in decision ? decision.refused : null;
       if ((refusal || unavailable.length) && !options.force) {
@@ -171,8 +172,8 @@ export function createCutover(ctx: CutoverContext) {
     // A rollback always re-asserts the legacy route, even when the phase says it is there already.
     const actions: Action[] = p.actions.some((a) => a.kind === 'set-route') ? p.actions : [{ kind: 'set-route', ...routeFor(p.to) }, ...p.actions];
     const outcome: ChangeOutcome = { prefix: service.prefix, service: service.name, command: options.automatic ? 'rollback (automatic)' : 'rollback', from, to: p.to, checks: [], actions, forced: false, dryRun: !!options.dryRun, warnings: [] };
-    if (from.phase === 'canary' || from.phase === 'switched') {
-      if (unavailableActions([{ kind: 'start-reverse-sync' }], service).length) outcome.warnings.push('reverse sync is not available yet: writes the service took since the canary began are not on legacy');
+    if ((from.phase === 'canary' || from.phase === 'switched') && (await actionProblems(ctx.config, [{ kind: 'start-reverse-sync' }], service)).length) {
+      outcome.warnings.push(`reverse sync of ${service.name} does not run: writes the service took may not be on legacy`);
     }
     if (options.dryRun) return outcome;
     const applied = await applyTransition(service, from, p.to, actions, { command: outcome.command, reason, forced: false, checks: [] }, null);

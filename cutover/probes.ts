@@ -33,9 +33,9 @@ export interface ProbeContext {
 }
 
 /** What the sync engine says about a service, as the checks read it (a stopped worker is not "streaming"). */
-export async function observeSync(config: ResolvedConfig, service: ResolvedService): Promise<SyncObservation | null> {
+export async function observeSync(config: ResolvedConfig, service: ResolvedService, direction: 'forward' | 'reverse' = 'forward'): Promise<SyncObservation | null> {
   try {
-    const s = await syncStatus(config, service);
+    const s = await syncStatus(config, service, direction);
     if (s.state === 'not started') return null;
     const v = s.lastVerification;
     const summary = v?.summary as { tables?: Array<{ table: string; ok: boolean; firstMismatch?: { from: unknown; to: unknown } }> } | undefined;

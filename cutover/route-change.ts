@@ -40,9 +40,9 @@ export async function commitRouteChange(
       const { rows: old } = await client.query(`SELECT prefix, service, mode, weight::float8 AS weight FROM ${s}.routes WHERE prefix = $1`, [route.prefix]);
       if (old[0]) before.push(old[0]);
       await client.query(
-        `INSERT INTO ${s}.routes (prefix, service, mode, weight, version, updated_at) VALUES ($1, $2, $3, $4, $5, now())
-         ON CONFLICT (prefix) DO UPDATE SET service = excluded.service, mode = excluded.mode, weight = excluded.weight, version = excluded.version, updated_at = now()`,
-        [route.prefix, route.service, route.mode, route.weight, version],
+        `INSERT INTO ${s}.routes (prefix, service, mode, weight, fenced, version, updated_at) VALUES ($1, $2, $3, $4, $5, $6, now())
+         ON CONFLICT (prefix) DO UPDATE SET service = excluded.service, mode = excluded.mode, weight = excluded.weight, fenced = excluded.fenced, version = excluded.version, updated_at = now()`,
+        [route.prefix, route.service, route.mode, route.weight, route.fenced ?? false, version],
       );
     }
     const { rows: a } = await client.query(

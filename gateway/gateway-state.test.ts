@@ -101,7 +101,7 @@ describe('live route state', () => {
     await routes.set({ prefix: '/api/invoices', mode: 'service' });
     await g.stop();
     const snapshot = JSON.parse(readFileSync(env.config.gateway.snapshotFile, 'utf8'));
-    expect(snapshot.routes).toContainEqual({ prefix: '/api/invoices', service: 'invoices', mode: 'service', weight: 0 });
+    expect(snapshot.routes).toContainEqual({ prefix: '/api/invoices', service: 'invoices', mode: 'service', weight: 0, fenced: false });
 
     const unreachable = { ...env.config, control: { ...env.config.control, databaseUrl: 'postgres://postgres@127.0.0.1:1/nowhere' } };
     const d = await gateway(unreachable, 'gw-degraded');

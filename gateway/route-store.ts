@@ -19,7 +19,7 @@ export function createPgRouteStore(databaseUrl: string, schema: string): RouteSt
     async load() {
       const { rows } = await pool.query(
         `SELECT v.version::text AS version,
-                coalesce(json_agg(json_build_object('prefix', r.prefix, 'service', r.service, 'mode', r.mode, 'weight', r.weight::float8)
+                coalesce(json_agg(json_build_object('prefix', r.prefix, 'service', r.service, 'mode', r.mode, 'weight', r.weight::float8, 'fenced', r.fenced)
                                   ORDER BY length(r.prefix) DESC) FILTER (WHERE r.prefix IS NOT NULL), '[]') AS routes
            FROM ${s}.route_version v LEFT JOIN ${s}.routes r ON true
           GROUP BY v.version`,

@@ -14,6 +14,8 @@ export interface Route {
   mode: RouteMode;
   /** Canary share 0-100 of users sent to the service (only meaningful in canary mode). */
   weight: number;
+  /** Writes to the prefix are held at the gateway (a switchover is under way); reads go on. */
+  fenced?: boolean;
 }
 
 /** One immutable, versioned route table. A gateway swaps whole tables, never edits one. */

@@ -10,6 +10,7 @@ interface SyncArgs extends GlobalArgs {
   metricsPort?: number;
   chunkRows: number;
   wait?: boolean;
+  reverse?: boolean;
 }
 
 function bar(done: number, total: number, width = 24): string {
@@ -28,20 +29,30 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
       .option('metrics-port', { type: 'number', describe: 'start: serve Prometheus metrics of the worker on this port' })
       .option('chunk-rows', { type: 'number', default: 5000, describe: 'verify: rows per checksum chunk' })
       .option('wait', { type: 'boolean', describe: 'start: wait for a running worker of the pipeline to stop instead of refusing' })
+      .option('reverse', { type: 'boolean', describe: 'the reverse direction (service → legacy), which must run before a writing service takes writes' })
       .example('$0 sync start invoices', 'backfill, then stream until Ctrl-C')
       .example('$0 sync verify invoices', 'row counts and checksums per key range; exit 2 on a mismatch') as unknown as Argv<SyncArgs>,
   handler: async (args) => {
     const config = resolveCliConfig(args);
     const status = await import('../../migrations/sync/status.ts');
+    const direction = args.reverse ? ('reverse' as const) : ('forward' as const);
     if (args.action === 'status') {
       const services = args.service ? [serviceByName(config, args.service)] : config.services.filter((s) => s.tables.length);
-      const all = await Promise.all(services.map((s) => status.syncStatus(config, s)));
+      const { takesWrites } = await import('../../cutover/executor.ts');
+      const all = (
+        await Promise.all(
+          services.map(async (s) => [
+            { ...(await status.syncStatus(config, s)), direction: 'forward' },
+            ...(takesWrites(s) ? [{ ...(await status.syncStatus(config, s, 'reverse')), direction: 'reverse' }] : []),
+          ]),
+        )
+      ).flat();
       output(args, all, () =>
         all
           .map((s) => {
             const lag = s.lagBytes === null ? 'n/a' : `${s.lagBytes} B, ${s.lagSeconds?.toFixed(1) ?? '?'} s`;
             const verify = s.lastVerification ? `${s.lastVerification.ok ? 'passed' : 'FAILED'} ${new Date(s.lastVerification.at).toISOString()}` : 'never';
-            return `${s.service.padEnd(10)} ${s.state.padEnd(12)} ${s.active ? 'worker up  ' : 'no worker  '} lag ${lag.padEnd(18)} rows ${String(s.rowsApplied).padEnd(8)} verify ${verify}${s.lastError ? `\n           last error: ${s.lastError}` : ''}${s.slotRetainWarning ? `\n           WARNING: ${s.slotRetainWarning}` : ''}`;
+            return `${s.service.padEnd(10)} ${s.direction.padEnd(8)} ${s.state.padEnd(12)} ${s.active ? 'worker up  ' : 'no worker  '} lag ${lag.padEnd(18)} rows ${String(s.rowsApplied).padEnd(8)} verify ${verify}${s.lastError ? `\n           last error: ${s.lastError}` : ''}${s.slotRetainWarning ? `\n           WARNING: ${s.slotRetainWarning}` : ''}`;
           })
           .join('\n'),
       );
@@ -51,12 +62,12 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
     const service = serviceByName(config, args.service);
     switch (args.action) {
       case 'stop': {
-        const asked = await status.requestStop(config, service);
+        const asked = await status.requestStop(config, service, direction);
         output(args, { requested: asked }, () => (asked ? `asked the ${service.name} worker to stop (it checks every second)` : `no sync of ${service.name} has been started`));
         return;
       }
       case 'cleanup': {
-        const r = await status.cleanupPipeline(config, service);
+        const r = await status.cleanupPipeline(config, service, direction);
         output(args, r, () => `dropped on the legacy database: slot ${r.slot ? 'yes' : '(none)'}, publication ${r.publication ? 'yes' : '(none)'}`);
         return;
       }
@@ -89,6 +100,7 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
           service,
           logger,
           waitForLock: args.wait,
+          direction,
           onProgress: (p) => {
             const rate = p.elapsedMs > 0 ? (p.rows / p.elapsedMs) * 1000 : 0;
             const eta = rate > 0 && p.estimate > p.rows ? `${((p.estimate - p.rows) / rate).toFixed(0)} s` : '-';
@@ -103,7 +115,7 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
         if (args.metricsPort) {
           metrics = createServer(async (_req, res) => void res.writeHead(200, { 'content-type': worker.metrics.contentType }).end(await worker.metrics.metrics())).listen(args.metricsPort, '127.0.0.1');
         }
-        process.stderr.write(`sync ${service.name}: streaming from slot ${worker.plan!.slot} at ${worker.appliedLsn}; Ctrl-C stops (strangler sync status ${service.name} shows the lag)\n`);
+        process.stderr.write(`sync ${service.name} (${direction}): streaming from slot ${worker.plan!.slot} at ${worker.appliedLsn}; Ctrl-C stops (strangler sync status ${service.name} shows the lag)\n`);
         await new Promise<void>((resolve) => {
           process.once('SIGINT', resolve);
           process.once('SIGTERM', resolve);

@@ -1,9 +1,10 @@
 import { migrateLatest, type MigrationSet } from '../runner.ts';
 import { controlInitial } from './001_control.ts';
+import { controlFence } from './002_fence.ts';
 
 /** The control database's migrations, in the schema strangler.yaml names (control.schema). */
 export function controlMigrations(schema: string): MigrationSet {
-  return { name: 'control', schema, migrations: { '001_control': controlInitial(schema) } };
+  return { name: 'control', schema, migrations: { '001_control': controlInitial(schema), '002_fence': controlFence(schema) } };
 }
 
 export function migrateControl(databaseUrl: string, schema: string): Promise<string[]> {

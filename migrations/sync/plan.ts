@@ -39,6 +39,8 @@ export interface TablePlan {
 
 export interface SyncPlan {
   service: string;
+  direction: 'forward' | 'reverse';
+  origin: string;
   /** The pipeline id: forward sync of this service. */
   pipeline: string;
   publication: string;
@@ -51,10 +53,34 @@ export interface SyncPlan {
  * Slots are per cluster, so the slot also names the legacy database (two monoliths on one
  * cluster never share a slot); publications are per database.
  */
-export function pipelineNames(service: string, legacyDatabaseUrl: string): { pipeline: string; publication: string; slot: string } {
+export type Direction = 'forward' | 'reverse';
+
+export function pipelineNames(service: string, sourceDatabaseUrl: string, direction: Direction = 'forward'): { pipeline: string; publication: string; slot: string; origin: string } {
   const clean = (s: string) => s.toLowerCase().replace(/[^a-z0-9]/g, '_');
-  const db = clean(new URL(legacyDatabaseUrl).pathname.slice(1) || 'postgres');
-  return { pipeline: `${service}:forward`, publication: `strangler_${clean(service)}`, slot: `strangler_${db}_${clean(service)}`.slice(0, 63) };
+  const db = clean(new URL(sourceDatabaseUrl).pathname.slice(1) || 'postgres');
+  const tag = direction === 'reverse' ? 'rev_' : '';
+  return {
+    pipeline: `${service}:${direction}`,
+    publication: `strangler_${tag}${clean(service)}`,
+    slot: `strangler_${db}_${tag}${clean(service)}`.slice(0, 63),
+    // The replication origin its applier marks transactions with; every decoder skips strangler_* origins.
+    origin: `strangler_${direction}_${clean(service)}`,
+  };
+}
+
+/**
+ * The reverse direction of a service (service database → legacy): only the tables it owns
+ * (replicas are never written on the service), with the mapping turned around.
+ */
+export function reverseMapping(service: ResolvedService): ResolvedService {
+  return {
+    ...service,
+    tables: service.readOnly
+      ? []
+      : service.tables
+          .filter((t) => !t.replica)
+          .map((t) => ({ source: t.target, target: t.source, columns: Object.fromEntries(Object.entries(t.columns).map(([a, b]) => [b, a])), exclude: [], replica: false })),
+  };
 }
 
 /** Why a table cannot be synced safely, with the statement that fixes it; null when it can. */
@@ -76,7 +102,7 @@ export function tableProblem(table: SourceTable | undefined, name: string, exclu
  * Pure: the replication plan of one service from its strangler.yaml mapping and the legacy
  * catalog. Every problem is collected and reported at once, before anything is created.
  */
-export function buildSyncPlan(service: ResolvedService, catalog: Map<string, SourceTable>, legacyDatabaseUrl: string): SyncPlan {
+export function buildSyncPlan(service: ResolvedService, catalog: Map<string, SourceTable>, sourceDatabaseUrl: string, direction: Direction = 'forward'): SyncPlan {
   const problems: string[] = [];
   const tables: TablePlan[] = [];
   for (const mapping of service.tables) {
@@ -105,7 +131,7 @@ export function buildSyncPlan(service: ResolvedService, catalog: Map<string, Sou
   if (problems.length) {
     throw new StranglerError(`the sync of "${service.name}" cannot start; nothing was created on the legacy database:\n  ${problems.join('\n  ')}`, 'CHECK_FAILED', { problems });
   }
-  return { service: service.name, ...pipelineNames(service.name, legacyDatabaseUrl), tables };
+  return { service: service.name, direction, ...pipelineNames(service.name, sourceDatabaseUrl, direction), tables };
 }
 
 const q = (ident: string) => `"${ident.replace(/"/g, '""')}"`;

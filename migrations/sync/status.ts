@@ -1,7 +1,7 @@
 import pg from 'pg';
 import type { ResolvedConfig, ResolvedService } from '../../core/config/load.ts';
 import { lsnDistance } from './lsn.ts';
-import { pipelineNames } from './plan.ts';
+import { pipelineNames, type Direction } from './plan.ts';
 import { readPipelineState, type PipelineState } from './state.ts';
 
 export interface SyncStatus {
@@ -22,10 +22,11 @@ export interface SyncStatus {
 }
 
 /** The forward sync of a service as the legacy database and the service database see it. */
-export async function syncStatus(config: ResolvedConfig, service: ResolvedService): Promise<SyncStatus> {
-  const names = pipelineNames(service.name, config.legacy.databaseUrl);
-  const source = new pg.Client({ connectionString: config.legacy.databaseUrl });
-  const target = new pg.Client({ connectionString: service.databaseUrl });
+export async function syncStatus(config: ResolvedConfig, service: ResolvedService, direction: Direction = 'forward'): Promise<SyncStatus> {
+  const [sourceUrl, targetUrl] = direction === 'forward' ? [config.legacy.databaseUrl, service.databaseUrl] : [service.databaseUrl, config.legacy.databaseUrl];
+  const names = pipelineNames(service.name, sourceUrl, direction);
+  const source = new pg.Client({ connectionString: sourceUrl });
+  const target = new pg.Client({ connectionString: targetUrl });
   try {
     await Promise.all([source.connect(), target.connect()]);
     const [state, head, slot] = await Promise.all([
@@ -58,13 +59,13 @@ export async function syncStatus(config: ResolvedConfig, service: ResolvedServic
 }
 
 /** Asks a running worker to stop (it polls its control row every second). */
-export async function requestStop(config: ResolvedConfig, service: ResolvedService): Promise<boolean> {
-  const target = new pg.Client({ connectionString: service.databaseUrl });
+export async function requestStop(config: ResolvedConfig, service: ResolvedService, direction: Direction = 'forward'): Promise<boolean> {
+  const target = new pg.Client({ connectionString: direction === 'forward' ? service.databaseUrl : config.legacy.databaseUrl });
   await target.connect();
   try {
     const exists = await target.query(`SELECT to_regclass('strangler_sync.pipelines') IS NOT NULL AS ok`);
     if (!exists.rows[0].ok) return false;
-    const r = await target.query(`UPDATE strangler_sync.pipelines SET desired = 'stopped' WHERE pipeline = $1`, [pipelineNames(service.name, config.legacy.databaseUrl).pipeline]);
+    const r = await target.query(`UPDATE strangler_sync.pipelines SET desired = 'stopped' WHERE pipeline = $1`, [pipelineNames(service.name, direction === 'forward' ? config.legacy.databaseUrl : service.databaseUrl, direction).pipeline]);
     return (r.rowCount ?? 0) > 0;
   } finally {
     await target.end();
@@ -72,20 +73,21 @@ export async function requestStop(config: ResolvedConfig, service: ResolvedServi
 }
 
 /** Drops the slot and the publication on the legacy database (refused while a worker streams). */
-export async function cleanupPipeline(config: ResolvedConfig, service: ResolvedService): Promise<{ slot: boolean; publication: boolean }> {
-  const names = pipelineNames(service.name, config.legacy.databaseUrl);
-  const source = new pg.Client({ connectionString: config.legacy.databaseUrl });
+export async function cleanupPipeline(config: ResolvedConfig, service: ResolvedService, direction: Direction = 'forward'): Promise<{ slot: boolean; publication: boolean }> {
+  const [sourceUrl, targetUrl] = direction === 'forward' ? [config.legacy.databaseUrl, service.databaseUrl] : [service.databaseUrl, config.legacy.databaseUrl];
+  const names = pipelineNames(service.name, sourceUrl, direction);
+  const source = new pg.Client({ connectionString: sourceUrl });
   await source.connect();
   try {
     const slot = await source.query(`SELECT active FROM pg_replication_slots WHERE slot_name = $1`, [names.slot]);
     if (slot.rows[0]?.active) {
       const { StranglerError } = await import('../../core/errors.ts');
-      throw new StranglerError(`slot ${names.slot} is in use by a running worker; run: strangler sync stop ${service.name}, then cleanup`, 'CONFLICT');
+      throw new StranglerError(`slot ${names.slot} is in use by a running worker; run: strangler sync stop ${service.name}${direction === 'reverse' ? ' --reverse' : ''}, then cleanup`, 'CONFLICT');
     }
     if (slot.rowCount) await source.query(`SELECT pg_drop_replication_slot($1)`, [names.slot]);
     const pub = await source.query(`SELECT 1 FROM pg_publication WHERE pubname = $1`, [names.publication]);
     if (pub.rowCount) await source.query(`DROP PUBLICATION "${names.publication}"`);
-    const target = new pg.Client({ connectionString: service.databaseUrl });
+    const target = new pg.Client({ connectionString: targetUrl });
     await target.connect();
     try {
       const exists = await target.query(`SELECT to_regclass('strangler_sync.pipelines') IS NOT NULL AS ok`);

@@ -312,3 +312,52 @@ describe('sync: the legacy server restarts', () => {
     }
   }, 60_000);
 });
+
+describe('sync: both directions', () => {
+  it('carries service writes back to legacy, and nothing echoes (replication origins)', async () => {
+    const e = await env('sync_reverse');
+    try {
+      const { migrateService } = await import('../services/index.ts');
+      await migrateService(e.service); // the service's own schema: defaults and its id range
+      const forward = worker(e);
+      await forward.start();
+      const reverse = worker(e, { direction: 'reverse' });
+      await reverse.start();
+      const rowsApplied = async (pipeline: string, url: string) => {
+        const c = new pg.Client({ connectionString: url });
+        await c.connect();
+        const r = await c.query(`SELECT rows_applied::int AS n FROM strangler_sync.pipelines WHERE pipeline = $1`, [pipeline]);
+        await c.end();
+        return r.rows[0].n as number;
+      };
+      const fwdBefore = await rowsApplied('invoices:forward', e.service.databaseUrl);
+      // A write the service takes (its id range) reaches legacy...
+      await e.target.query(`INSERT INTO invoices (id, user_id, number, customer_name) VALUES (1000000001, 1, 'INV-1000000001', 'From the service')`);
+      await e.target.query(`INSERT INTO invoice_items (id, invoice_id, position, description, quantity, unit_price, amount) VALUES (1000000001, 1000000001, 1, 'x', 1, 1, 1)`);
+      await waitFor('the service write on legacy', async () => (await e.legacy.query(`SELECT 1 FROM invoice_items WHERE id = 1000000001`)).rowCount === 1, 10_000, 20);
+      // ...and a legacy write reaches the service, each exactly once.
+      await e.legacy.query(`UPDATE invoices SET customer_name = 'From legacy' WHERE id = 3`);
+      await waitFor('the legacy write on the service', async () => (await e.target.query(`SELECT customer_name FROM invoices WHERE id = 3`)).rows[0].customer_name === 'From legacy', 10_000, 20);
+      await new Promise((r) => setTimeout(r, 700));
+      // The forward pipeline applied the one legacy row, not the echo of the service's two rows.
+      expect((await rowsApplied('invoices:forward', e.service.databaseUrl)) - fwdBefore).toBe(1);
+      expect(await rowsApplied('invoices:reverse', e.config.legacy.databaseUrl)).toBe(2);
+      expect((await verified(e)).ok).toBe(true);
+      const status = await syncStatus(e.config, e.service, 'reverse');
+      expect(status).toMatchObject({ state: 'streaming', active: true });
+      await reverse.stop();
+      await cleanupPipeline(e.config, e.service, 'reverse');
+    } finally {
+      await e.cleanup();
+    }
+  });
+
+  it('refuses reverse sync for a read-only service', async () => {
+    const e = await env('sync_reverse_ro', 'analytics');
+    try {
+      await expect(worker(e, { direction: 'reverse' }).start()).rejects.toThrow(/owns no tables it writes/);
+    } finally {
+      await e.cleanup();
+    }
+  });
+});

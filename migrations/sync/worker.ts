@@ -12,7 +12,7 @@ import { pipeline } from 'node:stream/promises';
 import { copyTables, type BackfillProgress } from './backfill.ts';
 import { readSourceTables } from './catalog.ts';
 import { compareLsn, lsnDistance } from './lsn.ts';
-import { buildSyncPlan, quoteIdent as q, targetTableDdl, type SyncPlan, type TablePlan } from './plan.ts';
+import { buildSyncPlan, quoteIdent as q, reverseMapping, targetTableDdl, type Direction, type SyncPlan, type TablePlan } from './plan.ts';
 import { ensureStateSchema, readPipelineState } from './state.ts';
 
 export const HEARTBEAT_PREFIX = 'strangler_heartbeat';
@@ -48,6 +48,8 @@ export interface SyncWorkerOptions {
   onProgress?: (p: BackfillProgress) => void;
   /** Wait for a running worker of the same pipeline to go away instead of refusing. */
   waitForLock?: boolean;
+  /** forward: legacy → service (backfilled); reverse: service → legacy (from the moment it starts). */
+  direction?: Direction;
 }
 
 function lockKey(pipeline: string): string {
@@ -66,6 +68,7 @@ export class SyncWorker {
   readonly #o: SyncWorkerOptions;
   readonly #sourceUrl: string;
   readonly #targetUrl: string;
+  readonly #direction: Direction;
   #plan: SyncPlan | null = null;
   #target: pg.Client | null = null;
   #source: pg.Client | null = null;
@@ -93,8 +96,9 @@ export class SyncWorker {
 
   constructor(options: SyncWorkerOptions) {
     this.#o = options;
-    this.#sourceUrl = options.config.legacy.databaseUrl;
-    this.#targetUrl = options.service.databaseUrl;
+    this.#direction = options.direction ?? 'forward';
+    this.#sourceUrl = this.#direction === 'forward' ? options.config.legacy.databaseUrl : options.service.databaseUrl;
+    this.#targetUrl = this.#direction === 'forward' ? options.service.databaseUrl : options.config.legacy.databaseUrl;
     const labels = { service: options.service.name };
     this.#rows = new Counter({ name: 'strangler_sync_rows_applied_total', help: 'Row changes applied to the service database', labelNames: ['service'], registers: [this.metrics] });
     this.#txs = new Counter({ name: 'strangler_sync_transactions_applied_total', help: 'Source transactions applied', labelNames: ['service'], registers: [this.metrics] });
@@ -138,8 +142,10 @@ export class SyncWorker {
     await source.connect();
     source.on('error', (err) => logger.warn({ err }, 'legacy connection lost'));
     this.#source = source;
-    const catalog = await readSourceTables(source, service.tables.map((t) => t.source));
-    const plan = buildSyncPlan(service, catalog, this.#sourceUrl); // throws before anything is created
+    const mapping = this.#direction === 'forward' ? service : reverseMapping(service);
+    if (mapping.tables.length === 0) throw new StranglerError(`${service.name} owns no tables it writes, so it needs no reverse sync`, 'BAD_INPUT');
+    const catalog = await readSourceTables(source, mapping.tables.map((t) => t.source));
+    const plan = buildSyncPlan(mapping, catalog, this.#sourceUrl, this.#direction); // throws before anything is created
     this.#plan = plan;
     for (const t of plan.tables) this.#byRelation.set(t.source, t);
 
@@ -149,7 +155,9 @@ export class SyncWorker {
     this.#target = target;
     await this.#lock(target, plan.pipeline);
     await ensureStateSchema(target);
-    for (const t of plan.tables) await target.query(targetTableDdl(t));
+    await this.#markOrigin(target);
+    // The reverse target is the monolith's own schema: never create tables there.
+    if (this.#direction === 'forward') for (const t of plan.tables) await target.query(targetTableDdl(t));
 
     // Publication: created with every table, or extended with tables added to the mapping later.
     const pub = await source.query(`SELECT array_agg(tablename::text) AS tables FROM pg_publication_tables WHERE pubname = $1`, [plan.publication]);
@@ -160,7 +168,9 @@ export class SyncWorker {
 
     const state = await readPipelineState(target, plan.pipeline);
     const slot = await source.query(`SELECT active, active_pid FROM pg_replication_slots WHERE slot_name = $1`, [plan.slot]);
-    if (!state || state.status === 'backfilling' || !state.appliedLsn || slot.rowCount === 0) {
+    if (this.#direction === 'reverse' && (!state || !state.appliedLsn || slot.rowCount === 0)) {
+      await this.#startReverse(source, target, plan, slot.rowCount! > 0);
+    } else if (!state || state.status === 'backfilling' || !state.appliedLsn || slot.rowCount === 0) {
       await this.#fullBackfill(source, target, plan, slot.rowCount! > 0);
     } else {
       this.#applied = state.appliedLsn;
@@ -186,6 +196,40 @@ export class SyncWorker {
       await new Promise((r) => setTimeout(r, 500));
       if (this.#state !== 'active') throw new StranglerError('stopped while waiting for the pipeline lock', 'CONFLICT');
     }
+  }
+
+  /**
+   * Marks every transaction this worker applies with its replication origin, so the decoder of
+   * the other direction skips it: a change never echoes back.
+   */
+  async #markOrigin(target: pg.Client): Promise<void> {
+    const origin = this.#plan!.origin;
+    await target.query(`SELECT pg_replication_origin_create($1) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)`, [origin]);
+    await target.query(`SELECT pg_replication_origin_session_setup($1)`, [origin]);
+  }
+
+  /**
+   * Reverse sync copies nothing: the monolith already has every row the service has (the
+   * forward sync put them there). It starts at the slot's creation, which must come before
+   * the first write can reach the service (the control plane checks it runs before canary).
+   */
+  async #startReverse(source: pg.Client, target: pg.Client, plan: SyncPlan, slotExists: boolean): Promise<void> {
+    if (slotExists) await source.query(`SELECT pg_drop_replication_slot($1)`, [plan.slot]);
+    const { rows } = await source.query(`SELECT lsn::text AS lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')`, [plan.slot]);
+    const point = rows[0].lsn as string;
+    await target.query(
+      `INSERT INTO strangler_sync.pipelines (pipeline, slot, publication, status, applied_lsn) VALUES ($1, $2, $3, 'streaming', $4)
+       ON CONFLICT (pipeline) DO UPDATE SET status = 'streaming', applied_lsn = excluded.applied_lsn, updated_at = now()`,
+      [plan.pipeline, plan.slot, plan.publication, point],
+    );
+    for (const t of plan.tables) {
+      await target.query(
+        `INSERT INTO strangler_sync.tables (pipeline, source, target, from_lsn, rows_copied) VALUES ($1, $2, $3, $4, 0) ON CONFLICT (pipeline, source) DO UPDATE SET from_lsn = excluded.from_lsn`,
+        [plan.pipeline, t.source, t.target, point],
+      );
+    }
+    this.#applied = point;
+    this.#o.logger.info({ slot: plan.slot, point }, 'reverse sync starts');
   }
 
   async #fullBackfill(source: pg.Client, target: pg.Client, plan: SyncPlan, slotExists: boolean): Promise<void> {
@@ -270,6 +314,10 @@ export class SyncWorker {
       case 'delete':
       case 'truncate':
         return this.#change(target, m);
+      case 'origin':
+        // Applied by a strangler worker (the other direction): never send it back.
+        if (this.#tx && m.originName?.startsWith('strangler_')) this.#tx.skip = true;
+        return;
       case 'message':
         if (this.#tx && !this.#tx.skip && m.prefix === HEARTBEAT_PREFIX) this.#tx.heartbeat = Buffer.from(m.content).toString('utf8');
         return;
@@ -394,6 +442,7 @@ export class SyncWorker {
           target.on('error', () => undefined);
           this.#target = target;
           await this.#lock(target, this.#plan!.pipeline);
+          await this.#markOrigin(target);
         }
         if (!this.#source || !(await this.#alive(this.#source))) {
           await this.#source?.end().catch(() => undefined);
