@@ -16,8 +16,10 @@ export interface CheckThresholds {
   minShadowSamples: number;
   /** Canary: service error rate may exceed legacy's by at most this many points. */
   maxErrorRateMarginPercent: number;
-  /** Canary: service p99 may exceed legacy's by at most this factor. */
+  /** Canary: service p99 may exceed legacy's by at most this factor... */
   maxP99Ratio: number;
+  /** ...unless the difference is under this many ms (latency buckets are coarse; noise is not a regression). */
+  minP99DeltaMs: number;
   /** Canary: absolute limits (from --max-error-rate / --max-p99-ms). */
   maxErrorRatePercent?: number;
   maxP99Ms?: number;
@@ -32,6 +34,7 @@ export const DEFAULT_THRESHOLDS: CheckThresholds = {
   minShadowSamples: 20,
   maxErrorRateMarginPercent: 1,
   maxP99Ratio: 1.5,
+  minP99DeltaMs: 100,
   minCanaryRequests: 20,
 };
 
@@ -107,7 +110,7 @@ export function checkCanaryAnalysis(prefix: string, legacy: SideFigures, service
   if (svcRate > legRate + t.maxErrorRateMarginPercent) problems.push(`service error rate ${svcRate.toFixed(2)}% > legacy ${legRate.toFixed(2)}% + ${t.maxErrorRateMarginPercent} points`);
   if (service.p99Ms !== null) {
     if (t.maxP99Ms !== undefined && service.p99Ms > t.maxP99Ms) problems.push(`service p99 ${service.p99Ms} ms > max ${t.maxP99Ms} ms`);
-    if (legacy.p99Ms !== null && legacy.p99Ms > 0 && service.p99Ms > legacy.p99Ms * t.maxP99Ratio && service.p99Ms - legacy.p99Ms > 5) {
+    if (legacy.p99Ms !== null && legacy.p99Ms > 0 && service.p99Ms > legacy.p99Ms * t.maxP99Ratio && service.p99Ms - legacy.p99Ms >= t.minP99DeltaMs) {
       problems.push(`service p99 ${service.p99Ms} ms > ${t.maxP99Ratio}× legacy's ${legacy.p99Ms} ms`);
     }
   }

@@ -122,9 +122,12 @@ describe('cutover end to end, against real gateways, sync and control database',
     expect(back.propagation).toMatchObject({ acknowledged: 2, complete: true });
     expect(gateways.every((g) => g.routes.current().routes.some((r) => r.prefix === PREFIX && r.mode === 'legacy'))).toBe(true);
     const history = await ctl.cutover.store.history(PREFIX, 20);
-    expect(history.map((h) => `${h.command}:${h.outcome}`)).toEqual(['rollback:applied', 'canary 20:applied', 'canary 20:refused', 'shadow:applied', 'sync:applied', 'canary 20:refused']);
-    expect(history[0]).toMatchObject({ actor: 'test-operator', reason: 'test: back to legacy', from_phase: 'canary', to_phase: 'rolled-back', to_route: { mode: 'legacy' } });
-    const checks = await ctl.pool.query(`SELECT name, ok FROM "${config.control.schema}".check_results WHERE audit_id = $1 ORDER BY id`, [history[1].id]);
+    // The rollback holds writes (the fence), then flips the route.
+    expect(history.map((h) => `${h.command}:${h.outcome}`)).toEqual(['rollback:applied', 'fence: hold writes:applied', 'canary 20:applied', 'canary 20:refused', 'shadow:applied', 'sync:applied', 'canary 20:refused']);
+    expect(history[0]).toMatchObject({ actor: 'test-operator', reason: 'test: back to legacy', from_phase: 'canary', to_phase: 'rolled-back', to_route: { mode: 'legacy', fenced: false } });
+    expect(history[1]).toMatchObject({ to_route: { mode: 'canary', weight: 20, fenced: true } });
+    expect(back.writeHoldMs).toBeGreaterThanOrEqual(0);
+    const checks = await ctl.pool.query(`SELECT name, ok FROM "${config.control.schema}".check_results WHERE audit_id = $1 ORDER BY id`, [history[2].id]);
     expect(checks.rows.map((r) => r.name)).toEqual(['service-health', 'sync-lag', 'sync-verified', 'depends-on-switched', 'gateways-reachable', 'shadow-mismatch']);
   });
 

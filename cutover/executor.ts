@@ -46,6 +46,8 @@ export interface ChangeOutcome {
   warnings: string[];
   auditId?: number;
   propagation?: Propagation;
+  /** How long writes to the prefix were held at the gateways (switch and rollback). */
+  writeHoldMs?: number;
 }
 
 /** The actor recorded in the audit log: --actor, else STRANGLER_ACTOR, else the OS user. */
@@ -91,6 +93,7 @@ export function createCutover(ctx: CutoverContext) {
 
   async function applyTransition(service: ResolvedService, from: StoredStatus, to: ServiceStatus, actions: Action[], audit: { command: string; reason: string | null; forced: boolean; checks: CheckResult[]; details?: Record<string, unknown> }, progress: Progress | null) {
     const setRoute = actions.find((a) => a.kind === 'set-route') as Extract<Action, { kind: 'set-route' }> | undefined;
+    const fenced = actions.some((a) => a.kind === 'fence-writes') && setRoute ? await fence(service, from, to) : null;
     const client = await ctx.pool.connect();
     try {
       const entry = { actor: ctx.actor, command: audit.command, service: service.name, prefix: service.prefix, fromPhase: from.phase, toPhase: to.phase, reason: audit.reason, forced: audit.forced, outcome: 'applied', details: audit.details };
@@ -101,7 +104,7 @@ export function createCutover(ctx: CutoverContext) {
           await store.recordChecks(c, ids.auditId, service.name, audit.checks, audit.forced);
         });
         const propagation = await publishAndWait(ctx.redis, ctx.keys, version, { timeoutMs: ctx.ackTimeoutMs ?? 5_000, liveWithinMs });
-        return { auditId, propagation };
+        return { auditId, propagation, ...(fenced ? { writeHoldMs: Date.now() - fenced.heldAt, warnings: fenced.warnings } : {}) };
       }
       await client.query('BEGIN');
       try {
@@ -112,7 +115,7 @@ export function createCutover(ctx: CutoverContext) {
         );
         await store.recordChecks(client, rows[0].id, service.name, audit.checks, audit.forced);
         await client.query('COMMIT');
-        return { auditId: rows[0].id as number, propagation: undefined };
+        return { auditId: rows[0].id as number, propagation: undefined, warnings: [] as string[] };
       } catch (err) {
         await client.query('ROLLBACK').catch(() => undefined);
         throw err;
@@ -120,6 +123,55 @@ export function createCutover(ctx: CutoverContext) {
     } finally {
       client.release();
     }
+  }
+
+  /**
+   * The switchover fence: hold writes to the prefix at every gateway (each acknowledges only
+   * once its in-flight writes there have finished), then drain the sync in the direction that
+   * matters to a fence message, so the side about to take the writes has every write the other
+   * side acknowledged. The caller then flips the route, which releases the held writes to it.
+   * Ids need no step: each side's sequences live in their own range.
+   */
+  async function fence(service: ResolvedService, from: StoredStatus, to: ServiceStatus): Promise<{ heldAt: number; warnings: string[] }> {
+    const current = (await routeOf(service.prefix)) ?? { mode: 'legacy', weight: 0 };
+    const client = await ctx.pool.connect();
+    let version: number;
+    try {
+      ({ version } = await commitRouteChange(client, ctx.config.control.schema, [{ prefix: service.prefix, service: service.name, mode: current.mode as never, weight: current.weight, fenced: true }], {
+        actor: ctx.actor,
+        command: 'fence: hold writes',
+        service: service.name,
+        prefix: service.prefix,
+        fromPhase: from.phase,
+        toPhase: from.phase,
+        outcome: 'applied',
+      }));
+    } finally {
+      client.release();
+    }
+    const heldAt = Date.now();
+    await publishAndWait(ctx.redis, ctx.keys, version, { timeoutMs: ctx.ackTimeoutMs ?? 5_000, liveWithinMs });
+    const direction = to.phase === 'switched' ? 'forward' : 'reverse';
+    const warnings: string[] = [];
+    if (direction === 'forward' || takesWrites(service)) {
+      const { drainPipeline } = await import('../migrations/sync/status.ts');
+      const drained = await drainPipeline(ctx.config, service, direction, Math.max(1_000, ctx.config.gateway.fenceHoldMs - (Date.now() - heldAt) - 500));
+      if (drained === null) {
+        if (to.phase === 'switched') {
+          // Release the hold on the old routing and refuse: nothing changed.
+          const c = await ctx.pool.connect();
+          try {
+            const { version: v } = await commitRouteChange(c, ctx.config.control.schema, [{ prefix: service.prefix, service: service.name, mode: current.mode as never, weight: current.weight, fenced: false }], { actor: ctx.actor, command: 'fence: release (drain timed out)', service: service.name, prefix: service.prefix, fromPhase: from.phase, toPhase: from.phase, outcome: 'refused' });
+            await publishAndWait(ctx.redis, ctx.keys, v, { timeoutMs: ctx.ackTimeoutMs ?? 5_000, liveWithinMs });
+          } finally {
+            c.release();
+          }
+          throw new StranglerError(`the ${direction} sync of ${service.name} did not drain while writes were held; nothing changed (see: strangler sync status ${service.name})`, 'CHECK_FAILED');
+        }
+        warnings.push(`the ${direction} sync of ${service.name} did not drain in time; the rollback went ahead, check: strangler sync status ${service.name}${direction === 'reverse' ? ' --reverse' : ''}`);
+      }
+    }
+    return { heldAt, warnings };
   }
 
   /** Every change but rollback: plan → checks → decide → (dry run: stop) → act → record. */
@@ -152,7 +204,7 @@ export function createCutover(ctx: CutoverContext) {
       if (options.force && !options.reason) throw new StranglerError('--force needs --reason "...": a forced change is recorded with why', 'BAD_INPUT');
       if (options.dryRun) return outcome;
       const applied = await applyTransition(service, from, p.to, p.actions, { command: label, reason: options.reason ?? null, forced: outcome.forced, checks, details: outcome.forced ? { forcedPast: [refusal, ...unavailable].filter(Boolean) } : undefined }, options.progress ?? null);
-      return { ...outcome, ...applied };
+      return { ...outcome, ...applied, warnings: [...outcome.warnings, ...(applied.warnings ?? [])] };
     } finally {
       if (!options.dryRun && !options.locked) await store.unlock(service.prefix, holder);
     }
@@ -177,7 +229,7 @@ export function createCutover(ctx: CutoverContext) {
     }
     if (options.dryRun) return outcome;
     const applied = await applyTransition(service, from, p.to, actions, { command: outcome.command, reason, forced: false, checks: [] }, null);
-    return { ...outcome, ...applied };
+    return { ...outcome, ...applied, warnings: [...outcome.warnings, ...(applied.warnings ?? [])] };
   }
 
   /** The route of a prefix as the control database has it, with the global version. */

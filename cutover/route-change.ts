@@ -30,6 +30,7 @@ export async function commitRouteChange(
   alsoInTransaction?: (client: pg.PoolClient | pg.Client, ids: { version: number; auditId: number }) => Promise<void>,
 ): Promise<{ version: number; auditId: number; before: Route[] }> {
   const s = `"${schema}"`;
+  routes = routes.map((r) => ({ ...r, fenced: r.fenced ?? false }));
   await client.query('BEGIN');
   try {
     // The row lock on route_version serialises every route change across all operators.
@@ -37,7 +38,7 @@ export async function commitRouteChange(
     const version = Number(v[0].version);
     const before: Route[] = [];
     for (const route of routes) {
-      const { rows: old } = await client.query(`SELECT prefix, service, mode, weight::float8 AS weight FROM ${s}.routes WHERE prefix = $1`, [route.prefix]);
+      const { rows: old } = await client.query(`SELECT prefix, service, mode, weight::float8 AS weight, fenced FROM ${s}.routes WHERE prefix = $1`, [route.prefix]);
       if (old[0]) before.push(old[0]);
       await client.query(
         `INSERT INTO ${s}.routes (prefix, service, mode, weight, fenced, version, updated_at) VALUES ($1, $2, $3, $4, $5, $6, now())

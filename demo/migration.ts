@@ -2,7 +2,7 @@ import pg from 'pg';
 import type { Topology } from '../cli/dev/topology.ts';
 import type { ResolvedService } from '../core/config/load.ts';
 import { silentLogger } from '../core/logger.ts';
-import { openCutover } from '../cutover/executor.ts';
+import { openCutover, takesWrites } from '../cutover/executor.ts';
 import { overview } from '../cutover/overview.ts';
 import { runProgressive } from '../cutover/progressive.ts';
 import { runDoctor } from '../migrations/sync/doctor.ts';
@@ -15,7 +15,6 @@ export interface StepTiming {
   ms: number;
 }
 
-const FORCE_REASON = 'demo: reverse sync and the write fence are not built yet (issue 8); a rollback of this service would lose its writes';
 
 /**
  * The main job, end to end: for each service in the roadmap's order, sync (backfill + stream),
@@ -26,6 +25,7 @@ export async function runMigration(topology: Topology, say: (line: string) => vo
   const { config } = topology;
   const gateway = topology.components.find((c) => c.name === 'gateway')!.url;
   const timings: StepTiming[] = [];
+  const holds: Array<{ what: string; ms: number }> = [];
   const timed = async <T>(step: string, fn: () => Promise<T>): Promise<T> => {
     const t = Date.now();
     try {
@@ -56,6 +56,13 @@ export async function runMigration(topology: Topology, say: (line: string) => vo
       await recordVerification(service.databaseUrl, v);
       say(`  verify: ${v.tables.map((t) => `${t.table} ${t.sourceRows}=${t.targetRows}`).join(', ')} → ${v.ok ? 'equal' : 'DIFFERENT'} (${v.ms} ms)`);
       if (!v.ok) throw new Error(`verify of ${service.name} failed`);
+      if (takesWrites(service)) {
+        // Before the first write can reach the service: its writes must flow back to legacy.
+        const reverse = new SyncWorker({ config, service, logger: silentLogger, direction: 'reverse' });
+        workers.push(reverse);
+        await timed(`${service.name}: reverse sync`, () => reverse.start());
+        say(`  reverse sync: slot ${reverse.plan!.slot} streaming (${service.name} → legacy)`);
+      }
       if (state.phase === 'legacy') await cutover.change(service.prefix, { kind: 'sync' });
       const shadow = await timed(`${service.name}: shadow`, async () => {
         const o = await cutover.change(service.prefix, { kind: 'shadow' });
@@ -63,14 +70,16 @@ export async function runMigration(topology: Topology, say: (line: string) => vo
         return o;
       });
       say(`  shadow: on ${shadow.propagation?.acknowledged}/${shadow.propagation?.live} gateways in ${shadow.propagation?.ms} ms; ${await shadowLine(service.name)}`);
-      const writes = !service.readOnly && service.tables.some((t) => !t.replica);
       const outcome = await timed(`${service.name}: progressive canary ${options.steps.join('→')}`, () =>
         runProgressive(
           cutover,
           service.prefix,
-          { steps: options.steps, intervalMs: 2_500, threshold: 3, maxErrorRate: 5, force: writes, reason: writes ? FORCE_REASON : 'demo' },
+          { steps: options.steps, intervalMs: 2_500, threshold: 3, maxErrorRate: 5, reason: 'demo' },
           (e) => {
-            if (e.kind === 'step') say(`  ${e.weight >= 100 ? 'switch' : `canary ${e.weight}%`}: on ${e.outcome.propagation?.acknowledged}/${e.outcome.propagation?.live} gateways in ${e.outcome.propagation?.ms} ms${e.outcome.forced ? ' (forced: reverse sync not built yet)' : ''}`);
+            if (e.kind === 'step') {
+              if (e.outcome.writeHoldMs !== undefined) holds.push({ what: `${service.name} switch`, ms: e.outcome.writeHoldMs });
+              say(`  ${e.weight >= 100 ? 'switch' : `canary ${e.weight}%`}: on ${e.outcome.propagation?.acknowledged}/${e.outcome.propagation?.live} gateways in ${e.outcome.propagation?.ms} ms${e.outcome.writeHoldMs !== undefined ? `, writes held ${e.outcome.writeHoldMs} ms` : ''}`);
+            }
             if (e.kind === 'analysis') say(`    analysis at ${e.weight}%: ${e.result.ok ? 'passed' : `failed (${e.failures}/${e.threshold})`}: ${e.result.reason}`);
             if (e.kind === 'rolled-back') say(`    ROLLED BACK: ${e.reason}`);
           },
@@ -82,13 +91,27 @@ export async function runMigration(topology: Topology, say: (line: string) => vo
     const order = [...config.services].sort((a, b) => a.order - b.order);
     for (const service of order) await migrate(service, { steps: [50, 100] });
 
-    const again = order.find((s) => s.name === 'analytics')!;
-    say(`\n── rollback and second cutover of ${again.prefix} ──`);
+    // The hard case: a service that has taken writes goes back to legacy, under load.
+    const again = order.find((s) => s.name === 'invoices')!;
+    say(`\n── rollback and second cutover of ${again.prefix} (it has taken writes) ──`);
     const back = await timed(`${again.name}: rollback`, () => cutover.rollback(again.prefix, 'demo: show that a rollback is one flag flip'));
-    say(`  rollback: ${back.from.phase} → ${back.to.phase}, on ${back.propagation?.acknowledged}/${back.propagation?.live} gateways in ${back.propagation?.ms} ms (forward sync keeps running)`);
+    if (back.writeHoldMs !== undefined) holds.push({ what: `${again.name} rollback`, ms: back.writeHoldMs });
+    say(`  rollback: ${back.from.phase} → ${back.to.phase}, on ${back.propagation?.acknowledged}/${back.propagation?.live} gateways in ${back.propagation?.ms} ms, writes held ${back.writeHoldMs} ms; the reverse sync had drained every write the service took`);
+    await new Promise((r) => setTimeout(r, 2_000));
+    const invoicesAfterRollback = [...load.figures.invoices];
+    const legacyDb = new pg.Client({ connectionString: config.legacy.databaseUrl });
+    await legacyDb.connect();
+    const onLegacy = (await legacyDb.query(`SELECT count(*)::int AS n FROM invoices WHERE id = ANY($1)`, [invoicesAfterRollback])).rows[0].n;
+    await legacyDb.end();
+    say(`  after the rollback, legacy holds ${onLegacy} of the ${invoicesAfterRollback.length} invoices acknowledged so far (${invoicesAfterRollback.filter((id) => id > 1_000_000_000).length} of them created by the service)`);
+    if (onLegacy !== invoicesAfterRollback.length) ok = false;
     await timed(`${again.name}: second cutover`, async () => {
+      const v = await verifyPipeline({ sourceUrl: config.legacy.databaseUrl, targetUrl: again.databaseUrl, plan: workers.find((w) => w.plan?.service === again.name && w.plan.direction === 'forward')!.plan! });
+      await recordVerification(again.databaseUrl, v);
       await cutover.change(again.prefix, { kind: 'shadow' });
-      await runProgressive(cutover, again.prefix, { steps: [50, 100], intervalMs: 2_000, threshold: 2, maxErrorRate: 5 }, () => undefined);
+      await runProgressive(cutover, again.prefix, { steps: [50, 100], intervalMs: 2_500, threshold: 3, maxErrorRate: 5 }, (e) => {
+        if (e.kind === 'step' && e.outcome.writeHoldMs !== undefined) holds.push({ what: `${again.name} second switch`, ms: e.outcome.writeHoldMs });
+      });
     });
     say(`  second cutover: ${again.prefix} is ${(await cutover.store.status(again.name, again.prefix)).phase} again`);
   } catch (err) {
@@ -115,7 +138,7 @@ export async function runMigration(topology: Topology, say: (line: string) => vo
   say(`  requests served through the gateway: ${load.figures.requests}, errors (5xx or no answer): ${load.figures.errors}${Object.keys(load.figures.errorsByPrefix).length ? ` ${JSON.stringify(load.figures.errorsByPrefix)}` : ''}`);
   say(`  invoices created and acknowledged: ${load.figures.invoices.length}; writes lost: ${lost} (checked against ${servingUrl.split('/').pop()})`);
   say(`  OCR uploads: ${load.figures.ocrUploads}`);
-  say('  write hold at each switch: not measured: the switchover fence is not built yet (issue 8)');
+  say(`  writes held at each switch: ${holds.map((h) => `${h.what} ${h.ms} ms`).join(', ') || 'none'}`);
   for (const t of timings) say(`  ${t.step.padEnd(44)} ${(t.ms / 1000).toFixed(1)} s`);
 
   for (const w of workers) await w.stop();

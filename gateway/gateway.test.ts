@@ -300,3 +300,41 @@ describe('gateway shadow', () => {
     }
   });
 });
+
+describe('gateway switchover fence', () => {
+  it('holds writes to a fenced prefix (reads go on), acknowledges only after in-flight writes finish, and releases them to the new route', async () => {
+    await routes.set({ prefix: '/api/invoices', mode: 'legacy' });
+    const t = await token('8');
+    // A slow write is in flight on legacy when the fence arrives.
+    env.legacy.override.set('/api/invoices/slow', () => ({ status: 201, body: { slow: true }, delayMs: 300 }));
+    const slow = fetch(`${gw.url}/api/invoices/slow`, { method: 'POST', headers: { authorization: `Bearer ${t}` }, body: '{}' });
+    await new Promise((r) => setTimeout(r, 50));
+    const started = Date.now();
+    const fenced = await routes.set({ prefix: '/api/invoices', mode: 'legacy', fenced: true });
+    expect(fenced.complete).toBe(true);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(200); // waited for the slow write
+    expect((await slow).status).toBe(201);
+    const held = fetch(`${gw.url}/api/invoices`, { method: 'POST', headers: { authorization: `Bearer ${t}`, 'content-type': 'application/json' }, body: '{"n":1}' });
+    const read = await get('/api/invoices', { token: t });
+    expect(read.json.server).toBe('legacy'); // reads are not held
+    await new Promise((r) => setTimeout(r, 100));
+    await routes.set({ prefix: '/api/invoices', mode: 'service' });
+    const released = await held;
+    expect(((await released.json()) as any)).toMatchObject({ server: 'invoices', body: '{"n":1}' });
+    env.legacy.override.clear();
+    await routes.set({ prefix: '/api/invoices', mode: 'legacy' });
+  });
+
+  it('answers 503 with Retry-After when a fence is not lifted within fenceHoldMs', async () => {
+    const g2 = await startGateway({ ...env.config, gateway: { ...env.config.gateway, fenceHoldMs: 200 } }, { port: 0, instanceId: 'gw-fence' });
+    try {
+      await routes.set({ prefix: '/api/invoices', mode: 'legacy', fenced: true });
+      const res = await fetch(`${g2.url}/api/invoices`, { method: 'POST', headers: { authorization: `Bearer ${await token('8')}` }, body: '{}' });
+      expect(res.status).toBe(503);
+      expect(res.headers.get('retry-after')).toBe('1');
+    } finally {
+      await g2.stop();
+      await routes.set({ prefix: '/api/invoices', mode: 'legacy' });
+    }
+  });
+});

@@ -18,6 +18,11 @@ export interface LiveRouteStateOptions {
   pollIntervalMs: number;
   heartbeatIntervalMs: number;
   logger: Logger;
+  /**
+   * Runs before a newly applied table is acknowledged (the gateway drains in-flight writes to a
+   * prefix the table fences): the acknowledgement means "no write of the old routing is left".
+   */
+  beforeAck?: (table: RouteTable) => Promise<void>;
 }
 
 type State = 'created' | 'active' | 'stopping' | 'stopped';
@@ -36,6 +41,8 @@ export class LiveRouteState implements RouteSource {
   #timers: NodeJS.Timeout[] = [];
   #refreshing: Promise<void> | null = null;
   #storeReachable = false;
+  #ackedVersion = -1;
+  #listeners: Array<(table: RouteTable) => void> = [];
   readonly #o: LiveRouteStateOptions;
   readonly #startedAt = new Date().toISOString();
 
@@ -53,6 +60,16 @@ export class LiveRouteState implements RouteSource {
 
   get storeReachable(): boolean {
     return this.#storeReachable;
+  }
+
+  /** Called with each table as it is applied (the gateway releases held writes with it). */
+  onApply(listener: (table: RouteTable) => void): void {
+    this.#listeners.push(listener);
+  }
+
+  /** Lets the gateway set its drain step once it exists (it is built after the state). */
+  setBeforeAck(hook: (table: RouteTable) => Promise<void>): void {
+    this.#o.beforeAck = hook;
   }
 
   current(): RouteTable {
@@ -125,7 +142,18 @@ export class LiveRouteState implements RouteSource {
     this.#degraded = fromSnapshot;
     this.#o.logger.info({ version: frozen.version, routes: frozen.routes.length, degraded: fromSnapshot }, 'route table applied');
     if (!fromSnapshot) this.#writeSnapshot(frozen);
-    void this.heartbeat();
+    for (const listener of this.#listeners) listener(frozen);
+    void this.#acknowledge(frozen);
+  }
+
+  async #acknowledge(table: RouteTable): Promise<void> {
+    try {
+      await this.#o.beforeAck?.(table);
+    } catch (err) {
+      this.#o.logger.warn({ err, version: table.version }, 'draining before the acknowledgement failed; acknowledging anyway');
+    }
+    if (table.version > this.#ackedVersion) this.#ackedVersion = table.version;
+    await this.heartbeat();
   }
 
   /** Publishes this instance's applied version (the acknowledgement the control plane waits for). */
@@ -137,7 +165,7 @@ export class LiveRouteState implements RouteSource {
       await redis
         .multi()
         .hset(keys.gateway(instanceId), {
-          version: String(this.#table?.version ?? -1),
+          version: String(this.#ackedVersion),
           degraded: this.#degraded ? '1' : '0',
           pid: String(process.pid),
           host: hostname(),

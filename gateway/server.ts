@@ -16,14 +16,14 @@ import { forward, limitBody, readBody, type Body } from './proxy.ts';
 import { createRateLimiter, rateLimitHeaders } from './rate-limit.ts';
 import type { RedisKeys } from './redis-keys.ts';
 import { chooseTarget, matchRoute, safeToRetry, type Target } from './route-choice.ts';
-import type { RouteSource } from './route-types.ts';
+import type { RouteSource, RouteTable } from './route-types.ts';
 import { createShadow } from './shadow.ts';
 import { createUpstream, isTimeout, neverReached, type Upstream } from './upstreams.ts';
 import { proxyUpgrade } from './websocket.ts';
 
 export interface GatewayDeps {
   config: ResolvedConfig;
-  routes: RouteSource & { loaded?: boolean; storeReachable?: boolean };
+  routes: RouteSource & { loaded?: boolean; storeReachable?: boolean; onApply?: (fn: (table: RouteTable) => void) => void; setBeforeAck?: (hook: (table: RouteTable) => Promise<void>) => void };
   redis: Redis;
   keys: RedisKeys;
   logger: Logger;
@@ -83,6 +83,42 @@ export function createGateway(deps: GatewayDeps): Gateway {
 
   const ready = () => (routes.loaded ?? true) && redis.status === 'ready';
 
+  // Switchover fence: writes to a fenced prefix wait here until a table without the fence
+  // arrives (then they are routed by it), or until fenceHoldMs (503). In-flight writes per
+  // prefix are counted so that a fenced table is acknowledged only once they have finished.
+  const inFlightWrites = new Map<string, number>();
+  const held = new Map<string, Array<() => void>>();
+  let heldCount = 0;
+  routes.onApply?.((table) => {
+    for (const [prefix, waiters] of held) {
+      if (!table.routes.some((r) => r.prefix === prefix && r.fenced)) {
+        held.delete(prefix);
+        for (const release of waiters) release();
+      }
+    }
+  });
+  routes.setBeforeAck?.(async (table) => {
+    const deadline = Date.now() + g.upstreamTimeoutMs;
+    for (const r of table.routes.filter((x) => x.fenced)) {
+      while ((inFlightWrites.get(r.prefix) ?? 0) > 0 && Date.now() < deadline) await new Promise((ok) => setTimeout(ok, 2));
+    }
+  });
+  const hold = (prefix: string): Promise<boolean> =>
+    new Promise((resolve) => {
+      if (heldCount >= g.fenceMaxHeld) return resolve(false);
+      heldCount++;
+      const timer = setTimeout(() => finish(false), g.fenceHoldMs);
+      const finish = (released: boolean) => {
+        clearTimeout(timer);
+        heldCount--;
+        const list = held.get(prefix);
+        if (list) held.set(prefix, list.filter((f) => f !== onRelease));
+        resolve(released);
+      };
+      const onRelease = () => finish(true);
+      held.set(prefix, [...(held.get(prefix) ?? []), onRelease]);
+    });
+
   async function ops(path: string, res: ServerResponse, requestId: string): Promise<boolean> {
     if (path === '/healthz') {
       res.writeHead(200, { 'content-type': 'application/json', 'x-request-id': requestId }).end('{"status":"ok"}');
@@ -118,7 +154,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     if (await ops(target.path, res, requestId)) return;
     if (!(routes.loaded ?? true)) return sendError(res, 503, 'NOT_READY', 'the gateway has no route table yet (control database unreachable and no snapshot); retry shortly', requestId, { 'retry-after': '1' });
 
-    const route = matchRoute(routes.current(), target.matchPath);
+    let route = matchRoute(routes.current(), target.matchPath);
     const auth = await authenticate(target.matchPath, req.headers.authorization);
     if (!auth.ok) {
       return sendError(res, 401, 'UNAUTHENTICATED', auth.message, requestId, { 'www-authenticate': `Bearer error="invalid_token", error_description="${auth.message.replace(/"/g, "'")}"` });
@@ -131,10 +167,16 @@ export function createGateway(deps: GatewayDeps): Gateway {
       return sendError(res, 429, 'RATE_LIMITED', `too many requests; retry in ${extraHeaders['retry-after']} s`, requestId, extraHeaders as Record<string, string>);
     }
 
+    const method = req.method ?? 'GET';
+    const write = method !== 'GET' && method !== 'HEAD' && method !== 'OPTIONS';
+    if (route?.fenced && write) {
+      const released = await hold(route.prefix);
+      if (!released) return sendError(res, 503, 'NOT_READY', `writes to ${route.prefix} are held for a switchover that has not finished; retry shortly`, requestId, { 'retry-after': '1' });
+      route = matchRoute(routes.current(), target.matchPath);
+    }
     const length = Number(req.headers['content-length'] ?? 0);
     if (length > g.bodyLimitBytes) return sendError(res, 413, 'PAYLOAD_TOO_LARGE', `the request body is larger than ${g.bodyLimitBytes} bytes`, requestId, { connection: 'close' });
 
-    const method = req.method ?? 'GET';
     let stickyKey: string | null = auth.identity?.sub ?? null;
     if (route?.mode === 'canary' && !stickyKey) {
       stickyKey = readCanaryCookie(req.headers.cookie);
@@ -177,6 +219,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
     };
     let served: Target = choice.target;
     let answer: Awaited<ReturnType<typeof send>>;
+    const writePrefix = write && route ? route.prefix : null;
+    if (writePrefix) inFlightWrites.set(writePrefix, (inFlightWrites.get(writePrefix) ?? 0) + 1);
     try {
       try {
         answer = await send(choice.target);
@@ -200,6 +244,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
       logger.warn({ err, reqId: requestId, upstream: upstreamName }, 'upstream error');
       record(route?.service, route?.prefix, served, status, started);
       return sendError(res, status, code, message, requestId);
+    } finally {
+      if (writePrefix) inFlightWrites.set(writePrefix, (inFlightWrites.get(writePrefix) ?? 1) - 1);
     }
     record(route?.service, route?.prefix, served, answer.status, started);
     if (choice.shadow && service && route) {

@@ -61,6 +61,7 @@ function describeOutcome(o: ChangeOutcome): string {
   if (o.propagation) {
     const p = o.propagation;
     lines.push(`  applied on ${p.acknowledged}/${p.live} gateways in ${p.ms} ms (route v${p.version})${p.complete ? '' : `; not acknowledged by: ${p.missing.join(', ')}`}`);
+    if (o.writeHoldMs !== undefined) lines.push(`  writes to ${o.prefix} were held for ${o.writeHoldMs} ms`);
   } else if (!o.dryRun) lines.push('  recorded (the route did not change)');
   return lines.join('\n');
 }

@@ -84,7 +84,7 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
         await recordVerification(service.databaseUrl, v).catch(() => undefined);
         output(args, v, () =>
           [
-            ...v.tables.map((t) => `${t.ok ? 'ok  ' : 'DIFF'}  ${t.table} → ${t.target}: ${t.sourceRows} rows legacy, ${t.targetRows} service, ${t.chunks} chunks${t.firstMismatch ? `\n        first difference in key range (${t.firstMismatch.from?.join(',') ?? '-∞'}, ${t.firstMismatch.to?.join(',') ?? '+∞'}]: ${t.firstMismatch.sourceRows} rows legacy, ${t.firstMismatch.targetRows} service` : ''}`),
+            ...v.tables.map((t) => `${t.ok ? 'ok  ' : 'DIFF'}  ${t.table} → ${t.target}: ${t.sourceRows} rows legacy, ${t.targetRows} service, ${t.chunks} chunks${t.unsettled.length ? `\n        ${t.unsettled.length} key range(s) kept changing during every read and were not settled; run verify again in a quieter moment` : ''}${t.firstMismatch ? `\n        first difference in key range (${t.firstMismatch.from?.join(',') ?? '-∞'}, ${t.firstMismatch.to?.join(',') ?? '+∞'}]: ${t.firstMismatch.sourceRows} rows legacy, ${t.firstMismatch.targetRows} service` : ''}`),
             `${v.ok ? 'verified' : 'MISMATCH'} in ${v.ms} ms`,
           ].join('\n'),
         );

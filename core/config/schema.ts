@@ -127,6 +127,10 @@ export const configSchema = z.strictObject({
           samples: z.number().int().min(1).max(1000).default(50),
         })
         .prefault({}),
+      /** Longest a write is held while its prefix is fenced for a switchover (then 503, Retry-After). */
+      fenceHoldMs: z.number().int().min(100).default(5_000),
+      /** Most writes held at once per gateway; more get 503 at once. */
+      fenceMaxHeld: z.number().int().min(1).default(1_000),
       breaker: z
         .strictObject({
           /** Consecutive failures that open a service's circuit. */

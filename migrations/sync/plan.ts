@@ -55,6 +55,10 @@ export interface SyncPlan {
  */
 export type Direction = 'forward' | 'reverse';
 
+export function originOf(service: string, direction: Direction): string {
+  return `strangler_${direction}_${service.toLowerCase().replace(/[^a-z0-9]/g, '_')}`;
+}
+
 export function pipelineNames(service: string, sourceDatabaseUrl: string, direction: Direction = 'forward'): { pipeline: string; publication: string; slot: string; origin: string } {
   const clean = (s: string) => s.toLowerCase().replace(/[^a-z0-9]/g, '_');
   const db = clean(new URL(sourceDatabaseUrl).pathname.slice(1) || 'postgres');
@@ -63,8 +67,9 @@ export function pipelineNames(service: string, sourceDatabaseUrl: string, direct
     pipeline: `${service}:${direction}`,
     publication: `strangler_${tag}${clean(service)}`,
     slot: `strangler_${db}_${tag}${clean(service)}`.slice(0, 63),
-    // The replication origin its applier marks transactions with; every decoder skips strangler_* origins.
-    origin: `strangler_${direction}_${clean(service)}`,
+    // The replication origin its applier marks transactions with; the opposite direction's
+    // decoder skips exactly that origin (other pipelines must still see those rows).
+    origin: originOf(service, direction),
   };
 }
 

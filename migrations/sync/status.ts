@@ -103,3 +103,29 @@ export async function cleanupPipeline(config: ResolvedConfig, service: ResolvedS
     await source.end();
   }
 }
+
+/**
+ * Drains a pipeline to a fence: a logical message written on its source now, then a wait until
+ * the pipeline has applied past it. Everything committed on the source before the call is then
+ * on the target. Returns the time it took, or null when it did not drain within the timeout.
+ */
+export async function drainPipeline(config: ResolvedConfig, service: ResolvedService, direction: Direction, timeoutMs: number): Promise<number | null> {
+  const [sourceUrl, targetUrl] = direction === 'forward' ? [config.legacy.databaseUrl, service.databaseUrl] : [service.databaseUrl, config.legacy.databaseUrl];
+  const names = pipelineNames(service.name, sourceUrl, direction);
+  const source = new pg.Client({ connectionString: sourceUrl });
+  const target = new pg.Client({ connectionString: targetUrl });
+  const started = Date.now();
+  try {
+    await Promise.all([source.connect(), target.connect()]);
+    const { rows } = await source.query(`SELECT pg_logical_emit_message(true, 'strangler_fence', clock_timestamp()::text)::text AS lsn`);
+    const fence = rows[0].lsn as string;
+    while (Date.now() - started < timeoutMs) {
+      const r = await target.query(`SELECT applied_lsn::text AS lsn FROM strangler_sync.pipelines WHERE pipeline = $1`, [names.pipeline]).catch(() => ({ rows: [] as Array<{ lsn: string }> }));
+      if (r.rows[0]?.lsn && lsnDistance(r.rows[0].lsn, fence) === 0) return Date.now() - started;
+      await new Promise((ok) => setTimeout(ok, 5));
+    }
+    return null;
+  } finally {
+    await Promise.all([source.end().catch(() => undefined), target.end().catch(() => undefined)]);
+  }
+}

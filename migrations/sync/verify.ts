@@ -18,6 +18,10 @@ export interface TableVerification {
   targetRows: number;
   chunks: number;
   ok: boolean;
+  /** Key ranges the monolith kept writing to during every read: neither equal nor proven different. */
+  unsettled: Array<{ from: unknown[] | null; to: unknown[] | null }>;
+  /** Keys above this were inserted during the verify and not compared. */
+  highWater?: unknown[] | null;
   /** The first key range (from, exclusive; to, inclusive) whose rows differ. */
   firstMismatch: { from: unknown[] | null; to: unknown[] | null; sourceRows: number; targetRows: number } | null;
 }
@@ -89,31 +93,61 @@ async function verifyTable(source: pg.Client, target: pg.Client, plan: SyncPlan,
   const dstCols = table.columns.map((c) => c.target);
   const srcKey = table.key;
   const dstKey = table.key.map((k) => table.columns.find((c) => c.source === k)!.target);
-  const result: TableVerification = { table: table.source, target: table.target, sourceRows: 0, targetRows: 0, chunks: 0, ok: true, firstMismatch: null };
+  const result: TableVerification = { table: table.source, target: table.target, sourceRows: 0, targetRows: 0, chunks: 0, ok: true, firstMismatch: null, unsettled: [] };
   let from: unknown[] | null = null;
   let last = false;
+  // The key high-water mark at the start: rows the monolith inserts above it while the verify
+  // runs are still moving and are not compared (each pass would chase them).
+  const k = keyExpr(srcKey);
+  // Aliased, so that ORDER BY sorts by the key columns themselves, not by their text.
+  const keyText = srcKey.map((c, i) => `${q(c)}::text AS __k${i}`).join(', ');
+  const keyOf = (row: Record<string, string>) => srcKey.map((_, i) => row[`__k${i}`]);
+  const top = await source.query(`SELECT ${keyText} FROM ${q(table.source)} ORDER BY ${srcKey.map((c) => `${q(c)} DESC`).join(', ')} LIMIT 1`);
+  const highWater: unknown[] | null = top.rows[0] ? keyOf(top.rows[0]) : null;
+  result.highWater = highWater;
   while (!last) {
-    // The chunk's upper key on the source (or +infinity past the last row: the target's tail then counts too).
-    const k = keyExpr(srcKey);
     const { rows }: { rows: Array<Record<string, string>> } = await source.query(
-      `SELECT ${srcKey.map((c) => `${q(c)}::text AS ${q(c)}`).join(', ')} FROM ${q(table.source)} ${from ? `WHERE ${k} > ${params(from, 0)}` : ''} ORDER BY ${srcKey.map(q).join(', ')} OFFSET ${chunkRows - 1} LIMIT 1`,
+      `SELECT ${keyText} FROM ${q(table.source)} ${from ? `WHERE ${k} > ${params(from, 0)}` : ''} ORDER BY ${srcKey.map(q).join(', ')} OFFSET ${chunkRows - 1} LIMIT 1`,
       from ?? [],
     );
-    // Past the last full chunk the range is open-ended, so rows only the target has are counted too.
-    const to: unknown[] | null = rows[0] ? srcKey.map((c) => rows[0][c]) : null;
-    if (!to) last = true;
+    // The last chunk ends at the high-water mark (or is open-ended on an empty source, so rows only the target has are counted).
+    let to: unknown[] | null = rows[0] ? keyOf(rows[0]) : highWater;
+    if (!rows[0]) last = true;
+    if (rows[0] && highWater) {
+      // Typed by the key columns: is anything left between this chunk's end and the high-water mark?
+      const left = await source.query(`SELECT EXISTS (SELECT 1 FROM ${q(table.source)} WHERE ${k} > ${params(to!, 0)} AND ${k} <= ${params(highWater, to!.length)}) AS more`, [...to!, ...highWater]);
+      if (!left.rows[0].more) {
+        to = highWater;
+        last = true;
+      }
+    }
+    // A difference counts only when the source range held still across two reads and the
+    // target, caught up past it, still differs twice in a row; a range the monolith keeps
+    // writing to is reported as unsettled (re-run later), not as a difference.
     let chunk: ChunkResult | null = null;
-    for (let attempt = 0; attempt < 4; attempt++) {
+    let previousSource: string | null = null;
+    let stableMisses = 0;
+    let definite = false;
+    for (let attempt = 0; attempt < 8; attempt++) {
       const s = await checksum(source, table.source, srcCols, srcKey, from, to);
       await waitApplied(source, target, plan.pipeline, timeoutMs);
       const t = await checksum(target, table.target, dstCols, dstKey, from, to);
       chunk = { from, to, sourceRows: s.rows, targetRows: t.rows, match: s.rows === t.rows && s.sum === t.sum };
       if (chunk.match) break;
+      const sourceKey = `${s.rows}:${s.sum}`;
+      stableMisses = sourceKey === previousSource ? stableMisses + 1 : 0;
+      previousSource = sourceKey;
+      if (stableMisses >= 2) {
+        definite = true;
+        break;
+      }
+      await new Promise((ok) => setTimeout(ok, 30 * (attempt + 1)));
     }
     result.chunks++;
     result.sourceRows += chunk!.sourceRows;
     result.targetRows += chunk!.targetRows;
-    if (!chunk!.match && result.ok) {
+    if (!chunk!.match && !definite) result.unsettled.push({ from, to });
+    if (!chunk!.match && definite && result.ok) {
       result.ok = false;
       result.firstMismatch = { from, to, sourceRows: chunk!.sourceRows, targetRows: chunk!.targetRows };
     }

@@ -12,7 +12,7 @@ import { pipeline } from 'node:stream/promises';
 import { copyTables, type BackfillProgress } from './backfill.ts';
 import { readSourceTables } from './catalog.ts';
 import { compareLsn, lsnDistance } from './lsn.ts';
-import { buildSyncPlan, quoteIdent as q, reverseMapping, targetTableDdl, type Direction, type SyncPlan, type TablePlan } from './plan.ts';
+import { buildSyncPlan, originOf, quoteIdent as q, reverseMapping, targetTableDdl, type Direction, type SyncPlan, type TablePlan } from './plan.ts';
 import { ensureStateSchema, readPipelineState } from './state.ts';
 
 export const HEARTBEAT_PREFIX = 'strangler_heartbeat';
@@ -315,8 +315,9 @@ export class SyncWorker {
       case 'truncate':
         return this.#change(target, m);
       case 'origin':
-        // Applied by a strangler worker (the other direction): never send it back.
-        if (this.#tx && m.originName?.startsWith('strangler_')) this.#tx.skip = true;
+        // Applied by this service's other direction: never send it back. Rows another
+        // pipeline applied (the reverse sync of invoices, seen by analytics' replica) still flow.
+        if (this.#tx && m.originName === originOf(this.#o.service.name, this.#direction === 'forward' ? 'reverse' : 'forward')) this.#tx.skip = true;
         return;
       case 'message':
         if (this.#tx && !this.#tx.skip && m.prefix === HEARTBEAT_PREFIX) this.#tx.heartbeat = Buffer.from(m.content).toString('utf8');
