@@ -227,3 +227,14 @@ describe('the cutover commands', () => {
   }, 60_000);
 });
 
+
+describe('reverse sync before writes', () => {
+  it('refuses a canary or switch of a writing service whose reverse sync does not stream, and lets a read-only one go', async () => {
+    const { actionProblems } = await import('./executor.ts');
+    const invoices = { ...config.services.find((s) => s.name === 'invoices')!, databaseUrl: analyticsDb };
+    const problems = await actionProblems(config, [{ kind: 'start-reverse-sync' }], invoices);
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(/reverse sync \(invoices → legacy\) does not run.*strangler sync start invoices --reverse/);
+    expect(await actionProblems(config, [{ kind: 'start-reverse-sync' }], config.services.find((s) => s.name === 'analytics')!)).toEqual([]);
+  });
+});
