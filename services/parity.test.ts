@@ -172,3 +172,24 @@ describe('auth service tokens', () => {
     }
   });
 });
+
+describe('the service kit', () => {
+  it('serves /health with its database check and Prometheus metrics by route pattern', async () => {
+    const r = running.find((x) => x.service.name === 'invoices')!;
+    const health = await fetch(`${r.app.url}/health`);
+    expect(await health.json()).toEqual({ status: 'ok', service: 'invoices', checks: { database: 'ok' } });
+    await fetch(`${r.app.url}/api/invoices/1`, { headers: { authorization: `Bearer ${tokens.get(1)}` } });
+    const metrics = await (await fetch(`${r.app.url}/metrics`)).text();
+    expect(metrics).toMatch(/http_requests_total\{method="GET",route="\/api\/invoices\/:id",class="2xx"\} \d+/);
+  });
+
+  it('finishes a request in flight when it shuts down, then refuses new connections', async () => {
+    const svc = await startService(base, 'analytics', { port: 0, logger: silentLogger });
+    const inFlight = fetch(`${svc.url}/api/analytics/totals-by-status`, { headers: { authorization: `Bearer ${tokens.get(1)}` } });
+    await new Promise((r) => setTimeout(r, 5));
+    const closing = svc.close();
+    expect((await inFlight).status).toBe(200);
+    await closing;
+    await expect(fetch(`${svc.url}/health`)).rejects.toThrow();
+  });
+});

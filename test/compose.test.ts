@@ -42,8 +42,24 @@ describe('docker-compose.yml agrees with strangler.yaml', () => {
     }
   });
 
-  it('has Redis and OCR workers', () => {
+  it('has Redis, the control schema step, and a forward sync per service plus a reverse sync per writing service', () => {
     expect(compose.services.redis.image).toMatch(/^redis:/);
-    expect(compose.services['ocr-worker'].command.slice(0, 2)).toEqual(['ocr', 'worker']);
+    expect(compose.services['control-init'].command.slice(0, 2)).toEqual(['control', 'init']);
+    for (const s of local.services) {
+      expect(compose.services[`sync-${s.name}`].command.slice(0, 3)).toEqual(['sync', 'start', s.name]);
+      const writes = !s.readOnly && s.tables.some((t) => !t.replica);
+      expect(Boolean(compose.services[`sync-${s.name}-reverse`]), `sync-${s.name}-reverse`).toBe(writes);
+    }
+  });
+});
+
+describe('docker-compose commands', () => {
+  it('runs only strangler commands that exist', async () => {
+    const { commands } = await import('../cli/commands/index.ts');
+    const names = new Set(commands.map((c) => String(c.command).split(' ')[0]));
+    for (const [name, svc] of Object.entries(compose.services as Record<string, { image?: string; command?: string[] }>)) {
+      if (!svc.command || svc.image?.startsWith('postgres') || svc.image?.startsWith('redis')) continue;
+      expect(names.has(svc.command[0]), `${name}: strangler ${svc.command[0]}`).toBe(true);
+    }
   });
 });

@@ -4,6 +4,7 @@ import { devCommand } from './dev.ts';
 import { cutoverCommand, finalizeCommand, promoteCommand, rollbackCommand } from './cutover.ts';
 import { doctorCommand } from './doctor.ts';
 import { gatewayCommand } from './gateway.ts';
+import { legacyCommand } from './legacy.ts';
 import { controlCommand, diffCommand, historyCommand, planCommand, statusCommand } from './status.ts';
 import { serviceCommand } from './service.ts';
 import { syncCommand } from './sync.ts';
@@ -16,6 +17,7 @@ export const commands = [
   doctorCommand,
   syncCommand,
   gatewayCommand,
+  legacyCommand,
   serviceCommand,
   statusCommand,
   planCommand,

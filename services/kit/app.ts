@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import express, { type Express } from 'express';
+import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from '../../core/logger.ts';
 import { createErrorHandler, createNotFoundHandler } from './http-error.ts';
 import { createRequestId } from './request-id.ts';
@@ -24,6 +25,24 @@ export function createApp(options: AppOptions): Express {
   app.disable('x-powered-by');
   app.set('etag', false);
   app.use(createRequestId(options.logger));
+  // Prometheus metrics per app (own registry: several apps share a process in tests and the demo).
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: `${options.name.replace(/\W/g, '_')}_` });
+  const requests = new Counter({ name: 'http_requests_total', help: 'Requests by method, route and status class', labelNames: ['method', 'route', 'class'] as const, registers: [registry] });
+  const duration = new Histogram({ name: 'http_request_duration_seconds', help: 'Time to the last byte', labelNames: ['method', 'route'] as const, buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers: [registry] });
+  app.use(function measure(req, res, next) {
+    const end = duration.startTimer();
+    res.on('finish', () => {
+      // The matched route pattern (not the raw path), so ids do not explode the label set.
+      const route = `${req.baseUrl}${req.route?.path ?? ''}` || 'unmatched';
+      requests.inc({ method: req.method, route, class: `${Math.floor(res.statusCode / 100)}xx` });
+      end({ method: req.method, route });
+    });
+    next();
+  });
+  app.get('/metrics', async (_req, res) => {
+    res.type(registry.contentType).send(await registry.metrics());
+  });
   app.use(express.json({ limit: options.jsonLimit ?? 1024 * 1024 }));
   app.get('/health', async (_req, res) => {
     const checks: Record<string, string> = {};
@@ -72,8 +91,11 @@ export async function listen(app: Express, port = 0, host = '127.0.0.1'): Promis
       closing ??= new Promise<void>((resolve) => {
         const timer = setTimeout(() => server.closeAllConnections(), graceMs);
         timer.unref();
+        // Keep-alive connections become idle as their last response ends: close them as they do.
+        const sweep = setInterval(() => server.closeIdleConnections(), 20);
         server.close(() => {
           clearTimeout(timer);
+          clearInterval(sweep);
           resolve();
         });
         server.closeIdleConnections();

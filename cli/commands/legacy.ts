@@ -1,0 +1,22 @@
+import type { Argv, CommandModule } from 'yargs';
+import { resolveCliConfig, type GlobalArgs } from '../context.ts';
+
+/** `strangler legacy`: the reference monolith on legacy.port (migrates its database first). */
+export const legacyCommand: CommandModule<GlobalArgs, GlobalArgs & { port?: number }> = {
+  command: 'legacy',
+  describe: 'run the reference monolith (migrates the legacy database first)',
+  builder: (y: Argv<GlobalArgs>) => y.option('port', { type: 'number', describe: 'default: legacy.port' }) as unknown as Argv<GlobalArgs & { port?: number }>,
+  handler: async (args) => {
+    const config = resolveCliConfig(args);
+    const { migrateLegacy, startLegacyApp } = await import('../../legacy-adapter/index.ts');
+    await migrateLegacy(config.legacy.databaseUrl);
+    const running = await startLegacyApp(config, { port: args.port });
+    process.stderr.write(`legacy monolith listening on ${running.url}\n`);
+    await new Promise<void>((resolve) => {
+      process.once('SIGINT', resolve);
+      process.once('SIGTERM', resolve);
+    });
+    await running.close();
+    process.exit(0);
+  },
+};
