@@ -55,11 +55,17 @@ export interface SyncPlan {
  */
 export type Direction = 'forward' | 'reverse';
 
-export function originOf(service: string, direction: Direction): string {
-  return `strangler_${direction}_${service.toLowerCase().replace(/[^a-z0-9]/g, '_')}`;
+/**
+ * The replication origin a pipeline's applier marks its transactions with. Origins are
+ * cluster-wide, so the name carries the target database (two pipelines of the same service
+ * into different databases of one cluster never share one).
+ */
+export function originOf(service: string, direction: Direction, targetDatabaseUrl: string): string {
+  const clean = (s: string) => s.toLowerCase().replace(/[^a-z0-9]/g, '_');
+  return `strangler_${direction}_${clean(service)}_${clean(new URL(targetDatabaseUrl).pathname.slice(1) || 'postgres')}`;
 }
 
-export function pipelineNames(service: string, sourceDatabaseUrl: string, direction: Direction = 'forward'): { pipeline: string; publication: string; slot: string; origin: string } {
+export function pipelineNames(service: string, sourceDatabaseUrl: string, direction: Direction = 'forward', targetDatabaseUrl = sourceDatabaseUrl): { pipeline: string; publication: string; slot: string; origin: string } {
   const clean = (s: string) => s.toLowerCase().replace(/[^a-z0-9]/g, '_');
   const db = clean(new URL(sourceDatabaseUrl).pathname.slice(1) || 'postgres');
   const tag = direction === 'reverse' ? 'rev_' : '';
@@ -69,7 +75,7 @@ export function pipelineNames(service: string, sourceDatabaseUrl: string, direct
     slot: `strangler_${db}_${tag}${clean(service)}`.slice(0, 63),
     // The replication origin its applier marks transactions with; the opposite direction's
     // decoder skips exactly that origin (other pipelines must still see those rows).
-    origin: originOf(service, direction),
+    origin: originOf(service, direction, targetDatabaseUrl),
   };
 }
 
@@ -107,7 +113,7 @@ export function tableProblem(table: SourceTable | undefined, name: string, exclu
  * Pure: the replication plan of one service from its strangler.yaml mapping and the legacy
  * catalog. Every problem is collected and reported at once, before anything is created.
  */
-export function buildSyncPlan(service: ResolvedService, catalog: Map<string, SourceTable>, sourceDatabaseUrl: string, direction: Direction = 'forward'): SyncPlan {
+export function buildSyncPlan(service: ResolvedService, catalog: Map<string, SourceTable>, sourceDatabaseUrl: string, direction: Direction = 'forward', targetDatabaseUrl = sourceDatabaseUrl): SyncPlan {
   const problems: string[] = [];
   const tables: TablePlan[] = [];
   for (const mapping of service.tables) {
@@ -136,7 +142,7 @@ export function buildSyncPlan(service: ResolvedService, catalog: Map<string, Sou
   if (problems.length) {
     throw new StranglerError(`the sync of "${service.name}" cannot start; nothing was created on the legacy database:\n  ${problems.join('\n  ')}`, 'CHECK_FAILED', { problems });
   }
-  return { service: service.name, direction, ...pipelineNames(service.name, sourceDatabaseUrl, direction), tables };
+  return { service: service.name, direction, ...pipelineNames(service.name, sourceDatabaseUrl, direction, targetDatabaseUrl), tables };
 }
 
 const q = (ident: string) => `"${ident.replace(/"/g, '""')}"`;

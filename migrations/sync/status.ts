@@ -95,6 +95,9 @@ export async function cleanupPipeline(config: ResolvedConfig, service: ResolvedS
         await target.query(`DELETE FROM strangler_sync.tables WHERE pipeline = $1`, [names.pipeline]);
         await target.query(`DELETE FROM strangler_sync.pipelines WHERE pipeline = $1`, [names.pipeline]);
       }
+      // The applier's replication origin (cluster-wide): dropped once no session uses it.
+      const origin = pipelineNames(service.name, sourceUrl, direction, targetUrl).origin;
+      await target.query(`SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = $1`, [origin]).catch(() => undefined);
     } finally {
       await target.end();
     }

@@ -145,7 +145,7 @@ export class SyncWorker {
     const mapping = this.#direction === 'forward' ? service : reverseMapping(service);
     if (mapping.tables.length === 0) throw new StranglerError(`${service.name} owns no tables it writes, so it needs no reverse sync`, 'BAD_INPUT');
     const catalog = await readSourceTables(source, mapping.tables.map((t) => t.source));
-    const plan = buildSyncPlan(mapping, catalog, this.#sourceUrl, this.#direction); // throws before anything is created
+    const plan = buildSyncPlan(mapping, catalog, this.#sourceUrl, this.#direction, this.#targetUrl); // throws before anything is created
     this.#plan = plan;
     for (const t of plan.tables) this.#byRelation.set(t.source, t);
 
@@ -317,7 +317,8 @@ export class SyncWorker {
       case 'origin':
         // Applied by this service's other direction: never send it back. Rows another
         // pipeline applied (the reverse sync of invoices, seen by analytics' replica) still flow.
-        if (this.#tx && m.originName === originOf(this.#o.service.name, this.#direction === 'forward' ? 'reverse' : 'forward')) this.#tx.skip = true;
+        // The paired direction writes into this worker's source database.
+        if (this.#tx && m.originName === originOf(this.#o.service.name, this.#direction === 'forward' ? 'reverse' : 'forward', this.#sourceUrl)) this.#tx.skip = true;
         return;
       case 'message':
         if (this.#tx && !this.#tx.skip && m.prefix === HEARTBEAT_PREFIX) this.#tx.heartbeat = Buffer.from(m.content).toString('utf8');
