@@ -61,6 +61,7 @@ export interface SyncObservation {
   lagSeconds: number | null;
   lastError: string | null;
   lastVerify: { ok: boolean; at: string; detail?: string } | null;
+  conflicts?: number;
 }
 
 export function checkSyncLag(service: string, s: SyncObservation | null, t: CheckThresholds): CheckResult {

@@ -14,6 +14,7 @@ export interface PrefixOverview {
   weight: number;
   gateways: { acknowledged: number; live: number; version: number };
   sync: { state: string; lagBytes: number | null; lagSeconds: number | null; lastVerify: string | null };
+  reverse: { state: string; lagBytes: number | null; conflicts: number } | null;
   shadow: { compared: number; mismatchPercent: number | null };
   canary: { window: string; service: { requests: number; errorPercent: number | null; p99Ms: number | null }; legacy: { requests: number; errorPercent: number | null; p99Ms: number | null } };
   next: { command: string; checks: readonly string[] } | { refused: string };
@@ -29,6 +30,8 @@ export async function overview(cutover: Cutover, redis: import('ioredis').Redis,
     const routes = await cutover.routeOf(service.prefix);
     const version = routes?.version ?? 0;
     const sync = await observeSync(config, service);
+    const writes = !service.readOnly && service.tables.some((t) => !t.replica);
+    const reverse = writes ? await observeSync(config, service, 'reverse') : null;
     const counts = await redis.hgetall(keys.shadowCounts(service.name)).catch(() => ({}) as Record<string, string>);
     const compared = Number(counts.match ?? 0) + Number(counts.mismatch ?? 0);
     const to = Date.now();
@@ -47,6 +50,7 @@ export async function overview(cutover: Cutover, redis: import('ioredis').Redis,
       weight: routes?.weight ?? 0,
       gateways: { acknowledged: gateways.filter((g) => g.version >= version).length, live: gateways.length, version },
       sync: { state: sync?.state ?? 'not started', lagBytes: sync?.lagBytes ?? null, lagSeconds: sync?.lagSeconds ?? null, lastVerify: sync?.lastVerify ? `${sync.lastVerify.ok ? 'passed' : 'FAILED'} ${sync.lastVerify.at}` : null },
+      reverse: writes ? { state: reverse?.state ?? 'not started', lagBytes: reverse?.lagBytes ?? null, conflicts: (reverse?.conflicts ?? 0) + (sync?.conflicts ?? 0) } : null,
       shadow: { compared, mismatchPercent: compared ? Math.round((10_000 * Number(counts.mismatch ?? 0)) / compared) / 100 : null },
       canary: { window: `${windowMs / 1000}s`, service: side(svc), legacy: side(legacy) },
       next: p.ok ? { command: p.command.kind === 'canary' ? `canary ${p.command.weight}` : p.command.kind, checks: p.checks } : { refused: p.reason },

@@ -46,6 +46,7 @@ export async function observeSync(config: ResolvedConfig, service: ResolvedServi
       lagSeconds: s.lagSeconds,
       lastError: s.lastError,
       lastVerify: v ? { ok: v.ok, at: new Date(v.at).toISOString(), detail: bad ? `${bad.table} differs` : undefined } : null,
+      conflicts: s.conflicts,
     };
   } catch (err) {
     return { state: `unknown (${(err as Error).message})`, lagBytes: null, lagSeconds: null, lastError: (err as Error).message, lastVerify: null };

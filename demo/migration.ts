@@ -64,6 +64,14 @@ export async function runMigration(topology: Topology, say: (line: string) => vo
         say(`  reverse sync: slot ${reverse.plan!.slot} streaming (${service.name} → legacy)`);
       }
       if (state.phase === 'legacy') await cutover.change(service.prefix, { kind: 'sync' });
+      if (service.name === 'ocr') {
+        // Warm the service's OCR engine (loading the traineddata takes ~0.5 s), as a deploy's
+        // readiness step would, so the canary compares steady-state latency.
+        const { renderTextPng } = await import('../legacy-adapter/ocr/text-image.ts');
+        const login = await fetch(`${gateway}/api/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'user1@example.test', password: 'password-1' }) });
+        const { token } = (await login.json()) as { token: string };
+        await fetch(`${service.url}/api/ocr`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ filename: 'warm.png', contentBase64: renderTextPng(['warm up']).toString('base64') }) });
+      }
       const shadow = await timed(`${service.name}: shadow`, async () => {
         const o = await cutover.change(service.prefix, { kind: 'shadow' });
         await waitShadow(service.name, 10, 20_000);
@@ -74,7 +82,7 @@ export async function runMigration(topology: Topology, say: (line: string) => vo
         runProgressive(
           cutover,
           service.prefix,
-          { steps: options.steps, intervalMs: 2_500, threshold: 3, maxErrorRate: 5, reason: 'demo' },
+          { steps: options.steps, intervalMs: 2_500, threshold: 4, maxErrorRate: 5, reason: 'demo' },
           (e) => {
             if (e.kind === 'step') {
               if (e.outcome.writeHoldMs !== undefined) holds.push({ what: `${service.name} switch`, ms: e.outcome.writeHoldMs });
@@ -133,7 +141,7 @@ export async function runMigration(topology: Topology, say: (line: string) => vo
 
   say('\nstrangler status');
   const rows = await overview(cutover, redis, cutover.probe(0).keys, config, 60_000);
-  for (const r of rows) say(`  ${r.prefix.padEnd(16)} ${r.service.padEnd(10)} ${r.phase.padEnd(12)} ${r.mode.padEnd(8)} gateways ${r.gateways.acknowledged}/${r.gateways.live} @v${r.gateways.version}  sync ${r.sync.state} lag ${r.sync.lagBytes ?? '-'} B  shadow ${r.shadow.mismatchPercent ?? '-'}% of ${r.shadow.compared}`);
+  for (const r of rows) say(`  ${r.prefix.padEnd(16)} ${r.service.padEnd(10)} ${r.phase.padEnd(12)} ${r.mode.padEnd(8)} gateways ${r.gateways.acknowledged}/${r.gateways.live} @v${r.gateways.version}  sync ${r.sync.state} lag ${r.sync.lagBytes ?? '-'} B  reverse ${r.reverse ? `${r.reverse.state} lag ${r.reverse.lagBytes ?? '-'} B, ${r.reverse.conflicts} conflicts` : 'n/a'}  shadow ${r.shadow.mismatchPercent ?? '-'}% of ${r.shadow.compared}`);
   say('\nsummary');
   say(`  requests served through the gateway: ${load.figures.requests}, errors (5xx or no answer): ${load.figures.errors}${Object.keys(load.figures.errorsByPrefix).length ? ` ${JSON.stringify(load.figures.errorsByPrefix)}` : ''}`);
   say(`  invoices created and acknowledged: ${load.figures.invoices.length}; writes lost: ${lost} (checked against ${servingUrl.split('/').pop()})`);

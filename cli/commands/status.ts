@@ -34,7 +34,7 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
       const rows = await overview(cutover, redis, keys, config, args.window * 1000);
       output(args, rows, () =>
         table([
-          ['PREFIX', 'SERVICE', 'PHASE', 'MODE', 'WEIGHT', 'GATEWAYS', 'SYNC', 'LAG', 'LAST VERIFY', 'SHADOW DIFF', `CANARY ERR/P99 (${args.window}s) svc vs legacy`],
+          ['PREFIX', 'SERVICE', 'PHASE', 'MODE', 'WEIGHT', 'GATEWAYS', 'SYNC', 'LAG', 'REVERSE', 'CONFLICTS', 'LAST VERIFY', 'SHADOW DIFF', `CANARY ERR/P99 (${args.window}s) svc vs legacy`],
           ...rows.map((r) => [
             r.prefix,
             r.service,
@@ -44,6 +44,8 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
             `${r.gateways.acknowledged}/${r.gateways.live} @v${r.gateways.version}`,
             r.sync.state,
             fmtLag(r.sync.lagBytes, r.sync.lagSeconds),
+            r.reverse ? `${r.reverse.state}${r.reverse.lagBytes !== null ? ` ${r.reverse.lagBytes} B` : ''}` : 'n/a (read-only)',
+            r.reverse ? String(r.reverse.conflicts) : '-',
             r.sync.lastVerify ?? 'never',
             r.shadow.compared ? `${pct(r.shadow.mismatchPercent)} of ${r.shadow.compared}` : '-',
             r.canary.service.requests || r.canary.legacy.requests

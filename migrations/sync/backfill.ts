@@ -58,6 +58,9 @@ export async function copyTables(options: {
       });
       await options.target.query('BEGIN');
       try {
+        // Copied rows carry the oldest commit time, so any change streamed after the copy wins
+        // the conflict check (their real commit times are not known here).
+        await options.target.query(`SELECT pg_replication_origin_xact_setup($1, '1970-01-01 00:00:00+00')`, [options.fromLsn]);
         await options.target.query(`TRUNCATE ${q(table.target)}`);
         await pipeline(source.query(copyTo(`COPY (SELECT ${srcCols} FROM ${q(table.source)}) TO STDOUT`)), counter, options.target.query(copyFrom(`COPY ${q(table.target)} (${dstCols}) FROM STDIN`)));
         await options.target.query(

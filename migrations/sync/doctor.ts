@@ -24,6 +24,14 @@ export async function runDoctor(config: ResolvedConfig): Promise<DoctorFinding[]
     const wal = await setting('wal_level');
     findings.push({ check: 'wal_level', ok: wal === 'logical', detail: `wal_level is ${wal}`, fix: wal === 'logical' ? undefined : `ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL` });
 
+    const commitTs = await setting('track_commit_timestamp');
+    findings.push({
+      check: 'track_commit_timestamp',
+      ok: commitTs === 'on',
+      detail: `track_commit_timestamp is ${commitTs} (rows written on both sides during a canary are detected as conflicts with it)`,
+      fix: commitTs === 'on' ? undefined : 'ALTER SYSTEM SET track_commit_timestamp = on; then restart PostgreSQL',
+    });
+
     const services = config.services.filter((s) => s.tables.length > 0);
     const needed = services.length * 2; // forward now, reverse (or a temporary slot) later
     const slots = Number(await setting('max_replication_slots'));

@@ -35,6 +35,17 @@ export const STATE_DDL = `
     copied_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (pipeline, source)
   );
+  CREATE TABLE IF NOT EXISTS strangler_sync.conflicts (
+    id               bigserial PRIMARY KEY,
+    pipeline         text NOT NULL,
+    at               timestamptz NOT NULL DEFAULT now(),
+    table_name       text NOT NULL,
+    key              jsonb NOT NULL,
+    kind             text NOT NULL,
+    source_commit_at timestamptz,
+    target_commit_at timestamptz,
+    resolution       text NOT NULL
+  );
   CREATE TABLE IF NOT EXISTS strangler_sync.verifications (
     id        bigserial PRIMARY KEY,
     pipeline  text NOT NULL,

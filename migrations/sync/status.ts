@@ -19,6 +19,8 @@ export interface SyncStatus {
   slotRetainWarning: string | null;
   lastError: string | null;
   lastVerification: PipelineState['lastVerification'];
+  /** Rows written on both sides within the lag (resolved: the later commit wins). */
+  conflicts: number;
 }
 
 /** The forward sync of a service as the legacy database and the service database see it. */
@@ -35,6 +37,9 @@ export async function syncStatus(config: ResolvedConfig, service: ResolvedServic
       source.query(`SELECT active, (pg_current_wal_lsn() - restart_lsn)::bigint AS retained FROM pg_replication_slots WHERE slot_name = $1`, [names.slot]),
     ]);
     const retained = slot.rows[0] ? Number(slot.rows[0].retained) : null;
+    const conflicts = state
+      ? Number((await target.query(`SELECT count(*) AS n FROM strangler_sync.conflicts WHERE pipeline = $1`, [names.pipeline]).catch(() => ({ rows: [{ n: 0 }] }))).rows[0].n)
+      : 0;
     const now: Date = head.rows[0].now;
     return {
       service: service.name,
@@ -52,6 +57,7 @@ export async function syncStatus(config: ResolvedConfig, service: ResolvedServic
           : null,
       lastError: state?.lastError ?? null,
       lastVerification: state?.lastVerification ?? null,
+      conflicts,
     };
   } finally {
     await Promise.all([source.end().catch(() => undefined), target.end().catch(() => undefined)]);

@@ -352,6 +352,37 @@ describe('sync: both directions', () => {
     }
   });
 
+  it('detects a row written on both sides within the lag: the later commit wins on both sides, and the conflict is recorded', async () => {
+    const e = await env('sync_conflict');
+    try {
+      const { migrateService } = await import('../services/index.ts');
+      await migrateService(e.service);
+      const forward = worker(e);
+      await forward.start();
+      const reverse = worker(e, { direction: 'reverse' });
+      await reverse.start();
+      // The service writes row 7 while the reverse sync is down (a lag), then legacy writes it later.
+      await reverse.stop();
+      await e.target.query(`UPDATE invoices SET customer_name = 'service wrote first' WHERE id = 7`);
+      await new Promise((r) => setTimeout(r, 20));
+      await e.legacy.query(`UPDATE invoices SET customer_name = 'legacy wrote later' WHERE id = 7`);
+      await waitFor('the later legacy write on the service', async () => (await e.target.query(`SELECT customer_name FROM invoices WHERE id = 7`)).rows[0].customer_name === 'legacy wrote later', 10_000, 20);
+      // The reverse sync comes back with the older service write: legacy keeps its later one.
+      const again = worker(e, { direction: 'reverse' });
+      await again.start();
+      const conflicts = async () => (await e.legacy.query(`SELECT table_name, key, kind, resolution FROM strangler_sync.conflicts WHERE pipeline = 'invoices:reverse'`)).rows;
+      await waitFor('the conflict to be recorded', async () => (await conflicts()).length === 1, 10_000, 20);
+      expect((await conflicts())[0]).toMatchObject({ table_name: 'invoices', key: { id: '7' }, kind: 'update', resolution: expect.stringMatching(/later/) });
+      expect((await e.legacy.query(`SELECT customer_name FROM invoices WHERE id = 7`)).rows[0].customer_name).toBe('legacy wrote later');
+      expect((await syncStatus(e.config, e.service, 'reverse')).conflicts).toBe(1);
+      expect((await verified(e)).ok).toBe(true);
+      await again.stop();
+      await cleanupPipeline(e.config, e.service, 'reverse');
+    } finally {
+      await e.cleanup();
+    }
+  });
+
   it('refuses reverse sync for a read-only service', async () => {
     const e = await env('sync_reverse_ro', 'analytics');
     try {

@@ -38,6 +38,8 @@ interface TxState {
   heartbeat: string | null;
   open: boolean;
   commitLsn: string;
+  /** The source commit time, microseconds since 1970 (the applied rows carry it, for conflict checks). */
+  commitTimeUs: bigint;
 }
 
 export interface SyncWorkerOptions {
@@ -84,6 +86,8 @@ export class SyncWorker {
    * in the order the tables first appeared (parents before children, as the source wrote them).
    */
   #batches = new Map<TablePlan, { kind: 'insert' | 'delete'; rows: Tuple[] }>();
+  /** Conflict checks need commit timestamps on the target (track_commit_timestamp = on). */
+  #checkConflicts = false;
   #chain: Promise<void> = Promise.resolve();
   #restarting: Promise<void> | null = null;
   #reconnectDelay = 200;
@@ -156,6 +160,8 @@ export class SyncWorker {
     await this.#lock(target, plan.pipeline);
     await ensureStateSchema(target);
     await this.#markOrigin(target);
+    this.#checkConflicts = (await target.query(`SELECT current_setting('track_commit_timestamp') = 'on' AS on`)).rows[0].on;
+    if (!this.#checkConflicts) this.#o.logger.warn('track_commit_timestamp is off on the target: writes on both sides of a canary cannot be detected as conflicts');
     // The reverse target is the monolith's own schema: never create tables there.
     if (this.#direction === 'forward') for (const t of plan.tables) await target.query(targetTableDdl(t));
 
@@ -305,7 +311,7 @@ export class SyncWorker {
     switch (m.tag) {
       case 'begin': {
         const skip = compareLsn(m.commitLsn!, this.#applied) < 0;
-        this.#tx = { skip, rows: 0, heartbeat: null, open: false, commitLsn: m.commitLsn! };
+        this.#tx = { skip, rows: 0, heartbeat: null, open: false, commitLsn: m.commitLsn!, commitTimeUs: BigInt(m.commitTime as unknown as bigint) };
         this.#batches.clear();
         return;
       }
@@ -328,10 +334,7 @@ export class SyncWorker {
         this.#tx = null;
         if (!tx || tx.skip) return;
         await this.#flush(target, tx);
-        if (!tx.open) {
-          await target.query('BEGIN');
-          tx.open = true;
-        }
+        await this.#begin(target, tx);
         await target.query(
           `UPDATE strangler_sync.pipelines SET applied_lsn = $2, applied_at = now(), source_commit_at = $3, rows_applied = rows_applied + $4,
                   transactions_applied = transactions_applied + 1, heartbeat_source_at = coalesce($5::timestamptz, heartbeat_source_at), updated_at = now()
@@ -352,12 +355,50 @@ export class SyncWorker {
     }
   }
 
+  /**
+   * Opens the target transaction with the source's commit LSN and time as its origin data, so
+   * the rows it writes carry the source commit time (track_commit_timestamp): the conflict
+   * check compares it with a later local write.
+   */
+  async #begin(target: pg.Client, tx: TxState): Promise<void> {
+    if (tx.open) return;
+    await target.query('BEGIN');
+    tx.open = true;
+    await target.query(`SELECT pg_replication_origin_xact_setup($1, to_timestamp($2::float8 / 1000000))`, [tx.commitLsn, tx.commitTimeUs.toString()]);
+  }
+
   async #run(target: pg.Client, tx: TxState, st: Statement): Promise<pg.QueryResult> {
-    if (!tx.open) {
-      await target.query('BEGIN');
-      tx.open = true;
-    }
+    await this.#begin(target, tx);
     return target.query(st.sql, st.params);
+  }
+
+  /**
+   * Conflicts: target rows written after the source change was committed (a write on the other
+   * side within the lag). Rule: the later commit wins, so those changes are skipped and
+   * recorded (strangler status shows the count). Returns the keys that may be applied.
+   * One query for a whole run of keys.
+   */
+  async #conflicts(target: pg.Client, tx: TxState, table: TablePlan, keys: Tuple[], kind: 'update' | 'delete'): Promise<Tuple[]> {
+    if (!this.#checkConflicts || keys.length === 0) return keys;
+    const keyCols = table.key.map((k) => q(table.columns.find((c) => c.source === k)!.target));
+    const params: Array<string | null> = [tx.commitTimeUs.toString()];
+    const tuples = keys.map((key) => `(${table.key.map((k) => (params.push(key[k] as string | null), `$${params.length}`)).join(', ')})`);
+    const r = await this.#run(target, tx, {
+      sql: `SELECT ${keyCols.map((c, i) => `${c}::text AS __k${i}`).join(', ')}, pg_xact_commit_timestamp(xmin)::text AS local_at, to_timestamp($1::float8 / 1000000)::text AS source_at
+              FROM ${q(table.target)} WHERE (${keyCols.join(', ')}) IN (${tuples.join(', ')}) AND pg_xact_commit_timestamp(xmin) > to_timestamp($1::float8 / 1000000)`,
+      params,
+    });
+    if (r.rows.length === 0) return keys;
+    const later = new Set(r.rows.map((row) => table.key.map((_, i) => row[`__k${i}`]).join('\u0000')));
+    for (const row of r.rows) {
+      const key = Object.fromEntries(table.key.map((k, i) => [k, row[`__k${i}`]]));
+      await this.#run(target, tx, {
+        sql: `INSERT INTO strangler_sync.conflicts (pipeline, table_name, key, kind, source_commit_at, target_commit_at, resolution) VALUES ($1, $2, $3, $4, $5, $6, 'kept the target row: its write is later')`,
+        params: [this.#plan!.pipeline, table.target, JSON.stringify(key), kind, row.source_at, row.local_at],
+      });
+      this.#o.logger.warn({ pipeline: this.#plan!.pipeline, table: table.target, key, kind }, 'conflict: the target row was written later; kept it');
+    }
+    return keys.filter((key) => !later.has(table.key.map((k) => String(key[k])).join('\u0000')));
   }
 
   async #flush(target: pg.Client, tx: TxState, only?: TablePlan): Promise<void> {
@@ -367,15 +408,17 @@ export class SyncWorker {
       if (batch.kind === 'insert' && batch.rows.length >= 50) {
         // Large runs go through COPY. No conflict is possible: transactions at or below the
         // applied LSN are skipped, and an interrupted one was rolled back with its LSN.
-        if (!tx.open) {
-          await target.query('BEGIN');
-          tx.open = true;
-        }
+        await this.#begin(target, tx);
         const { sql, data } = copyRows(table, batch.rows);
         await pipeline(Readable.from([data]), target.query(copyFrom(sql)));
         continue;
       }
-      await this.#run(target, tx, batch.kind === 'insert' ? insertManyStatement(table, batch.rows) : deleteManyStatement(table, batch.rows));
+      if (batch.kind === 'delete') {
+        const keep = await this.#conflicts(target, tx, table, batch.rows, 'delete');
+        if (keep.length) await this.#run(target, tx, deleteManyStatement(table, keep));
+        continue;
+      }
+      await this.#run(target, tx, insertManyStatement(table, batch.rows));
     }
   }
 
@@ -406,6 +449,7 @@ export class SyncWorker {
       return;
     }
     await this.#flush(target, tx);
+    if ((await this.#conflicts(target, tx, table, [((m.key ?? m.old) as Tuple | null) ?? (m.new as Tuple)], 'update')).length === 0) return;
     const result = await this.#run(target, tx, updateStatement(table, (m.key ?? m.old) as Tuple | null, m.new as Tuple));
     if (result.rowCount === 0) {
       if (!isComplete(table, m.new as Tuple)) throw new Error(`row of "${table.target}" to update is missing and the change does not carry every column (unchanged TOAST); run: strangler sync verify ${this.#o.service.name}`);
