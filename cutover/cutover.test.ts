@@ -41,6 +41,17 @@ async function traffic(n: number, path = `${PREFIX}/totals-by-status`): Promise<
   return statuses;
 }
 
+/** Traffic until the gateways have compared `n` shadowed answers for analytics. */
+async function shadowed(n: number): Promise<void> {
+  const keys = ctl.cutover.probe(0).keys;
+  for (let i = 0; i < 20; i++) {
+    const h = await ctl.redis.hgetall(keys.shadowCounts('analytics'));
+    if (Number(h.match ?? 0) + Number(h.mismatch ?? 0) >= n) return;
+    await traffic(10);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 async function controlSnapshot(): Promise<string> {
   const c = new pg.Client({ connectionString: config.control.databaseUrl });
   await c.connect();
@@ -142,6 +153,7 @@ describe('cutover end to end, against real gateways, sync and control database',
 
   it('runs a progressive canary to 100 with a healthy service', async () => {
     await ctl.cutover.change(PREFIX, { kind: 'shadow' });
+    await shadowed(25); // each shadow phase measures afresh
     let stop = false;
     const load = (async () => {
       while (!stop) await traffic(10);
@@ -161,6 +173,7 @@ describe('cutover end to end, against real gateways, sync and control database',
 
   it('rolls back by itself within threshold intervals when the service answers 500s', async () => {
     await ctl.cutover.change(PREFIX, { kind: 'shadow' });
+    await shadowed(25); // each shadow phase measures afresh
     let stop = false;
     const load = (async () => {
       while (!stop) await traffic(10);

@@ -103,6 +103,10 @@ export function createCutover(ctx: CutoverContext) {
           await store.writePhase(c, service.name, service.prefix, to.phase, progress);
           await store.recordChecks(c, ids.auditId, service.name, audit.checks, audit.forced);
         });
+        if (setRoute.mode === 'shadow') {
+          // A new shadow phase measures afresh: counts and samples of an earlier one do not carry over.
+          await ctx.redis.del(ctx.keys.shadowCounts(service.name), ctx.keys.shadowSamples(service.name)).catch(() => undefined);
+        }
         const propagation = await publishAndWait(ctx.redis, ctx.keys, version, { timeoutMs: ctx.ackTimeoutMs ?? 5_000, liveWithinMs });
         return { auditId, propagation, ...(fenced ? { writeHoldMs: Date.now() - fenced.heldAt, warnings: fenced.warnings } : {}) };
       }

@@ -20,6 +20,7 @@ export interface Comparison {
   match: boolean;
   statusMatch: boolean;
   diffs: DiffEntry[];
+  /** true when diffs were cut at maxDiffs */
   truncated: boolean;
 }
 
@@ -61,6 +62,8 @@ function parseIgnorePath(text: string): Step[] {
     }
   }
   if (steps.length === 0) throw bad('"$" alone would ignore the whole body');
+  // `$.*` and `$[*]` match every top-level member, so like `$..*` they would silence the comparison entirely.
+  if (steps.length === 1 && ('anyKey' in steps[0] || 'anyIndex' in steps[0])) throw bad('a lone wildcard would ignore the whole body');
   return steps;
 }
 
@@ -80,13 +83,17 @@ function matchSteps(steps: Step[], s: number, path: ReadonlyArray<string | numbe
   return typeof seg === 'string' && matchSteps(steps, s + 1, path, p + 1);
 }
 
-/** Compiles ignore paths once (at config load); throws an Error naming a path outside the subset. */
+/**
+ * Compiles ignore paths once (at config load) so a typo fails the config instead of silently ignoring
+ * nothing (or everything) on every shadowed request; throws an Error naming the bad path.
+ */
 export function compileIgnorePaths(paths: string[]): IgnoreMatcher {
   const compiled = paths.map(parseIgnorePath);
   if (compiled.length === 0) return () => false;
   return (path) => compiled.some((steps) => matchSteps(steps, 0, path, 0));
 }
 
+/** Renders a path the way ignore paths are written (`$.items[0].id`), so a diff can be pasted into the config. */
 export function formatPath(path: ReadonlyArray<string | number>): string {
   let out = '$';
   for (const seg of path) out += typeof seg === 'number' ? `[${seg}]` : KEY.test(seg) ? `.${seg}` : `[${JSON.stringify(seg)}]`;
@@ -97,7 +104,10 @@ function typeOf(v: unknown): string {
   return v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v;
 }
 
-/** Structural diff: object keys in any order, arrays by index, primitives by type and value. */
+/**
+ * Structural diff: object keys in any order, arrays by index, primitives by type and value. Types are
+ * compared before values because '1.00' and 1 render alike in logs yet break typed clients.
+ */
 export function diffJson(legacy: unknown, service: unknown, ignore: IgnoreMatcher, maxDiffs = 20): { diffs: DiffEntry[]; truncated: boolean } {
   const diffs: DiffEntry[] = [];
   let truncated = false;
@@ -151,7 +161,15 @@ function parse(body: Buffer | string): { ok: true; value: unknown } | { ok: fals
   }
 }
 
-/** Status and body: JSON structurally (when both sides are JSON), anything else byte for byte. */
+/** First 200 characters (code points, not bytes, so a preview never ends in half a character). */
+function preview(body: Buffer): string {
+  return Array.from(body.toString('utf8', 0, 800)).slice(0, 200).join('');
+}
+
+/**
+ * Status and body: JSON structurally (when both sides are JSON), anything else byte for byte. A body that
+ * claims JSON but does not parse falls back to text, so broken JSON is still seen as equal or different.
+ */
 export function compareResponses(legacy: ResponseSample, service: ResponseSample, ignore: IgnoreMatcher, maxDiffs = 20): Comparison {
   const statusMatch = legacy.status === service.status;
   if (isJson(legacy.contentType) && isJson(service.contentType)) {
@@ -159,11 +177,12 @@ export function compareResponses(legacy: ResponseSample, service: ResponseSample
     const b = parse(service.body);
     if (a.ok && b.ok) {
       const { diffs, truncated } = diffJson(a.value, b.value, ignore, maxDiffs);
-      return { match: statusMatch && diffs.length === 0, statusMatch, diffs, truncated };
+      // `!truncated` only matters for maxDiffs <= 0, where differences exist but none were kept.
+      return { match: statusMatch && diffs.length === 0 && !truncated, statusMatch, diffs, truncated };
     }
   }
   const x = typeof legacy.body === 'string' ? Buffer.from(legacy.body) : legacy.body;
   const y = typeof service.body === 'string' ? Buffer.from(service.body) : service.body;
-  const diffs: DiffEntry[] = x.equals(y) ? [] : [{ path: '$', kind: 'changed', legacy: x.toString('utf8', 0, 200), service: y.toString('utf8', 0, 200) }];
+  const diffs: DiffEntry[] = x.equals(y) ? [] : [{ path: '$', kind: 'changed', legacy: preview(x), service: preview(y) }];
   return { match: statusMatch && diffs.length === 0, statusMatch, diffs, truncated: false };
 }

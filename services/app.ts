@@ -12,6 +12,8 @@ import { createOcrRouter } from '../legacy-adapter/api/ocr.ts';
 import { createTemplatesRouter } from '../legacy-adapter/api/templates.ts';
 import { openDatabase } from '../legacy-adapter/db.ts';
 import { createOcrEngine, type OcrEngine } from '../legacy-adapter/ocr/ocr-engine.ts';
+import { createOcrJobsRouter } from './ocr/jobs-router.ts';
+import { createOcrQueue, startOcrWorker } from './ocr/queue.ts';
 import { LEGACY_TABLES, type AppTables } from '../legacy-adapter/tables.ts';
 import { migrateService } from '../migrations/services/index.ts';
 import { signingKeys } from './auth/keys.ts';
@@ -29,6 +31,10 @@ export interface ServiceAppOptions {
    */
   tokenFormat?: 'legacy' | 'rs256';
   ocr?: OcrEngine;
+  /** OCR: workers run inside the service process (0: only separate `strangler ocr worker` processes). */
+  ocrWorkers?: number;
+  /** OCR: how long the synchronous POST waits for its job. */
+  ocrWaitMs?: number;
 }
 
 /** The service's table names: the targets of its strangler.yaml mapping, legacy names otherwise. */
@@ -48,7 +54,7 @@ export function tablesFor(service: ResolvedService): AppTables {
  * An extracted service: the same handlers as the monolith on the service's own database and
  * tables (so the contract cannot drift), its own token verification (both issuers), /health.
  */
-export function createServiceApp(config: ResolvedConfig, service: ResolvedService, deps: { db: Knex; logger: Logger; ocr?: OcrEngine }, options: ServiceAppOptions = {}): Express {
+export function createServiceApp(config: ResolvedConfig, service: ResolvedService, deps: { db: Knex; logger: Logger; ocr?: OcrEngine; ocrQueue?: ReturnType<typeof createOcrQueue> }, options: ServiceAppOptions = {}): Express {
   const verify = createTokenVerifier({ legacy: { secret: config.legacy.jwtSecret, issuer: config.legacy.jwtIssuer }, jwks: jwksFor(config) });
   const ctx = { db: deps.db, tables: tablesFor(service), requireUser: createRequireUser(verify), logger: deps.logger };
   const app = createApp({ name: service.name, logger: deps.logger, health: { database: () => deps.db.raw('SELECT 1') } });
@@ -74,6 +80,8 @@ export function createServiceApp(config: ResolvedConfig, service: ResolvedServic
       app.use(service.prefix, createTemplatesRouter(ctx));
       break;
     case 'ocr':
+      // Uploads go through the job queue; the document routes are the monolith's.
+      if (deps.ocrQueue) app.use(service.prefix, createOcrJobsRouter({ ...ctx, queue: deps.ocrQueue.queue, events: deps.ocrQueue.events, maxUploadBytes: config.legacy.maxUploadBytes, waitMs: options.ocrWaitMs ?? 30_000 }));
       app.use(service.prefix, createOcrRouter({ ...ctx, engine: deps.ocr ?? createOcrEngine(), maxUploadBytes: config.legacy.maxUploadBytes }));
       break;
     case 'chat':
@@ -105,20 +113,26 @@ export async function startService(config: ResolvedConfig, name: string, options
   await migrateService(service);
   const db = openDatabase(service.databaseUrl);
   const ocr = service.name === 'ocr' ? (options.ocr ?? createOcrEngine()) : undefined;
+  const ocrQueue = service.name === 'ocr' ? createOcrQueue(config) : undefined;
+  const workers = service.name === 'ocr' && (options.ocrWorkers ?? 1) > 0 ? startOcrWorker(config, db, logger, { concurrency: options.ocrWorkers ?? 1 }) : undefined;
+  const closeAll = async () => {
+    await workers?.close();
+    await ocrQueue?.close();
+    await ocr?.close();
+    await db.destroy();
+  };
   try {
-    const server = await listen(createServiceApp(config, service, { db, logger, ocr }, options), options.port ?? service.port);
+    const server = await listen(createServiceApp(config, service, { db, logger, ocr, ocrQueue }, options), options.port ?? service.port);
     return {
       ...server,
       db,
       async close(graceMs?: number) {
         await server.close(graceMs);
-        await ocr?.close();
-        await db.destroy();
+        await closeAll();
       },
     };
   } catch (err) {
-    await ocr?.close();
-    await db.destroy();
+    await closeAll();
     throw err;
   }
 }

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ResolvedConfig, ResolvedService } from '../core/config/load.ts';
 import { silentLogger } from '../core/logger.ts';
 import { compareResponses, compileIgnorePaths } from '../gateway/json-diff.ts';
-import { seedLegacy, startLegacyApp, type RunningLegacy } from '../legacy-adapter/index.ts';
+import { renderTextPng, seedLegacy, startLegacyApp, type RunningLegacy } from '../legacy-adapter/index.ts';
 import { cleanupPipeline } from '../migrations/sync/status.ts';
 import { verifyPipeline } from '../migrations/sync/verify.ts';
 import { SyncWorker } from '../migrations/sync/worker.ts';
@@ -63,6 +63,12 @@ const CONTRACT: Record<string, Case[]> = {
     { name: 'top customers', path: '/api/analytics/top-customers?limit=3', as: 3 },
     { name: 'bad limit', path: '/api/analytics/top-customers?limit=0', as: 3 },
   ],
+  ocr: [
+    { name: 'read a scan (the service through its job queue)', method: 'POST', path: '/api/ocr', as: 2, body: { filename: 'scan.png', contentBase64: '__SCAN__' } },
+    { name: 'upload what is not an image', method: 'POST', path: '/api/ocr', as: 2, body: { filename: 'notes.txt', contentBase64: Buffer.from('hello').toString('base64') } },
+    { name: 'upload nothing', method: 'POST', path: '/api/ocr', as: 2, body: { filename: 'empty.png', contentBase64: '' } },
+    { name: 'a missing document', path: '/api/ocr/documents/424242', as: 2 },
+  ],
   chat: [
     { name: 'history', path: '/api/chat/messages', as: 1 },
     { name: 'ask', method: 'POST', path: '/api/chat/messages', as: 5, body: { message: 'how much is unpaid?' } },
@@ -70,6 +76,7 @@ const CONTRACT: Record<string, Case[]> = {
   ],
 };
 
+const SCAN = renderTextPng(['Parity Supplies', 'Invoice No: INV-5150', 'Total: 12.34 EUR']).toString('base64');
 let base: ResolvedConfig;
 let legacy: RunningLegacy;
 let cleanupLegacy: () => Promise<void>;
@@ -110,7 +117,8 @@ async function call(url: string, c: Case) {
   const headers: Record<string, string> = {};
   if (c.as) headers.authorization = `Bearer ${tokens.get(c.as)}`;
   if (c.body !== undefined || c.raw !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(`${url}${c.path}`, { method: c.method ?? 'GET', headers, body: c.raw ?? (c.body === undefined ? undefined : JSON.stringify(c.body)) });
+  const body = c.raw ?? (c.body === undefined ? undefined : JSON.stringify(c.body).replace('__SCAN__', SCAN));
+  const res = await fetch(`${url}${c.path}`, { method: c.method ?? 'GET', headers, body });
   return { status: res.status, contentType: res.headers.get('content-type') ?? undefined, body: Buffer.from(await res.arrayBuffer()) };
 }
 

@@ -45,6 +45,7 @@ describe('docker-compose.yml agrees with strangler.yaml', () => {
   it('has Redis, the control schema step, and a forward sync per service plus a reverse sync per writing service', () => {
     expect(compose.services.redis.image).toMatch(/^redis:/);
     expect(compose.services['control-init'].command.slice(0, 2)).toEqual(['control', 'init']);
+    expect(compose.services['ocr-worker'].command.slice(0, 2)).toEqual(['ocr', 'worker']);
     for (const s of local.services) {
       expect(compose.services[`sync-${s.name}`].command.slice(0, 3)).toEqual(['sync', 'start', s.name]);
       const writes = !s.readOnly && s.tables.some((t) => !t.replica);

@@ -5,6 +5,7 @@ import { cutoverCommand, finalizeCommand, promoteCommand, rollbackCommand } from
 import { doctorCommand } from './doctor.ts';
 import { gatewayCommand } from './gateway.ts';
 import { legacyCommand } from './legacy.ts';
+import { ocrCommand } from './ocr.ts';
 import { controlCommand, diffCommand, historyCommand, planCommand, statusCommand } from './status.ts';
 import { serviceCommand } from './service.ts';
 import { syncCommand } from './sync.ts';
@@ -19,6 +20,7 @@ export const commands = [
   gatewayCommand,
   legacyCommand,
   serviceCommand,
+  ocrCommand,
   statusCommand,
   planCommand,
   cutoverCommand,

@@ -15,6 +15,20 @@ export function serviceMigrations(service: ResolvedService): MigrationSet {
   return {
     name: `svc_${service.name}`,
     migrations: {
+      // OCR jobs: the upload waits here until a worker has read it (never synced: service-only state).
+      ...(service.name === 'ocr'
+        ? {
+            '003_ocr_jobs': {
+              async up(knex: Knex) {
+                await knex.raw(`CREATE TABLE IF NOT EXISTS ocr_jobs (id bigserial PRIMARY KEY, user_id integer NOT NULL, filename text NOT NULL, mime_type text NOT NULL, content bytea,
+                  status text NOT NULL, attempts integer NOT NULL DEFAULT 0, error text, document_id integer, created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now())`);
+              },
+              async down(knex: Knex) {
+                await knex.raw('DROP TABLE IF EXISTS ocr_jobs');
+              },
+            },
+          }
+        : {}),
       // Auth's signing keys (RS256, rotated; the JWKS publishes the current and the previous ones).
       ...(service.name === 'auth'
         ? {
