@@ -251,3 +251,14 @@ describe('reverse sync before writes', () => {
     expect(await actionProblems(config, [{ kind: 'start-reverse-sync' }], config.services.find((s) => s.name === 'analytics')!)).toEqual([]);
   });
 });
+
+describe('finalize guards', () => {
+  it('refuses to finalize a service whose tables other services copy from legacy, naming them', async () => {
+    const { actionProblems, replicaDependents } = await import('./executor.ts');
+    const invoices = config.services.find((s) => s.name === 'invoices')!;
+    expect(replicaDependents(config, invoices).map((d) => d.service).sort()).toEqual(['analytics', 'chat', 'templates']);
+    const [problem] = await actionProblems(config, [{ kind: 'stop-reverse-sync' }], invoices);
+    expect(problem).toMatch(/analytics keeps a copy of invoices, invoice_items.*finalizing invoices stops its reverse sync/);
+    expect(await actionProblems(config, [{ kind: 'stop-reverse-sync' }], config.services.find((s) => s.name === 'auth')!)).toEqual([]);
+  });
+});

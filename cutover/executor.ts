@@ -67,10 +67,32 @@ export function takesWrites(service: ResolvedService): boolean {
 }
 
 /**
+ * Services that keep read-only copies (replicas) of tables this service owns, fed from legacy.
+ * Legacy stays complete while the reverse sync runs; finalizing stops it, so those copies
+ * would go stale.
+ */
+export function replicaDependents(config: ResolvedConfig, service: ResolvedService): Array<{ service: string; tables: string[] }> {
+  const owned = new Set(service.tables.filter((t) => !t.replica).map((t) => t.source));
+  return config.services
+    .filter((s) => s.name !== service.name)
+    .map((s) => ({ service: s.name, tables: s.tables.filter((t) => t.replica && owned.has(t.source)).map((t) => t.source) }))
+    .filter((d) => d.tables.length > 0);
+}
+
+/**
  * What must already run before the actions may: reverse sync before the first write can reach
  * a writing service (so a rollback loses nothing). Reasons, or [] when all is in place.
  */
 export async function actionProblems(config: ResolvedConfig, actions: readonly Action[], service: ResolvedService): Promise<string[]> {
+  if (actions.some((a) => a.kind === 'stop-reverse-sync')) {
+    const dependents = replicaDependents(config, service);
+    if (dependents.length) {
+      return [
+        `${dependents.map((d) => `${d.service} keeps a copy of ${d.tables.join(', ')}`).join('; ')} fed from legacy; finalizing ${service.name} stops its reverse sync, so legacy and those copies would stop receiving its writes. Move those copies to the ${service.name} database first (not automated yet), or finalize the services that hold them`,
+      ];
+    }
+    return [];
+  }
   if (!takesWrites(service) || !actions.some((a) => a.kind === 'start-reverse-sync' || a.kind === 'fence-writes')) return [];
   const reverse = await observeSync(config, service, 'reverse');
   if (!reverse || !reverse.state.startsWith('streaming')) {
