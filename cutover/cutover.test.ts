@@ -52,6 +52,22 @@ async function shadowed(n: number): Promise<void> {
   }
 }
 
+/** Enters shadow (which measures afresh), gathers comparisons, then keeps traffic flowing until stopped. */
+async function shadowThenLoad(): Promise<{ stop(): Promise<void> }> {
+  await ctl.cutover.change(PREFIX, { kind: 'shadow' });
+  await shadowed(25);
+  let stop = false;
+  const running = (async () => {
+    while (!stop) await traffic(10);
+  })();
+  return {
+    async stop() {
+      stop = true;
+      await running;
+    },
+  };
+}
+
 async function controlSnapshot(): Promise<string> {
   const c = new pg.Client({ connectionString: config.control.databaseUrl });
   await c.connect();
@@ -152,12 +168,7 @@ describe('cutover end to end, against real gateways, sync and control database',
   });
 
   it('runs a progressive canary to 100 with a healthy service', async () => {
-    await ctl.cutover.change(PREFIX, { kind: 'shadow' });
-    await shadowed(25); // each shadow phase measures afresh
-    let stop = false;
-    const load = (async () => {
-      while (!stop) await traffic(10);
-    })();
+    const load = await shadowThenLoad();
     const events: ProgressEvent[] = [];
     try {
       const outcome = await runProgressive(ctl.cutover, PREFIX, { steps: [50, 100], intervalMs: 1_500, threshold: 2 }, (e) => events.push(e));
@@ -165,19 +176,13 @@ describe('cutover end to end, against real gateways, sync and control database',
       expect(events.filter((e) => e.kind === 'step').map((e) => (e as { weight: number }).weight)).toEqual([50, 100]);
       expect(gateways.every((g) => g.routes.current().routes.some((r) => r.prefix === PREFIX && r.mode === 'service'))).toBe(true);
     } finally {
-      stop = true;
-      await load;
+      await load.stop();
     }
     await ctl.cutover.rollback(PREFIX, 'test: reset');
   }, 30_000);
 
   it('rolls back by itself within threshold intervals when the service answers 500s', async () => {
-    await ctl.cutover.change(PREFIX, { kind: 'shadow' });
-    await shadowed(25); // each shadow phase measures afresh
-    let stop = false;
-    const load = (async () => {
-      while (!stop) await traffic(10);
-    })();
+    const load = await shadowThenLoad();
     const events: ProgressEvent[] = [];
     try {
       const run = runProgressive(ctl.cutover, PREFIX, { steps: [50, 100], intervalMs: 1_500, threshold: 2, maxErrorRate: 1 }, (e) => {
@@ -191,8 +196,7 @@ describe('cutover end to end, against real gateways, sync and control database',
       expect(gateways.every((g) => g.routes.current().routes.some((r) => r.prefix === PREFIX && r.mode === 'legacy'))).toBe(true);
       expect((await ctl.cutover.store.history(PREFIX, 1))[0]).toMatchObject({ command: 'rollback (automatic)', to_phase: 'rolled-back' });
     } finally {
-      stop = true;
-      await load;
+      await load.stop();
       gwEnv.upstreams.analytics.override.set(PREFIX, () => ({ status: 200, body: { items: [{ status: 'paid', invoices: 1, total: '1.00' }] } }));
     }
   }, 30_000);

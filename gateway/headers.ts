@@ -13,7 +13,6 @@ const STRIPPED = new Set<string>([...HOP_BY_HOP, ...IDENTITY_HEADERS, 'x-forward
 
 export interface ForwardContext {
   requestId: string;
-  clientIp: string;
   /** The X-Forwarded-For chain to send (already decided by the trusted-proxy rule). */
   forwardedFor: string;
   proto: string;

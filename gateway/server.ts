@@ -192,7 +192,6 @@ export function createGateway(deps: GatewayDeps): Gateway {
     const forwardedFor = trust(req.socket.remoteAddress ?? '', 0) && req.headers['x-forwarded-for'] ? `${req.headers['x-forwarded-for']}, ${req.socket.remoteAddress}` : (req.socket.remoteAddress ?? '');
     const headers = upstreamHeaders(req.headers, {
       requestId,
-      clientIp,
       forwardedFor,
       proto: trust(req.socket.remoteAddress ?? '', 0) && typeof req.headers['x-forwarded-proto'] === 'string' ? req.headers['x-forwarded-proto'] : 'http',
       host: req.headers.host,

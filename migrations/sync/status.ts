@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { StranglerError } from '../../core/errors.ts';
 import type { ResolvedConfig, ResolvedService } from '../../core/config/load.ts';
 import { lsnDistance } from './lsn.ts';
 import { pipelineNames, type Direction } from './plan.ts';
@@ -87,7 +88,6 @@ export async function cleanupPipeline(config: ResolvedConfig, service: ResolvedS
   try {
     const slot = await source.query(`SELECT active FROM pg_replication_slots WHERE slot_name = $1`, [names.slot]);
     if (slot.rows[0]?.active) {
-      const { StranglerError } = await import('../../core/errors.ts');
       throw new StranglerError(`slot ${names.slot} is in use by a running worker; run: strangler sync stop ${service.name}${direction === 'reverse' ? ' --reverse' : ''}, then cleanup`, 'CONFLICT');
     }
     if (slot.rowCount) await source.query(`SELECT pg_drop_replication_slot($1)`, [names.slot]);
