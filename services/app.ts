@@ -12,6 +12,10 @@ import { createOcrRouter } from '../legacy-adapter/api/ocr.ts';
 import { createTemplatesRouter } from '../legacy-adapter/api/templates.ts';
 import { openDatabase } from '../legacy-adapter/db.ts';
 import { createOcrEngine, type OcrEngine } from '../legacy-adapter/ocr/ocr-engine.ts';
+import { hostname } from 'node:os';
+import { Redis } from 'ioredis';
+import { createActivityRouter, applyActivity } from './events/activity.ts';
+import { EVENT_SOURCES, outboxRecorder, startEventConsumer, startOutboxRelay, type EventConsumer, type OutboxRelay } from './events/events.ts';
 import { createOcrJobsRouter } from './ocr/jobs-router.ts';
 import { createOcrQueue, startOcrWorker } from './ocr/queue.ts';
 import { LEGACY_TABLES, type AppTables } from '../legacy-adapter/tables.ts';
@@ -35,6 +39,10 @@ export interface ServiceAppOptions {
   ocrWorkers?: number;
   /** OCR: how long the synchronous POST waits for its job. */
   ocrWaitMs?: number;
+  /** Analytics: the event consumer's name in its group (default: per host and port). */
+  eventConsumer?: string;
+  /** Analytics: how long another consumer's unacknowledged event waits before this one takes it. */
+  eventClaimIdleMs?: number;
 }
 
 /** The service's table names: the targets of its strangler.yaml mapping, legacy names otherwise. */
@@ -56,7 +64,8 @@ export function tablesFor(service: ResolvedService): AppTables {
  */
 export function createServiceApp(config: ResolvedConfig, service: ResolvedService, deps: { db: Knex; logger: Logger; ocr?: OcrEngine; ocrQueue?: ReturnType<typeof createOcrQueue> }, options: ServiceAppOptions = {}): Express {
   const verify = createTokenVerifier({ legacy: { secret: config.legacy.jwtSecret, issuer: config.legacy.jwtIssuer }, jwks: jwksFor(config) });
-  const ctx = { db: deps.db, tables: tablesFor(service), requireUser: createRequireUser(verify), logger: deps.logger };
+  const publishes = (EVENT_SOURCES as readonly string[]).includes(service.name);
+  const ctx = { db: deps.db, tables: tablesFor(service), requireUser: createRequireUser(verify), logger: deps.logger, events: publishes ? outboxRecorder : undefined };
   const app = createApp({ name: service.name, logger: deps.logger, health: { database: () => deps.db.raw('SELECT 1') } });
   switch (service.name) {
     case 'auth': {
@@ -81,7 +90,7 @@ export function createServiceApp(config: ResolvedConfig, service: ResolvedServic
       break;
     case 'ocr':
       // Uploads go through the job queue; the document routes are the monolith's.
-      if (deps.ocrQueue) app.use(service.prefix, createOcrJobsRouter({ ...ctx, queue: deps.ocrQueue.queue, events: deps.ocrQueue.events, maxUploadBytes: config.legacy.maxUploadBytes, waitMs: options.ocrWaitMs ?? 30_000 }));
+      if (deps.ocrQueue) app.use(service.prefix, createOcrJobsRouter({ ...ctx, queue: deps.ocrQueue.queue, queueEvents: deps.ocrQueue.events, maxUploadBytes: config.legacy.maxUploadBytes, waitMs: options.ocrWaitMs ?? 30_000 }));
       app.use(service.prefix, createOcrRouter({ ...ctx, engine: deps.ocr ?? createOcrEngine(), maxUploadBytes: config.legacy.maxUploadBytes }));
       break;
     case 'chat':
@@ -94,6 +103,7 @@ export function createServiceApp(config: ResolvedConfig, service: ResolvedServic
         res.setHeader('allow', 'GET, HEAD, OPTIONS');
         res.status(405).json(errorBody('METHOD_NOT_ALLOWED', 'analytics is read-only; write invoices through /api/invoices'));
       });
+      app.use(service.prefix, createActivityRouter(ctx));
       app.use(service.prefix, createAnalyticsRouter(ctx));
       break;
     default:
@@ -115,13 +125,30 @@ export async function startService(config: ResolvedConfig, name: string, options
   const ocr = service.name === 'ocr' ? (options.ocr ?? createOcrEngine()) : undefined;
   const ocrQueue = service.name === 'ocr' ? createOcrQueue(config) : undefined;
   const workers = service.name === 'ocr' && (options.ocrWorkers ?? 1) > 0 ? startOcrWorker(config, db, logger, { concurrency: options.ocrWorkers ?? 1 }) : undefined;
+  // Events: publishers relay their outbox to their stream; analytics consumes both streams.
+  const redis = (EVENT_SOURCES as readonly string[]).includes(service.name) || service.name === 'analytics' ? new Redis(config.redis.url, { maxRetriesPerRequest: null }) : undefined;
+  let relay: OutboxRelay | undefined;
+  let consumer: EventConsumer | undefined;
   const closeAll = async () => {
+    await consumer?.stop();
+    await relay?.stop();
+    redis?.disconnect();
     await workers?.close();
     await ocrQueue?.close();
     await ocr?.close();
     await db.destroy();
   };
   try {
+    if (redis && service.name === 'analytics') {
+      consumer = await startEventConsumer({
+        redis, db, logger, keyPrefix: config.redis.keyPrefix, sources: EVENT_SOURCES, group: 'analytics', handle: applyActivity,
+        // Stable per instance, so a restarted instance re-reads what it had not acknowledged.
+        consumer: options.eventConsumer ?? `analytics-${hostname()}-${options.port || service.port || process.pid}`,
+        claimIdleMs: options.eventClaimIdleMs,
+      });
+    } else if (redis) {
+      relay = startOutboxRelay({ db, redis, keyPrefix: config.redis.keyPrefix, source: service.name, logger });
+    }
     const server = await listen(createServiceApp(config, service, { db, logger, ocr, ocrQueue }, options), options.port ?? service.port);
     return {
       ...server,

@@ -12,6 +12,8 @@ import { signLegacyToken } from './kit/jwt.ts';
 import { waitFor } from '../stack/ports.ts';
 import { configYaml, createTestDatabase, dropTestDatabase, legacyTestConfig, ROOT } from '../test/harness.ts';
 import { startService, type RunningService } from './app.ts';
+import { eventStream } from './events/events.ts';
+import { Redis } from 'ioredis';
 
 let config: ResolvedConfig;
 let ocr: RunningService;
@@ -69,6 +71,12 @@ describe('OCR on a queue', () => {
     let job: any;
     await waitFor('the job to complete', async () => (job = (await (await api(`/api/ocr/jobs/${id}`)).json()) as any).status === 'completed', 30_000, 100);
     expect(job.result).toMatchObject({ filename: 'a.png', fields: { invoiceNumber: 'INV-777', total: '42.00', currency: 'EUR' } });
+    // The worker announced it: ocr.completed, relayed by the service to its stream.
+    const redis = new Redis(config.redis.url);
+    let events: any[] = [];
+    await waitFor('ocr.completed on the stream', async () => (events = (await redis.xrange(eventStream(config.redis.keyPrefix, 'ocr'), '-', '+')).map(([, f]) => JSON.parse(f[1]))).length > 0, 10_000);
+    redis.disconnect();
+    expect(events[0]).toMatchObject({ type: 'ocr.completed', source: 'ocr', userId: 1, data: { documentId: job.result.id, filename: 'a.png' } });
     const sync = await api('/api/ocr', { method: 'POST', body: JSON.stringify({ filename: 'b.png', contentBase64: scan.toString('base64') }) });
     expect(sync.status).toBe(201);
     expect(((await sync.json()) as any).text).toContain('INV-777');

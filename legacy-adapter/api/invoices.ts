@@ -173,6 +173,7 @@ export function createInvoicesRouter(ctx: ApiContext): Router {
         [invoice] = await trx<InvoiceRow>(tables.invoices).where({ id: row.id }).update({ number: `INV-${String(row.id).padStart(6, '0')}` }).returning('*');
       }
       await writeItems(trx, tables, invoice.id, body.items, totals.amounts);
+      await ctx.events?.record(trx, 'invoice.created', invoice.user_id, { invoiceId: invoice.id, number: invoice.number, status: invoice.status, total: invoice.total, currency: invoice.currency });
       return invoiceJson(invoice, await itemsOf(trx, tables, invoice.id));
     });
     res.status(201).location(`${req.baseUrl}/${result.id}`).json(result);
@@ -229,6 +230,7 @@ export function createInvoicesRouter(ctx: ApiContext): Router {
       if (current.status === 'paid') throw new HttpError(`invoice ${id} is already paid`, 'CONFLICT');
       if (current.status === 'void') throw new HttpError(`invoice ${id} is void and cannot be paid`, 'CONFLICT');
       const [row] = await trx<InvoiceRow>(tables.invoices).where({ id }).update({ status: 'paid', paid_at: trx.fn.now(), updated_at: trx.fn.now() } as never).returning('*');
+      await ctx.events?.record(trx, 'invoice.paid', row.user_id, { invoiceId: row.id, number: row.number, total: row.total, currency: row.currency });
       return invoiceJson(row, await itemsOf(trx, tables, id));
     });
     res.json(result);

@@ -1,6 +1,8 @@
 import type { Knex } from 'knex';
 import type { ResolvedService } from '../../core/config/load.ts';
 import { migrateLatest, type MigrationSet } from '../runner.ts';
+import { EVENT_SOURCES, OUTBOX_DDL, OUTBOX_TABLE, PROCESSED_DDL, PROCESSED_TABLE } from '../../services/events/events.ts';
+import { ACTIVITY_DDL, ACTIVITY_TABLE } from '../../services/events/activity.ts';
 import { SERVICE_ID_RANGE_START, TABLE_DDL } from './tables.ts';
 
 /**
@@ -25,6 +27,32 @@ export function serviceMigrations(service: ResolvedService): MigrationSet {
               },
               async down(knex: Knex) {
                 await knex.raw('DROP TABLE IF EXISTS ocr_jobs');
+              },
+            },
+          }
+        : {}),
+      // Domain events: the publishers' outbox, the consumers' record of what they applied (never synced).
+      ...((EVENT_SOURCES as readonly string[]).includes(service.name)
+        ? {
+            '004_event_outbox': {
+              async up(knex: Knex) {
+                await knex.raw(OUTBOX_DDL);
+              },
+              async down(knex: Knex) {
+                await knex.raw(`DROP TABLE IF EXISTS ${OUTBOX_TABLE}`);
+              },
+            },
+          }
+        : {}),
+      ...(service.name === 'analytics'
+        ? {
+            '005_event_activity': {
+              async up(knex: Knex) {
+                await knex.raw(PROCESSED_DDL);
+                await knex.raw(ACTIVITY_DDL);
+              },
+              async down(knex: Knex) {
+                await knex.raw(`DROP TABLE IF EXISTS ${ACTIVITY_TABLE}; DROP TABLE IF EXISTS ${PROCESSED_TABLE}`);
               },
             },
           }

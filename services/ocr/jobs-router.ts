@@ -17,7 +17,7 @@ function documentJson(row: Record<string, any>) {
  * legacy-compatible synchronous POST / that enqueues a job and waits for it (up to a timeout),
  * answering exactly like the monolith.
  */
-export function createOcrJobsRouter(ctx: ApiContext & { queue: Queue<OcrJobData>; events: QueueEvents; maxUploadBytes: number; waitMs: number; attempts?: number }): Router {
+export function createOcrJobsRouter(ctx: ApiContext & { queue: Queue<OcrJobData>; queueEvents: QueueEvents; maxUploadBytes: number; waitMs: number; attempts?: number }): Router {
   const router = Router();
   const readUpload = createUploadReader(ctx.maxUploadBytes);
   router.use(ctx.requireUser);
@@ -45,7 +45,7 @@ export function createOcrJobsRouter(ctx: ApiContext & { queue: Queue<OcrJobData>
   router.post('/', async (req, res) => {
     const { id, job } = await enqueue(req, res);
     try {
-      const { documentId } = (await job.waitUntilFinished(ctx.events, ctx.waitMs)) as { documentId: number };
+      const { documentId } = (await job.waitUntilFinished(ctx.queueEvents, ctx.waitMs)) as { documentId: number };
       const doc = await ctx.db(ctx.tables.ocrDocuments).select(DOC_COLUMNS).where({ id: documentId }).first();
       res.status(201).location(`${req.baseUrl}/documents/${documentId}`).json(documentJson(doc));
     } catch (err) {

@@ -5,6 +5,7 @@ import { StranglerError } from '../../core/errors.ts';
 import type { Logger } from '../../core/logger.ts';
 import { extractInvoiceFields } from '../../legacy-adapter/ocr/invoice-fields.ts';
 import { createOcrEngine } from '../../legacy-adapter/ocr/ocr-engine.ts';
+import { outboxRecorder } from '../events/events.ts';
 
 export const OCR_QUEUE = 'ocr';
 
@@ -58,6 +59,8 @@ export function startOcrWorker(config: ResolvedConfig, db: Knex, logger: Logger,
     async (job: Job<OcrJobData>) => {
       const row = await db('ocr_jobs').where({ id: job.data.jobRow }).first();
       if (!row) throw new UnrecoverableError(`ocr job row ${job.data.jobRow} is gone`);
+      // Delivered again after its document was stored (the worker died before BullMQ heard): done already.
+      if (row.status === 'completed') return { documentId: row.document_id };
       // Counts deliveries: a job taken back from a killed worker is counted again.
       await db('ocr_jobs').where({ id: row.id }).update({ status: 'active', attempts: db.raw('attempts + 1'), updated_at: db.fn.now() });
       const engine = engines[next++ % engines.length];
@@ -76,6 +79,7 @@ export function startOcrWorker(config: ResolvedConfig, db: Knex, logger: Logger,
           .insert({ user_id: row.user_id, filename: row.filename, mime_type: row.mime_type, size_bytes: row.content.length, content: row.content, text: result.text, fields: JSON.stringify(extractInvoiceFields(result.text)), confidence: String(result.confidence) })
           .returning('id');
         await trx('ocr_jobs').where({ id: row.id }).update({ status: 'completed', document_id: doc.id, content: null, error: null, updated_at: trx.fn.now() });
+        await outboxRecorder.record(trx, 'ocr.completed', row.user_id, { documentId: doc.id, jobId: String(row.id), filename: row.filename, confidence: result.confidence });
         return doc.id as number;
       });
       return { documentId };
