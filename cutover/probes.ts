@@ -94,7 +94,8 @@ async function runCheck(ctx: ProbeContext, service: ResolvedService, name: Check
     case 'shadow-mismatch': {
       const h = await ctx.redis.hgetall(ctx.keys.shadowCounts(service.name));
       const mismatches = Number(h.mismatch ?? 0);
-      return checkShadowMismatch(service.prefix, Number(h.match ?? 0) + mismatches, mismatches, ctx.thresholds);
+      // A difference that settled on a second ask was sync lag: compared, and not a mismatch.
+      return checkShadowMismatch(service.prefix, Number(h.match ?? 0) + Number(h.lagged ?? 0) + mismatches, mismatches, ctx.thresholds);
     }
     case 'canary-analysis': {
       const to = Date.now();

@@ -273,22 +273,30 @@ describe('gateway canary, fallback and breaker', () => {
 });
 
 describe('gateway shadow', () => {
-  it('serves legacy, mirrors GETs to the service and records mismatches with samples', async () => {
+  it('serves legacy, mirrors GETs to the service and records mismatches with samples; a difference gone on a second ask is lag', async () => {
     await routes.set({ prefix: '/api/invoices', mode: 'shadow' });
     env.upstreams.invoices.override.set('/api/invoices/1', () => ({ status: 200, body: { id: 1, total: '2.00', updatedAt: 'b' } }));
     env.legacy.override.set('/api/invoices/1', () => ({ status: 200, body: { id: 1, total: '1.00', updatedAt: 'a' } }));
     env.upstreams.invoices.override.set('/api/invoices/2', () => ({ status: 200, body: { id: 2, updatedAt: 'y' } }));
     env.legacy.override.set('/api/invoices/2', () => ({ status: 200, body: { id: 2, updatedAt: 'x' } }));
+    // The service's copy has not received the last write yet when it is first asked.
+    let asked = 0;
+    env.upstreams.invoices.override.set('/api/invoices/3', () => ({ status: 200, body: { id: 3, total: asked++ === 0 ? '4.00' : '5.00' } }));
+    env.legacy.override.set('/api/invoices/3', () => ({ status: 200, body: { id: 3, total: '5.00' } }));
     try {
       const t = await token('1');
       const mismatch = await get('/api/invoices/1', { token: t });
       expect(mismatch.json).toEqual({ id: 1, total: '1.00', updatedAt: 'a' });
       await get('/api/invoices/2', { token: t });
+      await get('/api/invoices/3', { token: t });
       const before = env.upstreams.invoices.seen.filter((r) => r.method === 'POST').length;
       await get('/api/invoices', { method: 'POST', token: t, body: '{}' });
       const counts = async () => routes.redis.hgetall(routes.keys.shadowCounts('invoices'));
-      for (let i = 0; i < 50 && Number((await counts()).match ?? 0) + Number((await counts()).mismatch ?? 0) < 2; i++) await new Promise((r) => setTimeout(r, 20));
-      expect(await counts()).toMatchObject({ match: '1', mismatch: '1' });
+      const settled = async () => Object.values(await counts()).reduce((n, v) => n + Number(v), 0) >= 3;
+      for (let i = 0; i < 150 && !(await settled()); i++) await new Promise((r) => setTimeout(r, 20));
+      // /1 still differs when asked again (a mismatch); /3 agrees on the second ask (sync lag).
+      expect(await counts()).toEqual({ match: '1', mismatch: '1', lagged: '1' });
+      expect(asked).toBe(2);
       const [sample] = (await routes.redis.lrange(routes.keys.shadowSamples('invoices'), 0, 0)).map((s) => JSON.parse(s));
       expect(sample).toMatchObject({ method: 'GET', path: '/api/invoices/1', legacy: { status: 200 }, service: { status: 200 } });
       expect(sample.diffs).toEqual([{ path: '$.total', kind: 'changed', legacy: '1.00', service: '2.00' }]);

@@ -248,7 +248,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     }
     record(route?.service, route?.prefix, served, answer.status, started);
     if (choice.shadow && service && route) {
-      shadow.mirror(route.service, service, { method, path, headers, requestId }, Promise.resolve(answer.body ? answer : null));
+      shadow.mirror(route.service, service, { method, path, headers, requestId }, Promise.resolve(answer.body ? answer : null), legacy);
     }
   }
 

@@ -10,6 +10,8 @@ export interface ShadowOptions {
   timeoutMs: number;
   maxBodyBytes: number;
   samples: number;
+  /** How long a difference may take to settle before it counts as a mismatch (see `settles`; 0: at once). */
+  recheckMs: number;
   /** Per service: ignore paths from strangler.yaml (compiled once here). */
   ignorePaths: Record<string, string[]>;
 }
@@ -44,21 +46,21 @@ export function createShadow(options: ShadowOptions, deps: { redis: Redis; keys:
   const ignore = new Map<string, IgnoreMatcher>(Object.entries(options.ignorePaths).map(([svc, paths]) => [svc, compileIgnorePaths(paths)]));
   let inFlight = 0;
 
-  const count = (service: string, outcome: 'match' | 'mismatch' | 'skipped' | 'error') => {
+  const count = (service: string, outcome: 'match' | 'mismatch' | 'lagged' | 'skipped' | 'error') => {
     deps.metrics.shadow.inc({ service, outcome });
     deps.redis.hincrby(deps.keys.shadowCounts(service), outcome, 1).catch(() => undefined);
   };
 
   return {
     /** Starts the mirror request now; `legacy` resolves with legacy's captured answer. */
-    mirror(service: string, upstream: Upstream, request: { method: string; path: string; headers: Record<string, string | string[]>; requestId: string }, legacy: Promise<CapturedResponse | null>): void {
+    mirror(service: string, upstream: Upstream, request: { method: string; path: string; headers: Record<string, string | string[]>; requestId: string }, legacy: Promise<CapturedResponse | null>, legacyUpstream?: Upstream): void {
       if (inFlight >= options.concurrency) {
         count(service, 'skipped');
         return;
       }
       inFlight++;
-      const serviceAnswer = (async (): Promise<CapturedResponse> => {
-        const res = await upstream.pool.request({
+      const ask = async (to: Upstream): Promise<CapturedResponse> => {
+        const res = await to.pool.request({
           method: request.method as 'GET',
           path: request.path,
           headers: { ...request.headers, 'x-strangler-shadow': '1' },
@@ -68,7 +70,29 @@ export function createShadow(options: ShadowOptions, deps: { redis: Redis; keys:
         });
         const contentType = res.headers['content-type'];
         return { status: res.statusCode, contentType: Array.isArray(contentType) ? contentType[0] : contentType, body: await readCapped(res.body, options.maxBodyBytes) };
-      })();
+      };
+      const matcher = ignore.get(service) ?? compileIgnorePaths([]);
+      const compare = (l: CapturedResponse, r: CapturedResponse) =>
+        compareResponses({ status: l.status, contentType: l.contentType, body: l.body! }, { status: r.status, contentType: r.contentType, body: r.body! }, matcher);
+      /**
+       * Was the difference lag? A replica passes through every state of its source in commit
+       * order, so a service that is only behind answers what legacy answered, a little later.
+       * Within `recheckMs` the service is asked again (every 100 ms) until it gives legacy's first
+       * answer; failing that, both sides are asked once more together. Either agreement: lag.
+       */
+      const settles = async (first: CapturedResponse): Promise<boolean> => {
+        if (!options.recheckMs) return false;
+        const until = Date.now() + options.recheckMs;
+        while (Date.now() < until) {
+          await new Promise((r) => setTimeout(r, Math.min(100, options.recheckMs)));
+          const again = await ask(upstream).catch(() => null);
+          if (again?.body && compare(first, again).match) return true;
+        }
+        if (!legacyUpstream) return false;
+        const [l, r] = await Promise.all([ask(legacyUpstream), ask(upstream)]).catch(() => [null, null]);
+        return !!l?.body && !!r?.body && compare(l, r).match;
+      };
+      const serviceAnswer = ask(upstream);
       void Promise.allSettled([legacy, serviceAnswer])
         .then(async ([l, s]) => {
           if (l.status === 'rejected' || l.value === null) return count(service, 'skipped');
@@ -77,12 +101,9 @@ export function createShadow(options: ShadowOptions, deps: { redis: Redis; keys:
             return this.sample(service, request, l.value, null, [{ path: '$', kind: 'changed', service: `no answer: ${(s.reason as Error).message}` }]);
           }
           if (l.value.body === null || s.value.body === null) return count(service, 'skipped');
-          const cmp = compareResponses(
-            { status: l.value.status, contentType: l.value.contentType, body: l.value.body },
-            { status: s.value.status, contentType: s.value.contentType, body: s.value.body },
-            ignore.get(service) ?? compileIgnorePaths([]),
-          );
+          const cmp = compare(l.value, s.value);
           if (cmp.match) return count(service, 'match');
+          if (await settles(l.value)) return count(service, 'lagged');
           count(service, 'mismatch');
           await this.sample(service, request, l.value, s.value, cmp.diffs);
         })

@@ -122,7 +122,7 @@ export const diffCommand: CommandModule<GlobalArgs, StatusArgs & { prefix: strin
       const samples = (await redis.lrange(keys.shadowSamples(service.name), 0, args.limit - 1)).map((s) => JSON.parse(s));
       output(args, { counts, samples }, () =>
         [
-          `${service.prefix}: ${counts.match ?? 0} matched, ${counts.mismatch ?? 0} differed, ${counts.error ?? 0} service errors, ${counts.skipped ?? 0} skipped`,
+          `${service.prefix}: ${counts.match ?? 0} matched, ${counts.lagged ?? 0} matched once the sync caught up, ${counts.mismatch ?? 0} differed, ${counts.error ?? 0} service errors, ${counts.skipped ?? 0} skipped`,
           ...samples.map((s) => `\n${s.at} ${s.method} ${s.path} (request ${s.requestId})\n  legacy ${s.legacy.status}, service ${s.service?.status ?? 'no answer'}\n${s.diffs.map((d: { path: string; kind: string; legacy?: unknown; service?: unknown }) => `  ${d.kind} ${d.path}: legacy ${JSON.stringify(d.legacy)} service ${JSON.stringify(d.service)}`).join('\n')}`),
         ].join('\n'),
       );

@@ -125,6 +125,12 @@ export const configSchema = z.strictObject({
           maxBodyBytes: z.number().int().min(1024).default(1024 * 1024),
           /** Mismatch samples kept per service for `strangler diff`. */
           samples: z.number().int().min(1).max(1000).default(50),
+          /**
+           * How long a differing answer may take to settle: the service is asked again (every
+           * 100 ms) until it gives legacy's answer, then both once more; agreement is counted as
+           * sync lag (`lagged`), not a mismatch. 0: a first difference is a mismatch.
+           */
+          recheckMs: z.number().int().min(0).max(60_000).default(2_000),
         })
         .prefault({}),
       /** Longest a write is held while its prefix is fenced for a switchover (then 503, Retry-After). */
