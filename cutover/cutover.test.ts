@@ -257,12 +257,15 @@ describe('reverse sync before writes', () => {
 });
 
 describe('finalize guards', () => {
-  it('refuses to finalize a service whose tables other services copy from legacy, naming them', async () => {
-    const { actionProblems, replicaDependents } = await import('./executor.ts');
+  it('refuses to finalize a service whose tables other services copy without a feed from it, naming them', async () => {
+    const { actionProblems } = await import('./executor.ts');
+    const { feedsOf } = await import('../migrations/sync/plan.ts');
     const invoices = config.services.find((s) => s.name === 'invoices')!;
-    expect(replicaDependents(config, invoices).map((d) => d.service).sort()).toEqual(['analytics', 'chat', 'templates']);
-    const [problem] = await actionProblems(config, [{ kind: 'stop-reverse-sync' }], invoices);
-    expect(problem).toMatch(/analytics keeps a copy of invoices, invoice_items.*finalizing invoices stops its reverse sync/);
+    expect(feedsOf(config.services, invoices).map((d) => d.service.name).sort()).toEqual(['analytics', 'chat', 'templates']);
+    const problems = await actionProblems(config, [{ kind: 'stop-reverse-sync' }], invoices);
+    expect(problems).toHaveLength(3);
+    const problem = problems.find((p) => p.startsWith('analytics'));
+    expect(problem).toMatch(/analytics keeps a copy of invoices, invoice_items fed from legacy, and its feed from invoices does not run.*strangler sync start analytics/);
     expect(await actionProblems(config, [{ kind: 'stop-reverse-sync' }], config.services.find((s) => s.name === 'auth')!)).toEqual([]);
   });
 });

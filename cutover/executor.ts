@@ -4,6 +4,7 @@ import pg from 'pg';
 import type { ResolvedConfig, ResolvedService } from '../core/config/load.ts';
 import { serviceForPrefix } from '../core/config/load.ts';
 import { StranglerError } from '../core/errors.ts';
+import { feedsOf } from '../migrations/sync/plan.ts';
 import type { RedisKeys } from '../gateway/redis-keys.ts';
 import { DEFAULT_THRESHOLDS, type CheckThresholds } from './checks.ts';
 import { controlStore, type ControlStore, type Progress, type StoredStatus } from './control-store.ts';
@@ -67,31 +68,18 @@ export function takesWrites(service: ResolvedService): boolean {
 }
 
 /**
- * Services that keep read-only copies (replicas) of tables this service owns, fed from legacy.
- * Legacy stays complete while the reverse sync runs; finalizing stops it, so those copies
- * would go stale.
- */
-export function replicaDependents(config: ResolvedConfig, service: ResolvedService): Array<{ service: string; tables: string[] }> {
-  const owned = new Set(service.tables.filter((t) => !t.replica).map((t) => t.source));
-  return config.services
-    .filter((s) => s.name !== service.name)
-    .map((s) => ({ service: s.name, tables: s.tables.filter((t) => t.replica && owned.has(t.source)).map((t) => t.source) }))
-    .filter((d) => d.tables.length > 0);
-}
-
-/**
  * What must already run before the actions may: reverse sync before the first write can reach
  * a writing service (so a rollback loses nothing). Reasons, or [] when all is in place.
  */
 export async function actionProblems(config: ResolvedConfig, actions: readonly Action[], service: ResolvedService): Promise<string[]> {
   if (actions.some((a) => a.kind === 'stop-reverse-sync')) {
-    const dependents = replicaDependents(config, service);
-    if (dependents.length) {
-      return [
-        `${dependents.map((d) => `${d.service} keeps a copy of ${d.tables.join(', ')}`).join('; ')} fed from legacy; finalizing ${service.name} stops its reverse sync, so legacy and those copies would stop receiving its writes. Move those copies to the ${service.name} database first (not automated yet), or finalize the services that hold them`,
-      ];
-    }
-    return [];
+    // Finalizing stops the reverse sync, so legacy stops receiving the service's writes: every
+    // copy of its tables must be able to move to its database (finalize moves those still on legacy).
+    const { feedStates } = await import('../migrations/sync/handover.ts');
+    const missing = (await feedStates(config, service)).filter((f) => !f.exists);
+    return missing.map(
+      (f) => `${f.service} keeps a copy of ${f.tables.join(', ')} fed from legacy, and its feed from ${service.name} does not run; finalizing ${service.name} stops its reverse sync, so that copy would stop receiving its writes. Start it first: strangler sync start ${f.service}`,
+    );
   }
   if (!takesWrites(service) || !actions.some((a) => a.kind === 'start-reverse-sync' || a.kind === 'fence-writes')) return [];
   const reverse = await observeSync(config, service, 'reverse');
@@ -116,6 +104,7 @@ export function createCutover(ctx: CutoverContext) {
   async function applyTransition(service: ResolvedService, from: StoredStatus, to: ServiceStatus, actions: Action[], audit: { command: string; reason: string | null; forced: boolean; checks: CheckResult[]; details?: Record<string, unknown> }, progress: Progress | null) {
     const setRoute = actions.find((a) => a.kind === 'set-route') as Extract<Action, { kind: 'set-route' }> | undefined;
     const fenced = actions.some((a) => a.kind === 'fence-writes') && setRoute ? await fence(service, from, to) : null;
+    const moved = actions.some((a) => a.kind === 'stop-reverse-sync') ? await copiesToOwner(service, from) : [];
     const client = await ctx.pool.connect();
     try {
       const entry = { actor: ctx.actor, command: audit.command, service: service.name, prefix: service.prefix, fromPhase: from.phase, toPhase: to.phase, reason: audit.reason, forced: audit.forced, outcome: 'applied', details: audit.details };
@@ -141,7 +130,7 @@ export function createCutover(ctx: CutoverContext) {
         );
         await store.recordChecks(client, rows[0].id, service.name, audit.checks, audit.forced);
         await client.query('COMMIT');
-        return { auditId: rows[0].id as number, propagation: undefined, warnings: [] as string[] };
+        return { auditId: rows[0].id as number, propagation: undefined, warnings: moved };
       } catch (err) {
         await client.query('ROLLBACK').catch(() => undefined);
         throw err;
@@ -197,7 +186,50 @@ export function createCutover(ctx: CutoverContext) {
         warnings.push(`the ${direction} sync of ${service.name} did not drain in time; the rollback went ahead, check: strangler sync status ${service.name}${direction === 'reverse' ? ' --reverse' : ''}`);
       }
     }
+    // Copies other services keep of this service's tables follow the writes: from the owner's
+    // database once it is switched, from legacy again when it is rolled back from there.
+    const handover = to.phase === 'switched' ? 'owner' : from.phase === 'switched' ? 'legacy' : null;
+    if (handover && feedsOf(ctx.config.services, service).length) warnings.push(...(await moveCopies(service, handover, heldAt)));
     return { heldAt, warnings };
+  }
+
+  /**
+   * Before finalizing: copies of the service's tables still fed from legacy (their sync started
+   * after the switch) move to its database, under a write hold on the unchanged route.
+   */
+  async function copiesToOwner(service: ResolvedService, from: StoredStatus): Promise<string[]> {
+    const { feedStates } = await import('../migrations/sync/handover.ts');
+    if (!(await feedStates(ctx.config, service)).some((f) => f.from === 'legacy')) return [];
+    const { warnings } = await fence(service, from, from);
+    const current = (await routeOf(service.prefix)) ?? { mode: 'service', weight: 100 };
+    const client = await ctx.pool.connect();
+    try {
+      const { version } = await commitRouteChange(client, ctx.config.control.schema, [{ prefix: service.prefix, service: service.name, mode: current.mode as never, weight: current.weight, fenced: false }], {
+        actor: ctx.actor, command: 'fence: release (copies moved)', service: service.name, prefix: service.prefix, fromPhase: from.phase, toPhase: from.phase, outcome: 'applied',
+      });
+      await publishAndWait(ctx.redis, ctx.keys, version, { timeoutMs: ctx.ackTimeoutMs ?? 5_000, liveWithinMs });
+    } finally {
+      client.release();
+    }
+    return warnings;
+  }
+
+  /**
+   * Both directions drained (the fence drained one), then the handover messages: at this quiet
+   * point legacy and the owner's database hold the same rows (handover.ts).
+   */
+  async function moveCopies(service: ResolvedService, to: 'owner' | 'legacy', heldAt: number): Promise<string[]> {
+    const { drainPipeline } = await import('../migrations/sync/status.ts');
+    const { handOver } = await import('../migrations/sync/handover.ts');
+    const budget = () => Math.max(500, ctx.config.gateway.fenceHoldMs - (Date.now() - heldAt) - 250);
+    if (takesWrites(service)) {
+      const other = to === 'owner' ? 'reverse' : 'forward';
+      if ((await drainPipeline(ctx.config, service, other, budget())) === null) {
+        return [`the ${other} sync of ${service.name} did not drain in time, so the copies other services keep of its tables were not moved to ${to === 'owner' ? service.name : 'legacy'}; they stay on their current source (see: strangler sync status ${service.name})`];
+      }
+    }
+    const { warnings } = await handOver(ctx.config, service, to, budget());
+    return warnings;
   }
 
   /** Every change but rollback: plan → checks → decide → (dry run: stop) → act → record. */

@@ -1,11 +1,14 @@
 import pg from 'pg';
 import type { Topology } from '../cli/dev/topology.ts';
-import type { ResolvedService } from '../core/config/load.ts';
+import type { ResolvedConfig, ResolvedService } from '../core/config/load.ts';
 import { silentLogger } from '../core/logger.ts';
 import { openCutover, takesWrites } from '../cutover/executor.ts';
 import { overview } from '../cutover/overview.ts';
 import { runProgressive } from '../cutover/progressive.ts';
 import { runDoctor } from '../migrations/sync/doctor.ts';
+import { feedStates, startFeeds, type RunningFeeds } from '../migrations/sync/handover.ts';
+import { feedsOf } from '../migrations/sync/plan.ts';
+import { waitFor } from '../stack/ports.ts';
 import { recordVerification, verifyPipeline } from '../migrations/sync/verify.ts';
 import { SyncWorker } from '../migrations/sync/worker.ts';
 import { startLoad } from './load.ts';
@@ -35,6 +38,7 @@ export async function runMigration(topology: Topology, say: (line: string) => vo
     }
   };
   const workers: SyncWorker[] = [];
+  const feeds: RunningFeeds[] = [];
   // Demo load is a few users, so an analysis interval needs fewer requests than the default 20;
   // and they read the very lists they keep adding to, so a shadowed read can race the ~50 ms
   // sync lag: the demo allows 5 % of shadow answers to differ (the default is 1 %).
@@ -52,6 +56,15 @@ export async function runMigration(topology: Topology, say: (line: string) => vo
       const worker = new SyncWorker({ config, service, logger: silentLogger });
       workers.push(worker);
       await timed(`${service.name}: sync (backfill)`, () => worker.start());
+      // Its copies of another service's tables also get a feed from that service's database,
+      // paused until that service's switch hands them over.
+      const owners = config.services.filter((o) => feedsOf([service], o).length > 0);
+      if (owners.length) {
+        const running = startFeeds(config, service, silentLogger, 1_000);
+        feeds.push(running);
+        await waitFor(`${service.name}'s feeds`, async () => running.workers().length === owners.length, 20_000);
+        say(`  feed: copies of ${owners.map((o) => o.name).join(', ')} tables also stream from ${owners.map((o) => o.databaseUrl.split('/').pop()).join(', ')}, paused until handed over`);
+      }
       const state = await cutover.store.status(service.name, service.prefix);
       say(`  sync: slot ${worker.plan!.slot} streaming from ${worker.appliedLsn}`);
       const v = await timed(`${service.name}: verify`, () => verifyPipeline({ sourceUrl: config.legacy.databaseUrl, targetUrl: service.databaseUrl, plan: worker.plan! }));
@@ -125,6 +138,9 @@ export async function runMigration(topology: Topology, say: (line: string) => vo
       });
     });
     say(`  second cutover: ${again.prefix} is ${(await cutover.store.status(again.name, again.prefix)).phase} again`);
+    const copies = await feedStates(config, again);
+    say(`  copies of its tables now come from: ${copies.map((c) => `${c.service} ← ${c.from === 'owner' ? again.databaseUrl.split('/').pop() : 'legacy'}`).join(', ')}`);
+    if (copies.some((c) => c.from !== 'owner')) ok = false;
   } catch (err) {
     ok = false;
     say(`\nmigration stopped: ${(err as Error).message}`);
@@ -141,6 +157,8 @@ export async function runMigration(topology: Topology, say: (line: string) => vo
   const found = await db.query(`SELECT count(*)::int AS n FROM invoices WHERE id = ANY($1)`, [load.figures.invoices]);
   await db.end();
   const lost = load.figures.invoices.length - found.rows[0].n;
+  // Every copy of the invoices (analytics, templates, chat) equals the database serving them.
+  const stale = await staleCopies(config, servingUrl);
 
   say('\nstrangler status');
   const rows = await overview(cutover, redis, cutover.probe(0).keys, config, 60_000);
@@ -148,24 +166,52 @@ export async function runMigration(topology: Topology, say: (line: string) => vo
   say('\nsummary');
   say(`  requests served through the gateway: ${load.figures.requests}, errors (5xx or no answer): ${load.figures.errors}${Object.keys(load.figures.errorsByPrefix).length ? ` ${JSON.stringify(load.figures.errorsByPrefix)}` : ''}`);
   say(`  invoices created and acknowledged: ${load.figures.invoices.length}; writes lost: ${lost} (checked against ${servingUrl.split('/').pop()})`);
+  say(`  copies of the invoices equal to ${servingUrl.split('/').pop()}: ${stale.length ? `NO: ${stale.join(', ')}` : 'analytics, templates, chat'}`);
   say(`  OCR uploads: ${load.figures.ocrUploads}`);
   say(`  writes held at each switch: ${holds.map((h) => `${h.what} ${h.ms} ms`).join(', ') || 'none'}`);
   for (const t of timings) say(`  ${t.step.padEnd(44)} ${(t.ms / 1000).toFixed(1)} s`);
 
+  for (const f of feeds) await f.stop();
   for (const w of workers) await w.stop();
   await close();
-  return ok && lost === 0;
+  return ok && lost === 0 && stale.length === 0;
 
   async function waitShadow(service: string, n: number, timeoutMs: number) {
     const until = Date.now() + timeoutMs;
     while (Date.now() < until) {
       const h = await redis.hgetall(cutover.probe(0).keys.shadowCounts(service));
-      if (Number(h.match ?? 0) + Number(h.mismatch ?? 0) >= n) return;
+      if (Number(h.match ?? 0) + Number(h.lagged ?? 0) + Number(h.mismatch ?? 0) >= n) return;
       await new Promise((r) => setTimeout(r, 200));
     }
   }
   async function shadowLine(service: string) {
     const h = await redis.hgetall(cutover.probe(0).keys.shadowCounts(service));
-    return `${h.match ?? 0} answers matched, ${h.mismatch ?? 0} differed`;
+    return `${h.match ?? 0} answers matched, ${h.lagged ?? 0} matched once the sync caught up, ${h.mismatch ?? 0} differed`;
   }
+}
+
+/** The services whose copy of the invoices differs from `sourceUrl` after a settling wait. */
+async function staleCopies(config: ResolvedConfig, sourceUrl: string): Promise<string[]> {
+  const owner = config.services.find((s) => s.name === 'invoices')!;
+  const digest = async (url: string, table: string) => {
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    try {
+      return (await c.query(`SELECT md5(coalesce(string_agg(concat_ws('|', id, user_id, number, status, total, updated_at), ',' ORDER BY id), '')) AS d FROM "${table}"`)).rows[0].d as string;
+    } finally {
+      await c.end();
+    }
+  };
+  let stale: string[] = [];
+  for (let i = 0; i < 50; i++) {
+    const want = await digest(sourceUrl, 'invoices');
+    stale = [];
+    for (const { service, mapping } of feedsOf(config.services, owner)) {
+      const table = mapping.tables.find((t) => t.source === 'invoices')!.target;
+      if ((await digest(service.databaseUrl, table)) !== want) stale.push(service.name);
+    }
+    if (!stale.length) return [];
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return stale;
 }

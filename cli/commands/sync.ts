@@ -111,6 +111,10 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
         });
         await worker.start();
         if (process.stderr.isTTY) process.stderr.write('\n');
+        // Copies of another service's tables also need a feed from that service's database,
+        // which takes over from legacy at that service's switch.
+        const { startFeeds } = await import('../../migrations/sync/handover.ts');
+        const feeds = direction === 'forward' ? startFeeds(config, service, logger) : null;
         let metrics: ReturnType<typeof createServer> | null = null;
         if (args.metricsPort) {
           metrics = createServer(async (_req, res) => void res.writeHead(200, { 'content-type': worker.metrics.contentType }).end(await worker.metrics.metrics())).listen(args.metricsPort, '127.0.0.1');
@@ -122,6 +126,7 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
           // Not unref'd: this timer keeps the process alive while the worker streams.
           setInterval(() => worker.state === 'stopped' && resolve(), 500);
         });
+        await feeds?.stop();
         await worker.stop();
         metrics?.close();
         process.stderr.write(`sync ${service.name}: stopped at ${worker.appliedLsn}\n`);

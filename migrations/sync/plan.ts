@@ -39,7 +39,9 @@ export interface TablePlan {
 
 export interface SyncPlan {
   service: string;
-  direction: 'forward' | 'reverse';
+  direction: Direction;
+  /** A feed's source: the service owning the tables this service keeps copies of. */
+  owner?: string;
   origin: string;
   /** The pipeline id: forward sync of this service. */
   pipeline: string;
@@ -53,29 +55,35 @@ export interface SyncPlan {
  * Slots are per cluster, so the slot also names the legacy database (two monoliths on one
  * cluster never share a slot); publications are per database.
  */
-export type Direction = 'forward' | 'reverse';
+/**
+ * forward: legacy → service. reverse: service → legacy (the tables it owns). feed: another
+ * service's database → this service, for its read-only copies of tables that service owns,
+ * paused until the owner's switch hands those tables over (see handover.ts).
+ */
+export type Direction = 'forward' | 'reverse' | 'feed';
 
 /**
  * The replication origin a pipeline's applier marks its transactions with. Origins are
  * cluster-wide, so the name carries the target database (two pipelines of the same service
  * into different databases of one cluster never share one).
  */
-export function originOf(service: string, direction: Direction, targetDatabaseUrl: string): string {
+export function originOf(service: string, direction: Direction, targetDatabaseUrl: string, owner?: string): string {
   const clean = (s: string) => s.toLowerCase().replace(/[^a-z0-9]/g, '_');
-  return `strangler_${direction}_${clean(service)}_${clean(new URL(targetDatabaseUrl).pathname.slice(1) || 'postgres')}`;
+  const who = direction === 'feed' ? `${clean(owner ?? '')}_${clean(service)}` : clean(service);
+  return `strangler_${direction}_${who}_${clean(new URL(targetDatabaseUrl).pathname.slice(1) || 'postgres')}`.slice(0, 63);
 }
 
-export function pipelineNames(service: string, sourceDatabaseUrl: string, direction: Direction = 'forward', targetDatabaseUrl = sourceDatabaseUrl): { pipeline: string; publication: string; slot: string; origin: string } {
+export function pipelineNames(service: string, sourceDatabaseUrl: string, direction: Direction = 'forward', targetDatabaseUrl = sourceDatabaseUrl, owner?: string): { pipeline: string; publication: string; slot: string; origin: string } {
   const clean = (s: string) => s.toLowerCase().replace(/[^a-z0-9]/g, '_');
   const db = clean(new URL(sourceDatabaseUrl).pathname.slice(1) || 'postgres');
-  const tag = direction === 'reverse' ? 'rev_' : '';
+  const tag = direction === 'reverse' ? 'rev_' : direction === 'feed' ? 'feed_' : '';
   return {
-    pipeline: `${service}:${direction}`,
+    pipeline: direction === 'feed' ? `${service}:feed:${owner}` : `${service}:${direction}`,
     publication: `strangler_${tag}${clean(service)}`,
     slot: `strangler_${db}_${tag}${clean(service)}`.slice(0, 63),
     // The replication origin its applier marks transactions with; the opposite direction's
     // decoder skips exactly that origin (other pipelines must still see those rows).
-    origin: originOf(service, direction, targetDatabaseUrl),
+    origin: originOf(service, direction, targetDatabaseUrl, owner),
   };
 }
 
@@ -92,6 +100,35 @@ export function reverseMapping(service: ResolvedService): ResolvedService {
           .filter((t) => !t.replica)
           .map((t) => ({ source: t.target, target: t.source, columns: Object.fromEntries(Object.entries(t.columns).map(([a, b]) => [b, a])), exclude: [], replica: false })),
   };
+}
+
+/**
+ * The services keeping read-only copies of tables `owner` owns, each with its feed mapping:
+ * source names as the owner's database has them, columns composed through both mappings.
+ */
+export function feedsOf(services: readonly ResolvedService[], owner: ResolvedService): Array<{ service: ResolvedService; mapping: ResolvedService }> {
+  if (owner.readOnly) return [];
+  const owned = new Map(owner.tables.filter((t) => !t.replica).map((t) => [t.source, t]));
+  return services
+    .filter((s) => s.name !== owner.name)
+    .map((service) => {
+      const tables = service.tables
+        .filter((t) => t.replica && owned.has(t.source))
+        .map((t) => {
+          const o = owned.get(t.source)!;
+          const inOwner = (legacyColumn: string) => o.columns[legacyColumn] ?? legacyColumn;
+          return {
+            source: o.target,
+            target: t.target,
+            columns: Object.fromEntries(Object.entries(t.columns).map(([legacyCol, col]) => [inOwner(legacyCol), col])),
+            // Columns the owner does not keep are not in its catalog: nothing to exclude there.
+            exclude: t.exclude.filter((c) => !o.exclude.includes(c)).map(inOwner),
+            replica: true,
+          };
+        });
+      return { service, mapping: { ...service, tables } };
+    })
+    .filter((f) => f.mapping.tables.length > 0);
 }
 
 /** Why a table cannot be synced safely, with the statement that fixes it; null when it can. */
@@ -113,7 +150,7 @@ export function tableProblem(table: SourceTable | undefined, name: string, exclu
  * Pure: the replication plan of one service from its strangler.yaml mapping and the legacy
  * catalog. Every problem is collected and reported at once, before anything is created.
  */
-export function buildSyncPlan(service: ResolvedService, catalog: Map<string, SourceTable>, sourceDatabaseUrl: string, direction: Direction = 'forward', targetDatabaseUrl = sourceDatabaseUrl): SyncPlan {
+export function buildSyncPlan(service: ResolvedService, catalog: Map<string, SourceTable>, sourceDatabaseUrl: string, direction: Direction = 'forward', targetDatabaseUrl = sourceDatabaseUrl, owner?: string): SyncPlan {
   const problems: string[] = [];
   const tables: TablePlan[] = [];
   for (const mapping of service.tables) {
@@ -142,7 +179,7 @@ export function buildSyncPlan(service: ResolvedService, catalog: Map<string, Sou
   if (problems.length) {
     throw new StranglerError(`the sync of "${service.name}" cannot start; nothing was created on the legacy database:\n  ${problems.join('\n  ')}`, 'CHECK_FAILED', { problems });
   }
-  return { service: service.name, direction, ...pipelineNames(service.name, sourceDatabaseUrl, direction, targetDatabaseUrl), tables };
+  return { service: service.name, direction, ...(owner ? { owner } : {}), ...pipelineNames(service.name, sourceDatabaseUrl, direction, targetDatabaseUrl, owner), tables };
 }
 
 const q = (ident: string) => `"${ident.replace(/"/g, '""')}"`;

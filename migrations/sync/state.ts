@@ -35,6 +35,11 @@ export const STATE_DDL = `
     copied_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (pipeline, source)
   );
+  -- Copies of another service's tables: exactly one of the forward pipeline (from legacy) and
+  -- the feed (from the owner) applies a table's changes; the other has it paused. Flipped
+  -- in-band by a handover message, at the LSN recorded here.
+  ALTER TABLE strangler_sync.tables ADD COLUMN IF NOT EXISTS paused boolean NOT NULL DEFAULT false;
+  ALTER TABLE strangler_sync.tables ADD COLUMN IF NOT EXISTS handover_lsn pg_lsn;
   CREATE TABLE IF NOT EXISTS strangler_sync.conflicts (
     id               bigserial PRIMARY KEY,
     pipeline         text NOT NULL,
@@ -73,7 +78,7 @@ export interface PipelineState {
   lastError: string | null;
   lastErrorAt: Date | null;
   worker: string | null;
-  tables: Array<{ source: string; target: string; fromLsn: string; rowsCopied: number }>;
+  tables: Array<{ source: string; target: string; fromLsn: string; rowsCopied: number; paused: boolean; handoverLsn: string | null }>;
   lastVerification: { at: Date; ok: boolean; summary: unknown } | null;
 }
 
@@ -87,7 +92,7 @@ export async function readPipelineState(client: pg.Client | pg.PoolClient, pipel
   const { rows } = await client.query(`SELECT *, applied_lsn::text AS applied, backfill_lsn::text AS backfill FROM strangler_sync.pipelines WHERE pipeline = $1`, [pipeline]);
   if (!rows[0]) return null;
   const r = rows[0];
-  const tables = await client.query(`SELECT source, target, from_lsn::text AS from_lsn, rows_copied FROM strangler_sync.tables WHERE pipeline = $1 ORDER BY source`, [pipeline]);
+  const tables = await client.query(`SELECT source, target, from_lsn::text AS from_lsn, rows_copied, paused, handover_lsn::text AS handover_lsn FROM strangler_sync.tables WHERE pipeline = $1 ORDER BY source`, [pipeline]);
   const verification = await client.query(`SELECT at, ok, summary FROM strangler_sync.verifications WHERE pipeline = $1 ORDER BY id DESC LIMIT 1`, [pipeline]);
   return {
     pipeline: r.pipeline,
@@ -107,7 +112,7 @@ export async function readPipelineState(client: pg.Client | pg.PoolClient, pipel
     lastError: r.last_error,
     lastErrorAt: r.last_error_at,
     worker: r.worker,
-    tables: tables.rows.map((t) => ({ source: t.source, target: t.target, fromLsn: t.from_lsn, rowsCopied: Number(t.rows_copied) })),
+    tables: tables.rows.map((t) => ({ source: t.source, target: t.target, fromLsn: t.from_lsn, rowsCopied: Number(t.rows_copied), paused: t.paused, handoverLsn: t.handover_lsn })),
     lastVerification: verification.rows[0] ?? null,
   };
 }

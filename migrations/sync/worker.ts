@@ -12,10 +12,21 @@ import { pipeline } from 'node:stream/promises';
 import { copyTables, type BackfillProgress } from './backfill.ts';
 import { readSourceTables } from './catalog.ts';
 import { compareLsn, lsnDistance } from './lsn.ts';
-import { buildSyncPlan, originOf, quoteIdent as q, reverseMapping, targetTableDdl, type Direction, type SyncPlan, type TablePlan } from './plan.ts';
+import { buildSyncPlan, feedsOf, originOf, quoteIdent as q, reverseMapping, targetTableDdl, type Direction, type SyncPlan, type TablePlan } from './plan.ts';
 import { ensureStateSchema, readPipelineState } from './state.ts';
 
 export const HEARTBEAT_PREFIX = 'strangler_heartbeat';
+/** Logical message moving a service's copies of an owner's tables between legacy and the owner (handover.ts). */
+export const HANDOVER_PREFIX = 'strangler_handover';
+
+export interface HandoverMessage {
+  /** The service keeping the copies. */
+  service: string;
+  /** The service owning the tables. */
+  owner: string;
+  /** Which source feeds the copies from this message on. */
+  to: 'owner' | 'legacy';
+}
 
 /**
  * pgoutput with values kept as PostgreSQL's text: the library would otherwise parse them with
@@ -36,6 +47,7 @@ interface TxState {
   skip: boolean;
   rows: number;
   heartbeat: string | null;
+  handover: HandoverMessage | null;
   open: boolean;
   commitLsn: string;
   /** The source commit time, microseconds since 1970 (the applied rows carry it, for conflict checks). */
@@ -50,8 +62,10 @@ export interface SyncWorkerOptions {
   onProgress?: (p: BackfillProgress) => void;
   /** Wait for a running worker of the same pipeline to go away instead of refusing. */
   waitForLock?: boolean;
-  /** forward: legacy → service (backfilled); reverse: service → legacy (from the moment it starts). */
+  /** forward: legacy → service (backfilled); reverse: service → legacy (from the moment it starts); feed: needs feedFrom. */
   direction?: Direction;
+  /** The feed's source: the service owning the tables `service` keeps copies of. */
+  feedFrom?: ResolvedService;
 }
 
 function lockKey(pipeline: string): string {
@@ -78,6 +92,8 @@ export class SyncWorker {
   #timers: NodeJS.Timeout[] = [];
   #applied = '0/0';
   #fromLsn = new Map<string, string>();
+  /** Tables whose changes another pipeline applies now (source names). */
+  #paused = new Set<string>();
   #byRelation = new Map<string, TablePlan>();
   #tx: TxState | null = null;
   /**
@@ -100,9 +116,11 @@ export class SyncWorker {
 
   constructor(options: SyncWorkerOptions) {
     this.#o = options;
-    this.#direction = options.direction ?? 'forward';
-    this.#sourceUrl = this.#direction === 'forward' ? options.config.legacy.databaseUrl : options.service.databaseUrl;
-    this.#targetUrl = this.#direction === 'forward' ? options.service.databaseUrl : options.config.legacy.databaseUrl;
+    this.#direction = options.feedFrom ? 'feed' : (options.direction ?? 'forward');
+    if (this.#direction === 'feed' && !options.feedFrom) throw new Error('a feed needs feedFrom');
+    const legacy = options.config.legacy.databaseUrl;
+    this.#sourceUrl = { forward: legacy, reverse: options.service.databaseUrl, feed: options.feedFrom?.databaseUrl ?? '' }[this.#direction];
+    this.#targetUrl = this.#direction === 'reverse' ? legacy : options.service.databaseUrl;
     const labels = { service: options.service.name };
     this.#rows = new Counter({ name: 'strangler_sync_rows_applied_total', help: 'Row changes applied to the service database', labelNames: ['service'], registers: [this.metrics] });
     this.#txs = new Counter({ name: 'strangler_sync_transactions_applied_total', help: 'Source transactions applied', labelNames: ['service'], registers: [this.metrics] });
@@ -146,10 +164,13 @@ export class SyncWorker {
     await source.connect();
     source.on('error', (err) => logger.warn({ err }, 'legacy connection lost'));
     this.#source = source;
-    const mapping = this.#direction === 'forward' ? service : reverseMapping(service);
-    if (mapping.tables.length === 0) throw new StranglerError(`${service.name} owns no tables it writes, so it needs no reverse sync`, 'BAD_INPUT');
+    const owner = this.#o.feedFrom;
+    const mapping = { forward: () => service, reverse: () => reverseMapping(service), feed: () => feedsOf([service], owner!)[0]?.mapping ?? { ...service, tables: [] } }[this.#direction]();
+    if (mapping.tables.length === 0) {
+      throw new StranglerError(this.#direction === 'feed' ? `${service.name} keeps no copies of tables ${owner!.name} owns, so it needs no feed from it` : `${service.name} owns no tables it writes, so it needs no reverse sync`, 'BAD_INPUT');
+    }
     const catalog = await readSourceTables(source, mapping.tables.map((t) => t.source));
-    const plan = buildSyncPlan(mapping, catalog, this.#sourceUrl, this.#direction, this.#targetUrl); // throws before anything is created
+    const plan = buildSyncPlan(mapping, catalog, this.#sourceUrl, this.#direction, this.#targetUrl, owner?.name); // throws before anything is created
     this.#plan = plan;
     for (const t of plan.tables) this.#byRelation.set(t.source, t);
 
@@ -163,7 +184,7 @@ export class SyncWorker {
     this.#checkConflicts = (await target.query(`SELECT current_setting('track_commit_timestamp') = 'on' AS on`)).rows[0].on;
     if (!this.#checkConflicts) this.#o.logger.warn('track_commit_timestamp is off on the target: writes on both sides of a canary cannot be detected as conflicts');
     // The reverse target is the monolith's own schema: never create tables there.
-    if (this.#direction === 'forward') for (const t of plan.tables) await target.query(targetTableDdl(t));
+    if (this.#direction !== 'reverse') for (const t of plan.tables) await target.query(targetTableDdl(t));
 
     // Publication: created with every table, or extended with tables added to the mapping later.
     const pub = await source.query(`SELECT array_agg(tablename::text) AS tables FROM pg_publication_tables WHERE pubname = $1`, [plan.publication]);
@@ -174,7 +195,7 @@ export class SyncWorker {
 
     const state = await readPipelineState(target, plan.pipeline);
     const slot = await source.query(`SELECT active, active_pid FROM pg_replication_slots WHERE slot_name = $1`, [plan.slot]);
-    if (this.#direction === 'reverse' && (!state || !state.appliedLsn || slot.rowCount === 0)) {
+    if (this.#direction !== 'forward' && (!state || !state.appliedLsn || slot.rowCount === 0)) {
       await this.#startReverse(source, target, plan, slot.rowCount! > 0);
     } else if (!state || state.status === 'backfilling' || !state.appliedLsn || slot.rowCount === 0) {
       await this.#fullBackfill(source, target, plan, slot.rowCount! > 0);
@@ -186,6 +207,7 @@ export class SyncWorker {
     }
     const tables = await target.query(`SELECT source, from_lsn::text AS from_lsn FROM strangler_sync.tables WHERE pipeline = $1`, [plan.pipeline]);
     for (const r of tables.rows) this.#fromLsn.set(r.source, r.from_lsn);
+    await this.#loadPaused(target);
     await target.query(`UPDATE strangler_sync.pipelines SET status = 'streaming', desired = 'running', worker = $2, updated_at = now() WHERE pipeline = $1`, [plan.pipeline, `${hostname()}:${process.pid}`]);
     logger.info({ pipeline: plan.pipeline, slot: plan.slot, appliedLsn: this.#applied }, 'sync prepared; streaming');
   }
@@ -214,10 +236,16 @@ export class SyncWorker {
     await target.query(`SELECT pg_replication_origin_session_setup($1)`, [origin]);
   }
 
+  async #loadPaused(target: pg.Client): Promise<void> {
+    const { rows } = await target.query(`SELECT source FROM strangler_sync.tables WHERE pipeline = $1 AND paused`, [this.#plan!.pipeline]);
+    this.#paused = new Set(rows.map((r) => r.source as string));
+  }
+
   /**
    * Reverse sync copies nothing: the monolith already has every row the service has (the
    * forward sync put them there). It starts at the slot's creation, which must come before
    * the first write can reach the service (the control plane checks it runs before canary).
+   * A feed starts the same way, paused: the forward sync keeps the copies until a handover.
    */
   async #startReverse(source: pg.Client, target: pg.Client, plan: SyncPlan, slotExists: boolean): Promise<void> {
     if (slotExists) await source.query(`SELECT pg_drop_replication_slot($1)`, [plan.slot]);
@@ -230,12 +258,13 @@ export class SyncWorker {
     );
     for (const t of plan.tables) {
       await target.query(
-        `INSERT INTO strangler_sync.tables (pipeline, source, target, from_lsn, rows_copied) VALUES ($1, $2, $3, $4, 0) ON CONFLICT (pipeline, source) DO UPDATE SET from_lsn = excluded.from_lsn`,
-        [plan.pipeline, t.source, t.target, point],
+        `INSERT INTO strangler_sync.tables (pipeline, source, target, from_lsn, rows_copied, paused) VALUES ($1, $2, $3, $4, 0, $5)
+         ON CONFLICT (pipeline, source) DO UPDATE SET from_lsn = excluded.from_lsn, paused = excluded.paused, handover_lsn = NULL`,
+        [plan.pipeline, t.source, t.target, point, plan.direction === 'feed'],
       );
     }
     this.#applied = point;
-    this.#o.logger.info({ slot: plan.slot, point }, 'reverse sync starts');
+    this.#o.logger.info({ slot: plan.slot, point }, `${plan.direction} sync starts`);
   }
 
   async #fullBackfill(source: pg.Client, target: pg.Client, plan: SyncPlan, slotExists: boolean): Promise<void> {
@@ -311,7 +340,7 @@ export class SyncWorker {
     switch (m.tag) {
       case 'begin': {
         const skip = compareLsn(m.commitLsn!, this.#applied) < 0;
-        this.#tx = { skip, rows: 0, heartbeat: null, open: false, commitLsn: m.commitLsn!, commitTimeUs: BigInt(m.commitTime as unknown as bigint) };
+        this.#tx = { skip, rows: 0, heartbeat: null, handover: null, open: false, commitLsn: m.commitLsn!, commitTimeUs: BigInt(m.commitTime as unknown as bigint) };
         this.#batches.clear();
         return;
       }
@@ -324,10 +353,16 @@ export class SyncWorker {
         // Applied by this service's other direction: never send it back. Rows another
         // pipeline applied (the reverse sync of invoices, seen by analytics' replica) still flow.
         // The paired direction writes into this worker's source database.
-        if (this.#tx && m.originName === originOf(this.#o.service.name, this.#direction === 'forward' ? 'reverse' : 'forward', this.#sourceUrl)) this.#tx.skip = true;
+        // A feed skips nothing: its target never writes the copies.
+        if (this.#tx && this.#direction !== 'feed' && m.originName === originOf(this.#o.service.name, this.#direction === 'forward' ? 'reverse' : 'forward', this.#sourceUrl)) this.#tx.skip = true;
         return;
       case 'message':
-        if (this.#tx && !this.#tx.skip && m.prefix === HEARTBEAT_PREFIX) this.#tx.heartbeat = Buffer.from(m.content).toString('utf8');
+        if (!this.#tx || this.#tx.skip) return;
+        if (m.prefix === HEARTBEAT_PREFIX) this.#tx.heartbeat = Buffer.from(m.content).toString('utf8');
+        if (m.prefix === HANDOVER_PREFIX) {
+          const h = JSON.parse(Buffer.from(m.content).toString('utf8')) as HandoverMessage;
+          if (h.service === this.#o.service.name && (this.#direction === 'forward' || h.owner === this.#plan!.owner)) this.#tx.handover = h;
+        }
         return;
       case 'commit': {
         const tx = this.#tx;
@@ -335,6 +370,7 @@ export class SyncWorker {
         if (!tx || tx.skip) return;
         await this.#flush(target, tx);
         await this.#begin(target, tx);
+        const paused = tx.handover ? await this.#handover(target, tx.handover, m.commitEndLsn!) : null;
         await target.query(
           `UPDATE strangler_sync.pipelines SET applied_lsn = $2, applied_at = now(), source_commit_at = $3, rows_applied = rows_applied + $4,
                   transactions_applied = transactions_applied + 1, heartbeat_source_at = coalesce($5::timestamptz, heartbeat_source_at), updated_at = now()
@@ -343,6 +379,7 @@ export class SyncWorker {
         );
         await target.query('COMMIT');
         this.#applied = m.commitEndLsn!;
+        if (paused) this.#paused = paused;
         this.#rows.inc({ service: this.#o.service.name }, tx.rows);
         this.#txs.inc({ service: this.#o.service.name });
         this.#reconnectDelay = 200;
@@ -353,6 +390,28 @@ export class SyncWorker {
       default:
         return;
     }
+  }
+
+  /**
+   * A handover message, in stream order: from its LSN on, the copies of the owner's tables come
+   * from `to`. The forward pipeline pauses them when they go to the owner and resumes them when
+   * they come back; the feed does the opposite. Recorded in the transaction that applies it.
+   */
+  async #handover(target: pg.Client, h: HandoverMessage, lsn: string): Promise<Set<string>> {
+    const plan = this.#plan!;
+    const owner = this.#o.config.services.find((s) => s.name === h.owner);
+    const tables = plan.direction === 'feed' ? plan.tables : owner ? plan.tables.filter((t) => owner.tables.some((o) => !o.replica && o.source === t.source)) : [];
+    const pause = plan.direction === 'feed' ? h.to === 'legacy' : h.to === 'owner';
+    const next = new Set(this.#paused);
+    for (const t of tables) {
+      if (pause) next.add(t.source);
+      else next.delete(t.source);
+    }
+    if (tables.length) {
+      await target.query(`UPDATE strangler_sync.tables SET paused = $3, handover_lsn = $4 WHERE pipeline = $1 AND source = ANY($2)`, [plan.pipeline, tables.map((t) => t.source), pause, lsn]);
+      this.#o.logger.info({ pipeline: plan.pipeline, tables: tables.map((t) => t.source), paused: pause, lsn }, `copies of ${h.owner}'s tables now come from ${h.to === 'owner' ? h.owner : 'legacy'}`);
+    }
+    return next;
   }
 
   /**
@@ -429,12 +488,14 @@ export class SyncWorker {
       await this.#flush(target, tx);
       for (const rel of m.relations) {
         const table = this.#byRelation.get(rel.name);
-        if (table) await this.#run(target, tx, { sql: `TRUNCATE ${q(table.target)}`, params: [] });
+        if (table && !this.#paused.has(table.source)) await this.#run(target, tx, { sql: `TRUNCATE ${q(table.target)}`, params: [] });
       }
       return;
     }
     const table = this.#byRelation.get(m.relation.name);
     if (!table || m.relation.schema !== 'public') return;
+    // Another pipeline feeds this copy now (handover): its changes here are that pipeline's.
+    if (this.#paused.has(table.source)) return;
     const from = this.#fromLsn.get(table.source);
     // A table copied later than the slot's start: its changes up to the copy's snapshot are in the copy.
     if (from && compareLsn(tx.commitLsn, from) < 0) return;
@@ -499,6 +560,7 @@ export class SyncWorker {
         }
         const state = await readPipelineState(this.#target, this.#plan!.pipeline);
         if (state?.appliedLsn) this.#applied = state.appliedLsn;
+        await this.#loadPaused(this.#target);
         await this.#target.query(`UPDATE strangler_sync.pipelines SET last_error = $2, last_error_at = now() WHERE pipeline = $1`, [this.#plan!.pipeline, error.message]);
         if (this.#state !== 'active') return;
         await this.#stream();

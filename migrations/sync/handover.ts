@@ -1,0 +1,171 @@
+/**
+ * Moving a service's read-only copies of another service's tables (analytics' invoices) from
+ * legacy to the owner's database, and back.
+ *
+ * Each copy has two pipelines: the forward sync from legacy and a feed from the owner's
+ * database, and exactly one of them applies a table's changes while the other has it paused.
+ * The switch is a pair of logical messages, one in each source's WAL: the forward pipeline
+ * pauses (or resumes) at its message, the feed resumes (or pauses) at its own, each in the
+ * transaction that applies the message. The messages are written while the owner's writes are
+ * held and both directions of its sync are drained, so legacy at the first message and the
+ * owner at the second hold the same rows: the copy takes every change once, no gap, no double.
+ */
+import pg from 'pg';
+import type { ResolvedConfig, ResolvedService } from '../../core/config/load.ts';
+import { lsnDistance } from './lsn.ts';
+import { feedsOf, pipelineNames } from './plan.ts';
+import type { Logger } from '../../core/logger.ts';
+import { HANDOVER_PREFIX, SyncWorker, type HandoverMessage } from './worker.ts';
+
+export interface HandoverOutcome {
+  service: string;
+  tables: string[];
+  /** Time until the forward pipeline had applied its message; null when it had not within the wait. */
+  ms: number | null;
+}
+
+export interface FeedState {
+  service: string;
+  tables: string[];
+  /** The feed's pipeline exists (its slot on the owner's database too). */
+  exists: boolean;
+  /** Which source feeds the copies now, as the feed's own record says. */
+  from: 'owner' | 'legacy';
+}
+
+async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** A database not created yet holds no pipeline: the same answer as an empty one. */
+async function unlessMissing<T>(fn: () => Promise<T>, empty: T): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if ((err as { code?: string }).code === '3D000') return empty;
+    throw err;
+  }
+}
+
+/** Where each copy of the owner's tables comes from now. */
+export async function feedStates(config: ResolvedConfig, owner: ResolvedService): Promise<FeedState[]> {
+  const states: FeedState[] = [];
+  const slots = await unlessMissing(() => withClient(owner.databaseUrl, async (c) => new Set((await c.query(`SELECT slot_name FROM pg_replication_slots`)).rows.map((r) => r.slot_name as string))), new Set<string>());
+  for (const { service, mapping } of feedsOf(config.services, owner)) {
+    const names = pipelineNames(service.name, owner.databaseUrl, 'feed', service.databaseUrl, owner.name);
+    const rows = await unlessMissing(() => withClient(service.databaseUrl, async (c) => {
+      const exists = (await c.query(`SELECT to_regclass('strangler_sync.tables') IS NOT NULL AS ok`)).rows[0].ok;
+      return exists ? (await c.query(`SELECT paused FROM strangler_sync.tables WHERE pipeline = $1`, [names.pipeline])).rows : [];
+    }), []);
+    states.push({
+      service: service.name,
+      tables: mapping.tables.map((t) => t.source),
+      exists: rows.length > 0 && slots.has(names.slot),
+      from: rows.length > 0 && rows.every((r) => !r.paused) ? 'owner' : 'legacy',
+    });
+  }
+  return states;
+}
+
+/**
+ * Writes the handover messages for every copy of the owner's tables whose feed exists, then
+ * waits (up to `waitMs`) for both pipelines of each to apply them. The caller holds the owner's
+ * writes and has drained its sync. A copy whose feed does not exist stays on legacy (warned).
+ */
+export async function handOver(config: ResolvedConfig, owner: ResolvedService, to: 'owner' | 'legacy', waitMs: number): Promise<{ moved: HandoverOutcome[]; warnings: string[] }> {
+  const moved: HandoverOutcome[] = [];
+  const warnings: string[] = [];
+  const states = await feedStates(config, owner);
+  if (!states.length) return { moved, warnings };
+  const legacy = new pg.Client({ connectionString: config.legacy.databaseUrl });
+  const ownerDb = new pg.Client({ connectionString: owner.databaseUrl });
+  await Promise.all([legacy.connect(), ownerDb.connect()]);
+  try {
+    const pending: Array<{ state: FeedState; service: ResolvedService; marks: Array<{ pipeline: string; lsn: string }>; started: number }> = [];
+    for (const state of states) {
+      if (!state.exists) {
+        if (to === 'owner') warnings.push(`${state.service}'s copies of ${state.tables.join(', ')} stay fed from legacy: its feed from ${owner.name} does not run yet (strangler sync start ${state.service} starts it); finalizing ${owner.name} needs it`);
+        continue;
+      }
+      const message: HandoverMessage = { service: state.service, owner: owner.name, to };
+      const emit = async (c: pg.Client) => (await c.query(`SELECT pg_logical_emit_message(true, $1, $2)::text AS lsn`, [HANDOVER_PREFIX, JSON.stringify(message)])).rows[0].lsn as string;
+      const service = config.services.find((s) => s.name === state.service)!;
+      const started = Date.now();
+      const [, atLegacy] = await Promise.all([emit(ownerDb), emit(legacy)]);
+      pending.push({
+        state,
+        service,
+        started,
+        // Only the forward side is waited for: once it is past its message, no older change of
+        // legacy can reach the copy after a newer one from the feed, whose own stream keeps order.
+        marks: [{ pipeline: pipelineNames(service.name, config.legacy.databaseUrl, 'forward').pipeline, lsn: atLegacy }],
+      });
+    }
+    const deadline = Date.now() + waitMs;
+    for (const p of pending) {
+      const done = await withClient(p.service.databaseUrl, async (c) => {
+        for (;;) {
+          const { rows } = await c.query(`SELECT pipeline, applied_lsn::text AS lsn FROM strangler_sync.pipelines WHERE pipeline = ANY($1)`, [p.marks.map((m) => m.pipeline)]);
+          const applied = new Map(rows.map((r) => [r.pipeline as string, r.lsn as string | null]));
+          if (p.marks.every((m) => applied.get(m.pipeline) && lsnDistance(applied.get(m.pipeline)!, m.lsn) === 0)) return true;
+          if (Date.now() > deadline) return false;
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      });
+      moved.push({ service: p.state.service, tables: p.state.tables, ms: done ? Date.now() - p.started : null });
+      if (!done) warnings.push(`${p.state.service} has not applied the handover of ${p.state.tables.join(', ')} to ${to === 'owner' ? owner.name : 'legacy'} yet; it takes effect when its sync catches up (strangler sync status ${p.state.service})`);
+    }
+    return { moved, warnings };
+  } finally {
+    await Promise.all([legacy.end().catch(() => undefined), ownerDb.end().catch(() => undefined)]);
+  }
+}
+
+export interface RunningFeeds {
+  workers(): SyncWorker[];
+  stop(): Promise<void>;
+}
+
+/**
+ * The feeds of a service's copies, one per owning service: run beside its forward sync (its
+ * `strangler sync start`). A feed whose owner's database is not ready yet (the owner's service
+ * has not migrated it) is retried every `retryMs` until it starts.
+ */
+export function startFeeds(config: ResolvedConfig, service: ResolvedService, logger: Logger, retryMs = 5_000): RunningFeeds {
+  const owners = config.services.filter((owner) => feedsOf([service], owner).length > 0);
+  const running: SyncWorker[] = [];
+  let stopped = false;
+  const timers = new Set<NodeJS.Timeout>();
+  const attempt = async (owner: ResolvedService): Promise<void> => {
+    if (stopped) return;
+    const worker = new SyncWorker({ config, service, feedFrom: owner, logger, waitForLock: true });
+    try {
+      await worker.start();
+      if (stopped) return void (await worker.stop());
+      running.push(worker);
+      logger.info({ owner: owner.name, slot: worker.plan?.slot }, `feed from ${owner.name} running (${worker.plan?.tables.map((t) => t.target).join(', ')})`);
+    } catch (err) {
+      logger.warn({ err, owner: owner.name }, `feed from ${owner.name} cannot start yet; retrying`);
+      const timer = setTimeout(() => {
+        timers.delete(timer);
+        void attempt(owner);
+      }, retryMs);
+      timers.add(timer);
+    }
+  };
+  for (const owner of owners) void attempt(owner);
+  return {
+    workers: () => [...running],
+    async stop() {
+      stopped = true;
+      for (const t of timers) clearTimeout(t);
+      await Promise.all(running.map((w) => w.stop()));
+    },
+  };
+}
