@@ -205,7 +205,7 @@ describe('gateway proxy correctness', () => {
   });
 });
 
-describe('gateway canary, fallback and breaker', () => {
+describe('gateway canary, fallback and outlier ejection', () => {
   it('keeps each user on one side and sets a canary cookie for anonymous clients', async () => {
     await routes.set({ prefix: '/api/invoices', mode: 'canary', weight: 50 });
     const sides = new Map<string, Set<string>>();
@@ -252,8 +252,8 @@ describe('gateway canary, fallback and breaker', () => {
     }
   });
 
-  it('opens the circuit after consecutive 5xx and sends canary traffic to legacy while open', async () => {
-    const g3 = await startGateway({ ...env.config, gateway: { ...env.config.gateway, breaker: { consecutiveFailures: 3, halfOpenAfterMs: 60_000 } } }, { port: 0, instanceId: 'gw-breaker' });
+  it('ejects a lone instance after consecutive 5xx and sends canary traffic to legacy while it is out', async () => {
+    const g3 = await startGateway({ ...env.config, gateway: { ...env.config.gateway, outlierDetection: { consecutiveFailures: 3, baseEjectionMs: 60_000, maxEjectionMs: 60_000, maxEjectionPercent: 50 } } }, { port: 0, instanceId: 'gw-breaker' });
     env.upstreams.invoices.override.set('/api/invoices', () => ({ status: 500, body: { error: { code: 'INTERNAL', message: 'boom' } } }));
     try {
       await routes.set({ prefix: '/api/invoices', mode: 'canary', weight: 100 });
@@ -263,7 +263,7 @@ describe('gateway canary, fallback and breaker', () => {
       expect(statuses).toEqual([500, 500, 500]);
       const after = await fetch(`${g3.url}/api/invoices`, { headers: { authorization: `Bearer ${t}` } });
       expect(((await after.json()) as any).server).toBe('legacy');
-      expect(await (await fetch(`${g3.url}/metrics`)).text()).toMatch(/strangler_gateway_breaker_open\{service="invoices"\} 1/);
+      expect(await (await fetch(`${g3.url}/metrics`)).text()).toMatch(/strangler_gateway_available_instances\{service="invoices"\} 0/);
     } finally {
       env.upstreams.invoices.override.clear();
       await g3.stop();

@@ -162,14 +162,14 @@ describe('route choice', () => {
   });
 
   const route = (mode: Route['mode'], weight = 0): Route => ({ prefix: '/api/x', service: 'x', mode, weight });
-  const req = { method: 'GET', stickyKey: 'user-1', breakerOpen: false, retrySafe: true };
+  const req = { method: 'GET', stickyKey: 'user-1', noInstance: false, retrySafe: true };
   it.each([
     ['legacy', route('legacy'), req, { target: 'legacy', shadow: false, fallback: false, why: 'legacy' }],
     ['shadow GET', route('shadow'), req, { target: 'legacy', shadow: true, fallback: false, why: 'shadow' }],
     ['shadow POST', route('shadow'), { ...req, method: 'POST' }, { target: 'legacy', shadow: false, fallback: false, why: 'shadow' }],
     ['canary 100', route('canary', 100), req, { target: 'service', shadow: false, fallback: true, why: 'canary-service' }],
     ['canary 0', route('canary', 0), req, { target: 'legacy', shadow: false, fallback: false, why: 'canary-legacy' }],
-    ['canary with the breaker open', route('canary', 100), { ...req, breakerOpen: true }, { target: 'legacy', shadow: false, fallback: false, why: 'breaker-open' }],
+    ['canary with no instance available', route('canary', 100), { ...req, noInstance: true }, { target: 'legacy', shadow: false, fallback: false, why: 'no-instance' }],
     ['service POST without idempotency key', route('service'), { ...req, method: 'POST', retrySafe: false }, { target: 'service', shadow: false, fallback: false, why: 'service' }],
     ['unrouted', null, req, { target: 'legacy', shadow: false, fallback: false, why: 'unrouted' }],
   ])('%s', (_name, r, request, expected) => {

@@ -11,6 +11,8 @@ export function redisKeys(prefix: string) {
     gateways: `${prefix}gateways`,
     /** Hash per gateway instance: version applied, degraded, pid, host, heartbeat. */
     gateway: (id: string) => `${prefix}gateway:${id}`,
+    /** String per gateway instance: its view of every upstream's instances (JSON, short TTL), for `strangler services`. */
+    gatewayUpstreams: (id: string) => `${prefix}gateway:${id}:upstreams`,
     /** Rate-limit counters (rate-limit-redis store prefix). */
     rateLimit: (rule: string) => `${prefix}rl:${rule}:`,
     /** Per-route, per-target request figures in time buckets, summed over gateways. */

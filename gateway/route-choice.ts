@@ -19,7 +19,7 @@ export interface Choice {
   shadow: boolean;
   /** May be served by legacy if the service cannot be reached. */
   fallback: boolean;
-  why: 'unrouted' | 'legacy' | 'shadow' | 'canary-legacy' | 'canary-service' | 'service' | 'breaker-open';
+  why: 'unrouted' | 'legacy' | 'shadow' | 'canary-legacy' | 'canary-service' | 'service' | 'no-instance';
 }
 
 const SAFE = new Set(['GET', 'HEAD', 'OPTIONS']);
@@ -31,10 +31,11 @@ export function safeToRetry(method: string, idempotencyKey: string | undefined):
 
 /**
  * Pure: where a request goes. `stickyKey` is the JWT subject, else the canary cookie.
- * While a service's circuit is open, canary traffic goes to legacy; switched ("service") traffic
- * that is safe to retry falls back per request, the rest fails fast at the service.
+ * While no instance of the service is available (all unhealthy or ejected), canary traffic goes
+ * to legacy; switched ("service") traffic that is safe to retry falls back per request, the rest
+ * fails fast at the gateway.
  */
-export function chooseTarget(route: Route | null, request: { method: string; stickyKey: string | null; breakerOpen: boolean; retrySafe: boolean }): Choice {
+export function chooseTarget(route: Route | null, request: { method: string; stickyKey: string | null; noInstance: boolean; retrySafe: boolean }): Choice {
   if (!route) return { target: 'legacy', shadow: false, fallback: false, why: 'unrouted' };
   switch (route.mode) {
     case 'legacy':
@@ -42,7 +43,7 @@ export function chooseTarget(route: Route | null, request: { method: string; sti
     case 'shadow':
       return { target: 'legacy', shadow: request.method === 'GET' || request.method === 'HEAD', fallback: false, why: 'shadow' };
     case 'canary': {
-      if (request.breakerOpen) return { target: 'legacy', shadow: false, fallback: false, why: 'breaker-open' };
+      if (request.noInstance) return { target: 'legacy', shadow: false, fallback: false, why: 'no-instance' };
       const service = request.stickyKey !== null && onServiceSide(canaryBucket(request.stickyKey, route.service), route.weight);
       return service
         ? { target: 'service', shadow: false, fallback: request.retrySafe, why: 'canary-service' }

@@ -12,13 +12,15 @@ import { createEdgeAuth } from './edge-auth.ts';
 import { traceparentFor, upstreamHeaders, validRequestId } from './headers.ts';
 import { createGatewayMetrics, RouteFigures, type GatewayMetrics } from './metrics.ts';
 import { normalizeRequestTarget } from './path-normalize.ts';
-import { forward, limitBody, readBody, type Body } from './proxy.ts';
+import { forward, limitBody, readBody, RetryableStatus, type Body } from './proxy.ts';
 import { createRateLimiter, rateLimitHeaders } from './rate-limit.ts';
 import type { RedisKeys } from './redis-keys.ts';
 import { chooseTarget, matchRoute, safeToRetry, type Target } from './route-choice.ts';
 import type { RouteSource, RouteTable } from './route-types.ts';
 import { createShadow } from './shadow.ts';
-import { createUpstream, isTimeout, neverReached, type Upstream } from './upstreams.ts';
+import { createRedisRegistry } from '../core/registry/redis-registry.ts';
+import { startDiscovery, type Discovery } from './discovery.ts';
+import { Cluster, isTimeout, neverReached, NoInstanceError, type Endpoint, type EndpointSpec } from './upstreams.ts';
 import { proxyUpgrade } from './websocket.ts';
 
 export interface GatewayDeps {
@@ -33,12 +35,29 @@ export interface GatewayDeps {
 export interface Gateway {
   server: Server;
   metrics: GatewayMetrics;
-  upstreams: Map<string, Upstream>;
+  /** legacy and one cluster of instances per service. */
+  upstreams: Map<string, Cluster>;
+  discovery: Discovery;
   figures: RouteFigures;
   close(): Promise<void>;
 }
 
 const BODYLESS = new Set(['GET', 'HEAD', 'OPTIONS', 'DELETE']);
+/** Answers another instance may well not give: sent again there when the request is safe to retry. */
+const RETRY_STATUSES = [502, 503, 504] as const;
+
+/** What a failure says about the instance: a kind counted by outlier detection, or null (not its fault). */
+function failureKind(err: unknown): string | null {
+  if (err instanceof RetryableStatus) return String(err.status);
+  if (isTimeout(err)) return 'timeout';
+  const code = (err as { code?: string }).code;
+  if (code === 'ECONNREFUSED' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'EHOSTUNREACH') return 'connect';
+  if (code === 'ECONNRESET' || code === 'UND_ERR_SOCKET') return 'reset';
+  // Anything else (the client going away, our own body guard) says nothing about the instance.
+  return null;
+}
+
+const staticSpec = (url: string): EndpointSpec => ({ id: new URL(url).host, url, source: 'static' });
 
 function sendError(res: ServerResponse, status: number, code: string, message: string, requestId: string, headers: Record<string, string> = {}): void {
   if (res.headersSent) {
@@ -53,7 +72,8 @@ function sendError(res: ServerResponse, status: number, code: string, message: s
 /**
  * The data plane. One request, top to bottom:
  * request id → ops endpoints → normalise path → route match → JWT → rate limit → choose side
- * (canary stickiness, breaker) → proxy (with fallback to legacy) and, in shadow mode, mirror.
+ * (canary stickiness, available instances) → proxy to an instance (retries on another, fallback
+ * to legacy) and, in shadow mode, mirror.
  * Plain node:http and undici pools: express costs 3× per request (see the gateway issue's figures).
  */
 export function createGateway(deps: GatewayDeps): Gateway {
@@ -63,14 +83,28 @@ export function createGateway(deps: GatewayDeps): Gateway {
   const figures = new RouteFigures(redis, keys);
   figures.start();
 
-  const onBreakerChange = (name: string, open: boolean) => {
-    metrics.breaker.set({ service: name }, open ? 1 : 0);
-    logger.warn({ upstream: name, open }, open ? 'circuit opened: canary traffic goes to legacy' : 'circuit closed');
-  };
-  const upstreamOptions = { consecutiveFailures: g.breaker.consecutiveFailures, halfOpenAfterMs: g.breaker.halfOpenAfterMs, onBreakerChange };
-  const legacy = createUpstream('legacy', config.legacy.url, upstreamOptions);
-  const upstreams = new Map<string, Upstream>([['legacy', legacy]]);
-  for (const s of config.services) upstreams.set(s.name, createUpstream(s.name, s.url, upstreamOptions));
+  // One cluster of instances per upstream: static ones from strangler.yaml, or the registry's.
+  const clusterOptions = (healthCheck: typeof g.healthCheck) => ({
+    policy: g.loadBalancer.policy,
+    outlier: g.outlierDetection,
+    healthCheck,
+    connections: g.loadBalancer.connectionsPerInstance,
+    metrics,
+    logger,
+  });
+  // Legacy has nowhere to fall back to: with its only instance marked down it is still tried.
+  const legacy = new Cluster('legacy', { ...clusterOptions(g.healthCheck), panic: true }, [staticSpec(config.legacy.url)]);
+  const upstreams = new Map<string, Cluster>([['legacy', legacy]]);
+  for (const s of config.services) {
+    upstreams.set(s.name, new Cluster(s.name, clusterOptions(s.healthCheck), s.discovery === 'static' ? [s.url, ...s.instances].map(staticSpec) : []));
+  }
+  for (const c of upstreams.values()) c.startHealthChecks();
+  const discovery = startDiscovery({
+    registry: createRedisRegistry({ redis, keyPrefix: config.redis.keyPrefix, logger }),
+    clusters: config.services.filter((s) => s.discovery === 'registry').map((s) => upstreams.get(s.name)!),
+    refreshMs: g.loadBalancer.refreshMs,
+    logger,
+  });
 
   const authenticate = createEdgeAuth({
     verify: createTokenVerifier({ legacy: { secret: config.legacy.jwtSecret, issuer: config.legacy.jwtIssuer }, jwks: jwksFor(config), audience: g.audience }),
@@ -138,6 +172,16 @@ export function createGateway(deps: GatewayDeps): Gateway {
     }
     if (path === '/metrics') {
       if (routes.loaded ?? true) metrics.routeVersion.set(routes.current().version);
+      metrics.instanceInFlight.reset();
+      metrics.instanceAvailable.reset();
+      for (const c of upstreams.values()) {
+        const view = c.view();
+        metrics.availableInstances.set({ service: c.name }, view.filter((v) => v.available).length);
+        for (const v of view) {
+          metrics.instanceInFlight.set({ service: c.name, instance: v.id }, v.inFlight);
+          metrics.instanceAvailable.set({ service: c.name, instance: v.id }, v.available ? 1 : 0);
+        }
+      }
       metrics.degraded.set(routes.degraded ? 1 : 0);
       res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(await metrics.registry.metrics());
       return true;
@@ -187,7 +231,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     }
     const service = route ? upstreams.get(route.service) : undefined;
     const retrySafe = safeToRetry(method, req.headers['idempotency-key'] as string | undefined);
-    const choice = chooseTarget(service ? route : null, { method, stickyKey, breakerOpen: service?.open ?? false, retrySafe });
+    const choice = chooseTarget(service ? route : null, { method, stickyKey, noInstance: service ? !service.hasAvailable() : false, retrySafe });
 
     const forwardedFor = trust(req.socket.remoteAddress ?? '', 0) && req.headers['x-forwarded-for'] ? `${req.headers['x-forwarded-for']}, ${req.socket.remoteAddress}` : (req.socket.remoteAddress ?? '');
     const headers = upstreamHeaders(req.headers, {
@@ -212,9 +256,35 @@ export function createGateway(deps: GatewayDeps): Gateway {
     }
 
     const path = `${target.path}${target.query}`;
+    // Another instance may get the request after a failure when it is safe to send twice and its body can be replayed.
+    const replayable = retrySafe && (body === null || Buffer.isBuffer(body));
+    /**
+     * To one instance of the cluster, and on to another (at most loadBalancer.retries more) when
+     * the request is safe to retry and the instance could not be reached, broke off, or answered
+     * 502/503/504 (then nothing was written to the client yet). Every outcome feeds outlier detection.
+     */
     const send = async (t: Target) => {
-      const upstream = t === 'service' ? service! : legacy;
-      return forward(upstream, res, { method, path, headers, body, timeoutMs: g.upstreamTimeoutMs, requestId, extraHeaders, captureBytes: choice.shadow ? g.shadow.maxBodyBytes : undefined });
+      const cluster = t === 'service' ? service! : legacy;
+      const tried = new Set<Endpoint>();
+      for (let attempt = 0; ; attempt++) {
+        const endpoint = cluster.pick(tried);
+        if (!endpoint) throw new NoInstanceError(cluster.name, cluster.endpoints.length);
+        tried.add(endpoint);
+        const more = replayable && attempt < g.loadBalancer.retries && cluster.hasAvailable(tried);
+        endpoint.outstanding++;
+        try {
+          const answer = await forward(endpoint, res, { method, path, headers, body, timeoutMs: g.upstreamTimeoutMs, requestId, extraHeaders, captureBytes: choice.shadow ? g.shadow.maxBodyBytes : undefined, retryStatuses: more ? RETRY_STATUSES : undefined });
+          cluster.report(endpoint, { ok: answer.status < 500, status: answer.status, kind: '5xx' });
+          return answer;
+        } catch (err) {
+          const kind = failureKind(err);
+          if (kind) cluster.report(endpoint, { ok: false, status: err instanceof RetryableStatus ? err.status : undefined, kind });
+          if (!(more && !res.headersSent && (err instanceof RetryableStatus || neverReached(err)))) throw err;
+          metrics.retries.inc({ service: cluster.name, reason: kind ?? (err as { code?: string }).code ?? 'error' });
+        } finally {
+          endpoint.outstanding--;
+        }
+      }
     };
     let served: Target = choice.target;
     let answer: Awaited<ReturnType<typeof send>>;
@@ -236,10 +306,14 @@ export function createGateway(deps: GatewayDeps): Gateway {
         res.destroy();
         return;
       }
-      const status = err instanceof StranglerError && err.code === 'PAYLOAD_TOO_LARGE' ? 413 : isTimeout(err) ? 504 : 502;
+      const status = err instanceof StranglerError && err.code === 'PAYLOAD_TOO_LARGE' ? 413 : isTimeout(err) ? 504 : err instanceof NoInstanceError ? 503 : 502;
       const code = status === 413 ? 'PAYLOAD_TOO_LARGE' : status === 504 ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE';
       const upstreamName = served === 'service' ? route!.service : 'legacy';
-      const message = status === 413 ? (err as Error).message : status === 504 ? `${upstreamName} did not answer within ${g.upstreamTimeoutMs} ms` : `${upstreamName} cannot be reached (${(err as { code?: string }).code ?? (err as Error).message})`;
+      const message =
+        status === 413 ? (err as Error).message
+        : status === 504 ? `${upstreamName} did not answer within ${g.upstreamTimeoutMs} ms`
+        : status === 503 ? `${(err as Error).message}; retry shortly`
+        : `${upstreamName} cannot be reached (${(err as { code?: string }).code ?? (err as Error).message})`;
       logger.warn({ err, reqId: requestId, upstream: upstreamName }, 'upstream error');
       record(route?.service, route?.prefix, served, status, started);
       return sendError(res, status, code, message, requestId);
@@ -247,8 +321,9 @@ export function createGateway(deps: GatewayDeps): Gateway {
       if (writePrefix) inFlightWrites.set(writePrefix, (inFlightWrites.get(writePrefix) ?? 1) - 1);
     }
     record(route?.service, route?.prefix, served, answer.status, started);
-    if (choice.shadow && service && route) {
-      shadow.mirror(route.service, service, { method, path, headers, requestId }, Promise.resolve(answer.body ? answer : null), legacy);
+    const mirrorTo = choice.shadow && service && route ? service.pick() : null;
+    if (mirrorTo && route) {
+      shadow.mirror(route.service, mirrorTo, { method, path, headers, requestId }, Promise.resolve(answer.body ? answer : null), legacy.pick() ?? undefined);
     }
   }
 
@@ -278,6 +353,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     server,
     metrics,
     upstreams,
+    discovery,
     figures,
     async close() {
       await new Promise<void>((resolve) => {
@@ -286,7 +362,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
         setTimeout(() => server.closeAllConnections(), 5_000).unref();
       });
       await figures.stop();
-      await Promise.all([...upstreams.values()].map((u) => u.pool.close().catch(() => undefined)));
+      await discovery.stop();
+      await Promise.all([...upstreams.values()].map((u) => u.close()));
     },
   };
 }

@@ -3,7 +3,7 @@ import type { Logger } from '../core/logger.ts';
 import { compareResponses, compileIgnorePaths, type IgnoreMatcher } from './json-diff.ts';
 import type { GatewayMetrics } from './metrics.ts';
 import type { RedisKeys } from './redis-keys.ts';
-import type { Upstream } from './upstreams.ts';
+import type { Endpoint } from './upstreams.ts';
 
 export interface ShadowOptions {
   concurrency: number;
@@ -53,13 +53,13 @@ export function createShadow(options: ShadowOptions, deps: { redis: Redis; keys:
 
   return {
     /** Starts the mirror request now; `legacy` resolves with legacy's captured answer. */
-    mirror(service: string, upstream: Upstream, request: { method: string; path: string; headers: Record<string, string | string[]>; requestId: string }, legacy: Promise<CapturedResponse | null>, legacyUpstream?: Upstream): void {
+    mirror(service: string, upstream: Pick<Endpoint, 'pool'>, request: { method: string; path: string; headers: Record<string, string | string[]>; requestId: string }, legacy: Promise<CapturedResponse | null>, legacyUpstream?: Pick<Endpoint, 'pool'>): void {
       if (inFlight >= options.concurrency) {
         count(service, 'skipped');
         return;
       }
       inFlight++;
-      const ask = async (to: Upstream): Promise<CapturedResponse> => {
+      const ask = async (to: Pick<Endpoint, 'pool'>): Promise<CapturedResponse> => {
         const res = await to.pool.request({
           method: request.method as 'GET',
           path: request.path,

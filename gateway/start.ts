@@ -62,6 +62,16 @@ export async function startGateway(config: ResolvedConfig, options: StartGateway
   });
   await routes.start();
   const gateway = createGateway({ config, routes, redis, keys, logger });
+  await gateway.discovery.ready;
+  // Each gateway's view of the instances (health, ejections, in flight, recent errors), for `strangler services`.
+  const publishView = () => {
+    const clusters = Object.fromEntries([...gateway.upstreams.values()].map((c) => [c.name, c.view()]));
+    const ttl = Math.max(3 * config.gateway.heartbeatIntervalMs, 5_000);
+    return redis.set(keys.gatewayUpstreams(instanceId), JSON.stringify({ gateway: instanceId, at: Date.now(), clusters }), 'PX', ttl).catch(() => undefined);
+  };
+  void publishView();
+  const viewTimer = setInterval(() => void publishView(), config.gateway.heartbeatIntervalMs);
+  viewTimer.unref();
   const port = options.port ?? config.gateway.port;
   await new Promise<void>((resolve, reject) => {
     gateway.server.once('error', reject);
@@ -78,6 +88,8 @@ export async function startGateway(config: ResolvedConfig, options: StartGateway
     routes,
     stop() {
       stopping ??= (async () => {
+        clearInterval(viewTimer);
+        await redis.del(keys.gatewayUpstreams(instanceId)).catch(() => undefined);
         await routes.stop();
         await gateway.close();
         await store.close().catch(() => undefined);

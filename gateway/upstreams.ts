@@ -1,58 +1,267 @@
-import { BrokenCircuitError, CircuitState, circuitBreaker, ConsecutiveBreaker, handleAll, type CircuitBreakerPolicy } from 'cockatiel';
 import { Pool } from 'undici';
+import type { Logger } from '../core/logger.ts';
+import type { GatewayMetrics } from './metrics.ts';
+import { isAvailable, isEjected, newHealth, readmitIfDue, recordCheck, recordOutcome, type InstanceHealth, type OutlierConfig } from './outlier.ts';
 
-export { BrokenCircuitError };
+/** Sent with every active health check, so an instance (or a test) can tell them from traffic. */
+export const HEALTH_CHECK_USER_AGENT = 'strangler-health-check';
 
-export interface Upstream {
-  name: string;
+/** Requests and failures of the last minute, in six 10 s buckets. */
+class RecentCounts {
+  #buckets = Array.from({ length: 6 }, () => ({ at: 0, requests: 0, failures: 0 }));
+  add(failed: boolean, now = Date.now()): void {
+    const at = Math.floor(now / 10_000);
+    const b = this.#buckets[at % 6];
+    if (b.at !== at) Object.assign(b, { at, requests: 0, failures: 0 });
+    b.requests++;
+    if (failed) b.failures++;
+  }
+  sum(now = Date.now()): { requests: number; failures: number } {
+    const at = Math.floor(now / 10_000);
+    let requests = 0;
+    let failures = 0;
+    for (const b of this.#buckets) if (at - b.at < 6) (requests += b.requests), (failures += b.failures);
+    return { requests, failures };
+  }
+}
+
+export interface EndpointSpec {
+  id: string;
+  url: string;
+  source: 'static' | 'registry';
+  version?: string;
+  zone?: string;
+}
+
+/** One instance of an upstream: its own connection pool, in-flight count and health. */
+export interface Endpoint extends EndpointSpec {
+  cluster: string;
   origin: string;
   pool: Pool;
-  /** Per-upstream circuit: opens after consecutive connection failures, timeouts or 5xx. */
-  breaker: CircuitBreakerPolicy;
-  readonly open: boolean;
+  outstanding: number;
+  health: InstanceHealth;
+  requests: number;
+  failures: number;
+  recent: RecentCounts;
+  checking: boolean;
 }
 
-export interface UpstreamOptions {
-  consecutiveFailures: number;
-  halfOpenAfterMs: number;
-  connectTimeoutMs?: number;
+export interface EndpointView extends EndpointSpec {
+  health: InstanceHealth['active'];
+  available: boolean;
+  ejected: boolean;
+  ejectedForMs: number;
+  ejections: number;
+  inFlight: number;
+  requests: number;
+  failures: number;
+  recentRequests: number;
+  recentFailures: number;
+}
+
+export interface ClusterOptions {
+  policy: 'least-outstanding' | 'round-robin';
+  outlier: OutlierConfig;
+  healthCheck: { path: string; intervalMs: number; timeoutMs: number; healthyThreshold: number; unhealthyThreshold: number };
   connections?: number;
-  onBreakerChange?: (name: string, open: boolean) => void;
+  connectTimeoutMs?: number;
+  /** With no instance available, still send to one (legacy: there is nowhere else to go). */
+  panic?: boolean;
+  metrics?: GatewayMetrics;
+  logger?: Logger;
 }
 
-/** A connection pool and a circuit breaker (cockatiel) per upstream origin. */
-export function createUpstream(name: string, url: string, o: UpstreamOptions): Upstream {
-  const origin = new URL(url).origin;
-  const pool = new Pool(origin, {
-    connections: o.connections ?? 128,
-    pipelining: 1,
-    keepAliveTimeout: 30_000,
-    connect: { timeout: o.connectTimeoutMs ?? 2_000 },
-  });
-  const breaker = circuitBreaker(
-    handleAll.orWhenResult((r) => ((r as { opaque?: { statusCode?: number } } | undefined)?.opaque?.statusCode ?? 0) >= 500),
-    { halfOpenAfter: o.halfOpenAfterMs, breaker: new ConsecutiveBreaker(o.consecutiveFailures) },
-  );
-  breaker.onStateChange((state) => o.onBreakerChange?.(name, state === CircuitState.Open || state === CircuitState.Isolated));
-  return {
-    name,
-    origin,
-    pool,
-    breaker,
-    get open() {
-      return breaker.state === CircuitState.Open || breaker.state === CircuitState.Isolated;
-    },
-  };
+/**
+ * An upstream service as a set of instances (Envoy's cluster): static ones from strangler.yaml
+ * and/or those the registry lists. Requests go to an available instance (healthy by the active
+ * checks, not ejected by outlier detection) by least outstanding requests or round robin.
+ */
+export class Cluster {
+  readonly name: string;
+  readonly #o: ClusterOptions;
+  readonly #endpoints = new Map<string, Endpoint>();
+  #next = 0;
+  #timer: NodeJS.Timeout | null = null;
+
+  constructor(name: string, options: ClusterOptions, statics: EndpointSpec[] = []) {
+    this.name = name;
+    this.#o = options;
+    for (const s of statics) this.#add(s, 'healthy');
+  }
+
+  get endpoints(): Endpoint[] {
+    return [...this.#endpoints.values()];
+  }
+
+  /** Instances that may take a request now. */
+  availableCount(now = Date.now()): number {
+    let n = 0;
+    for (const e of this.#endpoints.values()) if (isAvailable(e.health, now)) n++;
+    return n;
+  }
+
+  /** Registry membership: adds the new instances (checked at once, routable on their first pass), drops the gone. */
+  setMembers(specs: EndpointSpec[]): Promise<void> {
+    const keep = new Set(specs.map((s) => s.id));
+    for (const e of this.#endpoints.values()) if (e.source === 'registry' && !keep.has(e.id)) this.#remove(e, 'deregistered or lapsed');
+    const checks: Promise<void>[] = [];
+    for (const s of specs) {
+      const known = this.#endpoints.get(s.id);
+      if (known) Object.assign(known, { version: s.version, zone: s.zone });
+      else checks.push(this.#check(this.#add(s, 'unknown')));
+    }
+    return Promise.all(checks).then(() => undefined);
+  }
+
+  /** Whether an instance other than `exclude` could take a request now. */
+  hasAvailable(exclude?: ReadonlySet<Endpoint>, now = Date.now()): boolean {
+    for (const e of this.#endpoints.values()) if (!exclude?.has(e) && isAvailable(e.health, now)) return true;
+    return false;
+  }
+
+  /**
+   * The instance for the next request, or null when none is available (with `panic`: the least
+   * busy of all). `exclude`: instances this request already failed on.
+   */
+  pick(exclude?: ReadonlySet<Endpoint>): Endpoint | null {
+    const now = Date.now();
+    const all = this.endpoints;
+    if (all.length === 0) return null;
+    const start = this.#next++ % all.length;
+    let best: Endpoint | null = null;
+    for (let i = 0; i < all.length; i++) {
+      const e = all[(start + i) % all.length];
+      if (readmitIfDue(e.health, now)) this.#event(e, 'readmitted');
+      if (exclude?.has(e) || !isAvailable(e.health, now)) continue;
+      if (this.#o.policy === 'round-robin') return e;
+      if (!best || e.outstanding < best.outstanding) best = e;
+    }
+    if (best || !this.#o.panic) return best;
+    for (const e of all) if (!exclude?.has(e) && (!best || e.outstanding < best.outstanding)) best = e;
+    return best;
+  }
+
+  /** One request's outcome on an instance, for outlier detection and the per-instance figures. */
+  report(e: Endpoint, outcome: { ok: boolean; status?: number; kind?: string }): void {
+    const now = Date.now();
+    e.requests++;
+    e.recent.add(!outcome.ok, now);
+    const m = this.#o.metrics;
+    m?.instanceRequests.inc({ service: this.name, instance: e.id, class: outcome.status ? `${Math.floor(outcome.status / 100)}xx` : 'none' });
+    if (!outcome.ok) {
+      e.failures++;
+      m?.instanceFailures.inc({ service: this.name, instance: e.id, kind: outcome.kind ?? '5xx' });
+    }
+    const ejected = this.endpoints.filter((x) => isEjected(x.health, now)).length;
+    const ms = recordOutcome(e.health, outcome.ok, now, this.#o.outlier, { ejected, total: this.#endpoints.size });
+    if (ms) {
+      m?.ejections.inc({ service: this.name, instance: e.id });
+      this.#event(e, 'ejected', { forMs: ms, ejections: e.health.ejections });
+    }
+  }
+
+  /** Starts the active health checks (every instance, every interval). */
+  startHealthChecks(): void {
+    if (this.#timer) return;
+    this.#timer = setInterval(() => {
+      for (const e of this.#endpoints.values()) void this.#check(e);
+    }, this.#o.healthCheck.intervalMs);
+    this.#timer.unref();
+  }
+
+  view(now = Date.now()): EndpointView[] {
+    return this.endpoints.map((e) => {
+      const recent = e.recent.sum(now);
+      return {
+        id: e.id,
+        url: e.url,
+        source: e.source,
+        version: e.version,
+        zone: e.zone,
+        health: e.health.active,
+        available: isAvailable(e.health, now),
+        ejected: isEjected(e.health, now),
+        ejectedForMs: Math.max(0, e.health.ejectedUntil - now),
+        ejections: e.health.ejections,
+        inFlight: e.outstanding,
+        requests: e.requests,
+        failures: e.failures,
+        recentRequests: recent.requests,
+        recentFailures: recent.failures,
+      };
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+    await Promise.all(this.endpoints.map((e) => e.pool.close().catch(() => undefined)));
+    this.#endpoints.clear();
+  }
+
+  #add(s: EndpointSpec, active: InstanceHealth['active']): Endpoint {
+    const origin = new URL(s.url).origin;
+    const pool = new Pool(origin, {
+      connections: this.#o.connections ?? 128,
+      pipelining: 1,
+      keepAliveTimeout: 30_000,
+      connect: { timeout: this.#o.connectTimeoutMs ?? 2_000 },
+    });
+    const e: Endpoint = { ...s, cluster: this.name, origin, pool, outstanding: 0, health: newHealth(active), requests: 0, failures: 0, recent: new RecentCounts(), checking: false };
+    this.#endpoints.set(s.id, e);
+    this.#event(e, 'added');
+    return e;
+  }
+
+  #remove(e: Endpoint, why: string): void {
+    this.#endpoints.delete(e.id);
+    this.#event(e, 'removed', { why });
+    // New requests no longer pick it; close() lets the ones in flight finish first.
+    void e.pool.close().catch(() => undefined);
+  }
+
+  async #check(e: Endpoint): Promise<void> {
+    if (e.checking) return;
+    e.checking = true;
+    const hc = this.#o.healthCheck;
+    let ok = false;
+    try {
+      const res = await e.pool.request({ method: 'GET', path: hc.path, headers: { 'user-agent': HEALTH_CHECK_USER_AGENT }, headersTimeout: hc.timeoutMs, bodyTimeout: hc.timeoutMs, signal: AbortSignal.timeout(hc.timeoutMs) });
+      await res.body.dump();
+      ok = res.statusCode >= 200 && res.statusCode < 300;
+    } catch {
+      ok = false;
+    } finally {
+      e.checking = false;
+    }
+    if (!this.#endpoints.has(e.id)) return;
+    const change = recordCheck(e.health, ok, hc);
+    if (change) this.#event(e, change);
+  }
+
+  #event(e: Endpoint, kind: 'added' | 'removed' | 'healthy' | 'unhealthy' | 'ejected' | 'readmitted', detail: Record<string, unknown> = {}): void {
+    const quiet = kind === 'added' || (kind === 'healthy' && e.health.passes <= 1 && e.source === 'static');
+    const log = { service: this.name, instance: e.id, url: e.url, ...detail };
+    if (kind === 'ejected' || kind === 'unhealthy') this.#o.logger?.warn(log, `instance ${kind}: out of rotation`);
+    else if (!quiet) this.#o.logger?.info(log, `instance ${kind}`);
+  }
 }
 
 /** Errors that mean the request never reached the upstream's application (safe to retry elsewhere). */
 export function neverReached(err: unknown): boolean {
-  if (err instanceof BrokenCircuitError) return true;
   const code = (err as { code?: string }).code;
-  return code === 'ECONNREFUSED' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'ECONNRESET' || code === 'EHOSTUNREACH' || code === 'ENOTFOUND' || code === 'UND_ERR_SOCKET' || code === 'UND_ERR_HEADERS_TIMEOUT';
+  return code === 'NO_INSTANCE' || code === 'ECONNREFUSED' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'ECONNRESET' || code === 'EHOSTUNREACH' || code === 'ENOTFOUND' || code === 'UND_ERR_SOCKET' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_CLOSED' || code === 'UND_ERR_DESTROYED';
 }
 
 export function isTimeout(err: unknown): boolean {
   const code = (err as { code?: string }).code;
   return code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT';
+}
+
+/** The request found no instance to go to: none registered, or all unhealthy or ejected. */
+export class NoInstanceError extends Error {
+  readonly code = 'NO_INSTANCE';
+  constructor(cluster: string, total: number) {
+    super(total === 0 ? `no instance of ${cluster} is registered` : `none of the ${total} instances of ${cluster} is healthy`);
+  }
 }

@@ -7,7 +7,7 @@ import type { AuthOutcome } from './edge-auth.ts';
 import { normalizeRequestTarget } from './path-normalize.ts';
 import { chooseTarget, matchRoute } from './route-choice.ts';
 import type { RouteSource } from './route-types.ts';
-import type { Upstream } from './upstreams.ts';
+import type { Cluster } from './upstreams.ts';
 
 function refuse(socket: Duplex, status: number, message: string): void {
   const body = JSON.stringify({ error: { code: status === 401 ? 'UNAUTHENTICATED' : 'BAD_INPUT', message } });
@@ -22,7 +22,7 @@ export async function proxyUpgrade(
   req: IncomingMessage,
   socket: Duplex,
   head: Buffer,
-  deps: { routes: RouteSource & { loaded?: boolean }; upstreams: Map<string, Upstream>; authenticate: (matchPath: string, authorization?: string) => Promise<AuthOutcome>; logger: Logger },
+  deps: { routes: RouteSource & { loaded?: boolean }; upstreams: Map<string, Cluster>; authenticate: (matchPath: string, authorization?: string) => Promise<AuthOutcome>; logger: Logger },
 ): Promise<void> {
   const target = normalizeRequestTarget(req.url ?? '/');
   if (!target.ok) return refuse(socket, 400, target.reason);
@@ -34,10 +34,12 @@ export async function proxyUpgrade(
   const choice = chooseTarget(service ? route : null, {
     method: 'GET',
     stickyKey: auth.ok && auth.identity ? auth.identity.sub : readCanaryCookie(req.headers.cookie),
-    breakerOpen: service?.open ?? false,
+    noInstance: service ? service.availableCount() === 0 : false,
     retrySafe: false,
   });
-  const upstream = choice.target === 'service' ? service! : deps.upstreams.get('legacy')!;
+  const cluster = choice.target === 'service' ? service! : deps.upstreams.get('legacy')!;
+  const upstream = cluster.pick();
+  if (!upstream) return refuse(socket, 503, `no instance of ${cluster.name} is available`);
   const headers: Record<string, string | string[]> = {};
   for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !(IDENTITY_HEADERS as readonly string[]).includes(k)) headers[k] = v;
   if (auth.identity) headers['x-user-id'] = auth.identity.sub; // SECURITY: only from a verified token
@@ -69,7 +71,7 @@ export async function proxyUpgrade(
   });
   proxyReq.on('error', (err) => {
     deps.logger.warn({ err }, 'websocket upstream unreachable');
-    refuse(socket, 502, `${upstream.name} cannot be reached`);
+    refuse(socket, 502, `${cluster.name} cannot be reached`);
   });
   proxyReq.end();
 }

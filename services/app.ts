@@ -24,6 +24,7 @@ import { signingKeys } from './auth/keys.ts';
 import { createApp, finishApp, listen, type RunningServer } from './kit/app.ts';
 import { AUTH_ISSUER, createTokenVerifier, JWKS_PATH, jwksFor, signLegacyToken } from './kit/jwt.ts';
 import { createRequireUser } from './kit/require-user.ts';
+import { registerInstance, type InstanceOptions, type InstanceRegistration } from './kit/registration.ts';
 
 export { AUTH_ISSUER, JWKS_PATH };
 
@@ -43,6 +44,8 @@ export interface ServiceAppOptions {
   eventConsumer?: string;
   /** Analytics: how long another consumer's unacknowledged event waits before this one takes it. */
   eventClaimIdleMs?: number;
+  /** How the instance registers (advertised URL, version, zone); `false`: not at all. */
+  instance?: InstanceOptions | false;
 }
 
 /** The service's table names: the targets of its strangler.yaml mapping, legacy names otherwise. */
@@ -114,6 +117,8 @@ export function createServiceApp(config: ResolvedConfig, service: ResolvedServic
 
 export interface RunningService extends RunningServer {
   db: Knex;
+  /** Its entry in the registry (absent with `instance: false`). */
+  registration?: InstanceRegistration;
 }
 
 /** `strangler service <name>`: migrates the service database, then serves on the service port. */
@@ -150,12 +155,20 @@ export async function startService(config: ResolvedConfig, name: string, options
       relay = startOutboxRelay({ db, redis, keyPrefix: config.redis.keyPrefix, source: service.name, logger });
     }
     const server = await listen(createServiceApp(config, service, { db, logger, ocr, ocrQueue }, options), options.port ?? service.port);
+    const registration = options.instance === false ? undefined : await registerInstance(config, service, server.url, options.instance ?? {}, logger);
+    let closing: Promise<void> | null = null;
     return {
       ...server,
       db,
-      async close(graceMs?: number) {
-        await server.close(graceMs);
-        await closeAll();
+      registration,
+      close(graceMs?: number) {
+        // Leave the registry first, then let in-flight requests finish: a graceful stop loses none.
+        closing ??= (async () => {
+          await registration?.leave();
+          await server.close(graceMs);
+          await closeAll();
+        })();
+        return closing;
       },
     };
   } catch (err) {

@@ -169,6 +169,7 @@ export function configYaml(config: ResolvedConfig): Record<string, unknown> {
     control: { schema: config.control.schema, database: config.control.databaseUrl },
     gateway: config.gateway,
     sync: config.sync,
+    registry: config.registry,
     logLevel: 'warn',
     services: config.services.map(({ databaseUrl, ...s }) => ({
       ...s,

@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer } from 'ws';
+import { HEALTH_CHECK_USER_AGENT } from '../gateway/upstreams.ts';
 
 export interface EchoUpstream {
   name: string;
@@ -25,6 +26,11 @@ export async function startEchoUpstream(name: string, port = 0): Promise<EchoUps
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
     const body = Buffer.concat(chunks).toString('utf8');
+    // The gateway's active health checks: answered, not recorded (tests count real traffic).
+    if (req.headers['user-agent'] === HEALTH_CHECK_USER_AGENT && !override.has('/health')) {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'ok', server: name }));
+      return;
+    }
     seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body });
     const url = req.url ?? '/';
     for (const [prefix, fn] of override) {

@@ -8,6 +8,7 @@ import { legacyCommand } from './legacy.ts';
 import { ocrCommand } from './ocr.ts';
 import { controlCommand, diffCommand, historyCommand, planCommand, statusCommand } from './status.ts';
 import { serviceCommand } from './service.ts';
+import { servicesCommand } from './services.ts';
 import { syncCommand } from './sync.ts';
 
 /** Every `strangler` command, one module each. Add new commands here. */
@@ -20,6 +21,7 @@ export const commands = [
   gatewayCommand,
   legacyCommand,
   serviceCommand,
+  servicesCommand,
   ocrCommand,
   statusCommand,
   planCommand,

@@ -6,6 +6,9 @@ interface ServiceArgs extends GlobalArgs {
   name: string;
   port?: number;
   tokens: string;
+  advertiseUrl?: string;
+  zone?: string;
+  instanceVersion?: string;
 }
 
 /** `strangler service <name>`: run one extracted service on its port. */
@@ -16,17 +19,25 @@ export const serviceCommand: CommandModule<GlobalArgs, ServiceArgs> = {
     y
       .positional('name', { type: 'string', demandOption: true })
       .option('port', { type: 'number', describe: 'default: the service port of strangler.yaml' })
-      .option('tokens', { type: 'string', default: process.env.STRANGLER_AUTH_TOKENS ?? 'legacy', describe: 'auth: legacy (HS256 the monolith accepts) | rs256 (own keys, JWKS)' }) as unknown as Argv<ServiceArgs>,
+      .option('tokens', { type: 'string', default: process.env.STRANGLER_AUTH_TOKENS ?? 'legacy', describe: 'auth: legacy (HS256 the monolith accepts) | rs256 (own keys, JWKS)' })
+      .option('advertise-url', { type: 'string', describe: 'the URL gateways reach this instance at (registry); default: where it listens' })
+      .option('zone', { type: 'string', default: process.env.STRANGLER_ZONE ?? 'local', describe: 'zone recorded in the registry' })
+      .option('instance-version', { type: 'string', default: process.env.STRANGLER_SERVICE_VERSION, describe: 'version recorded in the registry (default: the toolkit version)' }) as unknown as Argv<ServiceArgs>,
   handler: async (args) => {
     if (args.tokens !== 'legacy' && args.tokens !== 'rs256') throw new StranglerError(`--tokens must be legacy or rs256, got ${args.tokens}`, 'BAD_INPUT');
     const config = resolveCliConfig(args);
     const { startService } = await import('../../services/app.ts');
-    const running = await startService(config, args.name, { port: args.port, tokenFormat: args.tokens });
-    process.stderr.write(`${args.name} listening on ${running.url}\n`);
+    const running = await startService(config, args.name, {
+      port: args.port,
+      tokenFormat: args.tokens,
+      instance: { advertiseUrl: args.advertiseUrl, zone: args.zone, version: args.instanceVersion },
+    });
+    process.stderr.write(`${args.name} listening on ${running.url}${running.registration ? ` (registered as ${running.registration.instance.id})` : ''}\n`);
     await new Promise<void>((resolve) => {
       process.once('SIGINT', resolve);
       process.once('SIGTERM', resolve);
     });
+    // Graceful: leave the registry, drain, let in-flight requests finish, then exit.
     await running.close();
     process.exit(0);
   },

@@ -25,8 +25,10 @@ export interface ResolvedTableMapping {
   replica: boolean;
 }
 
-export interface ResolvedService extends Omit<ServiceConfig, 'url' | 'database' | 'tables'> {
+export interface ResolvedService extends Omit<ServiceConfig, 'url' | 'database' | 'tables' | 'healthCheck'> {
   url: string;
+  /** gateway.healthCheck with the service's overrides. */
+  healthCheck: StranglerConfig['gateway']['healthCheck'];
   database: string;
   databaseUrl: string;
   tables: ResolvedTableMapping[];
@@ -96,6 +98,7 @@ function applyOverrides(config: StranglerConfig, o: ConfigOverrides, file: strin
       .map((s) => ({
         ...s,
         url: s.url ?? `http://127.0.0.1:${s.port}`,
+        healthCheck: { ...config.gateway.healthCheck, ...s.healthCheck },
         databaseUrl: dbUrl(s.database),
         tables: s.tables.map(resolveTable),
       })),
@@ -124,8 +127,12 @@ function crossCheck(config: StranglerConfig): string[] {
     [config.legacy.port, 'legacy.port'],
   ]);
   const owners = new Map<string, string>();
+  if (config.registry.heartbeatMs >= config.registry.ttlMs) {
+    problems.push(`registry.heartbeatMs: ${config.registry.heartbeatMs} must be shorter than registry.ttlMs (${config.registry.ttlMs}), or live instances would lapse between heartbeats`);
+  }
   config.services.forEach((s, i) => {
     const at = `services[${i}]`;
+    if (s.discovery === 'registry' && s.instances.length) problems.push(`${at}.instances: static instances are not used with discovery: registry; remove them or set discovery: static`);
     if (names.has(s.name)) problems.push(`${at}.name: "${s.name}" is already used by services[${names.get(s.name)}]`);
     names.set(s.name, i);
     if (prefixes.has(s.prefix)) problems.push(`${at}.prefix: "${s.prefix}" is already used by services[${prefixes.get(s.prefix)}]`);

@@ -33,6 +33,23 @@ export const tableMappingSchema = z.strictObject({
   replica: z.boolean().default(false),
 });
 
+/** Active health checks: the gateway asks every instance, healthy or not, on this interval. */
+const healthCheckFields = {
+  /** Answered 2xx by a healthy instance (the service kit's /health checks its database). */
+  path: z.string().regex(/^\//, 'expected a path starting with /').default('/health'),
+  intervalMs: z.number().int().min(100).default(2_000),
+  timeoutMs: z.number().int().min(10).default(1_000),
+  /** Consecutive passes that bring an unhealthy instance back (a new instance needs one). */
+  healthyThreshold: z.number().int().min(1).default(2),
+  /** Consecutive failures that take an instance out of rotation. */
+  unhealthyThreshold: z.number().int().min(1).default(2),
+};
+export const healthCheckSchema = z.strictObject(healthCheckFields);
+/** The same fields without defaults: a service overrides only what it names. */
+const healthCheckOverride = z.strictObject(Object.fromEntries(Object.entries(healthCheckFields).map(([k, v]) => [k, v.unwrap().optional()])) as {
+  [K in keyof typeof healthCheckFields]: z.ZodOptional<ReturnType<(typeof healthCheckFields)[K]['unwrap']>>;
+});
+
 export const serviceSchema = z.strictObject({
   name,
   /** The route prefix the service takes over, such as /api/invoices. */
@@ -40,6 +57,15 @@ export const serviceSchema = z.strictObject({
   port,
   /** Where the gateway reaches the service; defaults to http://127.0.0.1:<port>. */
   url: httpUrl.optional(),
+  /**
+   * Where the gateway finds the service's instances: `static` (url and `instances`) or
+   * `registry` (the instances that registered themselves in Redis and are alive).
+   */
+  discovery: z.enum(['static', 'registry']).default('static'),
+  /** More static instances besides `url` (discovery: static). */
+  instances: z.array(httpUrl).default([]),
+  /** Overrides of gateway.healthCheck for this service. */
+  healthCheck: healthCheckOverride.optional(),
   database,
   /** Position in the migration order (1 first). */
   order: z.number().int().min(1),
@@ -137,12 +163,30 @@ export const configSchema = z.strictObject({
       fenceHoldMs: z.number().int().min(100).default(5_000),
       /** Most writes held at once per gateway; more get 503 at once. */
       fenceMaxHeld: z.number().int().min(1).default(1_000),
-      breaker: z
+      healthCheck: healthCheckSchema.prefault({}),
+      /**
+       * Passive outlier detection, as Envoy's consecutive_5xx: an instance that fails this many
+       * requests in a row (5xx, refused, reset, timed out) is ejected for baseEjectionMs × the
+       * times it has been ejected (at most maxEjectionMs), then readmitted.
+       */
+      outlierDetection: z
         .strictObject({
-          /** Consecutive failures that open a service's circuit. */
           consecutiveFailures: z.number().int().min(1).default(5),
-          /** How long it stays open before one trial request. */
-          halfOpenAfterMs: z.number().int().min(100).default(10_000),
+          baseEjectionMs: z.number().int().min(100).default(10_000),
+          maxEjectionMs: z.number().int().min(100).default(300_000),
+          /** Most of a service's instances ejected at once (one may always be). */
+          maxEjectionPercent: z.number().int().min(0).max(100).default(50),
+        })
+        .prefault({}),
+      loadBalancer: z
+        .strictObject({
+          policy: z.enum(['least-outstanding', 'round-robin']).default('least-outstanding'),
+          /** Further instances a request safe to retry may be sent to after a failure. */
+          retries: z.number().int().min(0).max(5).default(2),
+          /** How often the instance list is re-read from the registry (changes also arrive by pub/sub). */
+          refreshMs: z.number().int().min(100).default(1_000),
+          /** Connections per instance. */
+          connectionsPerInstance: z.number().int().min(1).default(128),
         })
         .prefault({}),
     })
@@ -152,6 +196,16 @@ export const configSchema = z.strictObject({
       maxLagBytes: z.number().int().min(0).default(16 * 1024 * 1024),
       maxLagSeconds: z.number().min(0).default(5),
       slotRetainWarnBytes: z.number().int().min(0).default(1024 * 1024 * 1024),
+    })
+    .prefault({}),
+  /** How service instances register themselves (discovery: registry). */
+  registry: z
+    .strictObject({
+      /** An instance that stops heartbeating leaves the registry after this long. */
+      ttlMs: z.number().int().min(500).default(5_000),
+      heartbeatMs: z.number().int().min(100).default(1_000),
+      /** On a graceful stop: time between deregistering and closing, for gateways to stop sending. */
+      drainMs: z.number().int().min(0).default(1_500),
     })
     .prefault({}),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

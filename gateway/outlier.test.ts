@@ -1,0 +1,102 @@
+import { describe, expect, it } from 'vitest';
+import type { ResolvedConfig } from '../core/config/load.ts';
+import { formatInstances, mergeInstances, type GatewayView } from './instances-report.ts';
+import { isAvailable, newHealth, readmitIfDue, recordCheck, recordOutcome } from './outlier.ts';
+import type { EndpointView } from './upstreams.ts';
+
+const od = { consecutiveFailures: 3, baseEjectionMs: 1_000, maxEjectionMs: 2_500, maxEjectionPercent: 50 };
+const hc = { healthyThreshold: 2, unhealthyThreshold: 2 };
+
+describe('active health checks', () => {
+  it('admits a new instance on its first pass, and keeps out one that fails its first checks', () => {
+    const fresh = newHealth('unknown');
+    expect(isAvailable(fresh, 0)).toBe(false);
+    expect(recordCheck(fresh, true, hc)).toBe('healthy');
+    expect(isAvailable(fresh, 0)).toBe(true);
+    const broken = newHealth('unknown');
+    expect(recordCheck(broken, false, hc)).toBeNull();
+    expect(recordCheck(broken, false, hc)).toBe('unhealthy');
+  });
+
+  it('takes a healthy instance out after unhealthyThreshold failures in a row, and back after healthyThreshold passes', () => {
+    const h = newHealth('healthy');
+    expect([recordCheck(h, false, hc), recordCheck(h, true, hc), recordCheck(h, false, hc)]).toEqual([null, null, null]);
+    expect(recordCheck(h, false, hc)).toBe('unhealthy');
+    expect(isAvailable(h, 0)).toBe(false);
+    expect(recordCheck(h, true, hc)).toBeNull();
+    expect(recordCheck(h, true, hc)).toBe('healthy');
+  });
+});
+
+describe('passive outlier detection', () => {
+  const cluster = { ejected: 0, total: 3 };
+
+  it('ejects after consecutive failures only, for the base time, and readmits after it', () => {
+    const h = newHealth('healthy');
+    expect([recordOutcome(h, false, 0, od, cluster), recordOutcome(h, false, 0, od, cluster), recordOutcome(h, true, 0, od, cluster)]).toEqual([0, 0, 0]);
+    expect([recordOutcome(h, false, 10, od, cluster), recordOutcome(h, false, 10, od, cluster), recordOutcome(h, false, 10, od, cluster)]).toEqual([0, 0, 1_000]);
+    expect(isAvailable(h, 500)).toBe(false);
+    expect(readmitIfDue(h, 500)).toBe(false);
+    expect(readmitIfDue(h, 1_010)).toBe(true);
+    expect(isAvailable(h, 1_010)).toBe(true);
+  });
+
+  it('ejects for longer each time (base × times ejected), capped at maxEjectionMs', () => {
+    const h = newHealth('healthy');
+    const eject = (now: number) => [1, 2, 3].map(() => recordOutcome(h, false, now, od, cluster)).at(-1);
+    expect(eject(0)).toBe(1_000);
+    readmitIfDue(h, 1_000);
+    expect(eject(1_000)).toBe(2_000);
+    readmitIfDue(h, 3_000);
+    expect(eject(3_000)).toBe(2_500);
+  });
+
+  it('starts the multiplier over once a readmitted instance has stayed in for maxEjectionMs', () => {
+    const h = newHealth('healthy');
+    const eject = (now: number) => [1, 2, 3].map(() => recordOutcome(h, false, now, od, cluster)).at(-1);
+    eject(0);
+    readmitIfDue(h, 1_000);
+    expect(eject(1_000 + od.maxEjectionMs)).toBe(1_000);
+  });
+
+  it('never ejects more than maxEjectionPercent of a cluster, but always may eject one', () => {
+    const h = newHealth('healthy');
+    for (let i = 0; i < 5; i++) expect(recordOutcome(h, false, 0, od, { ejected: 1, total: 3 })).toBe(0);
+    expect(isAvailable(h, 0)).toBe(true);
+    const lone = newHealth('healthy');
+    expect([1, 2, 3].map(() => recordOutcome(lone, false, 0, { ...od, maxEjectionPercent: 0 }, { ejected: 0, total: 1 })).at(-1)).toBe(1_000);
+    const fourth = newHealth('healthy');
+    expect([1, 2, 3].map(() => recordOutcome(fourth, false, 0, od, { ejected: 1, total: 4 })).at(-1)).toBe(1_000);
+  });
+});
+
+describe('strangler services: merging the registry and the gateways', () => {
+  const config = { services: [{ name: 'invoices', prefix: '/api/invoices', discovery: 'registry' }] } as unknown as ResolvedConfig;
+  const endpoint = (id: string, o: Partial<EndpointView> = {}): EndpointView => ({
+    id, url: `http://127.0.0.1:1/${id}`, source: 'registry', version: '1', zone: 'z', health: 'healthy', available: true, ejected: false, ejectedForMs: 0, ejections: 0, inFlight: 1, requests: 10, failures: 0, recentRequests: 10, recentFailures: 0, ...o,
+  });
+  const registered = ['i-1', 'i-2', 'i-3'].map((id) => ({ service: 'invoices', id, url: `http://127.0.0.1:1/${id}`, version: '1', zone: 'z', startedAt: '' }));
+  const views: GatewayView[] = [
+    { gateway: 'g1', at: 0, clusters: { invoices: [endpoint('i-1'), endpoint('i-2', { ejected: true, available: false, ejectedForMs: 4_200, ejections: 2, recentFailures: 5 }), endpoint('i-old')] } },
+    { gateway: 'g2', at: 0, clusters: { invoices: [endpoint('i-1'), endpoint('i-2'), endpoint('i-3', { health: 'unhealthy', available: false })] } },
+  ];
+
+  it('sums in-flight and recent figures over gateways and counts as available only what every gateway may use', () => {
+    const [legacy, invoices] = mergeInstances(config, registered, views);
+    expect(legacy).toMatchObject({ service: 'legacy', instances: [] });
+    expect(invoices.available).toBe(1);
+    const byId = Object.fromEntries(invoices.instances.map((r) => [r.id, r]));
+    expect(byId['i-1']).toMatchObject({ registry: 'live', inFlight: 2, recentRequests: 20, errorRate: 0 });
+    expect(byId['i-2']).toMatchObject({ ejected: { g1: 4_200 }, ejections: 2, errorRate: 25 });
+    expect(byId['i-3'].health).toEqual({ g2: 'unhealthy' });
+    expect(byId['i-old'].registry).toBe('gone');
+  });
+
+  it('prints one line per instance with its health on every gateway', () => {
+    const text = formatInstances(mergeInstances(config, registered, views));
+    expect(text).toContain('invoices /api/invoices (discovery: registry): 4 instances, 1 available on 2 gateways');
+    expect(text).toMatch(/i-2 .* live +healthy +yes, 5s left \(2×\) +2 +20 +25\.0%/);
+    expect(text).toMatch(/i-3 .* live +unhealthy +no /);
+    expect(text).toContain('legacy (discovery: static): 0 instances, 0 available on 2 gateways');
+  });
+});
