@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { checkCanaryAnalysis, checkDependsOn, checkGateways, checkShadowMismatch, checkSyncLag, checkSyncVerified, DEFAULT_THRESHOLDS as T } from './checks.ts';
+import { checkCanaryAnalysis, checkDependsOn, checkGateways, checkServiceHealth, checkShadowMismatch, checkSyncLag, checkSyncVerified, DEFAULT_THRESHOLDS as T } from './checks.ts';
 
 const streaming = { state: 'streaming', lagBytes: 100, lagSeconds: 0.2, lastError: null, lastVerify: { ok: true, at: '2026-11-24T10:00:00Z' } };
 
@@ -43,6 +43,15 @@ describe('preflight checks', () => {
     const r = checkCanaryAnalysis('/api/x', { requests: 100, errors: 1, p99Ms: 30 }, { requests: 100, errors: 1, p99Ms: 20 }, t);
     expect(r.reason).toMatch(/error rate 1.00% > max 0.5%/);
     expect(r.reason).toMatch(/p99 20 ms > max 15 ms/);
+  });
+
+  it('service-health passes with one healthy instance of several, names the sick ones, and fails with none registered', () => {
+    const up = (url: string) => ({ url, ok: true, status: 200, latencyMs: 3 });
+    const down = (url: string) => ({ url, ok: false, error: 'ECONNREFUSED' });
+    expect(checkServiceHealth('invoices', [up('http://a')])).toMatchObject({ ok: true, reason: 'invoices answered http://a/health in 3 ms' });
+    expect(checkServiceHealth('invoices', [up('http://a'), down('http://b')])).toMatchObject({ ok: true, reason: '1/2 instances of invoices answered /health (not: http://b/health: ECONNREFUSED)' });
+    expect(checkServiceHealth('invoices', [down('http://a')])).toMatchObject({ ok: false, retriable: true, reason: 'invoices did not answer http://a/health: ECONNREFUSED; start it: strangler service invoices' });
+    expect(checkServiceHealth('invoices', [])).toMatchObject({ ok: false, retriable: true, reason: 'no instance of invoices is registered; start one: strangler service invoices' });
   });
 
   it('depends-on-switched names the dependencies not yet switched (analytics after invoices)', () => {

@@ -48,10 +48,15 @@ export interface HealthObservation {
   error?: string;
 }
 
-export function checkServiceHealth(service: string, url: string, h: HealthObservation): CheckResult {
-  if (h.ok) return pass('service-health', `${service} answered ${url}/health in ${h.latencyMs ?? '?'} ms`);
-  const why = h.error ?? `status ${h.status}`;
-  return fail('service-health', `${service} did not answer ${url}/health (${why}); start it: strangler service ${service}`, true);
+/** Passes when at least one instance answers /health; says how many of them do. */
+export function checkServiceHealth(service: string, instances: Array<HealthObservation & { url: string }>): CheckResult {
+  if (instances.length === 0) return fail('service-health', `no instance of ${service} is registered; start one: strangler service ${service}`, true);
+  const healthy = instances.filter((h) => h.ok);
+  const why = (h: HealthObservation & { url: string }) => `${h.url}/health: ${h.error ?? `status ${h.status}`}`;
+  if (healthy.length === 0) return fail('service-health', `${service} did not answer ${instances.map(why).join('; ')}; start it: strangler service ${service}`, true);
+  if (instances.length === 1) return pass('service-health', `${service} answered ${instances[0].url}/health in ${instances[0].latencyMs ?? '?'} ms`);
+  const sick = instances.filter((h) => !h.ok);
+  return pass('service-health', `${healthy.length}/${instances.length} instances of ${service} answered /health${sick.length ? ` (not: ${sick.map(why).join('; ')})` : ''}`);
 }
 
 /** What the sync engine reports for a service; null when no sync engine answers for it. */

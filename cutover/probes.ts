@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { ResolvedConfig, ResolvedService } from '../core/config/load.ts';
+import { createRedisRegistry } from '../core/registry/redis-registry.ts';
 import { readRouteFigures } from '../gateway/metrics.ts';
 import type { RedisKeys } from '../gateway/redis-keys.ts';
 import { runDoctor } from '../migrations/sync/doctor.ts';
@@ -79,13 +80,24 @@ async function runCheck(ctx: ProbeContext, service: ResolvedService, name: Check
       return pass(name, 'legacy database ready; the forward sync streams');
     }
     case 'service-health': {
-      const started = Date.now();
-      try {
-        const res = await fetch(`${service.url}/health`, { signal: AbortSignal.timeout(2_000) });
-        return checkServiceHealth(service.name, service.url, { ok: res.ok, status: res.status, latencyMs: Date.now() - started });
-      } catch (err) {
-        return checkServiceHealth(service.name, service.url, { ok: false, error: (err as Error).message });
-      }
+      // Every instance the gateways would use: the registry's, or url + instances from strangler.yaml.
+      const urls =
+        service.discovery === 'registry'
+          ? (await createRedisRegistry({ redis: ctx.redis, keyPrefix: ctx.config.redis.keyPrefix }).list(service.name)).map((i) => i.url)
+          : [service.url, ...service.instances];
+      const observed = await Promise.all(
+        urls.map(async (url) => {
+          const started = Date.now();
+          try {
+            const res = await fetch(`${url}/health`, { signal: AbortSignal.timeout(2_000) });
+            await res.arrayBuffer();
+            return { url, ok: res.ok, status: res.status, latencyMs: Date.now() - started };
+          } catch (err) {
+            return { url, ok: false, error: (err as Error).message };
+          }
+        }),
+      );
+      return checkServiceHealth(service.name, observed);
     }
     case 'sync-lag':
       return checkSyncLag(service.name, await syncObs(), ctx.thresholds);

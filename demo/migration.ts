@@ -12,6 +12,8 @@ import { waitFor } from '../stack/ports.ts';
 import { recordVerification, verifyPipeline } from '../migrations/sync/verify.ts';
 import { SyncWorker } from '../migrations/sync/worker.ts';
 import { startLoad } from './load.ts';
+import { formatInstances, readInstances } from '../gateway/instances-report.ts';
+import { startService } from '../services/app.ts';
 
 export interface StepTiming {
   step: string;
@@ -141,6 +143,9 @@ export async function runMigration(topology: Topology, say: (line: string) => vo
     const copies = await feedStates(config, again);
     say(`  copies of its tables now come from: ${copies.map((c) => `${c.service} ← ${c.from === 'owner' ? again.databaseUrl.split('/').pop() : 'legacy'}`).join(', ')}`);
     if (copies.some((c) => c.from !== 'owner')) ok = false;
+
+    // Invoices runs as two instances the gateway found in the registry: replace one under load.
+    await timed(`${again.name}: rolling restart of an instance`, () => rollingRestart(topology, again, say));
   } catch (err) {
     ok = false;
     say(`\nmigration stopped: ${(err as Error).message}`);
@@ -214,4 +219,36 @@ async function staleCopies(config: ResolvedConfig, sourceUrl: string): Promise<s
     await new Promise((r) => setTimeout(r, 200));
   }
   return stale;
+}
+
+/**
+ * `strangler services` for one service, then a rolling restart of its second instance under the
+ * demo's load: a graceful stop (deregister, drain, finish in-flight requests) and a new instance
+ * that registers and enters rotation after its first health check. The summary's error count
+ * covers the requests served meanwhile.
+ */
+async function rollingRestart(topology: Topology, service: ResolvedService, say: (line: string) => void): Promise<void> {
+  const { config } = topology;
+  const { Redis } = await import('ioredis');
+  const { redisKeys } = await import('../gateway/redis-keys.ts');
+  const redis = new Redis(config.redis.url);
+  const keys = redisKeys(config.redis.keyPrefix);
+  const view = async () => (await readInstances(config, redis, keys)).filter((s) => s.service === service.name);
+  try {
+    const second = topology.components.findIndex((c) => c.name === `${service.name}#2`);
+    if (second < 0) return;
+    say(`\n── ${service.name} instances (strangler services) ──`);
+    for (const line of formatInstances(await view()).split('\n')) say(`  ${line}`);
+    const t = Date.now();
+    await topology.components[second].close();
+    const next = await startService(config, service.name, { port: 0, logger: silentLogger });
+    topology.components[second] = { name: `${service.name}#2`, url: next.url, close: next.close };
+    await waitFor('the new instance to enter rotation', async () => (await view())[0].instances.some((i) => i.id === next.registration?.instance.id && Object.keys(i.health).length > 0 && Object.values(i.health).every((h) => h === 'healthy')), 10_000, 50);
+    say(`  rolling restart: ${service.name}#2 stopped gracefully (deregistered, drained) and replaced by ${next.registration?.instance.id} at ${next.url}, in rotation after ${Date.now() - t} ms`);
+    await new Promise((r) => setTimeout(r, 1_500));
+    const after = (await view())[0];
+    say(`  requests in the last minute per instance: ${after.instances.map((i) => `${i.id} ${i.recentRequests}${i.recentFailures ? ` (${i.recentFailures} failed)` : ''}`).join(', ')}`);
+  } finally {
+    redis.disconnect();
+  }
 }

@@ -35,6 +35,8 @@ try {
     seed: { users: 200, invoices: 2000, seed: 7 },
     redisUrl: undefined,
     onStep: (line) => say(`  ${line}`),
+    // Invoices runs as two instances found through the registry (strangler.yaml: discovery: registry).
+    extraInstances: { invoices: 1 },
   });
   void fileConfig;
   const ok = await runScenario(topology, say);

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { ResolvedConfig } from '../core/config/load.ts';
 import { formatInstances, mergeInstances, type GatewayView } from './instances-report.ts';
 import { isAvailable, newHealth, readmitIfDue, recordCheck, recordOutcome } from './outlier.ts';
-import type { EndpointView } from './upstreams.ts';
+import { Cluster, type EndpointView } from './upstreams.ts';
 
 const od = { consecutiveFailures: 3, baseEjectionMs: 1_000, maxEjectionMs: 2_500, maxEjectionPercent: 50 };
 const hc = { healthyThreshold: 2, unhealthyThreshold: 2 };
@@ -98,5 +98,46 @@ describe('strangler services: merging the registry and the gateways', () => {
     expect(text).toMatch(/i-2 .* live +healthy +yes, 5s left \(2×\) +2 +20 +25\.0%/);
     expect(text).toMatch(/i-3 .* live +unhealthy +no /);
     expect(text).toContain('legacy (discovery: static): 0 instances, 0 available on 2 gateways');
+  });
+});
+
+describe('choosing an instance', () => {
+  const options = { outlier: od, healthCheck: { path: '/health', intervalMs: 60_000, timeoutMs: 100, ...hc } };
+  const statics = ['a', 'b', 'c'].map((id) => ({ id, url: `http://127.0.0.1:9/${id}`, source: 'static' as const }));
+
+  it('least-outstanding sends to the least busy instance, and spreads ties', async () => {
+    const c = new Cluster('invoices', { ...options, policy: 'least-outstanding' }, statics);
+    const [a, b, cc] = c.endpoints;
+    a.outstanding = 3;
+    b.outstanding = 1;
+    cc.outstanding = 2;
+    expect(new Set([1, 2, 3, 4].map(() => c.pick()!.id))).toEqual(new Set(['b']));
+    b.outstanding = 3;
+    a.outstanding = 3;
+    cc.outstanding = 3;
+    expect(new Set([1, 2, 3].map(() => c.pick()!.id))).toEqual(new Set(['a', 'b', 'c']));
+    await c.close();
+  });
+
+  it('round-robin takes each available instance in turn and skips the ejected and the excluded', async () => {
+    const c = new Cluster('invoices', { ...options, policy: 'round-robin' }, statics);
+    expect([1, 2, 3, 4, 5, 6].map(() => c.pick()!.id)).toEqual(['a', 'b', 'c', 'a', 'b', 'c']);
+    const [a, b] = c.endpoints;
+    for (let i = 0; i < 3; i++) c.report(b, { ok: false, status: 503, kind: '503' });
+    expect(new Set([1, 2, 3, 4].map(() => c.pick()!.id))).toEqual(new Set(['a', 'c']));
+    expect(c.pick(new Set([a, c.endpoints[2]]))).toBeNull();
+    expect(c.hasAvailable(new Set([a]))).toBe(true);
+    await c.close();
+  });
+
+  it('has nothing to offer when every instance is out, except legacy (panic: tried anyway)', async () => {
+    const svc = new Cluster('invoices', { ...options, policy: 'least-outstanding' }, statics.slice(0, 1));
+    for (let i = 0; i < 3; i++) svc.report(svc.endpoints[0], { ok: false, kind: 'connect' });
+    expect(svc.pick()).toBeNull();
+    expect(svc.hasAvailable()).toBe(false);
+    const legacy = new Cluster('legacy', { ...options, policy: 'least-outstanding', panic: true }, statics.slice(0, 1));
+    for (let i = 0; i < 3; i++) legacy.report(legacy.endpoints[0], { ok: false, kind: 'connect' });
+    expect(legacy.pick()!.id).toBe('a');
+    await Promise.all([svc.close(), legacy.close()]);
   });
 });

@@ -144,7 +144,8 @@ export async function gatewayTestEnv(label: string, serviceNames: string[] = ['a
     legacy: { ...base.legacy, url: legacy.url },
     control: { ...base.control, databaseUrl: controlUrl },
     gateway: { ...base.gateway, snapshotFile: join(dir, 'routes.json'), pollIntervalMs: 200, heartbeatIntervalMs: 200, rateLimits: [{ prefix: '/', limit: 100_000, windowMs: 60_000 }] },
-    services: base.services.map((s) => (upstreams[s.name] ? { ...s, url: upstreams[s.name].url } : s)),
+    // Echo upstreams do not register: every service is static here.
+    services: base.services.map((s) => ({ ...s, discovery: 'static' as const, ...(upstreams[s.name] ? { url: upstreams[s.name].url } : {}) })),
   };
   return {
     config,

@@ -29,6 +29,8 @@ export interface TopologyOptions {
   redisUrl?: string;
   /** Called with a line of progress. */
   onStep?: (line: string) => void;
+  /** More instances of `discovery: registry` services, on free ports (name → how many more). */
+  extraInstances?: Record<string, number>;
 }
 
 /**
@@ -69,7 +71,16 @@ export async function startTopology(fileConfig: (o: { postgresUrl: string; redis
       const running = await startService(config, service.name, { logger: options.logger });
       components.push({ name: service.name, url: running.url, close: running.close });
     }
-    step(`services  ${config.services.map((s) => `${s.name} :${s.port}`).join(', ')}`);
+    const extras: string[] = [];
+    for (const [name, count] of Object.entries(options.extraInstances ?? {})) {
+      if (config.services.find((s) => s.name === name)?.discovery !== 'registry') continue;
+      for (let i = 2; i < count + 2; i++) {
+        const running = await startService(config, name, { port: 0, logger: options.logger });
+        components.push({ name: `${name}#${i}`, url: running.url, close: running.close });
+        extras.push(`${name}#${i} :${running.port}`);
+      }
+    }
+    step(`services  ${config.services.map((s) => `${s.name} :${s.port}`).concat(extras).join(', ')}`);
     return {
       stack,
       config,
