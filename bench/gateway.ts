@@ -3,6 +3,7 @@
  * same run on the same machine: the upstream direct, nginx as a reverse proxy (installed with
  * apt when missing and allowed), and the gateway bare, with every feature on, and with 2 workers.
  * Targets (the gateway issue): all features on ≥ 0.35× nginx's req/s, p99 ≤ 2× nginx's.
+ * Every target runs up front and is measured in interleaved rounds (BENCH_ROUNDS × BENCH_SECONDS).
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync, existsSync } from 'node:fs';
@@ -15,10 +16,11 @@ import { commitRouteChange } from '../cutover/route-change.ts';
 import { migrateControl } from '../migrations/control/index.ts';
 import { LocalStack } from '../stack/index.ts';
 import { freePort, isListening, waitFor } from '../stack/ports.ts';
-import { loadGenerator, measure, printTable, type LoadResult } from './load.ts';
+import { ensureWrk, loadGenerator, measureRounds, printTable, roundRatio } from './load.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
-const seconds = Number(process.env.BENCH_SECONDS ?? 8);
+const seconds = Number(process.env.BENCH_SECONDS ?? 4);
+const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const children: ChildProcess[] = [];
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
@@ -44,15 +46,13 @@ function findNginx(): string | null {
 }
 
 async function main(): Promise<void> {
+  ensureWrk(say);
   const dir = mkdtempSync(join(tmpdir(), 'bench-gw-'));
   const upstreamPort = await freePort();
   start(process.execPath, ['--import', 'tsx', resolve(ROOT, 'bench/upstream-server.ts'), String(upstreamPort)]);
   await waitFor('upstream', () => isListening(upstreamPort), 20_000);
-  const results: LoadResult[] = [];
-  const direct = await measure('direct to upstream', `http://127.0.0.1:${upstreamPort}/api/invoices`, { seconds });
-  results.push(direct);
+  const targets: Array<{ name: string; url: string; headers?: Record<string, string> }> = [{ name: 'direct to upstream', url: `http://127.0.0.1:${upstreamPort}/api/invoices` }];
 
-  let nginx: LoadResult | undefined;
   const nginxBin = findNginx();
   if (nginxBin) {
     const nginxPort = await freePort();
@@ -67,8 +67,7 @@ http { access_log off;
     );
     start(nginxBin, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-g', 'daemon off;']);
     await waitFor('nginx', () => isListening(nginxPort), 20_000);
-    nginx = await measure('nginx (1 worker)', `http://127.0.0.1:${nginxPort}/api/invoices`, { seconds });
-    results.push(nginx);
+    targets.push({ name: 'nginx (1 worker)', url: `http://127.0.0.1:${nginxPort}/api/invoices` });
   } else {
     say('nginx not available: its baseline is skipped');
   }
@@ -101,30 +100,32 @@ http { access_log off;
         }),
       );
       const profile = process.env.BENCH_PROFILE ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_PROFILE] : [];
-      const child = start(process.execPath, [...profile, resolve(ROOT, 'bin/strangler.js'), 'gateway', '--config', file, '--workers', String(workers)]);
+      start(process.execPath, [...profile, resolve(ROOT, 'bin/strangler.js'), 'gateway', '--config', file, '--workers', String(workers)]);
       await waitFor(name, () => isListening(port), 30_000);
       await new Promise((r) => setTimeout(r, workers > 1 ? 1500 : 300));
-      const r = await measure(name, `http://127.0.0.1:${port}/api/invoices`, { seconds, headers });
-      child.kill('SIGTERM');
-      await new Promise((r2) => child.once('exit', r2));
-      return r;
+      targets.push({ name, url: `http://127.0.0.1:${port}/api/invoices`, headers });
     };
-    results.push(await gateway('gateway, bare proxy', { protectedPrefixes: [], rateLimits: [] }));
+    const limit = [{ prefix: '/api', limit: 1_000_000_000, windowMs: 60_000 }];
+    await gateway('gateway, bare proxy', { protectedPrefixes: [], rateLimits: [] });
     if (process.env.BENCH_BREAKDOWN) {
-      results.push(await gateway('gateway, + JWT only', { rateLimits: [] }, 1, { authorization: `Bearer ${token}` }));
-      results.push(await gateway('gateway, + rate limit only', { protectedPrefixes: [], rateLimits: [{ prefix: '/api', limit: 1_000_000_000, windowMs: 60_000 }] }));
+      await gateway('gateway, + JWT only', { rateLimits: [] }, 1, { authorization: `Bearer ${token}` });
+      await gateway('gateway, + rate limit only', { protectedPrefixes: [], rateLimits: limit });
     }
-    results.push(await gateway('gateway, all features on', { rateLimits: [{ prefix: '/api', limit: 1_000_000_000, windowMs: 60_000 }] }, 1, { authorization: `Bearer ${token}` }));
-    results.push(await gateway('gateway, all on, --workers 2', { rateLimits: [{ prefix: '/api', limit: 1_000_000_000, windowMs: 60_000 }] }, 2, { authorization: `Bearer ${token}` }));
+    await gateway('gateway, all features on', { rateLimits: limit }, 1, { authorization: `Bearer ${token}` });
+    await gateway('gateway, all on, --workers 2', { rateLimits: limit }, 2, { authorization: `Bearer ${token}` });
+
+    const results = await measureRounds(targets, { rounds, seconds });
+    const nginx = results.find((r) => r.name === 'nginx (1 worker)');
+    const direct = results[0];
+    say(`\ngateway bench: ${loadGenerator()}, ${rounds} interleaved rounds of ${seconds} s per target (medians), loopback, ${process.env.BENCH_NOTE ?? 'this machine'}\n`);
+    printTable(results, { nginx, direct });
+    say(`\nreq/s range over the rounds: ${results.map((r) => `${r.name} ${r.spread[0]}–${r.spread[1]}`).join('; ')}`);
+    const full = results.find((r) => r.name === 'gateway, all features on')!;
+    if (nginx) {
+      say(`target: all features on ≥ 0.35× nginx req/s → ${roundRatio(full, nginx).toFixed(2)}× (median of the per-round ratios); p99 ≤ 2× nginx → ${(full.p99 / Math.max(nginx.p99, 0.01)).toFixed(2)}×`);
+    }
   } finally {
     await stack.stop();
-  }
-
-  say(`\ngateway bench: ${loadGenerator}, ${seconds} s per target, loopback, ${process.env.BENCH_NOTE ?? 'this machine'}\n`);
-  printTable(results, { nginx, direct });
-  const full = results.find((r) => r.name === 'gateway, all features on')!;
-  if (nginx) {
-    say(`\ntarget: all features on ≥ 0.35× nginx req/s → ${(full.rps / nginx.rps).toFixed(2)}×; p99 ≤ 2× nginx → ${(full.p99 / Math.max(nginx.p99, 1)).toFixed(2)}×`);
   }
 }
 

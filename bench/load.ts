@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { promisify } from 'node:util';
 import autocannon from 'autocannon';
@@ -12,10 +12,23 @@ export interface LoadResult {
   non2xx: number;
 }
 
-const WRK = ['/usr/bin/wrk', '/usr/local/bin/wrk'].find((p) => existsSync(p));
+const findWrk = () => ['/usr/bin/wrk', '/usr/local/bin/wrk'].find((p) => existsSync(p));
+let WRK = findWrk();
 
-/** Which load generator the figures come from: wrk (C, as in the issue's reference figures) when installed. */
-export const loadGenerator = WRK ? 'wrk -t1 -c32' : 'autocannon -c32 (wrk not installed)';
+/** wrk (C, as in the gateway issue's reference figures): installed with apt when missing, as root, unless BENCH_NO_INSTALL=1. */
+export function ensureWrk(say: (line: string) => void): void {
+  if (WRK || process.getuid?.() !== 0 || process.env.BENCH_NO_INSTALL === '1') return;
+  try {
+    say('installing wrk for the load (apt-get install -y wrk)…');
+    execFileSync('apt-get', ['install', '-y', 'wrk'], { stdio: 'ignore', timeout: 180_000 });
+  } catch {
+    say('wrk could not be installed: autocannon generates the load');
+  }
+  WRK = findWrk();
+}
+
+/** Which load generator the figures come from. */
+export const loadGenerator = () => (WRK ? 'wrk -t1 -c32' : 'autocannon -c32 (wrk not installed)');
 
 function ms(text: string): number {
   const m = /([\d.]+)(us|ms|s)/.exec(text);
@@ -37,17 +50,18 @@ async function wrk(url: string, seconds: number, connections: number, headers: R
 }
 
 /** One closed-loop load run: a short warm-up, then the measured run. */
-export async function measure(name: string, url: string, options: { connections?: number; seconds?: number; headers?: Record<string, string> } = {}): Promise<LoadResult> {
+export async function measure(name: string, url: string, options: { connections?: number; seconds?: number; headers?: Record<string, string>; warmup?: boolean } = {}): Promise<LoadResult> {
   const seconds = options.seconds ?? 8;
   const connections = options.connections ?? 32;
+  const warmup = options.warmup ?? true;
   if (WRK) {
-    await wrk(url, 2, connections, options.headers);
+    if (warmup) await wrk(url, 2, connections, options.headers);
     const r = await wrk(url, seconds, connections, options.headers);
     if (r.non2xx > 0) await explain(name, url, options.headers, `${r.non2xx} non-2xx`);
     return { name, ...r };
   }
   const base = { url, connections, pipelining: 1, headers: options.headers };
-  await autocannon({ ...base, duration: 2 });
+  if (warmup) await autocannon({ ...base, duration: 2 });
   const r = await autocannon({ ...base, duration: seconds });
   if (r.non2xx > 0) await explain(name, url, options.headers, JSON.stringify(r.statusCodeStats));
   return { name, rps: Math.round(r.requests.average), p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.timeouts, non2xx: r.non2xx };
@@ -72,4 +86,41 @@ export function printTable(rows: LoadResult[], baselines: Record<string, LoadRes
   const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
   const fmt = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   process.stdout.write(`${fmt(head)}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n${lines.map(fmt).join('\n')}\n`);
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+/**
+ * Measures every target in `rounds` interleaved rounds (A B C, A B C, ...) and keeps each
+ * target's median: on a shared machine the load of the neighbours drifts over a minute, and
+ * interleaving spreads that drift over every target instead of charging it to one. `spread`
+ * is the lowest and highest req/s a target had.
+ */
+export async function measureRounds(targets: Array<{ name: string; url: string; headers?: Record<string, string> }>, o: { rounds: number; seconds: number }): Promise<Array<LoadResult & { spread: [number, number]; runs: LoadResult[] }>> {
+  for (const t of targets) await measure(t.name, t.url, { seconds: 2, headers: t.headers });
+  const runs = new Map<string, LoadResult[]>(targets.map((t) => [t.name, []]));
+  for (let round = 0; round < o.rounds; round++) {
+    for (const t of targets) runs.get(t.name)!.push(await measure(t.name, t.url, { seconds: o.seconds, headers: t.headers, warmup: false }));
+  }
+  return targets.map((t) => {
+    const r = runs.get(t.name)!;
+    return {
+      name: t.name,
+      rps: Math.round(median(r.map((x) => x.rps))),
+      p50: median(r.map((x) => x.p50)),
+      p99: median(r.map((x) => x.p99)),
+      errors: r.reduce((n, x) => n + x.errors, 0),
+      non2xx: r.reduce((n, x) => n + x.non2xx, 0),
+      spread: [Math.min(...r.map((x) => x.rps)), Math.max(...r.map((x) => x.rps))],
+      runs: r,
+    };
+  });
+}
+
+/** The median over rounds of a target's req/s divided by the baseline's in the same round. */
+export function roundRatio(target: { runs: LoadResult[] }, baseline: { runs: LoadResult[] }): number {
+  return median(target.runs.map((r, i) => r.rps / baseline.runs[i].rps));
 }

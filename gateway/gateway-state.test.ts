@@ -175,6 +175,22 @@ describe('Redis outages and shared limits', () => {
     await g.stop();
   });
 
+  it('goes on limiting each gateway alone while Redis is down (not open, not closed)', async () => {
+    const config = { ...env.config, redis: { ...env.config.redis, url: redis.url }, gateway: { ...env.config.gateway, rateLimits: [{ prefix: '/api/invoices', limit: 3, windowMs: 60_000 }] } };
+    const g = await gateway(config, 'gw-rl-down');
+    await redis.stop();
+    try {
+      const t = await token('outage-user');
+      const statuses: number[] = [];
+      for (let i = 0; i < 5; i++) statuses.push((await fetch(`${g.url}/api/invoices`, { headers: { authorization: `Bearer ${t}` } })).status);
+      expect(statuses).toEqual([200, 200, 200, 429, 429]);
+      expect(await (await fetch(`${g.url}/metrics`)).text()).toMatch(/strangler_gateway_store_errors_total\{store="rate-limit"\} [1-9]/);
+    } finally {
+      await redis.restart();
+      await g.stop();
+    }
+  });
+
   it('applies one rate limit across two gateway instances, per user, with RateLimit headers and Retry-After', async () => {
     const config = { ...env.config, gateway: { ...env.config.gateway, rateLimits: [{ prefix: '/api/invoices', limit: 5, windowMs: 60_000 }] } };
     const a = await gateway(config, 'rl-a');
@@ -195,5 +211,35 @@ describe('Redis outages and shared limits', () => {
     expect(other.headers.get('ratelimit-remaining')).toBe('4');
     await a.stop();
     await b.stop();
+  });
+
+  it('counts far from the limit in memory and shares it in batches, and counts exactly near it', async () => {
+    const rateLimits = [{ prefix: '/api/invoices', limit: 20, windowMs: 60_000 }];
+    const config = { ...env.config, gateway: { ...env.config.gateway, rateLimits, rateLimitSync: { intervalMs: 100, exactWithin: 12 } } };
+    const a = await gateway(config, 'rlb-a');
+    const b = await gateway(config, 'rlb-b');
+    const t = await token(`batch-user-${Date.now()}`);
+    const hit = async (g: RunningGateway) => {
+      const res = await fetch(`${g.url}/api/invoices`, { headers: { authorization: `Bearer ${t}` } });
+      await res.arrayBuffer();
+      return { status: res.status, remaining: Number(res.headers.get('ratelimit-remaining') ?? -1) };
+    };
+    try {
+      const first = await hit(a); // a new key: asked exactly (nothing known yet)
+      expect(first.remaining).toBe(19);
+      for (let i = 0; i < 7; i++) await hit(a); // counted in memory
+      await new Promise((r) => setTimeout(r, 150)); // one flush: Redis holds 8
+      const shared = Number(await routes.redis.get(`${routes.keys.rateLimit('/api/invoices')}${Math.floor(Date.now() / 60_000)}:user:${(await import('jose')).decodeJwt(t).sub}`));
+      expect(shared).toBe(8);
+      expect((await hit(b)).remaining).toBe(11); // b's first hit is exact: it sees a's 8
+      // Within the last 12 below the limit every hit is exact: 11 more fit, whoever serves them, then 429.
+      const statuses: number[] = [];
+      for (let i = 0; i < 13; i++) statuses.push((await hit(i % 2 ? a : b)).status);
+      expect(statuses.filter((s) => s === 200)).toHaveLength(11);
+      expect(statuses.slice(11)).toEqual([429, 429]);
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
   });
 });

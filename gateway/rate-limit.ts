@@ -1,5 +1,4 @@
 import type { Redis } from 'ioredis';
-import { RedisStore } from 'rate-limit-redis';
 import type { RedisKeys } from './redis-keys.ts';
 import { matchesPrefix } from './path-normalize.ts';
 
@@ -9,41 +8,145 @@ export interface RateLimitRule {
   windowMs: number;
 }
 
+export interface RateLimitSync {
+  /** How often hits counted locally are added to the shared counters (0: every hit, synchronously). */
+  intervalMs: number;
+  /** The last this-many hits below a limit are counted synchronously, so the limit holds exactly. */
+  exactWithin: number;
+}
+
 export type RateDecision =
   | { limited: false; limit: number; remaining: number; resetMs: number; policy: string }
   | { limited: true; limit: number; remaining: 0; resetMs: number; policy: string }
   | null;
 
+interface Counter {
+  window: number;
+  /** The shared total Redis last answered for this key and window. */
+  known: number;
+  /** Hits counted here and not yet added to Redis. */
+  pending: number;
+  /** When `known` came from Redis (ms). */
+  knownAt: number;
+}
+
 /**
- * Rate limits shared by every gateway instance: express-rate-limit's fixed-window algorithm
- * through its rate-limit-redis store (one store per rule), keyed per user when the request is
- * authenticated, else per client IP. The rule is the longest prefix that matches.
- * If Redis cannot answer, the request passes (fail open, counted): a rate limiter must not turn
- * a Redis outage into an outage of the API.
+ * Fixed-window rate limits shared by every gateway (windows aligned to multiples of windowMs),
+ * keyed per user when authenticated, else per client IP; the longest matching prefix's rule
+ * applies. Like Kong's `sync_rate`, hits far from the limit are counted in memory and added to
+ * the shared Redis counter every `sync.intervalMs` in one pipeline; within the last
+ * `sync.exactWithin` hits of the limit every hit is an INCRBY answered before the request goes on, so
+ * the limit holds exactly where it matters; a key idle for two intervals is also asked exactly
+ * (its shared total is stale). A limit can be exceeded by at most the hits other gateways let
+ * through on a total up to two sync intervals old.
+ *
+ * If Redis cannot answer, each gateway goes on counting alone (its own hits against the limit):
+ * a Redis outage neither opens the API to floods nor takes it down. Errors are counted.
  */
-export function createRateLimiter(rules: RateLimitRule[], redis: Redis, keys: RedisKeys, onStoreError: (err: unknown) => void) {
+export function createRateLimiter(rules: RateLimitRule[], redis: Redis, keys: RedisKeys, onStoreError: (err: unknown) => void, sync: RateLimitSync = { intervalMs: 0, exactWithin: 0 }) {
   const compiled = rules
     .map((r) => {
       const prefix = r.prefix.toLowerCase().replace(/\/+$/, '') || '/';
-      const store = new RedisStore({ prefix: keys.rateLimit(prefix), sendCommand: (command: string, ...args: string[]) => redis.call(command, ...args) as Promise<never> });
-      store.init({ windowMs: r.windowMs } as never);
-      return { ...r, prefix, store, policy: `${r.limit};w=${Math.round(r.windowMs / 1000)}` };
+      return {
+        ...r,
+        prefix,
+        keyPrefix: keys.rateLimit(prefix),
+        policy: `${r.limit};w=${Math.round(r.windowMs / 1000)}`,
+        exactFrom: sync.intervalMs === 0 ? 0 : Math.max(0, r.limit - sync.exactWithin),
+        counters: new Map<string, Counter>(),
+      };
     })
     .sort((a, b) => b.prefix.length - a.prefix.length);
+  type Rule = (typeof compiled)[number];
 
-  return async function rateLimit(matchPath: string, clientKey: string): Promise<RateDecision> {
-    const rule = compiled.find((r) => matchesPrefix(matchPath, r.prefix));
-    if (!rule) return null;
+  const redisKey = (rule: Rule, window: number, clientKey: string) => `${rule.keyPrefix}${window}:${clientKey}`;
+  const expireAt = (rule: Rule, window: number) => (window + 1) * rule.windowMs + 1_000;
+
+  /** Adds every pending count to Redis in one pipeline and takes back the shared totals. */
+  async function flush(): Promise<void> {
+    const batch: Array<{ c: Counter; n: number }> = [];
+    const multi = redis.multi();
+    const now = Date.now();
+    for (const rule of compiled) {
+      const current = Math.floor(now / rule.windowMs);
+      for (const [clientKey, c] of rule.counters) {
+        if (c.window < current) {
+          // A past window: what it did not flush no longer matters.
+          rule.counters.delete(clientKey);
+          continue;
+        }
+        if (c.pending === 0) continue;
+        const key = redisKey(rule, c.window, clientKey);
+        multi.incrby(key, c.pending).pexpireat(key, expireAt(rule, c.window));
+        batch.push({ c, n: c.pending });
+      }
+    }
+    if (batch.length === 0) return;
     try {
-      const { totalHits, resetTime } = await rule.store.increment(clientKey);
-      const resetMs = Math.max(0, (resetTime?.getTime() ?? Date.now() + rule.windowMs) - Date.now());
-      if (totalHits > rule.limit) return { limited: true, limit: rule.limit, remaining: 0, resetMs, policy: rule.policy };
-      return { limited: false, limit: rule.limit, remaining: rule.limit - totalHits, resetMs, policy: rule.policy };
+      const results = await multi.exec();
+      batch.forEach(({ c, n }, i) => {
+        const [err, total] = results![i * 2];
+        if (err) throw err;
+        c.pending -= n;
+        c.known = Number(total);
+        c.knownAt = now;
+      });
     } catch (err) {
       onStoreError(err);
-      return null;
     }
-  };
+  }
+  // Flushes, and forgets the counters of past windows (also when every hit is synchronous).
+  let timer: NodeJS.Timeout | null = null;
+  if (compiled.length) {
+    timer = setInterval(() => void flush(), sync.intervalMs || 1_000);
+    timer.unref();
+  }
+
+  async function rateLimit(matchPath: string, clientKey: string): Promise<RateDecision> {
+    const rule = compiled.find((r) => matchesPrefix(matchPath, r.prefix));
+    if (!rule) return null;
+    const now = Date.now();
+    const window = Math.floor(now / rule.windowMs);
+    const resetMs = (window + 1) * rule.windowMs - now;
+    let c = rule.counters.get(clientKey);
+    if (!c || c.window !== window) rule.counters.set(clientKey, (c = { window, known: 0, pending: 0, knownAt: 0 }));
+    let total: number;
+    // What other gateways counted reaches this one with its own flushes: a key without hits for
+    // two intervals has a stale total, so its next hit asks Redis (a client this slow costs little).
+    const stale = now - c.knownAt > 2 * sync.intervalMs;
+    if ((stale || c.known + c.pending + 1 > rule.exactFrom) && c.known <= rule.limit) {
+      // Exact: this hit (and any pending ones) go to Redis before the decision.
+      const n = c.pending + 1;
+      c.pending = 0;
+      try {
+        const key = redisKey(rule, window, clientKey);
+        const results = await redis.multi().incrby(key, n).pexpireat(key, expireAt(rule, window)).exec();
+        const [err, value] = results![0];
+        if (err) throw err;
+        c.known = Math.max(c.known, Number(value));
+        c.knownAt = now;
+        total = c.known;
+      } catch (err) {
+        onStoreError(err);
+        c.pending += n; // counted here, added to Redis by a later flush
+        total = c.known + c.pending;
+      }
+    } else {
+      // Far from the limit, or already over it (a hit over the limit need not be shared).
+      c.pending++;
+      total = c.known + c.pending;
+    }
+    if (total > rule.limit) return { limited: true, limit: rule.limit, remaining: 0, resetMs, policy: rule.policy };
+    return { limited: false, limit: rule.limit, remaining: rule.limit - total, resetMs, policy: rule.policy };
+  }
+
+  return Object.assign(rateLimit, {
+    flush,
+    stop() {
+      if (timer) clearInterval(timer);
+      timer = null;
+    },
+  });
 }
 
 /** IETF RateLimit headers (draft-ietf-httpapi-ratelimit-headers) and Retry-After on 429. */

@@ -13,7 +13,7 @@ export function redisKeys(prefix: string) {
     gateway: (id: string) => `${prefix}gateway:${id}`,
     /** String per gateway instance: its view of every upstream's instances (JSON, short TTL), for `strangler services`. */
     gatewayUpstreams: (id: string) => `${prefix}gateway:${id}:upstreams`,
-    /** Rate-limit counters (rate-limit-redis store prefix). */
+    /** Rate-limit counters: `<this><window number>:<user or ip>` per rule prefix. */
     rateLimit: (rule: string) => `${prefix}rl:${rule}:`,
     /** Per-route, per-target request figures in time buckets, summed over gateways. */
     routeMetrics: (service: string, target: string, bucketStartMs: number) => `${prefix}rm:${service}:${target}:${bucketStartMs}`,

@@ -111,7 +111,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     protectedPrefixes: g.protectedPrefixes,
     publicPaths: g.publicPaths,
   });
-  const rateLimit = createRateLimiter(g.rateLimits, redis, keys, () => metrics.storeErrors.inc({ store: 'rate-limit' }));
+  const rateLimit = createRateLimiter(g.rateLimits, redis, keys, () => metrics.storeErrors.inc({ store: 'rate-limit' }), g.rateLimitSync);
   const shadow = createShadow({ ...g.shadow, ignorePaths: Object.fromEntries(config.services.map((s) => [s.name, s.ignorePaths])) }, { redis, keys, metrics, logger });
   const trust = proxyaddr.compile(g.trustedProxies);
 
@@ -362,6 +362,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
         setTimeout(() => server.closeAllConnections(), 5_000).unref();
       });
       await figures.stop();
+      rateLimit.stop();
+      await rateLimit.flush();
       await discovery.stop();
       await Promise.all([...upstreams.values()].map((u) => u.close()));
     },

@@ -80,6 +80,8 @@ export class Cluster {
   readonly name: string;
   readonly #o: ClusterOptions;
   readonly #endpoints = new Map<string, Endpoint>();
+  /** The same instances as an array, rebuilt on membership changes (pick runs per request). */
+  #list: Endpoint[] = [];
   #next = 0;
   #timer: NodeJS.Timeout | null = null;
 
@@ -90,7 +92,7 @@ export class Cluster {
   }
 
   get endpoints(): Endpoint[] {
-    return [...this.#endpoints.values()];
+    return this.#list;
   }
 
   /** Instances that may take a request now. */
@@ -152,8 +154,9 @@ export class Cluster {
       e.failures++;
       m?.instanceFailures.inc({ service: this.name, instance: e.id, kind: outcome.kind ?? '5xx' });
     }
-    const ejected = this.endpoints.filter((x) => isEjected(x.health, now)).length;
-    const ms = recordOutcome(e.health, outcome.ok, now, this.#o.outlier, { ejected, total: this.#endpoints.size });
+    let ejected = 0;
+    if (!outcome.ok) for (const x of this.#list) if (isEjected(x.health, now)) ejected++;
+    const ms = recordOutcome(e.health, outcome.ok, now, this.#o.outlier, { ejected, total: this.#list.length });
     if (ms) {
       m?.ejections.inc({ service: this.name, instance: e.id });
       this.#event(e, 'ejected', { forMs: ms, ejections: e.health.ejections });
@@ -195,8 +198,9 @@ export class Cluster {
   async close(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = null;
-    await Promise.all(this.endpoints.map((e) => e.pool.close().catch(() => undefined)));
+    await Promise.all(this.#list.map((e) => e.pool.close().catch(() => undefined)));
     this.#endpoints.clear();
+    this.#list = [];
   }
 
   #add(s: EndpointSpec, active: InstanceHealth['active']): Endpoint {
@@ -209,12 +213,14 @@ export class Cluster {
     });
     const e: Endpoint = { ...s, cluster: this.name, origin, pool, outstanding: 0, health: newHealth(active), requests: 0, failures: 0, recent: new RecentCounts(), checking: false };
     this.#endpoints.set(s.id, e);
+    this.#list = [...this.#endpoints.values()];
     this.#event(e, 'added');
     return e;
   }
 
   #remove(e: Endpoint, why: string): void {
     this.#endpoints.delete(e.id);
+    this.#list = [...this.#endpoints.values()];
     this.#event(e, 'removed', { why });
     // New requests no longer pick it; close() lets the ones in flight finish first.
     void e.pool.close().catch(() => undefined);

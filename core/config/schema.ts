@@ -142,6 +142,17 @@ export const configSchema = z.strictObject({
           }),
         )
         .default([{ prefix: '/', limit: 6000, windowMs: 60_000 }]),
+      /**
+       * How gateways share rate-limit counts (as Kong's sync_rate): hits far from a limit are
+       * counted in memory and added to Redis every intervalMs; the last exactWithin hits below a
+       * limit are counted in Redis before the request goes on. intervalMs 0: every hit synchronously.
+       */
+      rateLimitSync: z
+        .strictObject({
+          intervalMs: z.number().int().min(0).max(10_000).default(50),
+          exactWithin: z.number().int().min(0).default(100),
+        })
+        .prefault({}),
       shadow: z
         .strictObject({
           /** Shadow requests in flight at once; more are skipped (and counted), never queued. */
