@@ -5,6 +5,7 @@ import type { ResolvedConfig, ResolvedService } from '../core/config/load.ts';
 import { serviceForPrefix } from '../core/config/load.ts';
 import { StranglerError } from '../core/errors.ts';
 import { feedsOf } from '../migrations/sync/plan.ts';
+import type { PendingHandover } from '../migrations/sync/handover.ts';
 import type { RedisKeys } from '../gateway/redis-keys.ts';
 import { DEFAULT_THRESHOLDS, type CheckThresholds } from './checks.ts';
 import { controlStore, type ControlStore, type Progress, type StoredStatus } from './control-store.ts';
@@ -119,7 +120,11 @@ export function createCutover(ctx: CutoverContext) {
           await ctx.redis.del(ctx.keys.shadowCounts(service.name), ctx.keys.shadowSamples(service.name)).catch(() => undefined);
         }
         const propagation = await publishAndWait(ctx.redis, ctx.keys, version, { timeoutMs: ctx.ackTimeoutMs ?? 5_000, liveWithinMs });
-        return { auditId, propagation, ...(fenced ? { writeHoldMs: Date.now() - fenced.heldAt, warnings: fenced.warnings } : {}) };
+        if (!fenced) return { auditId, propagation };
+        const writeHoldMs = Date.now() - fenced.heldAt;
+        // The writes are released; now see the copies' pipelines through their handover.
+        const copies = fenced.handover ? await confirmCopies(fenced.handover) : [];
+        return { auditId, propagation, writeHoldMs, warnings: [...fenced.warnings, ...copies] };
       }
       await client.query('BEGIN');
       try {
@@ -147,7 +152,7 @@ export function createCutover(ctx: CutoverContext) {
    * side acknowledged. The caller then flips the route, which releases the held writes to it.
    * Ids need no step: each side's sequences live in their own range.
    */
-  async function fence(service: ResolvedService, from: StoredStatus, to: ServiceStatus): Promise<{ heldAt: number; warnings: string[] }> {
+  async function fence(service: ResolvedService, from: StoredStatus, to: ServiceStatus): Promise<{ heldAt: number; warnings: string[]; handover: PendingHandover | null }> {
     const current = (await routeOf(service.prefix)) ?? { mode: 'legacy', weight: 0 };
     const client = await ctx.pool.connect();
     let version: number;
@@ -168,11 +173,20 @@ export function createCutover(ctx: CutoverContext) {
     await publishAndWait(ctx.redis, ctx.keys, version, { timeoutMs: ctx.ackTimeoutMs ?? 5_000, liveWithinMs });
     const direction = to.phase === 'switched' ? 'forward' : 'reverse';
     const warnings: string[] = [];
+    const { drainPipeline } = await import('../migrations/sync/status.ts');
+    const budget = (slack: number) => Math.max(1_000, ctx.config.gateway.fenceHoldMs - (Date.now() - heldAt) - slack);
+    // Copies other services keep of this service's tables follow the writes: from the owner's
+    // database once it is switched, from legacy again when it is rolled back from there. Their
+    // handover needs both directions drained: the other one drains at the same time.
+    const handover = to.phase === 'switched' ? 'owner' : from.phase === 'switched' ? 'legacy' : null;
+    const movesCopies = handover !== null && feedsOf(ctx.config.services, service).length > 0;
+    const other = direction === 'forward' ? 'reverse' : 'forward';
+    const otherDrained = movesCopies && takesWrites(service) ? drainPipeline(ctx.config, service, other, budget(250)) : Promise.resolve(true);
     if (direction === 'forward' || takesWrites(service)) {
-      const { drainPipeline } = await import('../migrations/sync/status.ts');
-      const drained = await drainPipeline(ctx.config, service, direction, Math.max(1_000, ctx.config.gateway.fenceHoldMs - (Date.now() - heldAt) - 500));
+      const drained = await drainPipeline(ctx.config, service, direction, budget(500));
       if (drained === null) {
         if (to.phase === 'switched') {
+          await otherDrained.catch(() => null);
           // Release the hold on the old routing and refuse: nothing changed.
           const c = await ctx.pool.connect();
           try {
@@ -186,11 +200,25 @@ export function createCutover(ctx: CutoverContext) {
         warnings.push(`the ${direction} sync of ${service.name} did not drain in time; the rollback went ahead, check: strangler sync status ${service.name}${direction === 'reverse' ? ' --reverse' : ''}`);
       }
     }
-    // Copies other services keep of this service's tables follow the writes: from the owner's
-    // database once it is switched, from legacy again when it is rolled back from there.
-    const handover = to.phase === 'switched' ? 'owner' : from.phase === 'switched' ? 'legacy' : null;
-    if (handover && feedsOf(ctx.config.services, service).length) warnings.push(...(await moveCopies(service, handover, heldAt)));
-    return { heldAt, warnings };
+    let pending: PendingHandover | null = null;
+    if (movesCopies) {
+      if ((await otherDrained) === null) {
+        warnings.push(`the ${other} sync of ${service.name} did not drain in time, so the copies other services keep of its tables were not moved to ${handover === 'owner' ? service.name : 'legacy'}; they stay on their current source (see: strangler sync status ${service.name})`);
+      } else {
+        // At this quiet point legacy and the owner's database hold the same rows (handover.ts).
+        // Only writing the messages happens under the hold; the pipelines apply them in order
+        // on their own (worker.ts), and the caller confirms that after releasing the writes.
+        const { emitHandover } = await import('../migrations/sync/handover.ts');
+        pending = await emitHandover(ctx.config, service, handover!);
+      }
+    }
+    return { heldAt, warnings, handover: pending };
+  }
+
+  /** After the hold: waits (a few seconds at most) for every copy's pipelines to pass their handover. */
+  async function confirmCopies(pending: PendingHandover): Promise<string[]> {
+    const { confirmHandover } = await import('../migrations/sync/handover.ts');
+    return (await confirmHandover(pending, 10_000)).warnings;
   }
 
   /**
@@ -200,7 +228,7 @@ export function createCutover(ctx: CutoverContext) {
   async function copiesToOwner(service: ResolvedService, from: StoredStatus): Promise<string[]> {
     const { feedStates } = await import('../migrations/sync/handover.ts');
     if (!(await feedStates(ctx.config, service)).some((f) => f.from === 'legacy')) return [];
-    const { warnings } = await fence(service, from, from);
+    const { warnings, handover } = await fence(service, from, from);
     const current = (await routeOf(service.prefix)) ?? { mode: 'service', weight: 100 };
     const client = await ctx.pool.connect();
     try {
@@ -211,25 +239,7 @@ export function createCutover(ctx: CutoverContext) {
     } finally {
       client.release();
     }
-    return warnings;
-  }
-
-  /**
-   * Both directions drained (the fence drained one), then the handover messages: at this quiet
-   * point legacy and the owner's database hold the same rows (handover.ts).
-   */
-  async function moveCopies(service: ResolvedService, to: 'owner' | 'legacy', heldAt: number): Promise<string[]> {
-    const { drainPipeline } = await import('../migrations/sync/status.ts');
-    const { handOver } = await import('../migrations/sync/handover.ts');
-    const budget = () => Math.max(500, ctx.config.gateway.fenceHoldMs - (Date.now() - heldAt) - 250);
-    if (takesWrites(service)) {
-      const other = to === 'owner' ? 'reverse' : 'forward';
-      if ((await drainPipeline(ctx.config, service, other, budget())) === null) {
-        return [`the ${other} sync of ${service.name} did not drain in time, so the copies other services keep of its tables were not moved to ${to === 'owner' ? service.name : 'legacy'}; they stay on their current source (see: strangler sync status ${service.name})`];
-      }
-    }
-    const { warnings } = await handOver(ctx.config, service, to, budget());
-    return warnings;
+    return handover ? [...warnings, ...(await confirmCopies(handover))] : warnings;
   }
 
   /** Every change but rollback: plan → checks → decide → (dry run: stop) → act → record. */

@@ -6,7 +6,7 @@ import { seedLegacy } from '../../legacy-adapter/seed.ts';
 import { waitFor } from '../../stack/ports.ts';
 import { createTestDatabase, dropTestDatabase, legacyTestConfig } from '../../test/harness.ts';
 import { migrateService } from '../services/index.ts';
-import { feedStates, handOver, startFeeds, type RunningFeeds } from './handover.ts';
+import { confirmHandover, emitHandover, feedStates, handOver, startFeeds, type RunningFeeds } from './handover.ts';
 import { cleanupPipeline, drainPipeline } from './status.ts';
 import { SyncWorker } from './worker.ts';
 
@@ -64,6 +64,15 @@ async function write(url: string, n: number, tag: string): Promise<void> {
 async function rowsApplied(pipeline: string): Promise<number> {
   const [r] = await query(analytics.databaseUrl, `SELECT rows_applied FROM strangler_sync.pipelines WHERE pipeline = $1`, [pipeline]);
   return Number(r.rows_applied);
+}
+
+/** The feed has applied everything the invoices database has. */
+async function drainFeed() {
+  const [{ lsn }] = await query(invoices.databaseUrl, `SELECT pg_current_wal_lsn()::text AS lsn`);
+  await waitFor('the feed to catch up', async () => {
+    const [r] = await query(analytics.databaseUrl, `SELECT applied_lsn IS NOT NULL AND applied_lsn >= $1::pg_lsn AS ok FROM strangler_sync.pipelines WHERE pipeline = 'analytics:feed:invoices'`, [lsn]);
+    return r?.ok === true;
+  }, 40_000);
 }
 
 /** The owner's writes are quiet and its sync drained both ways, as the switchover fence leaves them. */
@@ -142,12 +151,28 @@ describe('copies of a service tables follow its switch', () => {
     // The same rows reached legacy, but the forward sync left them to the feed: applied once.
     expect(await rowsApplied('analytics:forward')).toBe(forwardBefore);
     expect(await rowsApplied('analytics:feed:invoices')).toBeGreaterThan(0);
+    await drainFeed();
+    const feedAtSwitch = await rowsApplied('analytics:feed:invoices');
 
-    // A rollback: back to legacy, which takes the writes again.
+    // A rollback while the feed is behind (stopped): legacy takes the writes again at once, and
+    // the forward sync must not apply them before the feed has applied the older ones.
+    await feeds.stop();
+    await write(invoices.databaseUrl, 8, 'behind');
     await quiesce();
-    expect((await handOver(config, invoices, 'legacy', 10_000)).warnings).toEqual([]); // nothing moves for those back
-    const feedBefore = await rowsApplied('analytics:feed:invoices');
+    const pending = await emitHandover(config, invoices, 'legacy'); // the switchover releases writes here
     await write(legacyUrl, 8, 'rolled-back');
+    // Newer changes of the very rows the feed has not applied yet: applied first, they would be overwritten.
+    await query(legacyUrl, `UPDATE invoices SET status = 'paid', updated_at = clock_timestamp() WHERE number LIKE 'behind-%'`);
+    await new Promise((r) => setTimeout(r, 500)); // room for the forward sync to run ahead, if it would
+    expect(await rowsApplied('analytics:feed:invoices')).toBe(feedAtSwitch);
+    feeds = startFeeds(config, analytics, silentLogger, 200);
+    const confirmed = await confirmHandover(pending, 30_000);
+    if (confirmed.moved[0]?.ms == null) {
+      const state = await query(analytics.databaseUrl, `SELECT p.pipeline, p.applied_lsn::text, t.source, t.target, t.paused, t.handover_lsn::text FROM strangler_sync.pipelines p JOIN strangler_sync.tables t USING (pipeline)`);
+      const errors = workers.concat(feeds.workers()).map((w) => `${w.plan?.pipeline}: ${w.state} ${w.lastError?.message ?? 'no error'}`);
+      throw new Error(`handover not confirmed: ${JSON.stringify({ pending: pending.copies.map((c) => c.marks), state, errors }, null, 1)}`);
+    }
+    const feedBefore = await rowsApplied('analytics:feed:invoices');
     await equal('analytics to follow legacy again', analytics.databaseUrl, legacyUrl);
     await equal('the invoices database to follow legacy', invoices.databaseUrl, legacyUrl);
     expect(await rowsApplied('analytics:feed:invoices')).toBe(feedBefore);

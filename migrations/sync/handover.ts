@@ -73,58 +73,80 @@ export async function feedStates(config: ResolvedConfig, owner: ResolvedService)
   return states;
 }
 
+/** Handover messages written, not yet confirmed applied. */
+export interface PendingHandover {
+  to: 'owner' | 'legacy';
+  owner: string;
+  copies: Array<{ state: FeedState; service: ResolvedService; marks: Array<{ pipeline: string; lsn: string }>; started: number }>;
+  warnings: string[];
+}
+
 /**
- * Writes the handover messages for every copy of the owner's tables whose feed exists, then
- * waits (up to `waitMs`) for both pipelines of each to apply them. The caller holds the owner's
- * writes and has drained its sync. A copy whose feed does not exist stays on legacy (warned).
+ * Writes the handover messages for every copy of the owner's tables whose feed exists. The
+ * caller holds the owner's writes and has drained its sync; it may release them at once: the
+ * pipeline that takes a copy over waits, in its own stream, for the one giving it up (worker.ts).
+ * A copy whose feed does not exist stays on legacy (warned).
  */
-export async function handOver(config: ResolvedConfig, owner: ResolvedService, to: 'owner' | 'legacy', waitMs: number): Promise<{ moved: HandoverOutcome[]; warnings: string[] }> {
-  const moved: HandoverOutcome[] = [];
-  const warnings: string[] = [];
+export async function emitHandover(config: ResolvedConfig, owner: ResolvedService, to: 'owner' | 'legacy'): Promise<PendingHandover> {
+  const pending: PendingHandover = { to, owner: owner.name, copies: [], warnings: [] };
   const states = await feedStates(config, owner);
-  if (!states.length) return { moved, warnings };
+  if (!states.length) return pending;
   const legacy = new pg.Client({ connectionString: config.legacy.databaseUrl });
   const ownerDb = new pg.Client({ connectionString: owner.databaseUrl });
   await Promise.all([legacy.connect(), ownerDb.connect()]);
   try {
-    const pending: Array<{ state: FeedState; service: ResolvedService; marks: Array<{ pipeline: string; lsn: string }>; started: number }> = [];
     for (const state of states) {
       if (!state.exists) {
-        if (to === 'owner') warnings.push(`${state.service}'s copies of ${state.tables.join(', ')} stay fed from legacy: its feed from ${owner.name} does not run yet (strangler sync start ${state.service} starts it); finalizing ${owner.name} needs it`);
+        if (to === 'owner') pending.warnings.push(`${state.service}'s copies of ${state.tables.join(', ')} stay fed from legacy: its feed from ${owner.name} does not run yet (strangler sync start ${state.service} starts it); finalizing ${owner.name} needs it`);
         continue;
       }
       const message: HandoverMessage = { service: state.service, owner: owner.name, to };
       const emit = async (c: pg.Client) => (await c.query(`SELECT pg_logical_emit_message(true, $1, $2)::text AS lsn`, [HANDOVER_PREFIX, JSON.stringify(message)])).rows[0].lsn as string;
       const service = config.services.find((s) => s.name === state.service)!;
       const started = Date.now();
-      const [, atLegacy] = await Promise.all([emit(ownerDb), emit(legacy)]);
-      pending.push({
+      const [atOwner, atLegacy] = await Promise.all([emit(ownerDb), emit(legacy)]);
+      const names = pipelineNames(service.name, owner.databaseUrl, 'feed', service.databaseUrl, owner.name);
+      pending.copies.push({
         state,
         service,
         started,
-        // Only the forward side is waited for: once it is past its message, no older change of
-        // legacy can reach the copy after a newer one from the feed, whose own stream keeps order.
-        marks: [{ pipeline: pipelineNames(service.name, config.legacy.databaseUrl, 'forward').pipeline, lsn: atLegacy }],
+        // Done when both pipelines of the copy are past their message.
+        marks: [
+          { pipeline: pipelineNames(service.name, config.legacy.databaseUrl, 'forward').pipeline, lsn: atLegacy },
+          { pipeline: names.pipeline, lsn: atOwner },
+        ],
       });
     }
-    const deadline = Date.now() + waitMs;
-    for (const p of pending) {
-      const done = await withClient(p.service.databaseUrl, async (c) => {
-        for (;;) {
-          const { rows } = await c.query(`SELECT pipeline, applied_lsn::text AS lsn FROM strangler_sync.pipelines WHERE pipeline = ANY($1)`, [p.marks.map((m) => m.pipeline)]);
-          const applied = new Map(rows.map((r) => [r.pipeline as string, r.lsn as string | null]));
-          if (p.marks.every((m) => applied.get(m.pipeline) && lsnDistance(applied.get(m.pipeline)!, m.lsn) === 0)) return true;
-          if (Date.now() > deadline) return false;
-          await new Promise((r) => setTimeout(r, 5));
-        }
-      });
-      moved.push({ service: p.state.service, tables: p.state.tables, ms: done ? Date.now() - p.started : null });
-      if (!done) warnings.push(`${p.state.service} has not applied the handover of ${p.state.tables.join(', ')} to ${to === 'owner' ? owner.name : 'legacy'} yet; it takes effect when its sync catches up (strangler sync status ${p.state.service})`);
-    }
-    return { moved, warnings };
+    return pending;
   } finally {
     await Promise.all([legacy.end().catch(() => undefined), ownerDb.end().catch(() => undefined)]);
   }
+}
+
+/** Waits (up to `waitMs`) until both pipelines of each copy have applied their handover message. */
+export async function confirmHandover(pending: PendingHandover, waitMs: number): Promise<{ moved: HandoverOutcome[]; warnings: string[] }> {
+  const moved: HandoverOutcome[] = [];
+  const warnings = [...pending.warnings];
+  const deadline = Date.now() + waitMs;
+  for (const p of pending.copies) {
+    const done = await withClient(p.service.databaseUrl, async (c) => {
+      for (;;) {
+        const { rows } = await c.query(`SELECT pipeline, applied_lsn::text AS lsn FROM strangler_sync.pipelines WHERE pipeline = ANY($1)`, [p.marks.map((m) => m.pipeline)]);
+        const applied = new Map(rows.map((r) => [r.pipeline as string, r.lsn as string | null]));
+        if (p.marks.every((m) => applied.get(m.pipeline) && lsnDistance(applied.get(m.pipeline)!, m.lsn) === 0)) return true;
+        if (Date.now() > deadline) return false;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    });
+    moved.push({ service: p.state.service, tables: p.state.tables, ms: done ? Date.now() - p.started : null });
+    if (!done) warnings.push(`${p.state.service} has not applied the handover of ${p.state.tables.join(', ')} to ${pending.to === 'owner' ? pending.owner : 'legacy'} yet; it takes effect when its sync catches up (strangler sync status ${p.state.service})`);
+  }
+  return { moved, warnings };
+}
+
+/** Both steps: write the messages, then wait for them to be applied. */
+export async function handOver(config: ResolvedConfig, owner: ResolvedService, to: 'owner' | 'legacy', waitMs: number): Promise<{ moved: HandoverOutcome[]; warnings: string[] }> {
+  return confirmHandover(await emitHandover(config, owner, to), waitMs);
 }
 
 export interface RunningFeeds {

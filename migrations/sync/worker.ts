@@ -12,7 +12,7 @@ import { pipeline } from 'node:stream/promises';
 import { copyTables, type BackfillProgress } from './backfill.ts';
 import { readSourceTables } from './catalog.ts';
 import { compareLsn, lsnDistance } from './lsn.ts';
-import { buildSyncPlan, feedsOf, originOf, quoteIdent as q, reverseMapping, targetTableDdl, type Direction, type SyncPlan, type TablePlan } from './plan.ts';
+import { buildSyncPlan, feedsOf, originOf, pipelineNames, quoteIdent as q, reverseMapping, targetTableDdl, type Direction, type SyncPlan, type TablePlan } from './plan.ts';
 import { ensureStateSchema, readPipelineState } from './state.ts';
 
 export const HEARTBEAT_PREFIX = 'strangler_heartbeat';
@@ -368,6 +368,8 @@ export class SyncWorker {
         const tx = this.#tx;
         this.#tx = null;
         if (!tx || tx.skip) return;
+        // Before its transaction opens: the wait must hold no lock the other pipeline may need.
+        if (tx.handover && !tx.open) await this.#afterCounterpartPauses(target, tx.handover);
         await this.#flush(target, tx);
         await this.#begin(target, tx);
         const paused = tx.handover ? await this.#handover(target, tx.handover, m.commitEndLsn!) : null;
@@ -399,9 +401,7 @@ export class SyncWorker {
    */
   async #handover(target: pg.Client, h: HandoverMessage, lsn: string): Promise<Set<string>> {
     const plan = this.#plan!;
-    const owner = this.#o.config.services.find((s) => s.name === h.owner);
-    const tables = plan.direction === 'feed' ? plan.tables : owner ? plan.tables.filter((t) => owner.tables.some((o) => !o.replica && o.source === t.source)) : [];
-    const pause = plan.direction === 'feed' ? h.to === 'legacy' : h.to === 'owner';
+    const { tables, pause } = this.#handoverScope(h);
     const next = new Set(this.#paused);
     for (const t of tables) {
       if (pause) next.add(t.source);
@@ -412,6 +412,46 @@ export class SyncWorker {
       this.#o.logger.info({ pipeline: plan.pipeline, tables: tables.map((t) => t.source), paused: pause, lsn }, `copies of ${h.owner}'s tables now come from ${h.to === 'owner' ? h.owner : 'legacy'}`);
     }
     return next;
+  }
+
+  /** The copies a handover message moves in this pipeline, and whether it pauses or resumes them. */
+  #handoverScope(h: HandoverMessage): { tables: TablePlan[]; pause: boolean } {
+    const plan = this.#plan!;
+    const owner = this.#o.config.services.find((s) => s.name === h.owner);
+    const tables = plan.direction === 'feed' ? plan.tables : owner ? plan.tables.filter((t) => owner.tables.some((o) => !o.replica && o.source === t.source)) : [];
+    return { tables, pause: plan.direction === 'feed' ? h.to === 'legacy' : h.to === 'owner' };
+  }
+
+  /**
+   * The pipeline taking the copies over resumes only once the one giving them up has paused at
+   * its own message: until then that one may still apply older changes of the same rows, which
+   * would land after this one's newer ones. So the order holds without the switchover holding
+   * writes until both have applied their messages. Waits outside any target transaction (the
+   * other pipeline may need its locks, to start); a stop aborts it, and the message is applied
+   * again at the restart.
+   */
+  async #afterCounterpartPauses(target: pg.Client, h: HandoverMessage): Promise<void> {
+    const owner = this.#o.config.services.find((s) => s.name === h.owner);
+    const { tables, pause } = this.#handoverScope(h);
+    if (!owner || pause || tables.length === 0) return;
+    const copies = tables.map((t) => t.target);
+    const counterpart =
+      this.#direction === 'feed'
+        ? pipelineNames(this.#o.service.name, this.#o.config.legacy.databaseUrl, 'forward').pipeline
+        : pipelineNames(this.#o.service.name, owner.databaseUrl, 'feed', this.#targetUrl, owner.name).pipeline;
+    const started = Date.now();
+    let warned = false;
+    for (;;) {
+      const { rows } = await target.query(`SELECT count(*)::int AS n, count(*) FILTER (WHERE paused)::int AS paused FROM strangler_sync.tables WHERE pipeline = $1 AND target = ANY($2)`, [counterpart, copies]);
+      // No such pipeline: nothing else writes these copies, nothing to wait for.
+      if (rows[0].n === 0 || rows[0].paused === rows[0].n) return;
+      if (this.#state !== 'active' || this.#restarting) throw new StranglerError(`stopped while ${this.#plan!.pipeline} waited for ${counterpart} to reach its handover`, 'NOT_READY');
+      if (!warned && Date.now() - started > 5_000) {
+        warned = true;
+        this.#o.logger.warn({ pipeline: this.#plan!.pipeline, waitingFor: counterpart, copies }, `the copies wait for ${counterpart} to reach its handover message before ${this.#plan!.pipeline} applies to them (is it running? strangler sync status ${this.#o.service.name})`);
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
   }
 
   /**
