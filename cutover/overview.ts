@@ -13,6 +13,8 @@ export interface PrefixOverview {
   mode: string;
   weight: number;
   gateways: { acknowledged: number; live: number; version: number };
+  /** Instances the gateways may send to now, of those known (registry or strangler.yaml); null without a gateway reporting. */
+  instances: { available: number; total: number } | null;
   sync: { state: string; lagBytes: number | null; lagSeconds: number | null; lastVerify: string | null };
   reverse: { state: string; lagBytes: number | null; conflicts: number } | null;
   shadow: { compared: number; lagged: number; mismatchPercent: number | null };
@@ -24,6 +26,8 @@ export interface PrefixOverview {
 /** Everything `strangler status` and `plan` show, per prefix, in the migration order. */
 export async function overview(cutover: Cutover, redis: import('ioredis').Redis, keys: import('../gateway/redis-keys.ts').RedisKeys, config: ResolvedConfig, windowMs = 60_000): Promise<PrefixOverview[]> {
   const gateways = await liveGateways(redis, keys, cutover.liveWithinMs).catch(() => []);
+  const { readInstances } = await import('../gateway/instances-report.ts');
+  const instances = await readInstances(config, redis, keys).catch(() => []);
   const out: PrefixOverview[] = [];
   for (const service of config.services) {
     const status = await cutover.store.status(service.name, service.prefix);
@@ -49,6 +53,7 @@ export async function overview(cutover: Cutover, redis: import('ioredis').Redis,
       mode: routes?.mode ?? 'legacy',
       weight: routes?.weight ?? 0,
       gateways: { acknowledged: gateways.filter((g) => g.version >= version).length, live: gateways.length, version },
+      instances: ((i) => (i && i.gateways.length ? { available: i.available, total: i.instances.filter((r) => r.registry !== 'gone').length } : null))(instances.find((i) => i.service === service.name)),
       sync: { state: sync?.state ?? 'not started', lagBytes: sync?.lagBytes ?? null, lagSeconds: sync?.lagSeconds ?? null, lastVerify: sync?.lastVerify ? `${sync.lastVerify.ok ? 'passed' : 'FAILED'} ${sync.lastVerify.at}` : null },
       reverse: writes ? { state: reverse?.state ?? 'not started', lagBytes: reverse?.lagBytes ?? null, conflicts: (reverse?.conflicts ?? 0) + (sync?.conflicts ?? 0) } : null,
       shadow: { compared, lagged: Number(counts.lagged ?? 0), mismatchPercent: compared ? Math.round((10_000 * Number(counts.mismatch ?? 0)) / compared) / 100 : null },

@@ -167,7 +167,7 @@ export async function runMigration(topology: Topology, say: (line: string) => vo
 
   say('\nstrangler status');
   const rows = await overview(cutover, redis, cutover.probe(0).keys, config, 60_000);
-  for (const r of rows) say(`  ${r.prefix.padEnd(16)} ${r.service.padEnd(10)} ${r.phase.padEnd(12)} ${r.mode.padEnd(8)} gateways ${r.gateways.acknowledged}/${r.gateways.live} @v${r.gateways.version}  sync ${r.sync.state} lag ${r.sync.lagBytes ?? '-'} B  reverse ${r.reverse ? `${r.reverse.state} lag ${r.reverse.lagBytes ?? '-'} B, ${r.reverse.conflicts} conflicts` : 'n/a'}  shadow ${r.shadow.mismatchPercent ?? '-'}% of ${r.shadow.compared}`);
+  for (const r of rows) say(`  ${r.prefix.padEnd(16)} ${r.service.padEnd(10)} ${r.phase.padEnd(12)} ${r.mode.padEnd(8)} gateways ${r.gateways.acknowledged}/${r.gateways.live} @v${r.gateways.version}  instances ${r.instances ? `${r.instances.available}/${r.instances.total}` : '-'}  sync ${r.sync.state} lag ${r.sync.lagBytes ?? '-'} B  reverse ${r.reverse ? `${r.reverse.state} lag ${r.reverse.lagBytes ?? '-'} B, ${r.reverse.conflicts} conflicts` : 'n/a'}  shadow ${r.shadow.mismatchPercent ?? '-'}% of ${r.shadow.compared}`);
   say('\nsummary');
   say(`  requests served through the gateway: ${load.figures.requests}, errors (5xx or no answer): ${load.figures.errors}${Object.keys(load.figures.errorsByPrefix).length ? ` ${JSON.stringify(load.figures.errorsByPrefix)}` : ''}`);
   say(`  invoices created and acknowledged: ${load.figures.invoices.length}; writes lost: ${lost} (checked against ${servingUrl.split('/').pop()})`);

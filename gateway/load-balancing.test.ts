@@ -146,6 +146,17 @@ describe('service discovery and load balancing across real invoices instances', 
     expect(invoices.available).toBe(3);
     expect(invoices.instances.map((i) => [i.registry, i.health['gw-lb']])).toEqual([['live', 'healthy'], ['live', 'healthy'], ['live', 'healthy']]);
     expect(invoices.instances.reduce((n, i) => n + i.recentRequests, 0)).toBeGreaterThanOrEqual(30);
+
+    // `strangler status` counts them too.
+    const { openCutover } = await import('../cutover/executor.ts');
+    const { overview } = await import('../cutover/overview.ts');
+    const opened = await openCutover(config, 'test');
+    try {
+      const rows = await overview(opened.cutover, opened.redis, redisKeys(config.redis.keyPrefix), config);
+      expect(rows.find((r) => r.service === 'invoices')!.instances).toEqual({ available: 3, total: 3 });
+    } finally {
+      await opened.close();
+    }
   });
 
   it('loses no safe request when an instance is SIGKILLed under load, drops it within the health-check window, and takes it back once restarted', async () => {

@@ -25,7 +25,7 @@ function table(rows: string[][]): string {
 /** `strangler status`: a table per prefix: phase, mode, weight, gateways, sync, shadow, canary. */
 export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
   command: 'status',
-  describe: 'routes, phases, weights, gateway acks, sync lag, last verify, shadow mismatch, canary figures',
+  describe: 'routes, phases, weights, gateway acks, instances up, sync lag, last verify, shadow mismatch, canary figures',
   builder: (y: Argv<GlobalArgs>) => y.option('window', { type: 'number', default: 60, describe: 'seconds of canary figures' }) as unknown as Argv<StatusArgs>,
   handler: async (args) => {
     const { config, cutover, redis, keys, close } = await open(args).then((o) => ({ ...o, keys: o.cutover.probe(0).keys }));
@@ -34,7 +34,7 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
       const rows = await overview(cutover, redis, keys, config, args.window * 1000);
       output(args, rows, () =>
         table([
-          ['PREFIX', 'SERVICE', 'PHASE', 'MODE', 'WEIGHT', 'GATEWAYS', 'SYNC', 'LAG', 'REVERSE', 'CONFLICTS', 'LAST VERIFY', 'SHADOW DIFF', `CANARY ERR/P99 (${args.window}s) svc vs legacy`],
+          ['PREFIX', 'SERVICE', 'PHASE', 'MODE', 'WEIGHT', 'GATEWAYS', 'INSTANCES', 'SYNC', 'LAG', 'REVERSE', 'CONFLICTS', 'LAST VERIFY', 'SHADOW DIFF', `CANARY ERR/P99 (${args.window}s) svc vs legacy`],
           ...rows.map((r) => [
             r.prefix,
             r.service,
@@ -42,6 +42,7 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
             r.mode,
             r.mode === 'canary' ? `${r.weight}%` : r.mode === 'service' ? '100%' : '-',
             `${r.gateways.acknowledged}/${r.gateways.live} @v${r.gateways.version}`,
+            r.instances ? `${r.instances.available}/${r.instances.total} up` : '-',
             r.sync.state,
             fmtLag(r.sync.lagBytes, r.sync.lagSeconds),
             r.reverse ? `${r.reverse.state}${r.reverse.lagBytes !== null ? ` ${r.reverse.lagBytes} B` : ''}` : 'n/a (read-only)',
