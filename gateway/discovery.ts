@@ -1,3 +1,5 @@
+import { isIP } from 'node:net';
+import proxyaddr from 'proxy-addr';
 import type { Logger } from '../core/logger.ts';
 import type { ServiceRegistry } from '../core/registry/registry.ts';
 import type { Cluster } from './upstreams.ts';
@@ -15,8 +17,10 @@ export interface Discovery {
  * whose instances announce a change. While the registry cannot be read the last known members
  * stay (the active health checks still take a dead one out of rotation).
  */
-export function startDiscovery(o: { registry: ServiceRegistry; clusters: Cluster[]; refreshMs: number; logger: Logger }): Discovery {
+export function startDiscovery(o: { registry: ServiceRegistry; clusters: Cluster[]; refreshMs: number; logger: Logger; allowedHosts?: string[] }): Discovery {
   const byName = new Map(o.clusters.map((c) => [c.name, c]));
+  const allowed = hostFilter(o.allowedHosts ?? []);
+  const refused = new Set<string>();
   let failing = false;
   let stopped = false;
 
@@ -25,7 +29,12 @@ export function startDiscovery(o: { registry: ServiceRegistry; clusters: Cluster
     try {
       const checks: Promise<void>[] = [];
       for (const c of targets) {
-        const instances = await o.registry.list(c.name);
+        const instances = (await o.registry.list(c.name)).filter((i) => {
+          if (allowed(i.url)) return true;
+          if (!refused.has(i.id)) o.logger.warn({ service: c.name, instance: i.id, url: i.url }, 'registered instance refused: its host is not in registry.allowedHosts');
+          refused.add(i.id);
+          return false;
+        });
         if (stopped) return;
         checks.push(c.setMembers(instances.map((i) => ({ id: i.id, url: i.url, source: 'registry' as const, version: i.version, zone: i.zone }))));
       }
@@ -60,5 +69,26 @@ export function startDiscovery(o: { registry: ServiceRegistry; clusters: Cluster
       await watching;
       await unwatch?.();
     },
+  };
+}
+
+/**
+ * SECURITY: anyone who can write to Redis can register an instance, and the gateway would send
+ * users' requests (with their identity headers) there. registry.allowedHosts bounds that: an
+ * instance whose URL host is not a listed hostname, address or CIDR is never routed to.
+ */
+export function hostFilter(allowedHosts: string[]): (url: string) => boolean {
+  if (allowedHosts.length === 0) return () => true;
+  const names = new Set(allowedHosts.filter((h) => !isIP(h.split('/')[0])).map((h) => h.toLowerCase()));
+  const cidrs = allowedHosts.filter((h) => isIP(h.split('/')[0]));
+  const trusted = cidrs.length ? proxyaddr.compile(cidrs) : () => false;
+  return (url) => {
+    let host: string;
+    try {
+      host = new URL(url).hostname.replace(/^\[|\]$/g, '').toLowerCase();
+    } catch {
+      return false;
+    }
+    return isIP(host) ? trusted(host, 0) : names.has(host);
   };
 }

@@ -92,7 +92,7 @@ beforeAll(async () => {
   invoicesDb = await createTestDatabase('lb_invoices');
   config = {
     ...env.config,
-    registry: { ttlMs: 1_500, heartbeatMs: 300, drainMs: 800 },
+    registry: { ttlMs: 1_500, heartbeatMs: 300, drainMs: 800, allowedHosts: ['127.0.0.0/8', 'localhost'] },
     gateway: {
       ...env.config.gateway,
       healthCheck: HC,
@@ -185,6 +185,18 @@ describe('service discovery and load balancing across real invoices instances', 
     await waitFor('the restarted instance to take requests', async () => availableIds().includes(back.id), 10_000, 50);
     for (let i = 0; i < 15; i++) expect(await get()).toBe(200);
     expect(invoicesView().find((v) => v.id === back.id)!.requests).toBeGreaterThan(0);
+  });
+
+  it('never routes to a registered instance whose host is not in registry.allowedHosts', async () => {
+    const reg = await registry.register({ service: 'invoices', id: 'invoices-elsewhere', url: 'http://10.9.9.9:5003', version: 'x', zone: 'x', startedAt: new Date().toISOString() }, { ttlMs: 1_500, heartbeatMs: 300 });
+    try {
+      expect((await registry.list('invoices')).some((i) => i.id === 'invoices-elsewhere')).toBe(true);
+      await gateway.gateway.discovery.refresh('invoices');
+      expect(invoicesView().map((v) => v.id)).not.toContain('invoices-elsewhere');
+      expect(invoicesView()).toHaveLength(3);
+    } finally {
+      await reg.deregister();
+    }
   });
 
   it('ejects an instance that answers 500s, keeps it out for the ejection time, then readmits it', async () => {

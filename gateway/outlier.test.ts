@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { ResolvedConfig } from '../core/config/load.ts';
 import { formatInstances, mergeInstances, type GatewayView } from './instances-report.ts';
 import { isAvailable, newHealth, readmitIfDue, recordCheck, recordOutcome } from './outlier.ts';
+import { hostFilter } from './discovery.ts';
 import { Cluster, type EndpointView } from './upstreams.ts';
 
 const od = { consecutiveFailures: 3, baseEjectionMs: 1_000, maxEjectionMs: 2_500, maxEjectionPercent: 50 };
@@ -139,5 +140,14 @@ describe('choosing an instance', () => {
     for (let i = 0; i < 3; i++) legacy.report(legacy.endpoints[0], { ok: false, kind: 'connect' });
     expect(legacy.pick()!.id).toBe('a');
     await Promise.all([svc.close(), legacy.close()]);
+  });
+});
+
+describe('registry.allowedHosts', () => {
+  it('admits listed hostnames, addresses and CIDRs only, and anything when empty', () => {
+    const allowed = hostFilter(['10.0.0.0/8', 'invoices.internal', '::1']);
+    expect(['http://10.2.3.4:5003', 'http://INVOICES.internal:80', 'http://[::1]:5003'].map(allowed)).toEqual([true, true, true]);
+    expect(['http://11.0.0.1:5003', 'http://invoices.internal.evil.test', 'http://127.0.0.1:5003', 'not a url'].map(allowed)).toEqual([false, false, false, false]);
+    expect(hostFilter([])('http://anything:1')).toBe(true);
   });
 });

@@ -103,6 +103,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     registry: createRedisRegistry({ redis, keyPrefix: config.redis.keyPrefix, logger }),
     clusters: config.services.filter((s) => s.discovery === 'registry').map((s) => upstreams.get(s.name)!),
     refreshMs: g.loadBalancer.refreshMs,
+    allowedHosts: config.registry.allowedHosts,
     logger,
   });
 

@@ -217,6 +217,11 @@ export const configSchema = z.strictObject({
       heartbeatMs: z.number().int().min(100).default(1_000),
       /** On a graceful stop: time between deregistering and closing, for gateways to stop sending. */
       drainMs: z.number().int().min(0).default(1_500),
+      /**
+       * Hosts a registered instance's URL may point at: hostnames, IP addresses or CIDRs. Empty:
+       * any. Whoever can write to Redis can register an instance; this bounds where traffic can go.
+       */
+      allowedHosts: z.array(z.string().min(1)).default([]),
     })
     .prefault({}),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
