@@ -52,7 +52,8 @@ export function mergeInstances(config: ResolvedConfig, registered: ServiceInstan
       if (!r) rows.set(id, (r = { id, url, version: null, zone: null, registry, health: {}, ejected: {}, ejections: 0, inFlight: 0, recentRequests: 0, recentFailures: 0, errorRate: null }));
       return r;
     };
-    for (const i of registered.filter((x) => x.service === s.name)) Object.assign(row(i.id, i.url, 'live'), { version: i.version, zone: i.zone });
+    // A static service's instances register too, but the gateways use strangler.yaml's URLs for it.
+    if (s.discovery === 'registry') for (const i of registered.filter((x) => x.service === s.name)) Object.assign(row(i.id, i.url, 'live'), { version: i.version, zone: i.zone });
     for (const v of views) {
       for (const e of v.clusters[s.name] ?? []) {
         const r = row(e.id, e.url, e.source === 'static' ? 'static' : 'gone');

@@ -72,19 +72,22 @@ describe('passive outlier detection', () => {
 });
 
 describe('strangler services: merging the registry and the gateways', () => {
-  const config = { services: [{ name: 'invoices', prefix: '/api/invoices', discovery: 'registry' }] } as unknown as ResolvedConfig;
+  const config = { services: [{ name: 'invoices', prefix: '/api/invoices', discovery: 'registry' }, { name: 'auth', prefix: '/api/auth', discovery: 'static' }] } as unknown as ResolvedConfig;
   const endpoint = (id: string, o: Partial<EndpointView> = {}): EndpointView => ({
     id, url: `http://127.0.0.1:1/${id}`, source: 'registry', version: '1', zone: 'z', health: 'healthy', available: true, ejected: false, ejectedForMs: 0, ejections: 0, inFlight: 1, requests: 10, failures: 0, recentRequests: 10, recentFailures: 0, ...o,
   });
   const registered = ['i-1', 'i-2', 'i-3'].map((id) => ({ service: 'invoices', id, url: `http://127.0.0.1:1/${id}`, version: '1', zone: 'z', startedAt: '' }));
+  // auth is static: its instance registers too, but the gateways use strangler.yaml's URL.
+  registered.push({ service: 'auth', id: 'auth-1', url: 'http://127.0.0.1:5002', version: '1', zone: 'z', startedAt: '' });
   const views: GatewayView[] = [
-    { gateway: 'g1', at: 0, clusters: { invoices: [endpoint('i-1'), endpoint('i-2', { ejected: true, available: false, ejectedForMs: 4_200, ejections: 2, recentFailures: 5 }), endpoint('i-old')] } },
+    { gateway: 'g1', at: 0, clusters: { auth: [endpoint('127.0.0.1:5002', { source: 'static' })], invoices: [endpoint('i-1'), endpoint('i-2', { ejected: true, available: false, ejectedForMs: 4_200, ejections: 2, recentFailures: 5 }), endpoint('i-old')] } },
     { gateway: 'g2', at: 0, clusters: { invoices: [endpoint('i-1'), endpoint('i-2'), endpoint('i-3', { health: 'unhealthy', available: false })] } },
   ];
 
   it('sums in-flight and recent figures over gateways and counts as available only what every gateway may use', () => {
-    const [legacy, invoices] = mergeInstances(config, registered, views);
+    const [legacy, invoices, auth] = mergeInstances(config, registered, views);
     expect(legacy).toMatchObject({ service: 'legacy', instances: [] });
+    expect(auth.instances.map((r) => [r.id, r.registry])).toEqual([['127.0.0.1:5002', 'static']]);
     expect(invoices.available).toBe(1);
     const byId = Object.fromEntries(invoices.instances.map((r) => [r.id, r]));
     expect(byId['i-1']).toMatchObject({ registry: 'live', inFlight: 2, recentRequests: 20, errorRate: 0 });
