@@ -185,6 +185,21 @@ describe('copies of a service tables follow its switch', () => {
     await equal('analytics to follow the invoices database alone', analytics.databaseUrl, invoices.databaseUrl);
     expect(await digest(legacyUrl)).not.toBe(await digest(invoices.databaseUrl));
     expect(await query(analytics.databaseUrl, `SELECT * FROM strangler_sync.conflicts`)).toEqual([]);
+
+    // The forward sync starts over (its slot lost): it copies what it keeps, not what the feed keeps.
+    const forward = workers.find((w) => w.plan?.pipeline === 'analytics:forward')!;
+    await forward.stop();
+    workers.splice(workers.indexOf(forward), 1);
+    await cleanupPipeline(config, analytics);
+    const again = new SyncWorker({ config, service: analytics, logger: silentLogger });
+    workers.push(again);
+    await again.start();
+    expect(await query(analytics.databaseUrl, `SELECT source, paused FROM strangler_sync.tables WHERE pipeline = 'analytics:forward' AND source LIKE 'invoice%' ORDER BY source`)).toEqual([
+      { source: 'invoice_items', paused: true },
+      { source: 'invoices', paused: true },
+    ]);
+    await write(invoices.databaseUrl, 4, 'after-restart');
+    await equal('analytics to still follow the invoices database', analytics.databaseUrl, invoices.databaseUrl);
   }, 240_000);
 
   it('leaves a copy on legacy, with a warning, when its feed does not run', async () => {

@@ -267,6 +267,12 @@ export class SyncWorker {
     this.#o.logger.info({ slot: plan.slot, point }, `${plan.direction} sync starts`);
   }
 
+  /** Target tables a feed applies to now (a feed pipeline of this database has them unpaused). */
+  async #fedByOwner(target: pg.Client): Promise<Set<string>> {
+    const { rows } = await target.query(`SELECT target FROM strangler_sync.tables WHERE pipeline LIKE $1 AND NOT paused`, [`${this.#o.service.name}:feed:%`]);
+    return new Set(rows.map((r) => r.target as string));
+  }
+
   async #fullBackfill(source: pg.Client, target: pg.Client, plan: SyncPlan, slotExists: boolean): Promise<void> {
     const { logger } = this.#o;
     if (slotExists) await source.query(`SELECT pg_drop_replication_slot($1)`, [plan.slot]); // a half-done backfill starts over
@@ -283,7 +289,15 @@ export class SyncWorker {
       const { rows } = await repl.query(`CREATE_REPLICATION_SLOT ${q(plan.slot)} LOGICAL pgoutput (SNAPSHOT 'export')`);
       const { consistent_point: point, snapshot_name: snapshot } = rows[0];
       logger.info({ slot: plan.slot, point }, 'slot created; backfilling in its snapshot');
-      const total = await copyTables({ sourceUrl: this.#sourceUrl, target, snapshot, fromLsn: point, pipeline: plan.pipeline, tables: plan.tables, onProgress: this.#o.onProgress });
+      // Copies a feed keeps now (their owner is switched) are the feed's: a forward sync that
+      // starts over must not overwrite them with legacy's rows (stale once finalized).
+      const fed = plan.direction === 'forward' ? await this.#fedByOwner(target) : new Set<string>();
+      const copied = plan.tables.filter((t) => !fed.has(t.target));
+      const total = await copyTables({ sourceUrl: this.#sourceUrl, target, snapshot, fromLsn: point, pipeline: plan.pipeline, tables: copied, onProgress: this.#o.onProgress });
+      for (const t of plan.tables.filter((x) => fed.has(x.target))) {
+        await target.query(`INSERT INTO strangler_sync.tables (pipeline, source, target, from_lsn, rows_copied, paused) VALUES ($1, $2, $3, $4, 0, true)`, [plan.pipeline, t.source, t.target, point]);
+        logger.info({ pipeline: plan.pipeline, table: t.target }, 'left to its feed (the owner is switched): not copied, paused');
+      }
       await target.query(
         `UPDATE strangler_sync.pipelines SET status = 'streaming', applied_lsn = $2, backfill_lsn = $2, backfilled_at = now(), backfill_rows = $3, updated_at = now() WHERE pipeline = $1`,
         [plan.pipeline, point, total],
