@@ -42,13 +42,13 @@ export interface RunningLegacy extends RunningServer {
 }
 
 /** Starts the monolith on the configured port (or `port`: 0 takes a free one). */
-export async function startLegacyApp(config: ResolvedConfig, options: { port?: number; logger?: Logger } = {}): Promise<RunningLegacy> {
+export async function startLegacyApp(config: ResolvedConfig, options: { port?: number; host?: string; logger?: Logger } = {}): Promise<RunningLegacy> {
   const logger = options.logger ?? createLogger('legacy', config.logLevel);
   const db = openDatabase(config.legacy.databaseUrl);
   const ocr = createOcrEngine();
   const app = createLegacyApp({ db, logger, ocr, legacy: config.legacy });
   try {
-    const server = await listen(app, options.port ?? config.legacy.port);
+    const server = await listen(app, options.port ?? config.legacy.port, options.host);
     return {
       ...server,
       db,

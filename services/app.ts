@@ -122,7 +122,7 @@ export interface RunningService extends RunningServer {
 }
 
 /** `strangler service <name>`: migrates the service database, then serves on the service port. */
-export async function startService(config: ResolvedConfig, name: string, options: ServiceAppOptions & { port?: number; logger?: Logger } = {}): Promise<RunningService> {
+export async function startService(config: ResolvedConfig, name: string, options: ServiceAppOptions & { port?: number; host?: string; logger?: Logger } = {}): Promise<RunningService> {
   const service = serviceByName(config, name);
   const logger = options.logger ?? createLogger(name, config.logLevel);
   await migrateService(service);
@@ -154,7 +154,7 @@ export async function startService(config: ResolvedConfig, name: string, options
     } else if (redis) {
       relay = startOutboxRelay({ db, redis, keyPrefix: config.redis.keyPrefix, source: service.name, logger });
     }
-    const server = await listen(createServiceApp(config, service, { db, logger, ocr, ocrQueue }, options), options.port ?? service.port);
+    const server = await listen(createServiceApp(config, service, { db, logger, ocr, ocrQueue }, options), options.port ?? service.port, options.host);
     const registration = options.instance === false ? undefined : await registerInstance(config, service, server.url, options.instance ?? {}, logger);
     let closing: Promise<void> | null = null;
     return {

@@ -55,6 +55,10 @@ describe('docker-compose.yml agrees with strangler.yaml', () => {
 });
 
 describe('docker-compose commands', () => {
+  it('makes legacy and the services listen on every interface of their container (the gateway reaches them by name)', () => {
+    for (const name of ['legacy', ...local.services.map((s) => s.name)]) expect(compose.services[name].environment?.STRANGLER_HOST, name).toBe('0.0.0.0');
+  });
+
   it('runs only strangler commands that exist', async () => {
     const { commands } = await import('../cli/commands/index.ts');
     const names = new Set(commands.map((c) => String(c.command).split(' ')[0]));

@@ -5,6 +5,7 @@ import { resolveCliConfig, type GlobalArgs } from '../context.ts';
 interface ServiceArgs extends GlobalArgs {
   name: string;
   port?: number;
+  host: string;
   tokens: string;
   advertiseUrl?: string;
   zone?: string;
@@ -19,6 +20,7 @@ export const serviceCommand: CommandModule<GlobalArgs, ServiceArgs> = {
     y
       .positional('name', { type: 'string', demandOption: true })
       .option('port', { type: 'number', describe: 'default: the service port of strangler.yaml' })
+      .option('host', { type: 'string', default: process.env.STRANGLER_HOST ?? '127.0.0.1', describe: 'address to listen on (0.0.0.0 in a container; the registry then gets this machine\'s name)' })
       .option('tokens', { type: 'string', default: process.env.STRANGLER_AUTH_TOKENS ?? 'legacy', describe: 'auth: legacy (HS256 the monolith accepts) | rs256 (own keys, JWKS)' })
       .option('advertise-url', { type: 'string', describe: 'the URL gateways reach this instance at (registry); default: where it listens' })
       .option('zone', { type: 'string', default: process.env.STRANGLER_ZONE ?? 'local', describe: 'zone recorded in the registry' })
@@ -29,6 +31,7 @@ export const serviceCommand: CommandModule<GlobalArgs, ServiceArgs> = {
     const { startService } = await import('../../services/app.ts');
     const running = await startService(config, args.name, {
       port: args.port,
+      host: args.host,
       tokenFormat: args.tokens,
       instance: { advertiseUrl: args.advertiseUrl, zone: args.zone, version: args.instanceVersion },
     });

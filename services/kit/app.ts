@@ -1,4 +1,5 @@
 import type { AddressInfo } from 'node:net';
+import { hostname } from 'node:os';
 import type { Server } from 'node:http';
 import express, { type Express } from 'express';
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
@@ -83,8 +84,10 @@ export async function listen(app: Express, port = 0, host = '127.0.0.1'): Promis
   server.keepAliveTimeout = 65_000; // longer than a gateway's idle pool timeout, so it never reuses a closing socket
   const address = server.address() as AddressInfo;
   let closing: Promise<void> | null = null;
+  // Bound to every interface (a container): others reach it by this machine's name.
+  const reachable = host === '0.0.0.0' || host === '::' ? hostname() : host.includes(':') ? `[${host}]` : host;
   return {
-    url: `http://${host}:${address.port}`,
+    url: `http://${reachable}:${address.port}`,
     port: address.port,
     server,
     close(graceMs = 5_000) {
