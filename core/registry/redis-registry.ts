@@ -70,10 +70,19 @@ export function createRedisRegistry(options: { redis: Redis; keyPrefix: string; 
       const heartbeatMs = o.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
       if (heartbeatMs >= ttlMs) throw new Error(`registry heartbeat (${heartbeatMs} ms) must be shorter than the TTL (${ttlMs} ms)`);
       let stopped = false;
+      let failing = false;
+      // Said once when heartbeats start failing and once when they work again, not every beat.
       const beat = () =>
-        heartbeat(instance, ttlMs).catch((err: Error) => {
-          if (!stopped) logger?.warn({ err: err.message, service: instance.service, id: instance.id }, 'registry heartbeat failed; retrying');
-        });
+        heartbeat(instance, ttlMs).then(
+          () => {
+            if (failing) logger?.info({ service: instance.service, id: instance.id }, 'registry heartbeats work again');
+            failing = false;
+          },
+          (err: Error) => {
+            if (!stopped && !failing) logger?.warn({ err: err.message, service: instance.service, id: instance.id }, `registry heartbeat failed; retrying every ${heartbeatMs} ms (the entry lapses after ${ttlMs} ms)`);
+            failing = true;
+          },
+        );
       const timer = setInterval(() => void beat(), heartbeatMs);
       timer.unref();
       await heartbeat(instance, ttlMs).catch((err: Error) => logger?.warn({ err: err.message }, 'registry unreachable at start; heartbeats will register the instance'));
