@@ -1,7 +1,8 @@
 /**
  * `npm run bench:gateway`: gateway throughput and latency against baselines measured in the
  * same run on the same machine: the upstream direct, nginx as a reverse proxy (installed with
- * apt when missing and allowed), and the gateway bare, with every feature on, and with 2 workers.
+ * apt when missing and allowed), the bare node:http + undici proxy the gateway is built on, and
+ * the gateway bare, with every feature on, and with 2 workers.
  * Targets (the gateway issue): all features on ≥ 0.35× nginx's req/s, p99 ≤ 2× nginx's.
  * Every target runs up front and is measured in interleaved rounds (BENCH_ROUNDS × BENCH_SECONDS).
  */
@@ -72,6 +73,12 @@ http { access_log off;
     say('nginx not available: its baseline is skipped');
   }
 
+  // The floor of the gateway's own stack (node:http + undici, nothing else), as a second baseline.
+  const minPort = await freePort();
+  start(process.execPath, ['--import', 'tsx', resolve(ROOT, 'bench/min-proxy.ts'), String(minPort), String(upstreamPort)]);
+  await waitFor('minimal node proxy', () => isListening(minPort), 20_000);
+  targets.push({ name: 'node:http + undici, no features', url: `http://127.0.0.1:${minPort}/api/invoices` });
+
   const stack = await LocalStack.start({ postgres: { ephemeral: true } });
   try {
     const controlUrl = `${stack.postgres.baseUrl}/bench_control`;
@@ -116,6 +123,7 @@ http { access_log off;
 
     const results = await measureRounds(targets, { rounds, seconds });
     const nginx = results.find((r) => r.name === 'nginx (1 worker)');
+    const floor = results.find((r) => r.name === 'node:http + undici, no features')!;
     const direct = results[0];
     say(`\ngateway bench: ${loadGenerator()}, ${rounds} interleaved rounds of ${seconds} s per target (medians), loopback, ${process.env.BENCH_NOTE ?? 'this machine'}\n`);
     printTable(results, { nginx, direct });
@@ -123,6 +131,7 @@ http { access_log off;
     const full = results.find((r) => r.name === 'gateway, all features on')!;
     if (nginx) {
       say(`target: all features on ≥ 0.35× nginx req/s → ${roundRatio(full, nginx).toFixed(2)}× (median of the per-round ratios); p99 ≤ 2× nginx → ${(full.p99 / Math.max(nginx.p99, 0.01)).toFixed(2)}×`);
+      say(`the floor of the stack (node:http + undici, no features): ${roundRatio(floor, nginx).toFixed(2)}× nginx req/s, p99 ${(floor.p99 / Math.max(nginx.p99, 0.01)).toFixed(2)}× nginx; all features on = ${roundRatio(full, floor).toFixed(2)}× the floor's req/s`);
     }
   } finally {
     await stack.stop();

@@ -33,6 +33,21 @@ export function createGatewayMetrics(options: { defaultMetrics?: boolean } = {})
 
 export type GatewayMetrics = ReturnType<typeof createGatewayMetrics>;
 
+/**
+ * prom-client hashes a label object on every inc/observe; on the request path the gateway keeps
+ * the bound child per label values instead (values in the metric's labelNames order). Only for
+ * metrics that are never reset (a reset detaches the children).
+ */
+export function boundLabels<C>(metric: { labels(...values: string[]): C }): (...values: string[]) => C {
+  const children = new Map<string, C>();
+  return (...values) => {
+    const key = values.join('\u0000');
+    let child = children.get(key);
+    if (!child) children.set(key, (child = metric.labels(...values)));
+    return child;
+  };
+}
+
 interface Figures {
   requests: number;
   errors: number;

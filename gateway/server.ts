@@ -10,7 +10,7 @@ import { createTokenVerifier, jwksFor } from '../services/kit/jwt.ts';
 import { CANARY_COOKIE, newCanaryCookieValue, readCanaryCookie } from './canary.ts';
 import { createEdgeAuth } from './edge-auth.ts';
 import { traceparentFor, upstreamHeaders, validRequestId } from './headers.ts';
-import { createGatewayMetrics, RouteFigures, type GatewayMetrics } from './metrics.ts';
+import { boundLabels, createGatewayMetrics, RouteFigures, type GatewayMetrics } from './metrics.ts';
 import { normalizeRequestTarget } from './path-normalize.ts';
 import { forward, limitBody, readBody, RetryableStatus, type Body } from './proxy.ts';
 import { createRateLimiter, rateLimitHeaders } from './rate-limit.ts';
@@ -328,12 +328,14 @@ export function createGateway(deps: GatewayDeps): Gateway {
     }
   }
 
+  const requestsBy = boundLabels(metrics.requests);
+  const latencyBy = boundLabels(metrics.latency);
   function record(service: string | undefined, prefix: string | undefined, target: Target, status: number, started: number) {
     const ms = performance.now() - started;
     const klass = `${Math.floor(status / 100)}xx`;
     const label = prefix ?? 'unrouted';
-    metrics.requests.inc({ prefix: label, target, class: klass });
-    metrics.latency.observe({ prefix: label, target }, ms / 1000);
+    requestsBy(label, target, klass).inc();
+    latencyBy(label, target).observe(ms / 1000);
     if (service) figures.record(service, target, status, ms);
   }
 

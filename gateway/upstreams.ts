@@ -1,6 +1,6 @@
 import { Pool } from 'undici';
 import type { Logger } from '../core/logger.ts';
-import type { GatewayMetrics } from './metrics.ts';
+import { boundLabels, type GatewayMetrics } from './metrics.ts';
 import { isAvailable, isEjected, newHealth, readmitIfDue, recordCheck, recordOutcome, type InstanceHealth, type OutlierConfig } from './outlier.ts';
 
 /** Sent with every active health check, so an instance (or a test) can tell them from traffic. */
@@ -84,10 +84,12 @@ export class Cluster {
   #list: Endpoint[] = [];
   #next = 0;
   #timer: NodeJS.Timeout | null = null;
+  readonly #requestsBy: ((...values: string[]) => { inc(): void }) | null;
 
   constructor(name: string, options: ClusterOptions, statics: EndpointSpec[] = []) {
     this.name = name;
     this.#o = options;
+    this.#requestsBy = options.metrics ? boundLabels(options.metrics.instanceRequests) : null;
     for (const s of statics) this.#add(s, 'healthy');
   }
 
@@ -149,7 +151,7 @@ export class Cluster {
     e.requests++;
     e.recent.add(!outcome.ok, now);
     const m = this.#o.metrics;
-    m?.instanceRequests.inc({ service: this.name, instance: e.id, class: outcome.status ? `${Math.floor(outcome.status / 100)}xx` : 'none' });
+    this.#requestsBy?.(this.name, e.id, outcome.status ? `${Math.floor(outcome.status / 100)}xx` : 'none').inc();
     if (!outcome.ok) {
       e.failures++;
       m?.instanceFailures.inc({ service: this.name, instance: e.id, kind: outcome.kind ?? '5xx' });
