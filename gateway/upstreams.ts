@@ -165,13 +165,21 @@ export class Cluster {
     }
   }
 
-  /** Starts the active health checks (every instance, every interval). */
+  /**
+   * Starts the active health checks: every instance, every interval ±10 % (as Envoy's
+   * interval_jitter, so many gateways do not ask every instance in the same instant).
+   */
   startHealthChecks(): void {
     if (this.#timer) return;
-    this.#timer = setInterval(() => {
-      for (const e of this.#endpoints.values()) void this.#check(e);
-    }, this.#o.healthCheck.intervalMs);
-    this.#timer.unref();
+    const schedule = () => {
+      const jitter = this.#o.healthCheck.intervalMs * 0.1 * (2 * Math.random() - 1);
+      this.#timer = setTimeout(() => {
+        for (const e of this.#endpoints.values()) void this.#check(e);
+        if (this.#timer) schedule();
+      }, this.#o.healthCheck.intervalMs + jitter);
+      this.#timer.unref();
+    };
+    schedule();
   }
 
   view(now = Date.now()): EndpointView[] {
@@ -198,7 +206,7 @@ export class Cluster {
   }
 
   async close(): Promise<void> {
-    if (this.#timer) clearInterval(this.#timer);
+    if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
     await Promise.all(this.#list.map((e) => e.pool.close().catch(() => undefined)));
     this.#endpoints.clear();
