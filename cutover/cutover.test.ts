@@ -171,8 +171,15 @@ describe('cutover end to end, against real gateways, sync and control database',
     const load = await shadowThenLoad();
     const events: ProgressEvent[] = [];
     try {
-      const outcome = await runProgressive(ctl.cutover, PREFIX, { steps: [50, 100], intervalMs: 1_500, threshold: 2 }, (e) => events.push(e));
+      const shared = { ...ctl.cutover.thresholds };
+      const outcome = await runProgressive(ctl.cutover, PREFIX, { steps: [50, 100], intervalMs: 1_500, threshold: 2, maxErrorRate: 3, maxP99Ms: 2_000 }, (e) => {
+        events.push(e);
+        // Its limits go with its own checks: the shared thresholds stay as they were meanwhile.
+        expect(ctl.cutover.thresholds).toEqual(shared);
+      });
       expect(outcome.to.phase).toBe('switched');
+      const analyses = events.filter((e) => e.kind === 'analysis') as Array<{ result: { reason: string } }>;
+      expect(analyses.length).toBeGreaterThan(0);
       expect(events.filter((e) => e.kind === 'step').map((e) => (e as { weight: number }).weight)).toEqual([50, 100]);
       expect(gateways.every((g) => g.routes.current().routes.some((r) => r.prefix === PREFIX && r.mode === 'service'))).toBe(true);
     } finally {
@@ -190,8 +197,10 @@ describe('cutover end to end, against real gateways, sync and control database',
         if (e.kind === 'step') gwEnv.upstreams.analytics.override.set(PREFIX, () => ({ status: 500, body: { error: { code: 'INTERNAL', message: 'boom' } } }));
       });
       await expect(run).rejects.toThrow(/automatic rollback after 2 failed analyses at 50%/);
-      const analyses = events.filter((e) => e.kind === 'analysis');
+      const analyses = events.filter((e) => e.kind === 'analysis') as Array<{ result: { reason: string } }>;
       expect(analyses).toHaveLength(2);
+      // Its own --max-error-rate 1 judged the analyses (the shared thresholds have none).
+      expect(analyses[0].result.reason).toMatch(/> max 1%/);
       expect(events.at(-1)?.kind).toBe('rolled-back');
       expect(gateways.every((g) => g.routes.current().routes.some((r) => r.prefix === PREFIX && r.mode === 'legacy'))).toBe(true);
       expect((await ctl.cutover.store.history(PREFIX, 1))[0]).toMatchObject({ command: 'rollback (automatic)', to_phase: 'rolled-back' });

@@ -33,6 +33,8 @@ export interface ChangeOptions {
   progress?: Progress | null;
   /** The lock is already held by the caller (progressive canary). */
   locked?: boolean;
+  /** Limits for this change's checks only (a progressive canary's --max-error-rate, --max-p99-ms). */
+  thresholds?: Partial<CheckThresholds>;
 }
 
 export interface ChangeOutcome {
@@ -100,7 +102,7 @@ export function createCutover(ctx: CutoverContext) {
   };
   const liveWithinMs = Math.max(3_000, ctx.config.gateway.heartbeatIntervalMs * 3);
   const holder = `${ctx.actor} (pid ${process.pid}@${hostname()})`;
-  const probe = (windowMs: number): ProbeContext => ({ config: ctx.config, redis: ctx.redis, keys: ctx.keys, store, thresholds, analysisWindowMs: windowMs, liveWithinMs });
+  const probe = (windowMs: number, overrides: Partial<CheckThresholds> = {}): ProbeContext => ({ config: ctx.config, redis: ctx.redis, keys: ctx.keys, store, thresholds: { ...thresholds, ...overrides }, analysisWindowMs: windowMs, liveWithinMs });
 
   async function applyTransition(service: ResolvedService, from: StoredStatus, to: ServiceStatus, actions: Action[], audit: { command: string; reason: string | null; forced: boolean; checks: CheckResult[]; details?: Record<string, unknown> }, progress: Progress | null) {
     const setRoute = actions.find((a) => a.kind === 'set-route') as Extract<Action, { kind: 'set-route' }> | undefined;
@@ -254,7 +256,7 @@ export function createCutover(ctx: CutoverContext) {
         if (!options.dryRun) await store.audit({ actor: ctx.actor, command: label, service: service.name, prefix: service.prefix, fromPhase: from.phase, toPhase: null, reason: options.reason ?? null, forced: false, outcome: 'refused', details: { why: p.reason } });
         throw new StranglerError(p.reason, 'CHECK_FAILED');
       }
-      const checks = await runChecks(probe(options.analysisWindowMs ?? 60_000), service, p.checks);
+      const checks = await runChecks(probe(options.analysisWindowMs ?? 60_000, options.thresholds), service, p.checks);
       const decision = next(from, command, checks, { force: options.force });
       const unavailable = await actionProblems(ctx.config, p.actions, service);
       const outcome: ChangeOutcome = { prefix: service.prefix, service: service.name, command: label, from, to: p.to, checks, actions: p.actions, forced: false, dryRun: !!options.dryRun, warnings: [] };

@@ -1,6 +1,7 @@
 import { serviceForPrefix } from '../core/config/load.ts';
 import { StranglerError } from '../core/errors.ts';
 import type { Progress } from './control-store.ts';
+import type { CheckThresholds } from './checks.ts';
 import type { ChangeOutcome, Cutover } from './executor.ts';
 import { runChecks } from './probes.ts';
 import type { CheckResult } from './state-machine.ts';
@@ -53,10 +54,12 @@ export async function runProgressive(
   const { store, holder } = cutover;
   const lease = o.intervalMs * 2 + 30_000;
   await store.lock(service.prefix, holder, 'progressive canary', lease);
-  const thresholds = cutover.thresholds;
-  const saved = { maxErrorRatePercent: thresholds.maxErrorRatePercent, maxP99Ms: thresholds.maxP99Ms };
-  if (o.maxErrorRate !== undefined) thresholds.maxErrorRatePercent = o.maxErrorRate;
-  if (o.maxP99Ms !== undefined) thresholds.maxP99Ms = o.maxP99Ms;
+  // This run's limits go with each of its checks; the shared defaults stay as they are.
+  const limits = (p?: Progress): Partial<CheckThresholds> => {
+    const maxErrorRatePercent = o.maxErrorRate ?? p?.maxErrorRate;
+    const maxP99Ms = o.maxP99Ms ?? p?.maxP99Ms;
+    return { ...(maxErrorRatePercent !== undefined ? { maxErrorRatePercent } : {}), ...(maxP99Ms !== undefined ? { maxP99Ms } : {}) };
+  };
   try {
     const status = await store.status(service.name, service.prefix);
     let progress: Progress;
@@ -67,7 +70,7 @@ export async function runProgressive(
       progress = status.progress;
     } else {
       progress = { steps: o.steps, index: 0, failures: 0, intervalMs: o.intervalMs, threshold: o.threshold, maxErrorRate: o.maxErrorRate, maxP99Ms: o.maxP99Ms, startedAt: new Date().toISOString() };
-      const first = await cutover.change(service.prefix, progress.steps[0] >= 100 ? { kind: 'full' } : { kind: 'canary', weight: progress.steps[0] }, { reason: o.reason, force: o.force, progress, locked: true, analysisWindowMs: o.intervalMs });
+      const first = await cutover.change(service.prefix, progress.steps[0] >= 100 ? { kind: 'full' } : { kind: 'canary', weight: progress.steps[0] }, { reason: o.reason, force: o.force, progress, locked: true, analysisWindowMs: o.intervalMs, thresholds: limits() });
       onEvent({ kind: 'step', weight: progress.steps[0], outcome: first });
       if (progress.steps[0] >= 100) return first;
     }
@@ -82,7 +85,7 @@ export async function runProgressive(
         if (now.phase !== 'canary') throw new StranglerError(`${service.prefix} left the canary (now "${now.phase}") while the progressive canary ran; stopped`, 'CHECK_FAILED');
         onEvent({ kind: 'waiting', weight, remainingMs: Math.max(0, until - Date.now()) });
       }
-      const [analysis] = await runChecks(cutover.probe(progress.intervalMs), service, ['canary-analysis']);
+      const [analysis] = await runChecks(cutover.probe(progress.intervalMs, limits(progress)), service, ['canary-analysis']);
       if (analysis.ok) await store.recordAnalysis(service.name, [analysis]).catch(() => undefined);
       if (!analysis.ok) {
         progress = { ...progress, failures: progress.failures + 1 };
@@ -108,6 +111,7 @@ export async function runProgressive(
           progress: nextWeight >= 100 ? null : progress,
           locked: true,
           analysisWindowMs: progress.intervalMs,
+          thresholds: limits(progress),
         });
       } catch (err) {
         // A preflight of the next step failed (lag, health...): stay at this weight and count it.
@@ -131,8 +135,6 @@ export async function runProgressive(
       }
     }
   } finally {
-    thresholds.maxErrorRatePercent = saved.maxErrorRatePercent;
-    thresholds.maxP99Ms = saved.maxP99Ms;
     await store.unlock(service.prefix, holder).catch(() => undefined);
   }
 }
