@@ -53,3 +53,25 @@ export function resolveCliConfig(args: GlobalArgs, env: NodeJS.ProcessEnv = proc
 export function output(args: { json?: boolean }, value: unknown, text: () => string): void {
   process.stdout.write(args.json ? `${JSON.stringify(value, null, 2)}\n` : `${text()}\n`);
 }
+
+/**
+ * Resolves at the first SIGINT or SIGTERM, for foreground commands to stop gracefully. A second
+ * one while they stop exits at once (Ctrl-C twice), with 130.
+ */
+export function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const first = (signal: NodeJS.Signals) => {
+      process.off('SIGINT', first);
+      process.off('SIGTERM', first);
+      const again = () => {
+        process.stderr.write('stopping at once\n');
+        process.exit(130);
+      };
+      process.once('SIGINT', again);
+      process.once('SIGTERM', again);
+      resolve(signal);
+    };
+    process.on('SIGINT', first);
+    process.on('SIGTERM', first);
+  });
+}

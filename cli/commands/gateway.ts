@@ -2,7 +2,7 @@ import cluster from 'node:cluster';
 import type { Argv, CommandModule } from 'yargs';
 import { StranglerError } from '../../core/errors.ts';
 import { createLogger } from '../../core/logger.ts';
-import { resolveCliConfig, type GlobalArgs } from '../context.ts';
+import { resolveCliConfig, type GlobalArgs, untilSignal } from '../context.ts';
 
 interface GatewayArgs extends GlobalArgs {
   port?: number;
@@ -48,10 +48,7 @@ export const gatewayCommand: CommandModule<GlobalArgs, GatewayArgs> = {
     const { startGateway } = await import('../../gateway/start.ts');
     const gw = await startGateway(config, { port: args.port, logger, exclusive: args.workers === 1 });
     process.stderr.write(`gateway ${gw.instanceId} listening on ${gw.url} (route table v${gw.routes.loaded ? gw.routes.current().version : '?'}${gw.routes.degraded ? ', degraded' : ''})\n`);
-    await new Promise<void>((resolve) => {
-      process.once('SIGINT', resolve);
-      process.once('SIGTERM', resolve);
-    });
+    await untilSignal();
     await gw.stop();
     process.exit(0);
   },

@@ -1,5 +1,5 @@
 import type { Argv, CommandModule } from 'yargs';
-import { resolveCliConfig, type GlobalArgs } from '../context.ts';
+import { resolveCliConfig, type GlobalArgs, untilSignal } from '../context.ts';
 
 /** `strangler legacy`: the reference monolith on legacy.port (migrates its database first). */
 export const legacyCommand: CommandModule<GlobalArgs, GlobalArgs & { port?: number; host: string }> = {
@@ -15,10 +15,7 @@ export const legacyCommand: CommandModule<GlobalArgs, GlobalArgs & { port?: numb
     await migrateLegacy(config.legacy.databaseUrl);
     const running = await startLegacyApp(config, { port: args.port, host: args.host });
     process.stderr.write(`legacy monolith listening on ${running.url}\n`);
-    await new Promise<void>((resolve) => {
-      process.once('SIGINT', resolve);
-      process.once('SIGTERM', resolve);
-    });
+    await untilSignal();
     await running.close();
     process.exit(0);
   },

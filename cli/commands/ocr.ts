@@ -1,7 +1,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { StranglerError } from '../../core/errors.ts';
 import { createLogger } from '../../core/logger.ts';
-import { resolveCliConfig, type GlobalArgs } from '../context.ts';
+import { resolveCliConfig, type GlobalArgs, untilSignal } from '../context.ts';
 
 interface OcrArgs extends GlobalArgs {
   action: 'worker';
@@ -31,10 +31,7 @@ export const ocrCommand: CommandModule<GlobalArgs, OcrArgs> = {
     const workers = startOcrWorker(config, db, createLogger('ocr-worker', config.logLevel), { concurrency: args.concurrency, lockDurationMs: args.lockMs });
     await workers.worker.waitUntilReady();
     process.stderr.write(`ocr worker ready (concurrency ${args.concurrency})\n`);
-    await new Promise<void>((resolve) => {
-      process.once('SIGINT', resolve);
-      process.once('SIGTERM', resolve);
-    });
+    await untilSignal();
     await workers.close();
     await db.destroy();
     process.exit(0);

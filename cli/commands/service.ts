@@ -1,6 +1,6 @@
 import type { Argv, CommandModule } from 'yargs';
 import { StranglerError } from '../../core/errors.ts';
-import { resolveCliConfig, type GlobalArgs } from '../context.ts';
+import { resolveCliConfig, type GlobalArgs, untilSignal } from '../context.ts';
 
 interface ServiceArgs extends GlobalArgs {
   name: string;
@@ -36,10 +36,7 @@ export const serviceCommand: CommandModule<GlobalArgs, ServiceArgs> = {
       instance: { advertiseUrl: args.advertiseUrl, zone: args.zone, version: args.instanceVersion },
     });
     process.stderr.write(`${args.name} listening on ${running.url}${running.registration ? ` (registered as ${running.registration.instance.id})` : ''}\n`);
-    await new Promise<void>((resolve) => {
-      process.once('SIGINT', resolve);
-      process.once('SIGTERM', resolve);
-    });
+    await untilSignal();
     // Graceful: leave the registry, drain, let in-flight requests finish, then exit.
     await running.close();
     process.exit(0);

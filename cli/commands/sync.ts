@@ -2,7 +2,7 @@ import { createServer } from 'node:http';
 import type { Argv, CommandModule } from 'yargs';
 import { serviceByName } from '../../core/config/load.ts';
 import { createLogger } from '../../core/logger.ts';
-import { output, resolveCliConfig, type GlobalArgs } from '../context.ts';
+import { output, resolveCliConfig, type GlobalArgs, untilSignal } from '../context.ts';
 
 interface SyncArgs extends GlobalArgs {
   action: 'start' | 'status' | 'verify' | 'stop' | 'cleanup';
@@ -120,12 +120,11 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
           metrics = createServer(async (_req, res) => void res.writeHead(200, { 'content-type': worker.metrics.contentType }).end(await worker.metrics.metrics())).listen(args.metricsPort, '127.0.0.1');
         }
         process.stderr.write(`sync ${service.name} (${direction}): streaming from slot ${worker.plan!.slot} at ${worker.appliedLsn}; Ctrl-C stops (strangler sync status ${service.name} shows the lag)\n`);
-        await new Promise<void>((resolve) => {
-          process.once('SIGINT', resolve);
-          process.once('SIGTERM', resolve);
+        await Promise.race([
+          untilSignal(),
           // Not unref'd: this timer keeps the process alive while the worker streams.
-          setInterval(() => worker.state === 'stopped' && resolve(), 500);
-        });
+          new Promise<void>((resolve) => setInterval(() => worker.state === 'stopped' && resolve(), 500)),
+        ]);
         await feeds?.stop();
         await worker.stop();
         metrics?.close();
