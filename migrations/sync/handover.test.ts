@@ -200,6 +200,17 @@ describe('copies of a service tables follow its switch', () => {
     ]);
     await write(invoices.databaseUrl, 4, 'after-restart');
     await equal('analytics to still follow the invoices database', analytics.databaseUrl, invoices.databaseUrl);
+
+    // The feed starts over (its slot lost) while it owns the copies: it copies them afresh from
+    // the owner and follows it, instead of starting paused with nobody applying them.
+    await feeds.stop();
+    const [{ slot }] = await query(analytics.databaseUrl, `SELECT slot FROM strangler_sync.pipelines WHERE pipeline = 'analytics:feed:invoices'`);
+    await query(invoices.databaseUrl, `SELECT pg_drop_replication_slot($1)`, [slot]);
+    await write(invoices.databaseUrl, 4, 'while-the-feed-is-gone');
+    feeds = startFeeds(config, analytics, silentLogger, 200);
+    await waitFor('the feed again', async () => feeds.workers().length === 1, 20_000);
+    await write(invoices.databaseUrl, 4, 'after-the-feed-restarts');
+    await equal('analytics to follow the invoices database again', analytics.databaseUrl, invoices.databaseUrl);
   }, 240_000);
 
   it('leaves a copy on legacy, with a warning, when its feed does not run', async () => {

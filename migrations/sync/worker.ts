@@ -195,7 +195,13 @@ export class SyncWorker {
 
     const state = await readPipelineState(target, plan.pipeline);
     const slot = await source.query(`SELECT active, active_pid FROM pg_replication_slots WHERE slot_name = $1`, [plan.slot]);
-    if (this.#direction !== 'forward' && (!state || !state.appliedLsn || slot.rowCount === 0)) {
+    const fresh = !state || !state.appliedLsn || slot.rowCount === 0;
+    if (this.#direction === 'feed' && fresh && (await this.#copiesHandedOver(target, plan))) {
+      // A feed started over after its owner's switch (its slot lost): the copies are its own and
+      // the forward sync has them paused, so it copies them afresh from the owner, then streams.
+      logger.warn({ pipeline: plan.pipeline }, 'feed starts over while it owns the copies: copying them again from the owner');
+      await this.#fullBackfill(source, target, plan, slot.rowCount! > 0);
+    } else if (this.#direction !== 'forward' && fresh) {
       await this.#startReverse(source, target, plan, slot.rowCount! > 0);
     } else if (!state || state.status === 'backfilling' || !state.appliedLsn || slot.rowCount === 0) {
       await this.#fullBackfill(source, target, plan, slot.rowCount! > 0);
@@ -265,6 +271,13 @@ export class SyncWorker {
     }
     this.#applied = point;
     this.#o.logger.info({ slot: plan.slot, point }, `${plan.direction} sync starts`);
+  }
+
+  /** A feed's copies are handed over to it: the forward pipeline of this database has every one paused. */
+  async #copiesHandedOver(target: pg.Client, plan: SyncPlan): Promise<boolean> {
+    const forward = pipelineNames(this.#o.service.name, this.#o.config.legacy.databaseUrl, 'forward').pipeline;
+    const { rows } = await target.query(`SELECT count(*)::int AS n, count(*) FILTER (WHERE paused)::int AS paused FROM strangler_sync.tables WHERE pipeline = $1 AND target = ANY($2)`, [forward, plan.tables.map((t) => t.target)]);
+    return rows[0].n > 0 && rows[0].paused === rows[0].n;
   }
 
   /** Target tables a feed applies to now (a feed pipeline of this database has them unpaused). */
