@@ -383,6 +383,36 @@ describe('sync: both directions', () => {
     }
   });
 
+  it('keeps a target write that was still in progress when an older source change arrived (no lost update)', async () => {
+    const e = await env('sync_conflict_inflight');
+    try {
+      const { migrateService } = await import('../services/index.ts');
+      await migrateService(e.service);
+      const forward = worker(e);
+      await forward.start();
+      // The service's transaction has row 8 locked, uncommitted; legacy changes row 8 and commits
+      // first; the forward sync must wait for the service's commit and then keep its later write.
+      const local = new pg.Client({ connectionString: e.service.databaseUrl });
+      await local.connect();
+      try {
+        await local.query('BEGIN');
+        await local.query(`UPDATE invoices SET customer_name = 'service, committed later' WHERE id = 8`);
+        await e.legacy.query(`UPDATE invoices SET customer_name = 'legacy, committed first' WHERE id = 8`);
+        await new Promise((r) => setTimeout(r, 500)); // the forward sync reaches row 8 and waits on it
+        await local.query('COMMIT');
+      } finally {
+        await local.end();
+      }
+      const conflicts = async () => (await e.target.query(`SELECT key, kind FROM strangler_sync.conflicts WHERE pipeline = 'invoices:forward'`)).rows;
+      await waitFor('the conflict to be recorded', async () => (await conflicts()).length === 1, 10_000, 20);
+      expect((await conflicts())[0]).toMatchObject({ key: { id: '8' }, kind: 'update' });
+      expect((await e.target.query(`SELECT customer_name FROM invoices WHERE id = 8`)).rows[0].customer_name).toBe('service, committed later');
+      await forward.stop();
+    } finally {
+      await e.cleanup();
+    }
+  });
+
   it('refuses reverse sync for a read-only service', async () => {
     const e = await env('sync_reverse_ro', 'analytics');
     try {

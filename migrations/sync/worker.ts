@@ -509,9 +509,12 @@ export class SyncWorker {
     const keyCols = table.key.map((k) => q(table.columns.find((c) => c.source === k)!.target));
     const params: Array<string | null> = [tx.commitTimeUs.toString()];
     const tuples = keys.map((key) => `(${table.key.map((k) => (params.push(key[k] as string | null), `$${params.length}`)).join(', ')})`);
+    // The rows are locked first (FOR UPDATE), then their commit time read: a local write still
+    // in progress is waited for and seen, instead of being overwritten once it commits.
     const r = await this.#run(target, tx, {
-      sql: `SELECT ${keyCols.map((c, i) => `${c}::text AS __k${i}`).join(', ')}, pg_xact_commit_timestamp(xmin)::text AS local_at, to_timestamp($1::float8 / 1000000)::text AS source_at
-              FROM ${q(table.target)} WHERE (${keyCols.join(', ')}) IN (${tuples.join(', ')}) AND pg_xact_commit_timestamp(xmin) > to_timestamp($1::float8 / 1000000)`,
+      sql: `WITH locked AS (SELECT ${keyCols.map((c, i) => `${c} AS __c${i}`).join(', ')}, xmin AS __x FROM ${q(table.target)} WHERE (${keyCols.join(', ')}) IN (${tuples.join(', ')}) FOR UPDATE)
+            SELECT ${keyCols.map((_, i) => `__c${i}::text AS __k${i}`).join(', ')}, pg_xact_commit_timestamp(__x)::text AS local_at, to_timestamp($1::float8 / 1000000)::text AS source_at
+              FROM locked WHERE pg_xact_commit_timestamp(__x) > to_timestamp($1::float8 / 1000000)`,
       params,
     });
     if (r.rows.length === 0) return keys;
