@@ -166,7 +166,8 @@ describe('gateway proxy correctness', () => {
   it('answers 504 when the upstream is too slow and 502 when it is down, each as JSON', async () => {
     const slow = await startGateway({ ...env.config, gateway: { ...env.config.gateway, upstreamTimeoutMs: 100 } }, { port: 0, instanceId: 'gw-slow' });
     try {
-      const res = await fetch(`${slow.url}/delay/1000`);
+      // undici checks its timeouts on a coarse (~1 s) clock: the upstream must be far slower than that.
+      const res = await fetch(`${slow.url}/delay/4000`);
       expect(res.status).toBe(504);
       expect(((await res.json()) as any).error.code).toBe('UPSTREAM_TIMEOUT');
     } finally {
