@@ -183,12 +183,13 @@ export function createCutover(ctx: CutoverContext) {
     const handover = to.phase === 'switched' ? 'owner' : from.phase === 'switched' ? 'legacy' : null;
     const movesCopies = handover !== null && feedsOf(ctx.config.services, service).length > 0;
     const other = direction === 'forward' ? 'reverse' : 'forward';
-    const otherDrained = movesCopies && takesWrites(service) ? drainPipeline(ctx.config, service, other, budget(250)) : Promise.resolve(true);
+    // A failure there counts as not drained (copies stay), and is never left unhandled.
+    const otherDrained = movesCopies && takesWrites(service) ? drainPipeline(ctx.config, service, other, budget(250)).catch(() => null) : Promise.resolve(true);
     if (direction === 'forward' || takesWrites(service)) {
       const drained = await drainPipeline(ctx.config, service, direction, budget(500));
       if (drained === null) {
         if (to.phase === 'switched') {
-          await otherDrained.catch(() => null);
+          await otherDrained;
           // Release the hold on the old routing and refuse: nothing changed.
           const c = await ctx.pool.connect();
           try {

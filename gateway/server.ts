@@ -20,7 +20,7 @@ import type { RouteSource, RouteTable } from './route-types.ts';
 import { createShadow } from './shadow.ts';
 import { createRedisRegistry } from '../core/registry/redis-registry.ts';
 import { startDiscovery, type Discovery } from './discovery.ts';
-import { Cluster, isTimeout, neverReached, NoInstanceError, type Endpoint, type EndpointSpec } from './upstreams.ts';
+import { Cluster, failureKind, isTimeout, neverReached, NoInstanceError, type Endpoint, type EndpointSpec } from './upstreams.ts';
 import { proxyUpgrade } from './websocket.ts';
 
 export interface GatewayDeps {
@@ -45,17 +45,6 @@ export interface Gateway {
 const BODYLESS = new Set(['GET', 'HEAD', 'OPTIONS', 'DELETE']);
 /** Answers another instance may well not give: sent again there when the request is safe to retry. */
 const RETRY_STATUSES = [502, 503, 504] as const;
-
-/** What a failure says about the instance: a kind counted by outlier detection, or null (not its fault). */
-function failureKind(err: unknown): string | null {
-  if (err instanceof RetryableStatus) return String(err.status);
-  if (isTimeout(err)) return 'timeout';
-  const code = (err as { code?: string }).code;
-  if (code === 'ECONNREFUSED' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'EHOSTUNREACH') return 'connect';
-  if (code === 'ECONNRESET' || code === 'UND_ERR_SOCKET') return 'reset';
-  // Anything else (the client going away, our own body guard) says nothing about the instance.
-  return null;
-}
 
 const staticSpec = (url: string): EndpointSpec => ({ id: new URL(url).host, url, source: 'static' });
 
@@ -275,7 +264,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
         endpoint.outstanding++;
         try {
           const answer = await forward(endpoint, res, { method, path, headers, body, timeoutMs: g.upstreamTimeoutMs, requestId, extraHeaders, captureBytes: choice.shadow ? g.shadow.maxBodyBytes : undefined, retryStatuses: more ? RETRY_STATUSES : undefined });
-          cluster.report(endpoint, { ok: answer.status < 500, status: answer.status, kind: '5xx' });
+          cluster.report(endpoint, { ok: answer.status < 500, status: answer.status });
           return answer;
         } catch (err) {
           const kind = failureKind(err);

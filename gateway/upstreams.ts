@@ -1,4 +1,5 @@
 import { Pool } from 'undici';
+import type { ResolvedService } from '../core/config/load.ts';
 import type { Logger } from '../core/logger.ts';
 import { boundLabels, type GatewayMetrics } from './metrics.ts';
 import { isAvailable, isEjected, newHealth, readmitIfDue, recordCheck, recordOutcome, type InstanceHealth, type OutlierConfig } from './outlier.ts';
@@ -35,7 +36,6 @@ export interface EndpointSpec {
 
 /** One instance of an upstream: its own connection pool, in-flight count and health. */
 export interface Endpoint extends EndpointSpec {
-  cluster: string;
   origin: string;
   pool: Pool;
   outstanding: number;
@@ -62,7 +62,7 @@ export interface EndpointView extends EndpointSpec {
 export interface ClusterOptions {
   policy: 'least-outstanding' | 'round-robin';
   outlier: OutlierConfig;
-  healthCheck: { path: string; intervalMs: number; timeoutMs: number; healthyThreshold: number; unhealthyThreshold: number };
+  healthCheck: ResolvedService['healthCheck'];
   connections?: number;
   connectTimeoutMs?: number;
   /** With no instance available, still send to one (legacy: there is nowhere else to go). */
@@ -79,8 +79,7 @@ export interface ClusterOptions {
 export class Cluster {
   readonly name: string;
   readonly #o: ClusterOptions;
-  readonly #endpoints = new Map<string, Endpoint>();
-  /** The same instances as an array, rebuilt on membership changes (pick runs per request). */
+  /** Replaced whole on a membership change, never edited: a request's pick iterates it as is. */
   #list: Endpoint[] = [];
   #next = 0;
   #timer: NodeJS.Timeout | null = null;
@@ -97,20 +96,13 @@ export class Cluster {
     return this.#list;
   }
 
-  /** Instances that may take a request now. */
-  availableCount(now = Date.now()): number {
-    let n = 0;
-    for (const e of this.#endpoints.values()) if (isAvailable(e.health, now)) n++;
-    return n;
-  }
-
   /** Registry membership: adds the new instances (checked at once, routable on their first pass), drops the gone. */
   setMembers(specs: EndpointSpec[]): Promise<void> {
     const keep = new Set(specs.map((s) => s.id));
-    for (const e of this.#endpoints.values()) if (e.source === 'registry' && !keep.has(e.id)) this.#remove(e, 'deregistered or lapsed');
+    for (const e of this.#list) if (e.source === 'registry' && !keep.has(e.id)) this.#remove(e, 'deregistered or lapsed');
     const checks: Promise<void>[] = [];
     for (const s of specs) {
-      const known = this.#endpoints.get(s.id);
+      const known = this.#list.find((e) => e.id === s.id);
       if (known) Object.assign(known, { version: s.version, zone: s.zone });
       else checks.push(this.#check(this.#add(s, 'unknown')));
     }
@@ -119,7 +111,7 @@ export class Cluster {
 
   /** Whether an instance other than `exclude` could take a request now. */
   hasAvailable(exclude?: ReadonlySet<Endpoint>, now = Date.now()): boolean {
-    for (const e of this.#endpoints.values()) if (!exclude?.has(e) && isAvailable(e.health, now)) return true;
+    for (const e of this.#list) if (!exclude?.has(e) && isAvailable(e.health, now)) return true;
     return false;
   }
 
@@ -174,7 +166,7 @@ export class Cluster {
     const schedule = () => {
       const jitter = this.#o.healthCheck.intervalMs * 0.1 * (2 * Math.random() - 1);
       this.#timer = setTimeout(() => {
-        for (const e of this.#endpoints.values()) void this.#check(e);
+        for (const e of this.#list) void this.#check(e);
         if (this.#timer) schedule();
       }, this.#o.healthCheck.intervalMs + jitter);
       this.#timer.unref();
@@ -209,7 +201,6 @@ export class Cluster {
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
     await Promise.all(this.#list.map((e) => e.pool.close().catch(() => undefined)));
-    this.#endpoints.clear();
     this.#list = [];
   }
 
@@ -221,16 +212,14 @@ export class Cluster {
       keepAliveTimeout: 30_000,
       connect: { timeout: this.#o.connectTimeoutMs ?? 2_000 },
     });
-    const e: Endpoint = { ...s, cluster: this.name, origin, pool, outstanding: 0, health: newHealth(active), requests: 0, failures: 0, recent: new RecentCounts(), checking: false };
-    this.#endpoints.set(s.id, e);
-    this.#list = [...this.#endpoints.values()];
+    const e: Endpoint = { ...s, origin, pool, outstanding: 0, health: newHealth(active), requests: 0, failures: 0, recent: new RecentCounts(), checking: false };
+    this.#list = [...this.#list, e];
     this.#event(e, 'added');
     return e;
   }
 
   #remove(e: Endpoint, why: string): void {
-    this.#endpoints.delete(e.id);
-    this.#list = [...this.#endpoints.values()];
+    this.#list = this.#list.filter((x) => x !== e);
     this.#event(e, 'removed', { why });
     // New requests no longer pick it; close() lets the ones in flight finish first.
     void e.pool.close().catch(() => undefined);
@@ -250,7 +239,7 @@ export class Cluster {
     } finally {
       e.checking = false;
     }
-    if (!this.#endpoints.has(e.id)) return;
+    if (!this.#list.includes(e)) return;
     const change = recordCheck(e.health, ok, hc);
     if (change) this.#event(e, change);
   }
@@ -267,6 +256,20 @@ export class Cluster {
 export function neverReached(err: unknown): boolean {
   const code = (err as { code?: string }).code;
   return code === 'NO_INSTANCE' || code === 'ECONNREFUSED' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'ECONNRESET' || code === 'EHOSTUNREACH' || code === 'ENOTFOUND' || code === 'UND_ERR_SOCKET' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_CLOSED' || code === 'UND_ERR_DESTROYED';
+}
+
+/**
+ * What a failed request says about the instance, for outlier detection: a status another
+ * instance may not give (RetryableStatus), a timeout, a refused or a reset connection; null when
+ * it says nothing (the client went away, the body was too large).
+ */
+export function failureKind(err: unknown): string | null {
+  const { code, status } = err as { code?: string; status?: number };
+  if (code === 'RETRYABLE_STATUS') return String(status);
+  if (isTimeout(err)) return 'timeout';
+  if (code === 'ECONNREFUSED' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'EHOSTUNREACH') return 'connect';
+  if (code === 'ECONNRESET' || code === 'UND_ERR_SOCKET') return 'reset';
+  return null;
 }
 
 export function isTimeout(err: unknown): boolean {

@@ -34,7 +34,7 @@ export async function proxyUpgrade(
   const choice = chooseTarget(service ? route : null, {
     method: 'GET',
     stickyKey: auth.ok && auth.identity ? auth.identity.sub : readCanaryCookie(req.headers.cookie),
-    noInstance: service ? service.availableCount() === 0 : false,
+    noInstance: service ? !service.hasAvailable() : false,
     retrySafe: false,
   });
   const cluster = choice.target === 'service' ? service! : deps.upstreams.get('legacy')!;

@@ -6,7 +6,7 @@ import { seedLegacy } from '../../legacy-adapter/seed.ts';
 import { waitFor } from '../../stack/ports.ts';
 import { createTestDatabase, dropTestDatabase, legacyTestConfig } from '../../test/harness.ts';
 import { migrateService } from '../services/index.ts';
-import { confirmHandover, emitHandover, feedStates, handOver, startFeeds, type RunningFeeds } from './handover.ts';
+import { confirmHandover, emitHandover, feedStates, startFeeds, type RunningFeeds } from './handover.ts';
 import { cleanupPipeline, drainPipeline } from './status.ts';
 import { SyncWorker } from './worker.ts';
 
@@ -65,6 +65,9 @@ async function rowsApplied(pipeline: string): Promise<number> {
   const [r] = await query(analytics.databaseUrl, `SELECT rows_applied FROM strangler_sync.pipelines WHERE pipeline = $1`, [pipeline]);
   return Number(r.rows_applied);
 }
+
+/** A switchover's two steps back to back: the messages, then waiting for them to be applied. */
+const handOver = async (to: 'owner' | 'legacy', waitMs: number) => confirmHandover(await emitHandover(config, invoices, to), waitMs);
 
 /** The feed has applied everything the invoices database has. */
 async function drainFeed() {
@@ -137,7 +140,7 @@ describe('copies of a service tables follow its switch', () => {
 
     // The switch: at a quiet moment, the copies move to the invoices database.
     await quiesce();
-    const moved = await handOver(config, invoices, 'owner', 10_000);
+    const moved = await handOver('owner', 10_000);
     // templates and chat copy invoices too; their feeds do not run in this test.
     expect(moved.warnings.map((w) => w.split("'")[0]).sort()).toEqual(['chat', 'templates']);
     expect(moved.moved).toEqual([expect.objectContaining({ service: 'analytics', tables: ['invoices', 'invoice_items'], ms: expect.any(Number) })]);
@@ -179,7 +182,7 @@ describe('copies of a service tables follow its switch', () => {
 
     // Switched again, then finalized: the reverse sync stops and legacy falls behind, the copy does not.
     await quiesce();
-    expect((await handOver(config, invoices, 'owner', 10_000)).moved.map((m) => m.service)).toEqual(['analytics']);
+    expect((await handOver('owner', 10_000)).moved.map((m) => m.service)).toEqual(['analytics']);
     await reverse.stop();
     await write(invoices.databaseUrl, 10, 'finalized');
     await equal('analytics to follow the invoices database alone', analytics.databaseUrl, invoices.databaseUrl);
@@ -217,7 +220,7 @@ describe('copies of a service tables follow its switch', () => {
     const chat = config.services.find((s) => s.name === 'chat')!;
     const states = await feedStates(config, invoices);
     expect(states.find((s) => s.service === chat.name)).toMatchObject({ exists: false, from: 'legacy' });
-    const { warnings } = await handOver(config, invoices, 'owner', 1_000);
+    const { warnings } = await handOver('owner', 1_000);
     expect(warnings.join('\n')).toMatch(/chat's copies of invoices stay fed from legacy: its feed from invoices does not run yet \(strangler sync start chat starts it\)/);
   });
 });

@@ -144,11 +144,6 @@ export async function confirmHandover(pending: PendingHandover, waitMs: number):
   return { moved, warnings };
 }
 
-/** Both steps: write the messages, then wait for them to be applied. */
-export async function handOver(config: ResolvedConfig, owner: ResolvedService, to: 'owner' | 'legacy', waitMs: number): Promise<{ moved: HandoverOutcome[]; warnings: string[] }> {
-  return confirmHandover(await emitHandover(config, owner, to), waitMs);
-}
-
 export interface RunningFeeds {
   workers(): SyncWorker[];
   stop(): Promise<void>;

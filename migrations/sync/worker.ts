@@ -196,7 +196,7 @@ export class SyncWorker {
     const state = await readPipelineState(target, plan.pipeline);
     const slot = await source.query(`SELECT active, active_pid FROM pg_replication_slots WHERE slot_name = $1`, [plan.slot]);
     const fresh = !state || !state.appliedLsn || slot.rowCount === 0;
-    if (this.#direction === 'feed' && fresh && (await this.#copiesHandedOver(target, plan))) {
+    if (this.#direction === 'feed' && fresh && (await this.#pausedIn(target, this.#forwardPipeline(), plan.tables.map((t) => t.target))) === true) {
       // A feed started over after its owner's switch (its slot lost): the copies are its own and
       // the forward sync has them paused, so it copies them afresh from the owner, then streams.
       logger.warn({ pipeline: plan.pipeline }, 'feed starts over while it owns the copies: copying them again from the owner');
@@ -273,11 +273,15 @@ export class SyncWorker {
     this.#o.logger.info({ slot: plan.slot, point }, `${plan.direction} sync starts`);
   }
 
-  /** A feed's copies are handed over to it: the forward pipeline of this database has every one paused. */
-  async #copiesHandedOver(target: pg.Client, plan: SyncPlan): Promise<boolean> {
-    const forward = pipelineNames(this.#o.service.name, this.#o.config.legacy.databaseUrl, 'forward').pipeline;
-    const { rows } = await target.query(`SELECT count(*)::int AS n, count(*) FILTER (WHERE paused)::int AS paused FROM strangler_sync.tables WHERE pipeline = $1 AND target = ANY($2)`, [forward, plan.tables.map((t) => t.target)]);
-    return rows[0].n > 0 && rows[0].paused === rows[0].n;
+  /** Whether another pipeline of this database has the copies paused: null when it has none of them. */
+  async #pausedIn(target: pg.Client, pipeline: string, copies: string[]): Promise<boolean | null> {
+    const { rows } = await target.query(`SELECT count(*)::int AS n, count(*) FILTER (WHERE paused)::int AS paused FROM strangler_sync.tables WHERE pipeline = $1 AND target = ANY($2)`, [pipeline, copies]);
+    return rows[0].n === 0 ? null : rows[0].paused === rows[0].n;
+  }
+
+  /** The forward pipeline of this service (legacy → its database), whose copies a feed takes over. */
+  #forwardPipeline(): string {
+    return pipelineNames(this.#o.service.name, this.#o.config.legacy.databaseUrl, 'forward').pipeline;
   }
 
   /** Target tables a feed applies to now (a feed pipeline of this database has them unpaused). */
@@ -462,16 +466,12 @@ export class SyncWorker {
     const { tables, pause } = this.#handoverScope(h);
     if (!owner || pause || tables.length === 0) return;
     const copies = tables.map((t) => t.target);
-    const counterpart =
-      this.#direction === 'feed'
-        ? pipelineNames(this.#o.service.name, this.#o.config.legacy.databaseUrl, 'forward').pipeline
-        : pipelineNames(this.#o.service.name, owner.databaseUrl, 'feed', this.#targetUrl, owner.name).pipeline;
+    const counterpart = this.#direction === 'feed' ? this.#forwardPipeline() : pipelineNames(this.#o.service.name, owner.databaseUrl, 'feed', this.#targetUrl, owner.name).pipeline;
     const started = Date.now();
     let warned = false;
     for (;;) {
-      const { rows } = await target.query(`SELECT count(*)::int AS n, count(*) FILTER (WHERE paused)::int AS paused FROM strangler_sync.tables WHERE pipeline = $1 AND target = ANY($2)`, [counterpart, copies]);
-      // No such pipeline: nothing else writes these copies, nothing to wait for.
-      if (rows[0].n === 0 || rows[0].paused === rows[0].n) return;
+      // null: no such pipeline, nothing else writes these copies, nothing to wait for.
+      if ((await this.#pausedIn(target, counterpart, copies)) !== false) return;
       if (this.#state !== 'active' || this.#restarting) throw new StranglerError(`stopped while ${this.#plan!.pipeline} waited for ${counterpart} to reach its handover`, 'NOT_READY');
       if (!warned && Date.now() - started > 5_000) {
         warned = true;
