@@ -232,6 +232,32 @@ describe('gateway canary, fallback and outlier ejection', () => {
     await routes.set({ prefix: '/health', mode: 'legacy', service: 'invoices' }, { prefix: '/api/invoices', mode: 'legacy' });
   });
 
+  it("passes the upstream's cookies on beside the canary cookie", async () => {
+    env.legacy.override.set('/api/auth/login', () => ({ status: 200, body: { ok: true }, headers: { 'set-cookie': 'session=s1; Path=/; HttpOnly' } }));
+    try {
+      await routes.set({ prefix: '/api/auth', mode: 'canary', weight: 0, service: 'auth' });
+      const res = await fetch(`${gw.url}/api/auth/login`);
+      expect(res.status).toBe(200);
+      const cookies = res.headers.getSetCookie();
+      expect(cookies).toContain('session=s1; Path=/; HttpOnly');
+      expect(cookies.some((c) => c.startsWith('strangler_canary='))).toBe(true);
+    } finally {
+      env.legacy.override.delete('/api/auth/login');
+      await routes.set({ prefix: '/api/auth', mode: 'legacy', service: 'auth' });
+    }
+  });
+
+  it('stops the upstream request when the client goes away before the answer', async () => {
+    const legacy = gw.gateway.upstreams.get('legacy')!;
+    const abort = new AbortController();
+    const pending = fetch(`${gw.url}/delay/5000`, { signal: abort.signal }).catch((err: Error) => err);
+    await expect.poll(() => legacy.view()[0].inFlight, { timeout: 2_000 }).toBe(1);
+    abort.abort();
+    expect(await pending).toBeInstanceOf(Error);
+    // Without the abort the upstream request would stay in flight for the whole 5 s.
+    await expect.poll(() => legacy.view()[0].inFlight, { timeout: 1_500 }).toBe(0);
+  });
+
   it('serves a safe request from legacy when the service cannot be reached, and counts it', async () => {
     const broken = { ...env.config, services: env.config.services.map((s) => (s.name === 'invoices' ? { ...s, url: 'http://127.0.0.1:1' } : s)) };
     const g2 = await startGateway(broken, { port: 0, instanceId: 'gw-fallback' });

@@ -48,17 +48,37 @@ export function upstreamHeaders(incoming: IncomingHttpHeaders, ctx: ForwardConte
   return out;
 }
 
-/** Response headers from upstream to client, minus hop-by-hop ones. */
-export function downstreamHeaders(incoming: Record<string, string | string[] | undefined>, requestId: string): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = {};
-  const connection = incoming.connection;
-  const listed = typeof connection === 'string' ? new Set(connection.toLowerCase().split(',').map((t) => t.trim())) : null;
-  for (const name in incoming) {
-    if ((HOP_BY_HOP.has(name) && name !== 'content-length') || listed?.has(name)) continue;
-    const value = incoming[name];
-    if (value !== undefined) out[name] = value;
+/**
+ * The response head for the client, as the flat [name, value, ...] list writeHead takes, from
+ * undici's raw upstream headers: minus hop-by-hop ones (and any the upstream's Connection header
+ * lists), with our X-Request-Id, and the gateway's own headers (rate limit, canary cookie): those
+ * replace an upstream header of the same name, except Set-Cookie, which is added to the upstream's.
+ */
+export function downstreamHeaders(raw: Buffer[], requestId: string, extra?: Record<string, string | string[]>): string[] {
+  const out: string[] = [];
+  let listed: Set<string> | null = null;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i].toString('latin1');
+    const lower = name.toLowerCase();
+    if (lower === 'connection') {
+      listed = new Set(raw[i + 1].toString('latin1').toLowerCase().split(',').map((t) => t.trim()));
+      continue;
+    }
+    if ((HOP_BY_HOP.has(lower) && lower !== 'content-length') || lower === 'x-request-id') continue;
+    if (extra && lower !== 'set-cookie' && extra[lower] !== undefined) continue;
+    out.push(name, raw[i + 1].toString('latin1'));
   }
-  out['x-request-id'] = requestId;
+  if (listed) {
+    for (let i = out.length - 2; i >= 0; i -= 2) if (listed.has(out[i].toLowerCase())) out.splice(i, 2);
+  }
+  out.push('x-request-id', requestId);
+  if (extra) {
+    for (const name in extra) {
+      const value = extra[name];
+      if (Array.isArray(value)) for (const v of value) out.push(name, v);
+      else out.push(name, value);
+    }
+  }
   return out;
 }
 

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { canaryBucket, newCanaryCookieValue, onServiceSide, readCanaryCookie } from './canary.ts';
 import { compareResponses, compileIgnorePaths, diffJson } from './json-diff.ts';
+import { downstreamHeaders } from './headers.ts';
 import { matchesPrefix, normalizeRequestTarget } from './path-normalize.ts';
 import { chooseTarget, matchRoute } from './route-choice.ts';
 import type { Route } from './route-types.ts';
@@ -174,5 +175,19 @@ describe('route choice', () => {
     ['unrouted', null, req, { target: 'legacy', shadow: false, fallback: false, why: 'unrouted' }],
   ])('%s', (_name, r, request, expected) => {
     expect(chooseTarget(r, request)).toEqual(expected);
+  });
+});
+
+describe('response headers to the client', () => {
+  const raw = (...pairs: string[]) => pairs.map((p) => Buffer.from(p, 'latin1'));
+
+  it('drops hop-by-hop headers and those the Connection header lists, keeps Content-Length', () => {
+    const out = downstreamHeaders(raw('Content-Type', 'application/json', 'Content-Length', '2', 'Connection', 'keep-alive, X-Internal', 'Keep-Alive', 'timeout=5', 'X-Internal', 'secret', 'Transfer-Encoding', 'chunked', 'Date', 'x'), 'rid');
+    expect(out).toEqual(['Content-Type', 'application/json', 'Content-Length', '2', 'Date', 'x', 'x-request-id', 'rid']);
+  });
+
+  it("puts the gateway's request id and headers in place of the upstream's, and adds its cookie to the upstream's", () => {
+    const out = downstreamHeaders(raw('X-Request-Id', 'theirs', 'RateLimit-Limit', '5', 'Set-Cookie', 'session=a', 'Set-Cookie', 'theme=b'), 'ours', { 'ratelimit-limit': '100', 'set-cookie': 'strangler_canary=c' });
+    expect(out).toEqual(['Set-Cookie', 'session=a', 'Set-Cookie', 'theme=b', 'x-request-id', 'ours', 'ratelimit-limit', '100', 'set-cookie', 'strangler_canary=c']);
   });
 });

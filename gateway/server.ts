@@ -43,6 +43,8 @@ export interface Gateway {
 }
 
 const BODYLESS = new Set(['GET', 'HEAD', 'OPTIONS', 'DELETE']);
+/** The gateway's own endpoints, answered before any route. */
+const OPS_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
 /** Answers another instance may well not give: sent again there when the request is safe to retry. */
 const RETRY_STATUSES = [502, 503, 504] as const;
 
@@ -185,7 +187,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     const target = normalizeRequestTarget(req.url ?? '/');
     // SECURITY: a path the gateway cannot read exactly as the upstream will is refused, never guessed.
     if (!target.ok) return sendError(res, 400, 'BAD_INPUT', `the request path is refused: ${target.reason}`, requestId);
-    if (await ops(target.path, res, requestId)) return;
+    if (OPS_PATHS.has(target.path) && (await ops(target.path, res, requestId))) return;
     if (!(routes.loaded ?? true)) return sendError(res, 503, 'NOT_READY', 'the gateway has no route table yet (control database unreachable and no snapshot); retry shortly', requestId, { 'retry-after': '1' });
 
     let route = matchRoute(routes.current(), target.matchPath);
