@@ -38,6 +38,18 @@ describe('preflight checks', () => {
     expect(checkCanaryAnalysis('/api/x', { requests: 100, errors: 0, p99Ms: 25 }, service, T).ok).toBe(ok);
   });
 
+  it('canary-analysis compares p90s while a side has too few requests for a p99 (one slow request is not a regression)', () => {
+    const legacy = { requests: 30, errors: 0, p99Ms: 250, p90Ms: 80 };
+    const oneSlow = checkCanaryAnalysis('/api/x', legacy, { requests: 34, errors: 0, p99Ms: 500, p90Ms: 90 }, T);
+    expect(oneSlow.ok).toBe(true);
+    expect(oneSlow.reason).toMatch(/p90 90 ms, p99 500 ms/);
+    const slower = checkCanaryAnalysis('/api/x', legacy, { requests: 34, errors: 0, p99Ms: 500, p90Ms: 400 }, T);
+    expect(slower).toMatchObject({ ok: false, retriable: true });
+    expect(slower.reason).toMatch(/service p90 400 ms > 1.5× legacy's 80 ms \(p90: fewer than 100 requests on a side\)/);
+    // With enough requests on both sides the p99s are compared.
+    expect(checkCanaryAnalysis('/api/x', { ...legacy, requests: 100 }, { requests: 100, errors: 0, p99Ms: 500, p90Ms: 90 }, T).ok).toBe(false);
+  });
+
   it('canary-analysis applies the absolute --max-error-rate and --max-p99-ms limits', () => {
     const t = { ...T, maxErrorRatePercent: 0.5, maxP99Ms: 15 };
     const r = checkCanaryAnalysis('/api/x', { requests: 100, errors: 1, p99Ms: 30 }, { requests: 100, errors: 1, p99Ms: 20 }, t);

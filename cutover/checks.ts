@@ -20,6 +20,11 @@ export interface CheckThresholds {
   maxP99Ratio: number;
   /** ...unless the difference is under this many ms (latency buckets are coarse; noise is not a regression). */
   minP99DeltaMs: number;
+  /**
+   * Fewest requests on each side for their p99s to be compared: with fewer, a p99 is just the
+   * slowest request, and the analysis compares p90s with the same ratio instead.
+   */
+  minP99Samples: number;
   /** Canary: absolute limits (from --max-error-rate / --max-p99-ms). */
   maxErrorRatePercent?: number;
   maxP99Ms?: number;
@@ -35,6 +40,7 @@ export const DEFAULT_THRESHOLDS: CheckThresholds = {
   maxErrorRateMarginPercent: 1,
   maxP99Ratio: 1.5,
   minP99DeltaMs: 100,
+  minP99Samples: 100,
   minCanaryRequests: 20,
 };
 
@@ -102,6 +108,8 @@ export interface SideFigures {
   requests: number;
   errors: number;
   p99Ms: number | null;
+  /** Compared instead of p99 while a side has fewer than minP99Samples requests. */
+  p90Ms?: number | null;
 }
 
 /** Canary analysis, as Flagger does it: the service against legacy over the same interval. */
@@ -114,13 +122,15 @@ export function checkCanaryAnalysis(prefix: string, legacy: SideFigures, service
   const problems: string[] = [];
   if (t.maxErrorRatePercent !== undefined && svcRate > t.maxErrorRatePercent) problems.push(`service error rate ${svcRate.toFixed(2)}% > max ${t.maxErrorRatePercent}%`);
   if (svcRate > legRate + t.maxErrorRateMarginPercent) problems.push(`service error rate ${svcRate.toFixed(2)}% > legacy ${legRate.toFixed(2)}% + ${t.maxErrorRateMarginPercent} points`);
-  if (service.p99Ms !== null) {
-    if (t.maxP99Ms !== undefined && service.p99Ms > t.maxP99Ms) problems.push(`service p99 ${service.p99Ms} ms > max ${t.maxP99Ms} ms`);
-    if (legacy.p99Ms !== null && legacy.p99Ms > 0 && service.p99Ms > legacy.p99Ms * t.maxP99Ratio && service.p99Ms - legacy.p99Ms >= t.minP99DeltaMs) {
-      problems.push(`service p99 ${service.p99Ms} ms > ${t.maxP99Ratio}× legacy's ${legacy.p99Ms} ms`);
-    }
+  if (service.p99Ms !== null && t.maxP99Ms !== undefined && service.p99Ms > t.maxP99Ms) problems.push(`service p99 ${service.p99Ms} ms > max ${t.maxP99Ms} ms`);
+  // The service against legacy at the highest percentile both samples support.
+  const enough = Math.min(service.requests, legacy.requests) >= t.minP99Samples;
+  const [which, svcMs, legMs] = enough ? ['p99', service.p99Ms, legacy.p99Ms] : ['p90', service.p90Ms ?? null, legacy.p90Ms ?? null];
+  if (svcMs !== null && legMs !== null && legMs > 0 && svcMs > legMs * t.maxP99Ratio && svcMs - legMs >= t.minP99DeltaMs) {
+    problems.push(`service ${which} ${svcMs} ms > ${t.maxP99Ratio}× legacy's ${legMs} ms${enough ? '' : ` (p90: fewer than ${t.minP99Samples} requests on a side)`}`);
   }
-  const figures = `service ${service.requests} req, ${svcRate.toFixed(2)}% errors, p99 ${service.p99Ms ?? '?'} ms; legacy ${legacy.requests} req, ${legRate.toFixed(2)}% errors, p99 ${legacy.p99Ms ?? '?'} ms`;
+  const latency = (f: SideFigures) => (enough || f.p90Ms === undefined ? `p99 ${f.p99Ms ?? '?'} ms` : `p90 ${f.p90Ms ?? '?'} ms, p99 ${f.p99Ms ?? '?'} ms`);
+  const figures = `service ${service.requests} req, ${svcRate.toFixed(2)}% errors, ${latency(service)}; legacy ${legacy.requests} req, ${legRate.toFixed(2)}% errors, ${latency(legacy)}`;
   // A failed analysis is retriable: the progressive canary counts it against --threshold.
   return problems.length ? fail('canary-analysis', `${problems.join('; ')} (${figures})`, true) : pass('canary-analysis', figures);
 }

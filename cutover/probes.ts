@@ -116,8 +116,9 @@ async function runCheck(ctx: ProbeContext, service: ResolvedService, name: Check
         readRouteFigures(ctx.redis, ctx.keys, service.name, 'legacy', from, to),
         readRouteFigures(ctx.redis, ctx.keys, service.name, 'service', from, to),
       ]);
-      const p99 = (v: number) => (Number.isFinite(v) ? v : 100_000);
-      return checkCanaryAnalysis(service.prefix, { ...legacy, p99Ms: legacy.requests ? p99(legacy.p99Ms) : null }, { ...svc, p99Ms: svc.requests ? p99(svc.p99Ms) : null }, ctx.thresholds);
+      const ms = (f: { requests: number }, v: number) => (f.requests ? (Number.isFinite(v) ? v : 100_000) : null);
+      const side = (f: typeof legacy) => ({ ...f, p99Ms: ms(f, f.p99Ms), p90Ms: ms(f, f.p90Ms) });
+      return checkCanaryAnalysis(service.prefix, side(legacy), side(svc), ctx.thresholds);
     }
     case 'depends-on-switched': {
       const deps = await Promise.all(

@@ -2,8 +2,12 @@ import type { Redis } from 'ioredis';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { RedisKeys } from './redis-keys.ts';
 
-/** Latency bucket bounds (ms) shared by Prometheus and the Redis figures canary analysis reads. */
-export const LATENCY_BOUNDS_MS = [5, 10, 25, 50, 100, 250, 500, 800, 1000, 2500, 5000, 10000] as const;
+/**
+ * Latency bucket bounds (ms) shared by Prometheus and the Redis figures canary analysis reads;
+ * fine enough between 50 ms and 1 s that a percentile read off them moves by less than 1.5×
+ * from one bucket to the next.
+ */
+export const LATENCY_BOUNDS_MS = [5, 10, 25, 50, 75, 100, 150, 200, 250, 300, 400, 500, 650, 800, 1000, 1500, 2500, 5000, 10000] as const;
 /** Width of one Redis time bucket. */
 export const BUCKET_MS = 5_000;
 
@@ -96,7 +100,8 @@ export class RouteFigures {
       const [service, target] = key.split('\u0000');
       const k = this.#keys.routeMetrics(service, target, bucket);
       multi.hincrby(k, 'requests', f.requests).hincrby(k, 'errors', f.errors);
-      f.latency.forEach((n, i) => n && multi.hincrby(k, `l${i}`, n));
+      // Fields are named by bound (l100, linf), so gateways of different versions add up.
+      f.latency.forEach((n, i) => n && multi.hincrby(k, `l${i < LATENCY_BOUNDS_MS.length ? LATENCY_BOUNDS_MS[i] : 'inf'}`, n));
       multi.pexpire(k, 3_600_000);
     }
     await multi.exec().catch(() => undefined); // figures may be lost (DESIGN.md); requests never wait on them
@@ -113,8 +118,9 @@ export interface WindowFigures {
   requests: number;
   errors: number;
   errorRate: number;
-  /** Upper bound of the bucket holding the 99th percentile, ms (Infinity past the last bound). */
+  /** 99th and 90th percentile latency, ms, as Prometheus' histogram_quantile reads them (Infinity past the last bound). */
   p99Ms: number;
+  p90Ms: number;
 }
 
 /** Sums one route target's figures over [fromMs, toMs), across every gateway. */
@@ -125,22 +131,38 @@ export async function readRouteFigures(redis: Redis, keys: RedisKeys, service: s
   const results = ((await multi.exec()) ?? []).map(([, v]) => v as Record<string, string>);
   let requests = 0;
   let errors = 0;
-  const latency = new Array(LATENCY_BOUNDS_MS.length + 1).fill(0);
+  const latency = new Map<number, number>();
   for (const h of results) {
     requests += Number(h.requests ?? 0);
     errors += Number(h.errors ?? 0);
-    for (let i = 0; i < latency.length; i++) latency[i] += Number(h[`l${i}`] ?? 0);
+    for (const field in h) {
+      if (field[0] !== 'l') continue;
+      const bound = field === 'linf' ? Number.POSITIVE_INFINITY : Number(field.slice(1));
+      if (!Number.isNaN(bound)) latency.set(bound, (latency.get(bound) ?? 0) + Number(h[field]));
+    }
   }
-  return { requests, errors, errorRate: requests ? errors / requests : 0, p99Ms: percentile(latency, 0.99) };
+  const buckets = [...latency].sort((a, b) => a[0] - b[0]).map(([le, count]) => ({ le, count }));
+  return { requests, errors, errorRate: requests ? errors / requests : 0, p99Ms: histogramQuantile(buckets, 0.99), p90Ms: histogramQuantile(buckets, 0.9) };
 }
 
-function percentile(histogram: number[], q: number): number {
-  const total = histogram.reduce((a, b) => a + b, 0);
+/**
+ * The q-quantile of a histogram (buckets by upper bound `le`, counts not cumulative), as
+ * Prometheus' histogram_quantile computes it: linear interpolation inside the bucket that holds
+ * the rank; in the unbounded last bucket, the highest finite bound (Infinity if there is none).
+ */
+export function histogramQuantile(buckets: ReadonlyArray<{ le: number; count: number }>, q: number): number {
+  const total = buckets.reduce((n, b) => n + b.count, 0);
   if (total === 0) return 0;
-  let seen = 0;
-  for (let i = 0; i < histogram.length; i++) {
-    seen += histogram[i];
-    if (seen >= total * q) return i < LATENCY_BOUNDS_MS.length ? LATENCY_BOUNDS_MS[i] : Number.POSITIVE_INFINITY;
+  const rank = q * total;
+  let below = 0;
+  for (let i = 0; i < buckets.length; i++) {
+    const { le, count } = buckets[i];
+    if (count > 0 && below + count >= rank) {
+      const lower = i === 0 ? 0 : buckets[i - 1].le;
+      if (!Number.isFinite(le)) return i === 0 ? Number.POSITIVE_INFINITY : lower;
+      return Math.round((lower + ((le - lower) * (rank - below)) / count) * 10) / 10;
+    }
+    below += count;
   }
   return Number.POSITIVE_INFINITY;
 }

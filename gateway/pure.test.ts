@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { canaryBucket, newCanaryCookieValue, onServiceSide, readCanaryCookie } from './canary.ts';
 import { compareResponses, compileIgnorePaths, diffJson } from './json-diff.ts';
 import { downstreamHeaders } from './headers.ts';
+import { histogramQuantile } from './metrics.ts';
 import { matchesPrefix, normalizeRequestTarget } from './path-normalize.ts';
 import { chooseTarget, matchRoute } from './route-choice.ts';
 import type { Route } from './route-types.ts';
@@ -189,5 +190,22 @@ describe('response headers to the client', () => {
   it("puts the gateway's request id and headers in place of the upstream's, and adds its cookie to the upstream's", () => {
     const out = downstreamHeaders(raw('X-Request-Id', 'theirs', 'RateLimit-Limit', '5', 'Set-Cookie', 'session=a', 'Set-Cookie', 'theme=b'), 'ours', { 'ratelimit-limit': '100', 'set-cookie': 'strangler_canary=c' });
     expect(out).toEqual(['Set-Cookie', 'session=a', 'Set-Cookie', 'theme=b', 'x-request-id', 'ours', 'ratelimit-limit', '100', 'set-cookie', 'strangler_canary=c']);
+  });
+});
+
+describe('latency quantiles from histogram buckets', () => {
+  const h = (...pairs: Array<[number, number]>) => pairs.map(([le, count]) => ({ le, count }));
+
+  it('interpolates inside the bucket holding the rank, as histogram_quantile does', () => {
+    // 100 requests: 90 up to 100 ms, 10 in (100, 250]: p90 at the 100 ms bound, p99 at 90% of the way to 250.
+    expect(histogramQuantile(h([100, 90], [250, 10]), 0.9)).toBe(100);
+    expect(histogramQuantile(h([100, 90], [250, 10]), 0.99)).toBe(235);
+    expect(histogramQuantile(h([5, 0], [10, 4]), 0.5)).toBe(7.5);
+  });
+
+  it('answers the highest finite bound in the unbounded bucket, 0 when empty', () => {
+    expect(histogramQuantile(h([500, 50], [Infinity, 50]), 0.99)).toBe(500);
+    expect(histogramQuantile(h([Infinity, 3]), 0.99)).toBe(Infinity);
+    expect(histogramQuantile([], 0.99)).toBe(0);
   });
 });
