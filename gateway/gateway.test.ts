@@ -3,6 +3,7 @@ import { SignJWT, UnsecuredJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { gatewayTestEnv } from '../test/harness.ts';
+import { startEchoUpstream } from '../test/upstream.ts';
 import { routeWriter } from '../test/routes.ts';
 import { startGateway, type RunningGateway } from './start.ts';
 
@@ -275,6 +276,37 @@ describe('gateway canary, fallback and outlier ejection', () => {
       expect(metrics).toMatch(/strangler_gateway_fallbacks_total\{service="invoices",reason="ECONNREFUSED"\} 2/);
     } finally {
       await g2.stop();
+      await routes.set({ prefix: '/api/invoices', mode: 'legacy' });
+    }
+  });
+
+  it('sends a safe request on to another instance after a 503 while the retry budget allows, and passes the 503 on when it does not', async () => {
+    const second = await startEchoUpstream('invoices-2');
+    env.upstreams.invoices.override.set('/api/invoices', () => ({ status: 503, body: { error: { code: 'UNAVAILABLE', message: 'draining' } } }));
+    const withBudget = (retryBudget: { percent: number; minConcurrency: number }) => ({
+      ...env.config,
+      gateway: { ...env.config.gateway, loadBalancer: { ...env.config.gateway.loadBalancer, policy: 'round-robin' as const, retryBudget } },
+      services: env.config.services.map((s) => (s.name === 'invoices' ? { ...s, instances: [second.url] } : s)),
+    });
+    const open = await startGateway(withBudget({ percent: 20, minConcurrency: 3 }), { port: 0, instanceId: 'gw-budget' });
+    const spent = await startGateway(withBudget({ percent: 0, minConcurrency: 0 }), { port: 0, instanceId: 'gw-no-budget' });
+    try {
+      await routes.set({ prefix: '/api/invoices', mode: 'service' });
+      const t = await token('1');
+      const ask = async (g: RunningGateway) => {
+        const statuses: number[] = [];
+        for (let i = 0; i < 4; i++) statuses.push((await fetch(`${g.url}/api/invoices`, { headers: { authorization: `Bearer ${t}` } })).status);
+        return statuses;
+      };
+      // Round robin: half of the first attempts land on the instance answering 503.
+      expect(await ask(open)).toEqual([200, 200, 200, 200]);
+      expect(await ask(spent)).toContain(503);
+      const metrics = await (await fetch(`${spent.url}/metrics`)).text();
+      expect(metrics).toMatch(/strangler_gateway_retries_over_budget_total\{service="invoices"\} [1-9]/);
+    } finally {
+      env.upstreams.invoices.override.delete('/api/invoices');
+      await Promise.all([open.stop(), spent.stop()]);
+      await second.close();
       await routes.set({ prefix: '/api/invoices', mode: 'legacy' });
     }
   });

@@ -3,7 +3,7 @@ import type { ResolvedConfig } from '../core/config/load.ts';
 import { formatInstances, mergeInstances, type GatewayView } from './instances-report.ts';
 import { isAvailable, newHealth, readmitIfDue, recordCheck, recordOutcome } from './outlier.ts';
 import { hostFilter } from './discovery.ts';
-import { Cluster, type EndpointView } from './upstreams.ts';
+import { Cluster, retryBudgetAllows, type EndpointView } from './upstreams.ts';
 
 const od = { consecutiveFailures: 3, baseEjectionMs: 1_000, maxEjectionMs: 2_500, maxEjectionPercent: 50 };
 const hc = { healthyThreshold: 2, unhealthyThreshold: 2 };
@@ -143,6 +143,32 @@ describe('choosing an instance', () => {
     for (let i = 0; i < 3; i++) legacy.report(legacy.endpoints[0], { ok: false, kind: 'connect' });
     expect(legacy.pick()!.id).toBe('a');
     await Promise.all([svc.close(), legacy.close()]);
+  });
+});
+
+describe('retry budget', () => {
+  it('allows retries up to a share of the requests in flight, and never fewer than minConcurrency', () => {
+    const budget = { percent: 20, minConcurrency: 3 };
+    expect(retryBudgetAllows(budget, 1, 2)).toBe(true);
+    expect(retryBudgetAllows(budget, 1, 3)).toBe(false);
+    expect(retryBudgetAllows(budget, 100, 19)).toBe(true);
+    expect(retryBudgetAllows(budget, 100, 20)).toBe(false);
+    expect(retryBudgetAllows({ percent: 0, minConcurrency: 0 }, 100, 0)).toBe(false);
+  });
+
+  it('counts retries in flight per cluster: a retry ended frees its place', async () => {
+    const statics = ['a', 'b'].map((id) => ({ id, url: `http://127.0.0.1:9/${id}`, source: 'static' as const }));
+    const c = new Cluster('invoices', { outlier: od, healthCheck: { path: '/health', intervalMs: 60_000, timeoutMs: 100, ...hc }, policy: 'least-outstanding', retryBudget: { percent: 50, minConcurrency: 1 } }, statics);
+    c.endpoints[0].outstanding = 4; // 50 % of 4 in flight: 2 retries
+    const first = c.startRetry();
+    const second = c.startRetry();
+    expect(first && second).toBeTruthy();
+    expect(c.startRetry()).toBeNull();
+    first!();
+    first!(); // ending twice frees one place only
+    expect(c.startRetry()).not.toBeNull();
+    expect(c.startRetry()).toBeNull();
+    await c.close();
   });
 });
 

@@ -46,8 +46,11 @@ export interface ForwardOptions {
   extraHeaders?: Record<string, string | string[]>;
   /** Capture the response (up to this many bytes) for a shadow comparison. */
   captureBytes?: number;
-  /** Answers with these statuses are not passed on: forward() rejects with RetryableStatus (another instance gets the request). */
-  retryStatuses?: readonly number[];
+  /**
+   * Asked with the status of the answer before any of it is passed on: true holds it back, and
+   * forward() rejects with RetryableStatus (another instance gets the request).
+   */
+  retryOn?: (status: number) => boolean;
 }
 
 /** The instance answered a status another instance may not (502, 503, 504); nothing was written to the client. */
@@ -104,7 +107,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   onHeaders(statusCode: number, raw: Buffer[], resume: () => void): boolean {
     if (statusCode < 200) return true; // 1xx: informational, the final answer follows
     this.#status = statusCode;
-    if (this.o.retryStatuses?.includes(statusCode)) {
+    if (this.o.retryOn?.(statusCode)) {
       this.#retry = true; // the body is read and dropped; another instance gets the request
       return true;
     }

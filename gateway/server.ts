@@ -77,6 +77,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
   // One cluster of instances per upstream: static ones from strangler.yaml, or the registry's.
   const clusterOptions = (healthCheck: typeof g.healthCheck) => ({
     policy: g.loadBalancer.policy,
+    retryBudget: g.loadBalancer.retryBudget,
     outlier: g.outlierDetection,
     healthCheck,
     connections: g.loadBalancer.connectionsPerInstance,
@@ -253,29 +254,46 @@ export function createGateway(deps: GatewayDeps): Gateway {
     /**
      * To one instance of the cluster, and on to another (at most loadBalancer.retries more) when
      * the request is safe to retry and the instance could not be reached, broke off, or answered
-     * 502/503/504 (then nothing was written to the client yet). Every outcome feeds outlier detection.
+     * 502/503/504 (then nothing was written to the client yet), as long as the cluster's retry
+     * budget allows. Every outcome feeds outlier detection.
      */
     const send = async (t: Target) => {
       const cluster = t === 'service' ? service! : legacy;
       const tried = new Set<Endpoint>();
-      for (let attempt = 0; ; attempt++) {
-        const endpoint = cluster.pick(tried);
-        if (!endpoint) throw new NoInstanceError(cluster.name, cluster.endpoints.length);
-        tried.add(endpoint);
-        const more = replayable && attempt < g.loadBalancer.retries && cluster.hasAvailable(tried);
-        endpoint.outstanding++;
-        try {
-          const answer = await forward(endpoint, res, { method, path, headers, body, timeoutMs: g.upstreamTimeoutMs, requestId, extraHeaders, captureBytes: choice.shadow ? g.shadow.maxBodyBytes : undefined, retryStatuses: more ? RETRY_STATUSES : undefined });
-          cluster.report(endpoint, { ok: answer.status < 500, status: answer.status });
-          return answer;
-        } catch (err) {
-          const kind = failureKind(err);
-          if (kind) cluster.report(endpoint, { ok: false, status: err instanceof RetryableStatus ? err.status : undefined, kind });
-          if (!(more && !res.headersSent && (err instanceof RetryableStatus || neverReached(err)))) throw err;
-          metrics.retries.inc({ service: cluster.name, reason: kind ?? (err as { code?: string }).code ?? 'error' });
-        } finally {
-          endpoint.outstanding--;
+      let endRetry: (() => void) | null = null;
+      try {
+        for (let attempt = 0; ; attempt++) {
+          const endpoint = cluster.pick(tried);
+          if (!endpoint) throw new NoInstanceError(cluster.name, cluster.endpoints.length);
+          tried.add(endpoint);
+          const more = replayable && attempt < g.loadBalancer.retries && cluster.hasAvailable(tried);
+          // The budget for the next attempt is taken when this one fails: an answer held back
+          // for a retry is one the budget allowed, else it is passed on as it is.
+          const next: { end: (() => void) | null } = { end: null };
+          const retryOn = more ? (status: number) => (RETRY_STATUSES as readonly number[]).includes(status) && (next.end = cluster.startRetry()) !== null : undefined;
+          endpoint.outstanding++;
+          try {
+            const answer = await forward(endpoint, res, { method, path, headers, body, timeoutMs: g.upstreamTimeoutMs, requestId, extraHeaders, captureBytes: choice.shadow ? g.shadow.maxBodyBytes : undefined, retryOn });
+            cluster.report(endpoint, { ok: answer.status < 500, status: answer.status });
+            return answer;
+          } catch (err) {
+            const kind = failureKind(err);
+            if (kind) cluster.report(endpoint, { ok: false, status: err instanceof RetryableStatus ? err.status : undefined, kind });
+            if (!(more && !res.headersSent && (err instanceof RetryableStatus || neverReached(err)))) {
+              next.end?.();
+              throw err;
+            }
+            if (!next.end) next.end = cluster.startRetry();
+            if (!next.end) throw err; // over budget: the failure stands (a safe request may still fall back to legacy)
+            endRetry?.();
+            endRetry = next.end;
+            metrics.retries.inc({ service: cluster.name, reason: kind ?? (err as { code?: string }).code ?? 'error' });
+          } finally {
+            endpoint.outstanding--;
+          }
         }
+      } finally {
+        endRetry?.();
       }
     };
     let served: Target = choice.target;

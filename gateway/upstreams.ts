@@ -59,6 +59,16 @@ export interface EndpointView extends EndpointSpec {
   recentFailures: number;
 }
 
+export interface RetryBudget {
+  percent: number;
+  minConcurrency: number;
+}
+
+/** Envoy's retry budget: may one more retry start, with `active` requests and `retrying` retries in flight? */
+export function retryBudgetAllows(budget: RetryBudget, active: number, retrying: number): boolean {
+  return retrying < Math.max(budget.minConcurrency, (budget.percent / 100) * active);
+}
+
 export interface ClusterOptions {
   policy: 'least-outstanding' | 'round-robin';
   outlier: OutlierConfig;
@@ -67,6 +77,8 @@ export interface ClusterOptions {
   connectTimeoutMs?: number;
   /** With no instance available, still send to one (legacy: there is nowhere else to go). */
   panic?: boolean;
+  /** Concurrent retries allowed: a share of the requests in flight, at least minConcurrency (default: unbounded). */
+  retryBudget?: RetryBudget;
   metrics?: GatewayMetrics;
   logger?: Logger;
 }
@@ -82,6 +94,7 @@ export class Cluster {
   /** Replaced whole on a membership change, never edited: a request's pick iterates it as is. */
   #list: Endpoint[] = [];
   #next = 0;
+  #retrying = 0;
   #timer: NodeJS.Timeout | null = null;
   readonly #requestsBy: ((...values: string[]) => { inc(): void }) | null;
 
@@ -135,6 +148,28 @@ export class Cluster {
     if (best || !this.#o.panic) return best;
     for (const e of all) if (!exclude?.has(e) && (!best || e.outstanding < best.outstanding)) best = e;
     return best;
+  }
+
+  /**
+   * Starts a retry if the retry budget allows one now; the caller calls the returned function
+   * when the retry is over. Null: over budget (counted on /metrics), do not retry.
+   */
+  startRetry(): (() => void) | null {
+    const budget = this.#o.retryBudget;
+    if (budget) {
+      let active = 0;
+      for (const e of this.#list) active += e.outstanding;
+      if (!retryBudgetAllows(budget, active, this.#retrying)) {
+        this.#o.metrics?.retriesOverBudget.inc({ service: this.name });
+        return null;
+      }
+    }
+    this.#retrying++;
+    let done = false;
+    return () => {
+      if (!done) this.#retrying--;
+      done = true;
+    };
   }
 
   /** One request's outcome on an instance, for outlier detection and the per-instance figures. */

@@ -194,6 +194,18 @@ export const configSchema = z.strictObject({
           policy: z.enum(['least-outstanding', 'round-robin']).default('least-outstanding'),
           /** Further instances a request safe to retry may be sent to after a failure. */
           retries: z.number().int().min(0).max(5).default(2),
+          /**
+           * Envoy's retry budget: retries in flight on a service may be at most this share of
+           * its requests in flight (or minConcurrency, if more), so that when every instance
+           * fails, retries do not multiply the load on it. A retry over budget is not sent: the
+           * request falls back to legacy when it may, else gets the failure.
+           */
+          retryBudget: z
+            .strictObject({
+              percent: z.number().min(0).max(100).default(20),
+              minConcurrency: z.number().int().min(0).default(3),
+            })
+            .prefault({}),
           /** How often the instance list is re-read from the registry (changes also arrive by pub/sub). */
           refreshMs: z.number().int().min(100).default(1_000),
           /** Connections per instance. */
