@@ -24,6 +24,8 @@ export interface InstanceRow {
   /** Gateways that have it ejected, with the time left (ms). */
   ejected: Record<string, number>;
   ejections: number;
+  /** The lowest share of a full one any gateway gives it, in % (below 100 while it warms up: slow start). */
+  weightPercent: number;
   inFlight: number;
   /** Summed over gateways, the last minute. */
   recentRequests: number;
@@ -49,7 +51,7 @@ export function mergeInstances(config: ResolvedConfig, registered: ServiceInstan
     const rows = new Map<string, InstanceRow>();
     const row = (id: string, url: string, registry: InstanceRow['registry']): InstanceRow => {
       let r = rows.get(id);
-      if (!r) rows.set(id, (r = { id, url, version: null, zone: null, registry, health: {}, ejected: {}, ejections: 0, inFlight: 0, recentRequests: 0, recentFailures: 0, errorRate: null }));
+      if (!r) rows.set(id, (r = { id, url, version: null, zone: null, registry, health: {}, ejected: {}, ejections: 0, weightPercent: 100, inFlight: 0, recentRequests: 0, recentFailures: 0, errorRate: null }));
       return r;
     };
     // A static service's instances register too, but the gateways use strangler.yaml's URLs for it.
@@ -62,6 +64,7 @@ export function mergeInstances(config: ResolvedConfig, registered: ServiceInstan
         r.health[v.gateway] = e.health;
         if (e.ejected) r.ejected[v.gateway] = e.ejectedForMs;
         r.ejections = Math.max(r.ejections, e.ejections);
+        r.weightPercent = Math.min(r.weightPercent, e.weightPercent ?? 100);
         r.inFlight += e.inFlight;
         r.recentRequests += e.recentRequests;
         r.recentFailures += e.recentFailures;
@@ -98,7 +101,7 @@ export function formatInstances(services: ServiceInstances[]): string {
         ['INSTANCE', 'URL', 'VERSION', 'ZONE', 'REGISTRY', 'HEALTH', 'EJECTED', 'IN-FLIGHT', 'REQ 1m', 'ERR 1m'],
         ...s.instances.map((r) => {
           const states = Object.values(r.health);
-          const health = states.length === 0 ? '-' : states.every((h) => h === states[0]) ? states[0] : `healthy on ${states.filter((h) => h === 'healthy').length}/${states.length}`;
+          const health = (states.length === 0 ? '-' : states.every((h) => h === states[0]) ? states[0] : `healthy on ${states.filter((h) => h === 'healthy').length}/${states.length}`) + (r.weightPercent < 100 ? ` (warming, ${r.weightPercent}%)` : '');
           const ejectedOn = Object.values(r.ejected);
           const ejected = ejectedOn.length === 0 ? (r.ejections ? `no (${r.ejections}× before)` : 'no') : `yes, ${fmtMs(Math.max(...ejectedOn))} left (${r.ejections}×)`;
           return [r.id, r.url, r.version ?? '-', r.zone ?? '-', r.registry, health, ejected, String(r.inFlight), String(r.recentRequests), r.errorRate === null ? '-' : `${r.errorRate.toFixed(1)}%`];

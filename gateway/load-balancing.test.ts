@@ -97,7 +97,7 @@ beforeAll(async () => {
       ...env.config.gateway,
       healthCheck: HC,
       outlierDetection: { consecutiveFailures: 3, baseEjectionMs: 1_500, maxEjectionMs: 10_000, maxEjectionPercent: 50 },
-      loadBalancer: { policy: 'least-outstanding', retries: 2, retryBudget: { percent: 20, minConcurrency: 3 }, refreshMs: 300, connectionsPerInstance: 16 },
+      loadBalancer: { policy: 'least-outstanding', retries: 2, retryBudget: { percent: 20, minConcurrency: 3 }, slowStart: { windowMs: 0, minWeightPercent: 10 }, refreshMs: 300, connectionsPerInstance: 16 },
     },
     services: env.config.services.map((s) => (s.name === 'invoices' ? { ...s, discovery: 'registry' as const, databaseUrl: invoicesDb, healthCheck: HC } : s)),
   };

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { ResolvedConfig } from '../core/config/load.ts';
 import { formatInstances, mergeInstances, type GatewayView } from './instances-report.ts';
-import { isAvailable, newHealth, readmitIfDue, recordCheck, recordOutcome } from './outlier.ts';
+import { isAvailable, newHealth, readmitIfDue, recordCheck, recordOutcome, slowStartWeight } from './outlier.ts';
 import { hostFilter } from './discovery.ts';
 import { Cluster, retryBudgetAllows, type EndpointView } from './upstreams.ts';
 
@@ -81,7 +81,7 @@ describe('strangler services: merging the registry and the gateways', () => {
   registered.push({ service: 'auth', id: 'auth-1', url: 'http://127.0.0.1:5002', version: '1', zone: 'z', startedAt: '' });
   const views: GatewayView[] = [
     { gateway: 'g1', at: 0, clusters: { auth: [endpoint('127.0.0.1:5002', { source: 'static' })], invoices: [endpoint('i-1'), endpoint('i-2', { ejected: true, available: false, ejectedForMs: 4_200, ejections: 2, recentFailures: 5 }), endpoint('i-old')] } },
-    { gateway: 'g2', at: 0, clusters: { invoices: [endpoint('i-1'), endpoint('i-2'), endpoint('i-3', { health: 'unhealthy', available: false })] } },
+    { gateway: 'g2', at: 0, clusters: { invoices: [endpoint('i-1', { weightPercent: 40 }), endpoint('i-2'), endpoint('i-3', { health: 'unhealthy', available: false })] } },
   ];
 
   it('sums in-flight and recent figures over gateways and counts as available only what every gateway may use', () => {
@@ -101,6 +101,7 @@ describe('strangler services: merging the registry and the gateways', () => {
     expect(text).toContain('invoices /api/invoices (discovery: registry): 4 instances, 1 available on 2 gateways');
     expect(text).toMatch(/i-2 .* live +healthy +yes, 5s left \(2×\) +2 +20 +25\.0%/);
     expect(text).toMatch(/i-3 .* live +unhealthy +no /);
+    expect(text).toMatch(/i-1 .* live +healthy \(warming, 40%\) +no /);
     expect(text).toContain('legacy (discovery: static): 0 instances, 0 available on 2 gateways');
   });
 });
@@ -143,6 +144,36 @@ describe('choosing an instance', () => {
     for (let i = 0; i < 3; i++) legacy.report(legacy.endpoints[0], { ok: false, kind: 'connect' });
     expect(legacy.pick()!.id).toBe('a');
     await Promise.all([svc.close(), legacy.close()]);
+  });
+});
+
+describe('slow start', () => {
+  const slow = { windowMs: 10_000, minWeightPercent: 10 };
+
+  it('grows the share of an instance that became healthy from minWeightPercent to full over the window', () => {
+    const h = newHealth('unknown');
+    recordCheck(h, true, hc, 50_000);
+    expect(h.healthySince).toBe(50_000);
+    expect(slowStartWeight(h, 50_000, slow)).toBe(0.1);
+    expect(slowStartWeight(h, 55_000, slow)).toBe(0.5);
+    expect(slowStartWeight(h, 60_000, slow)).toBe(1);
+    expect(slowStartWeight(h, 55_000, { ...slow, windowMs: 0 })).toBe(1);
+  });
+
+  it('leaves alone the instances healthy from the start', () => {
+    expect(slowStartWeight(newHealth('healthy'), 1, slow)).toBe(1);
+  });
+
+  it('sends less to an instance still warming (least outstanding, weighted), and its full share after', async () => {
+    const statics = ['old', 'new'].map((id) => ({ id, url: `http://127.0.0.1:9/${id}`, source: 'static' as const }));
+    const c = new Cluster('invoices', { outlier: od, healthCheck: { path: '/health', intervalMs: 60_000, timeoutMs: 100, ...hc }, policy: 'least-outstanding', slowStart: slow }, statics);
+    const [old, fresh] = c.endpoints;
+    old.outstanding = 3;
+    fresh.health.healthySince = Date.now() - 1_000; // 1 s into a 10 s window: weight 0.1
+    expect(c.pick()!.id).toBe('old'); // (3 + 1) / 1 < (0 + 1) / 0.1
+    fresh.health.healthySince = Date.now() - 10_000;
+    expect(c.pick()!.id).toBe('new');
+    await c.close();
   });
 });
 

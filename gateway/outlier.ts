@@ -30,10 +30,19 @@ export interface InstanceHealth {
   ejections: number;
   /** When it was last readmitted after an ejection (ms), 0 never. */
   readmittedAt: number;
+  /** When its checks last made it healthy (ms); 0 for instances healthy from the start (no slow start). */
+  healthySince: number;
+}
+
+export interface SlowStartConfig {
+  /** How long a new or recovered instance takes to get its full share (0: at once). */
+  windowMs: number;
+  /** Its share at first, in percent of a full one. */
+  minWeightPercent: number;
 }
 
 export function newHealth(active: InstanceHealth['active']): InstanceHealth {
-  return { active, passes: 0, fails: 0, consecutiveFailures: 0, ejectedUntil: 0, ejections: 0, readmittedAt: 0 };
+  return { active, passes: 0, fails: 0, consecutiveFailures: 0, ejectedUntil: 0, ejections: 0, readmittedAt: 0, healthySince: 0 };
 }
 
 /** Routable: checked healthy and not ejected. */
@@ -50,12 +59,13 @@ export function isEjected(h: InstanceHealth, now: number): boolean {
  * an unhealthy one needs `healthyThreshold` passes in a row, a healthy one fails after
  * `unhealthyThreshold` failures in a row. Returns the transition, if any.
  */
-export function recordCheck(h: InstanceHealth, ok: boolean, c: HealthCheckConfig): 'healthy' | 'unhealthy' | null {
+export function recordCheck(h: InstanceHealth, ok: boolean, c: HealthCheckConfig, now = Date.now()): 'healthy' | 'unhealthy' | null {
   if (ok) {
     h.passes++;
     h.fails = 0;
     if (h.active === 'unknown' || (h.active === 'unhealthy' && h.passes >= c.healthyThreshold)) {
       h.active = 'healthy';
+      h.healthySince = now;
       return 'healthy';
     }
     return null;
@@ -106,4 +116,16 @@ export function recordOutcome(h: InstanceHealth, ok: boolean, now: number, c: Ou
   h.ejectedUntil = now + ms;
   h.consecutiveFailures = 0;
   return ms;
+}
+
+/**
+ * Slow start (Envoy's slow_start_config, linear): an instance that joined or recovered less than
+ * windowMs ago gets a share of requests growing from minWeightPercent to a full one over the
+ * window, so a cold process (JIT, pools, caches) is not handed a full share at once. 1 = full.
+ */
+export function slowStartWeight(h: InstanceHealth, now: number, c: SlowStartConfig): number {
+  if (c.windowMs <= 0 || h.healthySince === 0) return 1;
+  const elapsed = now - h.healthySince;
+  if (elapsed >= c.windowMs) return 1;
+  return Math.max(c.minWeightPercent / 100, elapsed / c.windowMs);
 }

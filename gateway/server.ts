@@ -78,6 +78,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
   const clusterOptions = (healthCheck: typeof g.healthCheck) => ({
     policy: g.loadBalancer.policy,
     retryBudget: g.loadBalancer.retryBudget,
+    slowStart: g.loadBalancer.slowStart,
     outlier: g.outlierDetection,
     healthCheck,
     connections: g.loadBalancer.connectionsPerInstance,

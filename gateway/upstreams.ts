@@ -2,7 +2,7 @@ import { Pool } from 'undici';
 import type { ResolvedService } from '../core/config/load.ts';
 import type { Logger } from '../core/logger.ts';
 import { boundLabels, type GatewayMetrics } from './metrics.ts';
-import { isAvailable, isEjected, newHealth, readmitIfDue, recordCheck, recordOutcome, type InstanceHealth, type OutlierConfig } from './outlier.ts';
+import { isAvailable, isEjected, newHealth, readmitIfDue, recordCheck, recordOutcome, slowStartWeight, type InstanceHealth, type OutlierConfig, type SlowStartConfig } from './outlier.ts';
 
 /** Sent with every active health check, so an instance (or a test) can tell them from traffic. */
 export const HEALTH_CHECK_USER_AGENT = 'strangler-health-check';
@@ -52,6 +52,8 @@ export interface EndpointView extends EndpointSpec {
   ejected: boolean;
   ejectedForMs: number;
   ejections: number;
+  /** Its share of a full one now, in % (below 100 during slow start); absent from older gateways. */
+  weightPercent?: number;
   inFlight: number;
   requests: number;
   failures: number;
@@ -79,6 +81,8 @@ export interface ClusterOptions {
   panic?: boolean;
   /** Concurrent retries allowed: a share of the requests in flight, at least minConcurrency (default: unbounded). */
   retryBudget?: RetryBudget;
+  /** New and recovered instances get a growing share over this window (default: a full share at once). */
+  slowStart?: SlowStartConfig;
   metrics?: GatewayMetrics;
   logger?: Logger;
 }
@@ -136,15 +140,32 @@ export class Cluster {
     const now = Date.now();
     const all = this.endpoints;
     if (all.length === 0) return null;
+    const slow = this.#o.slowStart;
     const start = this.#next++ % all.length;
     let best: Endpoint | null = null;
+    let bestLoad = Number.POSITIVE_INFINITY;
+    let skipped: Endpoint | null = null;
     for (let i = 0; i < all.length; i++) {
       const e = all[(start + i) % all.length];
       if (readmitIfDue(e.health, now)) this.#event(e, 'readmitted');
       if (exclude?.has(e) || !isAvailable(e.health, now)) continue;
-      if (this.#o.policy === 'round-robin') return e;
-      if (!best || e.outstanding < best.outstanding) best = e;
+      const weight = slow ? slowStartWeight(e.health, now, slow) : 1;
+      if (this.#o.policy === 'round-robin') {
+        // Slow start: an instance still warming takes its turn with probability = its weight.
+        if (weight < 1 && Math.random() >= weight) {
+          skipped ??= e;
+          continue;
+        }
+        return e;
+      }
+      // Least outstanding, weighted (as Envoy's least request with weights): (in flight + 1) / weight.
+      const load = (e.outstanding + 1) / weight;
+      if (load < bestLoad) {
+        best = e;
+        bestLoad = load;
+      }
     }
+    best ??= skipped;
     if (best || !this.#o.panic) return best;
     for (const e of all) if (!exclude?.has(e) && (!best || e.outstanding < best.outstanding)) best = e;
     return best;
@@ -223,6 +244,7 @@ export class Cluster {
         ejected: isEjected(e.health, now),
         ejectedForMs: Math.max(0, e.health.ejectedUntil - now),
         ejections: e.health.ejections,
+        weightPercent: Math.round(100 * (this.#o.slowStart ? slowStartWeight(e.health, now, this.#o.slowStart) : 1)),
         inFlight: e.outstanding,
         requests: e.requests,
         failures: e.failures,
@@ -275,7 +297,7 @@ export class Cluster {
       e.checking = false;
     }
     if (!this.#list.includes(e)) return;
-    const change = recordCheck(e.health, ok, hc);
+    const change = recordCheck(e.health, ok, hc, Date.now());
     if (change) this.#event(e, change);
   }
 

@@ -206,6 +206,17 @@ export const configSchema = z.strictObject({
               minConcurrency: z.number().int().min(0).default(3),
             })
             .prefault({}),
+          /**
+           * Envoy's slow start: an instance that joins (or passes its checks again after failing
+           * them) gets a share of requests growing linearly from minWeightPercent to a full one
+           * over windowMs, so a cold process is not handed a full share at once. 0: off.
+           */
+          slowStart: z
+            .strictObject({
+              windowMs: z.number().int().min(0).default(0),
+              minWeightPercent: z.number().min(1).max(100).default(10),
+            })
+            .prefault({}),
           /** How often the instance list is re-read from the registry (changes also arrive by pub/sub). */
           refreshMs: z.number().int().min(100).default(1_000),
           /** Connections per instance. */
