@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import { canaryBucket, newCanaryCookieValue, onServiceSide, readCanaryCookie } from './canary.ts';
-import { compareResponses, compileIgnorePaths, diffJson } from './json-diff.ts';
 import { downstreamHeaders } from './headers.ts';
 import { histogramQuantile } from './metrics.ts';
 import { matchesPrefix, normalizeRequestTarget } from './path-normalize.ts';
@@ -96,56 +95,6 @@ describe('canary', () => {
     expect(readCanaryCookie('strangler_canary=short')).toBeNull();
     expect(readCanaryCookie('strangler_canary=<script>alert(1)</script>xxxxxxxx')).toBeNull();
     expect(readCanaryCookie(undefined)).toBeNull();
-  });
-});
-
-describe('json diff', () => {
-  const none = compileIgnorePaths([]);
-  it('matches identical bodies in any key order', () => {
-    expect(diffJson({ a: 1, b: { c: [1, 2] } }, { b: { c: [1, 2] }, a: 1 }, none).diffs).toEqual([]);
-  });
-
-  it('names changed, missing, extra and type differences by path', () => {
-    const { diffs } = diffJson(
-      { items: [{ total: '1.00' }, { total: '2.00' }], gone: 1, n: '1.00' },
-      { items: [{ total: '1.00' }, { total: '2.50' }, { total: '9' }], added: true, n: 1 },
-      none,
-    );
-    expect(diffs).toEqual([
-      { path: '$.items[1].total', kind: 'changed', legacy: '2.00', service: '2.50' },
-      { path: '$.items[2]', kind: 'extra-in-service', service: { total: '9' } },
-      { path: '$.gone', kind: 'missing-in-service', legacy: 1 },
-      { path: '$.n', kind: 'type', legacy: '1.00', service: 1 },
-      { path: '$.added', kind: 'extra-in-service', service: true },
-    ]);
-  });
-
-  it.each([
-    [['$..updatedAt'], { updatedAt: 1, a: { updatedAt: 2, b: [{ updatedAt: 3 }] } }, { updatedAt: 9, a: { updatedAt: 8, b: [{ updatedAt: 7 }] } }],
-    [['$.items[*].id'], { items: [{ id: 1, x: 1 }, { id: 2, x: 2 }] }, { items: [{ id: 5, x: 1 }, { id: 6, x: 2 }] }],
-    [['$.id'], { id: 1, a: { id: 1 } }, { id: 2, a: { id: 1 } }],
-    [['$.meta'], { meta: { a: 1, b: [1] } }, { meta: { a: 2 } }],
-    [['$.a.*'], { a: { x: 1, y: 2 } }, { a: { x: 3, y: 4 } }],
-  ])('ignores %j', (paths, a, b) => {
-    expect(diffJson(a, b, compileIgnorePaths(paths)).diffs).toEqual([]);
-  });
-
-  it('stops at maxDiffs and says so', () => {
-    const r = diffJson({ a: 1, b: 2, c: 3 }, { a: 2, b: 3, c: 4 }, none, 2);
-    expect(r.diffs).toHaveLength(2);
-    expect(r.truncated).toBe(true);
-  });
-
-  it.each(['$..*', 'items.id', '$.a[?(@.x)]', '$'])('refuses the ignore path %s, naming it', (p) => {
-    expect(() => compileIgnorePaths([p])).toThrow(new RegExp(`ignore path "${p.replace(/[$.*?()[\]@]/g, '\\$&')}" is not supported`));
-  });
-
-  it('compares status, then JSON structurally, else text', () => {
-    const json = 'application/json; charset=utf-8';
-    expect(compareResponses({ status: 200, contentType: json, body: '{"a":1}' }, { status: 404, contentType: json, body: '{"a":1}' }, none)).toMatchObject({ match: false, statusMatch: false });
-    expect(compareResponses({ status: 200, contentType: json, body: '{"a":1,"b":2}' }, { status: 200, contentType: json, body: '{"b":2,"a":1}' }, none).match).toBe(true);
-    expect(compareResponses({ status: 200, contentType: 'text/html', body: '<p>a</p>' }, { status: 200, contentType: 'text/html', body: '<p>b</p>' }, none).diffs[0]).toMatchObject({ path: '$', kind: 'changed' });
-    expect(compareResponses({ status: 200, contentType: json, body: '{bad' }, { status: 200, contentType: json, body: '{bad' }, none).match).toBe(true);
   });
 });
 
