@@ -97,7 +97,7 @@ beforeAll(async () => {
       ...env.config.gateway,
       healthCheck: HC,
       outlierDetection: { consecutiveFailures: 3, baseEjectionMs: 1_500, maxEjectionMs: 10_000, maxEjectionPercent: 50 },
-      loadBalancer: { policy: 'least-outstanding', retries: 2, retryBudget: { percent: 20, minConcurrency: 3 }, slowStart: { windowMs: 0, minWeightPercent: 10 }, refreshMs: 300, connectionsPerInstance: 16 },
+      loadBalancer: { policy: 'least-outstanding', retries: 2, retryBudget: { percent: 20, minConcurrency: 3 }, slowStart: { windowMs: 0, minWeightPercent: 10 }, localZoneMinAvailable: 1, refreshMs: 300, connectionsPerInstance: 16 },
     },
     services: env.config.services.map((s) => (s.name === 'invoices' ? { ...s, discovery: 'registry' as const, databaseUrl: invoicesDb, healthCheck: HC } : s)),
   };
@@ -188,6 +188,23 @@ describe('service discovery and load balancing across real invoices instances', 
     await waitFor('the restarted instance to take requests', async () => availableIds().includes(back.id), 10_000, 50);
     for (let i = 0; i < 15; i++) expect(await get()).toBe(200);
     expect(invoicesView().find((v) => v.id === back.id)!.requests).toBeGreaterThan(0);
+  });
+
+  it('keeps to the instances of its own zone when it has one (zone-aware routing)', async () => {
+    const zoned = await startGateway({ ...config, gateway: { ...config.gateway, zone: 'zone-b' } }, { port: 0, instanceId: 'gw-zone-b' });
+    try {
+      const view = () => zoned.gateway.upstreams.get('invoices')!.view();
+      await waitFor('the zoned gateway to see the instances', async () => view().filter((v) => v.available).length >= 3, 10_000, 50);
+      for (let i = 0; i < 12; i++) {
+        const r = await fetch(`${zoned.url}/api/invoices`, { headers: { authorization: `Bearer ${token}` } });
+        expect(r.status).toBe(200);
+        await r.arrayBuffer();
+      }
+      const served = Object.fromEntries(view().map((v) => [v.zone, v.requests]));
+      expect(served, JSON.stringify(served)).toMatchObject({ 'zone-a': 0, 'zone-b': 12, 'zone-c': 0 });
+    } finally {
+      await zoned.stop();
+    }
   });
 
   it('never routes to a registered instance whose host is not in registry.allowedHosts', async () => {

@@ -203,6 +203,30 @@ describe('retry budget', () => {
   });
 });
 
+describe('zone-aware routing', () => {
+  const specs = [
+    { id: 'a1', zone: 'a' },
+    { id: 'b1', zone: 'b' },
+    { id: 'b2', zone: 'b' },
+  ].map((x) => ({ ...x, url: `http://127.0.0.1:9/${x.id}`, source: 'static' as const }));
+  const options = { outlier: od, healthCheck: { path: '/health', intervalMs: 60_000, timeoutMs: 100, ...hc }, policy: 'round-robin' as const };
+  const zoned = (minAvailable: number) => new Cluster('invoices', { ...options, localZone: { zone: 'a', minAvailable } }, specs);
+
+  it('keeps to the local zone while enough of it is available, and goes to any zone otherwise', async () => {
+    const c = zoned(1);
+    expect(new Set([1, 2, 3, 4].map(() => c.pick()!.id))).toEqual(new Set(['a1']));
+    // Already tried on a1 (a retry), or a1 ejected: the other zone.
+    expect(c.pick(new Set([c.endpoints[0]]))!.zone).toBe('b');
+    for (let i = 0; i < 3; i++) c.report(c.endpoints[0], { ok: false, status: 503, kind: '503' });
+    expect(new Set([1, 2, 3, 4].map(() => c.pick()!.id))).toEqual(new Set(['b1', 'b2']));
+    await c.close();
+    // minAvailable 2: one local instance is not enough to keep to the zone.
+    const c2 = zoned(2);
+    expect(new Set([1, 2, 3, 4, 5, 6].map(() => c2.pick()!.id))).toEqual(new Set(['a1', 'b1', 'b2']));
+    await c2.close();
+  });
+});
+
 describe('registry.allowedHosts', () => {
   it('admits listed hostnames, addresses and CIDRs only, and anything when empty', () => {
     const allowed = hostFilter(['10.0.0.0/8', 'invoices.internal', '::1']);

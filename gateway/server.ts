@@ -79,6 +79,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     policy: g.loadBalancer.policy,
     retryBudget: g.loadBalancer.retryBudget,
     slowStart: g.loadBalancer.slowStart,
+    localZone: g.zone ? { zone: g.zone, minAvailable: g.loadBalancer.localZoneMinAvailable } : undefined,
     outlier: g.outlierDetection,
     healthCheck,
     connections: g.loadBalancer.connectionsPerInstance,

@@ -83,6 +83,8 @@ export interface ClusterOptions {
   retryBudget?: RetryBudget;
   /** New and recovered instances get a growing share over this window (default: a full share at once). */
   slowStart?: SlowStartConfig;
+  /** Zone-aware routing: the gateway's zone, and how many instances must be available there to keep to it. */
+  localZone?: { zone: string; minAvailable: number };
   metrics?: GatewayMetrics;
   logger?: Logger;
 }
@@ -141,6 +143,14 @@ export class Cluster {
     const all = this.endpoints;
     if (all.length === 0) return null;
     const slow = this.#o.slowStart;
+    // Zone-aware: keep to the gateway's zone while enough instances are available there.
+    const local = this.#o.localZone;
+    let zone: string | null = null;
+    if (local) {
+      let n = 0;
+      for (const e of all) if (e.zone === local.zone && !exclude?.has(e) && isAvailable(e.health, now)) n++;
+      if (n >= local.minAvailable) zone = local.zone;
+    }
     const start = this.#next++ % all.length;
     let best: Endpoint | null = null;
     let bestLoad = Number.POSITIVE_INFINITY;
@@ -148,7 +158,7 @@ export class Cluster {
     for (let i = 0; i < all.length; i++) {
       const e = all[(start + i) % all.length];
       if (readmitIfDue(e.health, now)) this.#event(e, 'readmitted');
-      if (exclude?.has(e) || !isAvailable(e.health, now)) continue;
+      if (exclude?.has(e) || !isAvailable(e.health, now) || (zone !== null && e.zone !== zone)) continue;
       const weight = slow ? slowStartWeight(e.health, now, slow) : 1;
       if (this.#o.policy === 'round-robin') {
         // Slow start: an instance still warming takes its turn with probability = its weight.

@@ -189,6 +189,8 @@ export const configSchema = z.strictObject({
           maxEjectionPercent: z.number().int().min(0).max(100).default(50),
         })
         .prefault({}),
+      /** This gateway's zone (as instances register theirs, `strangler service --zone`): enables zone-aware routing. */
+      zone: z.string().min(1).optional(),
       loadBalancer: z
         .strictObject({
           policy: z.enum(['least-outstanding', 'round-robin']).default('least-outstanding'),
@@ -217,6 +219,11 @@ export const configSchema = z.strictObject({
               minWeightPercent: z.number().min(1).max(100).default(10),
             })
             .prefault({}),
+          /**
+           * Zone-aware routing (with gateway.zone set): requests go to instances registered in the
+           * gateway's own zone while at least this many of them are available, else to any zone.
+           */
+          localZoneMinAvailable: z.number().int().min(1).default(1),
           /** How often the instance list is re-read from the registry (changes also arrive by pub/sub). */
           refreshMs: z.number().int().min(100).default(1_000),
           /** Connections per instance. */
