@@ -37,6 +37,15 @@ describe('the strangler command', () => {
     expect(r.stderr).toMatch(/Unknown argument: frobnicate/);
   });
 
+  it('refuses bad gateway flags before starting anything, saying what to do', async () => {
+    const workers = await run('gateway', '--workers', '0');
+    expect(workers.code).toBe(2);
+    expect(workers.stderr).toContain('--workers must be an integer from 1 to 64, got 0');
+    const zone = await run('gateway', '--zone', ' ');
+    expect(zone.code).toBe(2);
+    expect(zone.stderr).toContain('--zone must not be empty; leave it out for no zone preference');
+  });
+
   it('reports a valid config with its services in migration order', async () => {
     const r = await run('config', 'check', '--json');
     expect(r.code).toBe(0);

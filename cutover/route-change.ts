@@ -82,6 +82,8 @@ export interface GatewayInstance {
   host: string;
   pid: number;
   heartbeatAt: number;
+  /** Its zone, when it routes zone-aware. */
+  zone?: string;
 }
 
 /** Gateways whose heartbeat is younger than `liveWithinMs`. */
@@ -92,7 +94,7 @@ export async function liveGateways(redis: Redis, keys: RedisKeys, liveWithinMs: 
   for (const id of ids) {
     const h = await redis.hgetall(keys.gateway(id));
     if (!h.version) continue;
-    out.push({ id, version: Number(h.version), degraded: h.degraded === '1', host: h.host, pid: Number(h.pid), heartbeatAt: Number(h.heartbeatAt) });
+    out.push({ id, version: Number(h.version), degraded: h.degraded === '1', host: h.host, pid: Number(h.pid), heartbeatAt: Number(h.heartbeatAt), ...(h.zone ? { zone: h.zone } : {}) });
   }
   // Entries older than an hour belong to gateways long gone.
   await redis.zremrangebyscore(keys.gateways, '-inf', now - 3_600_000);

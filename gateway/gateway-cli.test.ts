@@ -17,7 +17,7 @@ afterAll(async () => {
   await env?.cleanup();
 });
 
-it('strangler gateway --workers 2 runs two processes on one port that both acknowledge the route table, and stops on SIGTERM', async () => {
+it('strangler gateway --workers 2 --zone z-1 runs two processes on one port that both acknowledge the route table in that zone, and stops on SIGTERM', async () => {
   const port = await freePort();
   const file = join(env.dir, 'strangler.yaml');
   writeFileSync(
@@ -32,7 +32,7 @@ it('strangler gateway --workers 2 runs two processes on one port that both ackno
       services: [{ name: 'invoices', prefix: '/api/invoices', port: await freePort(), url: env.upstreams.invoices.url, database: 'svc_invoices', order: 1 }],
     }),
   );
-  const child = spawn(process.execPath, [resolve(ROOT, 'bin/strangler.js'), 'gateway', '--workers', '2', '--config', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [resolve(ROOT, 'bin/strangler.js'), 'gateway', '--workers', '2', '--zone', 'z-1', '--config', file], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (c) => (stderr += c));
   const redis = new Redis(env.config.redis.url);
@@ -42,6 +42,7 @@ it('strangler gateway --workers 2 runs two processes on one port that both ackno
     expect(((await res.json()) as { server: string }).server).toBe('legacy');
     const pids = new Set((await liveGateways(redis, redisKeys(env.config.redis.keyPrefix), 2_000)).map((g) => g.pid));
     expect(pids.size).toBe(2);
+    expect((await liveGateways(redis, redisKeys(env.config.redis.keyPrefix), 2_000)).map((g) => g.zone)).toEqual(['z-1', 'z-1']);
   } finally {
     child.kill('SIGTERM');
     const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));

@@ -18,6 +18,8 @@ export interface LiveRouteStateOptions {
   pollIntervalMs: number;
   heartbeatIntervalMs: number;
   logger: Logger;
+  /** The gateway's zone (zone-aware routing), published with its heartbeat. */
+  zone?: string;
   /**
    * Runs before a newly applied table is acknowledged (the gateway drains in-flight writes to a
    * prefix the table fences): the acknowledgement means "no write of the old routing is left".
@@ -171,6 +173,7 @@ export class LiveRouteState implements RouteSource {
           host: hostname(),
           startedAt: this.#startedAt,
           heartbeatAt: String(now),
+          zone: this.#o.zone ?? '',
         })
         .pexpire(keys.gateway(instanceId), heartbeatIntervalMs * 5)
         .zadd(keys.gateways, now, instanceId)

@@ -50,6 +50,7 @@ export async function startGateway(config: ResolvedConfig, options: StartGateway
     pollIntervalMs: config.gateway.pollIntervalMs,
     heartbeatIntervalMs: config.gateway.heartbeatIntervalMs,
     logger,
+    zone: config.gateway.zone,
   });
   await new Promise<void>((resolve) => {
     // Start whether or not Redis is up yet: routes come from the control DB or the snapshot.
