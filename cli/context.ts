@@ -36,8 +36,9 @@ export function readDevState(cwd = process.cwd()): DevStackState | null {
 /**
  * The one place where the CLI turns flags, environment and strangler.yaml into a ResolvedConfig:
  * flags > environment > a running `dev up` stack > file > defaults. Nothing deeper reads process.env.
+ * `flags`: a command's own overriding flags (`strangler gateway --zone`).
  */
-export function resolveCliConfig(args: GlobalArgs, env: NodeJS.ProcessEnv = process.env): ResolvedConfig {
+export function resolveCliConfig(args: GlobalArgs, env: NodeJS.ProcessEnv = process.env, flags: ConfigOverrides = {}): ResolvedConfig {
   const dev = readDevState();
   const overrides: ConfigOverrides = {
     postgresUrl: args.postgresUrl ?? env.STRANGLER_POSTGRES_URL ?? dev?.postgresUrl,
@@ -45,6 +46,7 @@ export function resolveCliConfig(args: GlobalArgs, env: NodeJS.ProcessEnv = proc
     legacyJwtSecret: env.STRANGLER_LEGACY_JWT_SECRET,
     adminToken: env.STRANGLER_ADMIN_TOKEN,
     logLevel: env.STRANGLER_LOG_LEVEL as ConfigOverrides['logLevel'],
+    gatewayZone: flags.gatewayZone ?? (env.STRANGLER_ZONE || undefined),
   };
   return loadConfig(args.config, overrides);
 }

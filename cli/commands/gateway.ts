@@ -22,15 +22,14 @@ export const gatewayCommand: CommandModule<GlobalArgs, GatewayArgs> = {
     y
       .option('port', { type: 'number', describe: 'listen port (default: gateway.port)' })
       .option('workers', { type: 'number', default: 1, describe: 'processes sharing the port (node:cluster)' })
-      .option('zone', { type: 'string', default: process.env.STRANGLER_ZONE, describe: "this gateway's zone, for zone-aware routing (overrides gateway.zone; env STRANGLER_ZONE)" })
+      .option('zone', { type: 'string', describe: "this gateway's zone, for zone-aware routing (overrides gateway.zone; env STRANGLER_ZONE)" })
       .example('$0 gateway --workers 2', 'two gateway processes on port 5000') as unknown as Argv<GatewayArgs>,
   handler: async (args) => {
     if (!Number.isInteger(args.workers) || args.workers < 1 || args.workers > 64) {
       throw new StranglerError(`--workers must be an integer from 1 to 64, got ${args.workers}`, 'BAD_INPUT');
     }
     if (args.zone !== undefined && args.zone.trim() === '') throw new StranglerError('--zone must not be empty; leave it out for no zone preference', 'BAD_INPUT');
-    const resolved = resolveCliConfig(args);
-    const config = args.zone ? { ...resolved, gateway: { ...resolved.gateway, zone: args.zone } } : resolved;
+    const config = resolveCliConfig(args, process.env, { gatewayZone: args.zone });
     const logger = createLogger('gateway', config.logLevel);
     if (args.workers > 1 && cluster.isPrimary) {
       let stopping = false;

@@ -37,6 +37,9 @@ describe('strangler.yaml validation', () => {
     const config = resolveConfig(base(), { postgresUrl: 'postgres://u@db:6543', redisUrl: 'redis://r:1' });
     expect(config.legacy.databaseUrl).toBe('postgres://u@db:6543/legacy');
     expect(config.redis.url).toBe('redis://r:1');
+    const zoned = { ...base(), gateway: { ...base().gateway, zone: 'file-zone' } };
+    expect(resolveConfig(zoned).gateway.zone).toBe('file-zone');
+    expect(resolveConfig(zoned, { gatewayZone: 'eu-1' }).gateway.zone).toBe('eu-1');
   });
 
   const cases: Array<[string, (raw: any) => void, string]> = [

@@ -14,6 +14,8 @@ export interface ConfigOverrides {
   legacyJwtSecret?: string;
   adminToken?: string;
   logLevel?: StranglerConfig['logLevel'];
+  /** gateway.zone: one strangler.yaml serves gateways in several zones. */
+  gatewayZone?: string;
 }
 
 export interface ResolvedTableMapping {
@@ -85,7 +87,7 @@ function applyOverrides(config: StranglerConfig, o: ConfigOverrides, file: strin
     postgres: { url: postgresUrl },
     redis: { url: o.redisUrl ?? config.redis.url, keyPrefix: o.redisKeyPrefix ?? config.redis.keyPrefix },
     logLevel: o.logLevel ?? config.logLevel,
-    gateway: { ...config.gateway, adminToken: o.adminToken ?? config.gateway.adminToken },
+    gateway: { ...config.gateway, adminToken: o.adminToken ?? config.gateway.adminToken, zone: o.gatewayZone ?? config.gateway.zone },
     legacy: {
       ...config.legacy,
       jwtSecret: o.legacyJwtSecret ?? config.legacy.jwtSecret,
