@@ -18,6 +18,7 @@ import { migrateControl } from '../migrations/control/index.ts';
 import { LocalStack } from '../stack/index.ts';
 import { freePort, isListening, waitFor } from '../stack/ports.ts';
 import { ensureWrk, loadGenerator, measureRounds, printTable, roundRatio } from './load.ts';
+import { aptInstall } from './apt.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const seconds = Number(process.env.BENCH_SECONDS ?? 4);
@@ -33,17 +34,10 @@ function start(cmd: string, args: string[]): ChildProcess {
 
 function findNginx(): string | null {
   for (const p of ['/usr/sbin/nginx', '/usr/local/sbin/nginx', '/usr/bin/nginx']) if (existsSync(p)) return p;
-  if (process.getuid?.() === 0 && process.env.BENCH_NO_INSTALL !== '1') {
-    try {
-      say('installing nginx for the baseline (apt-get install -y nginx-light)…');
-      execFileSync('apt-get', ['install', '-y', 'nginx-light'], { stdio: 'ignore', timeout: 180_000 });
-      execFileSync('sh', ['-c', 'service nginx stop || true'], { stdio: 'ignore' });
-      return existsSync('/usr/sbin/nginx') ? '/usr/sbin/nginx' : null;
-    } catch {
-      return null;
-    }
-  }
-  return null;
+  if (!aptInstall(['nginx-light'], 'the baseline', say)) return null;
+  // The package starts the system's nginx; the bench runs its own.
+  execFileSync('sh', ['-c', 'service nginx stop || true'], { stdio: 'ignore' });
+  return existsSync('/usr/sbin/nginx') ? '/usr/sbin/nginx' : null;
 }
 
 async function main(): Promise<void> {

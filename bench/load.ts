@@ -2,6 +2,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import autocannon from 'autocannon';
+import { aptInstall } from './apt.ts';
 
 export interface LoadResult {
   name: string;
@@ -56,14 +57,9 @@ let WRK = findWrk();
 
 /** wrk (C, as in the gateway issue's reference figures): installed with apt when missing, as root, unless BENCH_NO_INSTALL=1. */
 export function ensureWrk(say: (line: string) => void): void {
-  if (WRK || process.getuid?.() !== 0 || process.env.BENCH_NO_INSTALL === '1') return;
-  try {
-    say('installing wrk for the load (apt-get install -y wrk)…');
-    execFileSync('apt-get', ['install', '-y', 'wrk'], { stdio: 'ignore', timeout: 180_000 });
-  } catch {
-    say('wrk could not be installed: autocannon generates the load');
-  }
-  WRK = findWrk();
+  if (WRK) return;
+  if (aptInstall(['wrk'], 'the load', say)) WRK = findWrk();
+  if (!WRK) say('wrk is not installed: autocannon generates the load');
 }
 
 /** Which load generator the figures come from. */

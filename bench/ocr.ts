@@ -17,6 +17,7 @@ import { renderTextPng } from '../legacy-adapter/ocr/text-image.ts';
 import { migrateService } from '../migrations/services/index.ts';
 import { createOcrQueue, startOcrWorker } from '../services/ocr/queue.ts';
 import { LocalStack } from '../stack/index.ts';
+import { aptInstall } from './apt.ts';
 
 const PAGES = Number(process.env.BENCH_PAGES ?? 12);
 const run = promisify(execFile);
@@ -92,14 +93,7 @@ function hasTesseract(): boolean {
     execFileSync('tesseract', ['--version'], { stdio: 'ignore' });
     return true;
   } catch {
-    if (process.getuid?.() !== 0 || process.env.BENCH_NO_INSTALL === '1') return false;
-    try {
-      say('installing tesseract-ocr for the baseline (apt-get install -y tesseract-ocr)…');
-      execFileSync('apt-get', ['install', '-y', '--no-install-recommends', 'tesseract-ocr', 'tesseract-ocr-eng'], { stdio: 'ignore', timeout: 300_000 });
-      return true;
-    } catch {
-      return false;
-    }
+    return aptInstall(['tesseract-ocr', 'tesseract-ocr-eng'], 'the baseline', say, 300_000);
   }
 }
 

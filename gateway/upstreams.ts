@@ -142,7 +142,6 @@ export class Cluster {
     const now = Date.now();
     const all = this.endpoints;
     if (all.length === 0) return null;
-    const slow = this.#o.slowStart;
     // Zone-aware: keep to the gateway's zone while enough instances are available there.
     const local = this.#o.localZone;
     let zone: string | null = null;
@@ -159,7 +158,7 @@ export class Cluster {
       const e = all[(start + i) % all.length];
       if (readmitIfDue(e.health, now)) this.#event(e, 'readmitted');
       if (exclude?.has(e) || !isAvailable(e.health, now) || (zone !== null && e.zone !== zone)) continue;
-      const weight = slow ? slowStartWeight(e.health, now, slow) : 1;
+      const weight = this.#weight(e, now);
       if (this.#o.policy === 'round-robin') {
         // Slow start: an instance still warming takes its turn with probability = its weight.
         if (weight < 1 && Math.random() >= weight) {
@@ -254,7 +253,7 @@ export class Cluster {
         ejected: isEjected(e.health, now),
         ejectedForMs: Math.max(0, e.health.ejectedUntil - now),
         ejections: e.health.ejections,
-        weightPercent: Math.round(100 * (this.#o.slowStart ? slowStartWeight(e.health, now, this.#o.slowStart) : 1)),
+        weightPercent: Math.round(100 * this.#weight(e, now)),
         inFlight: e.outstanding,
         requests: e.requests,
         failures: e.failures,
@@ -269,6 +268,11 @@ export class Cluster {
     this.#timer = null;
     await Promise.all(this.#list.map((e) => e.pool.close().catch(() => undefined)));
     this.#list = [];
+  }
+
+  /** Its share of a full one now: below 1 while it warms up (slow start). */
+  #weight(e: Endpoint, now: number): number {
+    return this.#o.slowStart ? slowStartWeight(e.health, now, this.#o.slowStart) : 1;
   }
 
   #add(s: EndpointSpec, active: InstanceHealth['active']): Endpoint {
@@ -307,7 +311,7 @@ export class Cluster {
       e.checking = false;
     }
     if (!this.#list.includes(e)) return;
-    const change = recordCheck(e.health, ok, hc, Date.now());
+    const change = recordCheck(e.health, ok, hc);
     if (change) this.#event(e, change);
   }
 
