@@ -10,6 +10,8 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'p
  */
 export const IDENTITY_HEADERS = ['x-user-id', 'x-user-email', 'x-user-issuer', 'x-authenticated-user', 'x-forwarded-user'] as const;
 const STRIPPED = new Set<string>([...HOP_BY_HOP, ...IDENTITY_HEADERS, 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'x-real-ip']);
+/** Upstream response headers never passed on: hop-by-hop ones (Content-Length stays) and X-Request-Id (ours replaces it). */
+const DROPPED_DOWNSTREAM = new Set<string>([...[...HOP_BY_HOP].filter((h) => h !== 'content-length'), 'x-request-id']);
 
 export interface ForwardContext {
   requestId: string;
@@ -56,19 +58,20 @@ export function upstreamHeaders(incoming: IncomingHttpHeaders, ctx: ForwardConte
  */
 export function downstreamHeaders(raw: Buffer[], requestId: string, extra?: Record<string, string | string[]>): string[] {
   const out: string[] = [];
-  let listed: Set<string> | null = null;
+  let connection: string | null = null;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i].toString('latin1');
     const lower = name.toLowerCase();
-    if (lower === 'connection') {
-      listed = new Set(raw[i + 1].toString('latin1').toLowerCase().split(',').map((t) => t.trim()));
+    if (DROPPED_DOWNSTREAM.has(lower)) {
+      if (lower === 'connection') connection = raw[i + 1].toString('latin1').toLowerCase();
       continue;
     }
-    if ((HOP_BY_HOP.has(lower) && lower !== 'content-length') || lower === 'x-request-id') continue;
     if (extra && lower !== 'set-cookie' && extra[lower] !== undefined) continue;
     out.push(name, raw[i + 1].toString('latin1'));
   }
-  if (listed) {
+  // Connection: keep-alive or close (nearly every answer) lists no other header.
+  if (connection !== null && connection !== 'keep-alive' && connection !== 'close') {
+    const listed = new Set(connection.split(',').map((t) => t.trim()));
     for (let i = out.length - 2; i >= 0; i -= 2) if (listed.has(out[i].toLowerCase())) out.splice(i, 2);
   }
   out.push('x-request-id', requestId);

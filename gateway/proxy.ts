@@ -88,6 +88,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   #size = 0;
   #abort: ((err?: Error) => void) | null = null;
   #resume: (() => void) | null = null;
+  readonly #onClose: () => void;
 
   constructor(
     private readonly res: ServerResponse,
@@ -96,6 +97,9 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     private readonly reject: (err: unknown) => void,
   ) {
     // The client going away stops the upstream request, whether or not it has answered yet.
+    this.#onClose = () => {
+      if (!this.#done) this.#abort?.(new Error('the client closed the connection'));
+    };
     res.once('close', this.#onClose);
   }
 
@@ -146,10 +150,6 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     this.#finish();
     this.reject(err);
   }
-
-  #onClose = (): void => {
-    if (!this.#done) this.#abort?.(new Error('the client closed the connection'));
-  };
 
   #finish(): void {
     this.#done = true;

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { canaryBucket, newCanaryCookieValue, onServiceSide, readCanaryCookie } from './canary.ts';
 import { downstreamHeaders } from './headers.ts';
-import { histogramQuantile } from './metrics.ts';
+import { Counter, Histogram, Registry } from 'prom-client';
+import { histogramQuantile, RequestCounter, RequestHistogram } from './metrics.ts';
 import { matchesPrefix, normalizeRequestTarget } from './path-normalize.ts';
 import { chooseTarget, matchRoute } from './route-choice.ts';
 import type { Route } from './route-types.ts';
@@ -156,5 +157,26 @@ describe('latency quantiles from histogram buckets', () => {
     expect(histogramQuantile(h([500, 50], [Infinity, 50]), 0.99)).toBe(500);
     expect(histogramQuantile(h([Infinity, 3]), 0.99)).toBe(Infinity);
     expect(histogramQuantile([], 0.99)).toBe(0);
+  });
+});
+
+describe('request-path metrics', () => {
+  it('render exactly as prom-client renders a counter and a histogram fed the same requests', async () => {
+    const ours = new Registry();
+    const theirs = new Registry();
+    const bounds = [0.005, 0.01, 0.1, 1];
+    const counter = new RequestCounter(ours, 'req_total', 'Requests', ['prefix', 'class']);
+    const histogram = new RequestHistogram(ours, 'req_seconds', 'Latency', ['prefix'], bounds);
+    const refCounter = new Counter({ name: 'req_total', help: 'Requests', labelNames: ['prefix', 'class'], registers: [theirs] });
+    const refHistogram = new Histogram({ name: 'req_seconds', help: 'Latency', labelNames: ['prefix'], buckets: bounds, registers: [theirs] });
+    const requests: Array<[string, string, number]> = [['/api/a', '2xx', 0.004], ['/api/a', '2xx', 0.005], ['/api/a', '5xx', 0.2], ['/api/b', '2xx', 3], ['/api/b', '4xx', 0.01]];
+    for (const [prefix, klass, seconds] of requests) {
+      counter.labels(prefix, klass).value++;
+      histogram.observe(histogram.labels(prefix), seconds);
+      refCounter.inc({ prefix, class: klass });
+      refHistogram.observe({ prefix }, seconds);
+    }
+    expect(await ours.metrics()).toBe(await theirs.metrics());
+    expect(() => counter.labels('/api/a')).toThrow(/req_total takes 2 label values, got 1/);
   });
 });

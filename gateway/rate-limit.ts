@@ -102,40 +102,44 @@ export function createRateLimiter(rules: RateLimitRule[], redis: Redis, keys: Re
     timer.unref();
   }
 
-  async function rateLimit(matchPath: string, clientKey: string): Promise<RateDecision> {
+  /** The decision, or a promise of it only when the hit is counted in Redis first (near the limit, or a stale total). */
+  function rateLimit(matchPath: string, clientKey: string): RateDecision | Promise<RateDecision> {
     const rule = compiled.find((r) => matchesPrefix(matchPath, r.prefix));
     if (!rule) return null;
     const now = Date.now();
     const window = Math.floor(now / rule.windowMs);
-    const resetMs = (window + 1) * rule.windowMs - now;
     let c = rule.counters.get(clientKey);
     if (!c || c.window !== window) rule.counters.set(clientKey, (c = { window, known: 0, pending: 0, knownAt: 0 }));
-    let total: number;
     // What other gateways counted reaches this one with its own flushes: a key without hits for
     // two intervals has a stale total, so its next hit asks Redis (a client this slow costs little).
     const stale = now - c.knownAt > 2 * sync.intervalMs;
-    if ((stale || c.known + c.pending + 1 > rule.exactFrom) && c.known <= rule.limit) {
-      // Exact: this hit (and any pending ones) go to Redis before the decision.
-      const n = c.pending + 1;
-      c.pending = 0;
-      try {
-        const key = redisKey(rule, window, clientKey);
-        const results = await redis.multi().incrby(key, n).pexpireat(key, expireAt(rule, window)).exec();
-        const [err, value] = results![0];
-        if (err) throw err;
-        c.known = Math.max(c.known, Number(value));
-        c.knownAt = now;
-        total = c.known;
-      } catch (err) {
-        onStoreError(err);
-        c.pending += n; // counted here, added to Redis by a later flush
-        total = c.known + c.pending;
-      }
-    } else {
-      // Far from the limit, or already over it (a hit over the limit need not be shared).
-      c.pending++;
-      total = c.known + c.pending;
+    if ((stale || c.known + c.pending + 1 > rule.exactFrom) && c.known <= rule.limit) return exact(rule, c, clientKey, now);
+    // Far from the limit, or already over it (a hit over the limit need not be shared).
+    c.pending++;
+    return decide(rule, c.known + c.pending, now);
+  }
+
+  /** This hit (and any pending ones) go to Redis before the decision. */
+  async function exact(rule: Rule, c: Counter, clientKey: string, now: number): Promise<RateDecision> {
+    const n = c.pending + 1;
+    c.pending = 0;
+    try {
+      const key = redisKey(rule, c.window, clientKey);
+      const results = await redis.multi().incrby(key, n).pexpireat(key, expireAt(rule, c.window)).exec();
+      const [err, value] = results![0];
+      if (err) throw err;
+      c.known = Math.max(c.known, Number(value));
+      c.knownAt = now;
+      return decide(rule, c.known, now);
+    } catch (err) {
+      onStoreError(err);
+      c.pending += n; // counted here, added to Redis by a later flush
+      return decide(rule, c.known + c.pending, now);
     }
+  }
+
+  function decide(rule: Rule, total: number, now: number): RateDecision {
+    const resetMs = (Math.floor(now / rule.windowMs) + 1) * rule.windowMs - now;
     if (total > rule.limit) return { limited: true, limit: rule.limit, remaining: 0, resetMs, policy: rule.policy };
     return { limited: false, limit: rule.limit, remaining: rule.limit - total, resetMs, policy: rule.policy };
   }

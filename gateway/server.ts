@@ -10,9 +10,10 @@ import { createTokenVerifier, jwksFor } from '../services/kit/jwt.ts';
 import { CANARY_COOKIE, newCanaryCookieValue, readCanaryCookie } from './canary.ts';
 import { createEdgeAuth } from './edge-auth.ts';
 import { traceparentFor, upstreamHeaders, validRequestId } from './headers.ts';
-import { boundLabels, createGatewayMetrics, RouteFigures, type GatewayMetrics } from './metrics.ts';
+import { createGatewayMetrics, RouteFigures, type GatewayMetrics } from './metrics.ts';
 import { normalizeRequestTarget } from './path-normalize.ts';
-import { forward, limitBody, readBody, RetryableStatus, type Body } from './proxy.ts';
+import { forward, limitBody, readBody, RetryableStatus, type Body, type ForwardOptions } from './proxy.ts';
+import type { CapturedResponse } from './shadow.ts';
 import { createRateLimiter, rateLimitHeaders } from './rate-limit.ts';
 import type { RedisKeys } from './redis-keys.ts';
 import { chooseTarget, matchRoute, safeToRetry, type Target } from './route-choice.ts';
@@ -109,6 +110,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
   const rateLimit = createRateLimiter(g.rateLimits, redis, keys, () => metrics.storeErrors.inc({ store: 'rate-limit' }), g.rateLimitSync);
   const shadow = createShadow({ ...g.shadow, ignorePaths: Object.fromEntries(config.services.map((s) => [s.name, s.ignorePaths])) }, { redis, keys, metrics, logger });
   const trust = proxyaddr.compile(g.trustedProxies);
+  const trustsProxies = g.trustedProxies.length > 0;
 
   const ready = () => (routes.loaded ?? true) && redis.status === 'ready';
 
@@ -194,12 +196,17 @@ export function createGateway(deps: GatewayDeps): Gateway {
     if (!(routes.loaded ?? true)) return sendError(res, 503, 'NOT_READY', 'the gateway has no route table yet (control database unreachable and no snapshot); retry shortly', requestId, { 'retry-after': '1' });
 
     let route = matchRoute(routes.current(), target.matchPath);
-    const auth = await authenticate(target.matchPath, req.headers.authorization);
+    // Awaited only when it is a promise: `await` on a plain value still costs a microtask turn.
+    const authed = authenticate(target.matchPath, req.headers.authorization);
+    const auth = authed instanceof Promise ? await authed : authed;
     if (!auth.ok) {
       return sendError(res, 401, 'UNAUTHENTICATED', auth.message, requestId, { 'www-authenticate': `Bearer error="invalid_token", error_description="${auth.message.replace(/"/g, "'")}"` });
     }
-    const clientIp = proxyaddr(req, trust);
-    const decision = await rateLimit(target.matchPath, auth.identity ? `user:${auth.identity.sub}` : `ip:${clientIp}`);
+    const remote = req.socket.remoteAddress ?? '';
+    // SECURITY: X-Forwarded-For is read only from a trusted proxy (gateway.trustedProxies).
+    const viaProxy = trustsProxies && trust(remote, 0);
+    const limited = rateLimit(target.matchPath, auth.identity ? `user:${auth.identity.sub}` : `ip:${viaProxy ? proxyaddr(req, trust) : remote}`);
+    const decision = limited instanceof Promise ? await limited : limited;
     const extraHeaders: Record<string, string | string[]> = decision ? rateLimitHeaders(decision) : {};
     if (decision?.limited) {
       metrics.rateLimited.inc({ prefix: route?.prefix ?? '/' });
@@ -228,11 +235,10 @@ export function createGateway(deps: GatewayDeps): Gateway {
     const retrySafe = safeToRetry(method, req.headers['idempotency-key'] as string | undefined);
     const choice = chooseTarget(service ? route : null, { method, stickyKey, noInstance: service ? !service.hasAvailable() : false, retrySafe });
 
-    const forwardedFor = trust(req.socket.remoteAddress ?? '', 0) && req.headers['x-forwarded-for'] ? `${req.headers['x-forwarded-for']}, ${req.socket.remoteAddress}` : (req.socket.remoteAddress ?? '');
     const headers = upstreamHeaders(req.headers, {
       requestId,
-      forwardedFor,
-      proto: trust(req.socket.remoteAddress ?? '', 0) && typeof req.headers['x-forwarded-proto'] === 'string' ? req.headers['x-forwarded-proto'] : 'http',
+      forwardedFor: viaProxy && req.headers['x-forwarded-for'] ? `${req.headers['x-forwarded-for']}, ${remote}` : remote,
+      proto: viaProxy && typeof req.headers['x-forwarded-proto'] === 'string' ? req.headers['x-forwarded-proto'] : 'http',
       host: req.headers.host,
       identity: auth.identity,
       traceparent: traceparentFor(req.headers.traceparent),
@@ -253,63 +259,19 @@ export function createGateway(deps: GatewayDeps): Gateway {
     const path = `${target.path}${target.query}`;
     // Another instance may get the request after a failure when it is safe to send twice and its body can be replayed.
     const replayable = retrySafe && (body === null || Buffer.isBuffer(body));
-    /**
-     * To one instance of the cluster, and on to another (at most loadBalancer.retries more) when
-     * the request is safe to retry and the instance could not be reached, broke off, or answered
-     * 502/503/504 (then nothing was written to the client yet), as long as the cluster's retry
-     * budget allows. Every outcome feeds outlier detection.
-     */
-    const send = async (t: Target) => {
-      const cluster = t === 'service' ? service! : legacy;
-      const tried = new Set<Endpoint>();
-      let endRetry: (() => void) | null = null;
-      try {
-        for (let attempt = 0; ; attempt++) {
-          const endpoint = cluster.pick(tried);
-          if (!endpoint) throw new NoInstanceError(cluster.name, cluster.endpoints.length);
-          tried.add(endpoint);
-          const more = replayable && attempt < g.loadBalancer.retries && cluster.hasAvailable(tried);
-          // The budget for the next attempt is taken when this one fails: an answer held back
-          // for a retry is one the budget allowed, else it is passed on as it is.
-          const next: { end: (() => void) | null } = { end: null };
-          const retryOn = more ? (status: number) => (RETRY_STATUSES as readonly number[]).includes(status) && (next.end = cluster.startRetry()) !== null : undefined;
-          endpoint.outstanding++;
-          try {
-            const answer = await forward(endpoint, res, { method, path, headers, body, timeoutMs: g.upstreamTimeoutMs, requestId, extraHeaders, captureBytes: choice.shadow ? g.shadow.maxBodyBytes : undefined, retryOn });
-            cluster.report(endpoint, { ok: answer.status < 500, status: answer.status });
-            return answer;
-          } catch (err) {
-            const kind = failureKind(err);
-            if (kind) cluster.report(endpoint, { ok: false, status: err instanceof RetryableStatus ? err.status : undefined, kind });
-            if (!(more && !res.headersSent && (err instanceof RetryableStatus || neverReached(err)))) {
-              next.end?.();
-              throw err;
-            }
-            if (!next.end) next.end = cluster.startRetry();
-            if (!next.end) throw err; // over budget: the failure stands (a safe request may still fall back to legacy)
-            endRetry?.();
-            endRetry = next.end;
-            metrics.retries.inc({ service: cluster.name, reason: kind ?? (err as { code?: string }).code ?? 'error' });
-          } finally {
-            endpoint.outstanding--;
-          }
-        }
-      } finally {
-        endRetry?.();
-      }
-    };
+    const outbound: ForwardOptions = { method, path, headers, body, timeoutMs: g.upstreamTimeoutMs, requestId, extraHeaders, captureBytes: choice.shadow ? g.shadow.maxBodyBytes : undefined };
     let served: Target = choice.target;
-    let answer: Awaited<ReturnType<typeof send>>;
+    let answer: CapturedResponse;
     const writePrefix = write && route ? route.prefix : null;
     if (writePrefix) inFlightWrites.set(writePrefix, (inFlightWrites.get(writePrefix) ?? 0) + 1);
     try {
       try {
-        answer = await send(choice.target);
+        answer = await send(choice.target === 'service' ? service! : legacy, res, outbound, replayable);
       } catch (err) {
         if (!(choice.target === 'service' && choice.fallback && neverReached(err) && !res.headersSent)) throw err;
         metrics.fallbacks.inc({ service: route!.service, reason: (err as { code?: string }).code ?? (err as Error).name });
         served = 'legacy';
-        answer = await send('legacy');
+        answer = await send(legacy, res, outbound, replayable);
       }
     } catch (err) {
       if (res.headersSent) {
@@ -339,14 +301,57 @@ export function createGateway(deps: GatewayDeps): Gateway {
     }
   }
 
-  const requestsBy = boundLabels(metrics.requests);
-  const latencyBy = boundLabels(metrics.latency);
+  /**
+   * To one instance of the cluster, and on to another (at most loadBalancer.retries more) when
+   * the request is safe to retry and the instance could not be reached, broke off, or answered
+   * 502/503/504 (then nothing was written to the client yet), as long as the cluster's retry
+   * budget allows. Every outcome feeds outlier detection.
+   */
+  async function send(cluster: Cluster, res: ServerResponse, o: ForwardOptions, replayable: boolean): Promise<CapturedResponse> {
+    const tried = new Set<Endpoint>();
+    let endRetry: (() => void) | null = null;
+    try {
+      for (let attempt = 0; ; attempt++) {
+        const endpoint = cluster.pick(tried);
+        if (!endpoint) throw new NoInstanceError(cluster.name, cluster.endpoints.length);
+        tried.add(endpoint);
+        const more = replayable && attempt < g.loadBalancer.retries && cluster.hasAvailable(tried);
+        // The budget for the next attempt is taken when this one fails: an answer held back
+        // for a retry is one the budget allowed, else it is passed on as it is.
+        const next: { end: (() => void) | null } = { end: null };
+        const retryOn = more ? (status: number) => (RETRY_STATUSES as readonly number[]).includes(status) && (next.end = cluster.startRetry()) !== null : undefined;
+        endpoint.outstanding++;
+        try {
+          const answer = await forward(endpoint, res, retryOn ? { ...o, retryOn } : o);
+          cluster.report(endpoint, { ok: answer.status < 500, status: answer.status });
+          return answer;
+        } catch (err) {
+          const kind = failureKind(err);
+          if (kind) cluster.report(endpoint, { ok: false, status: err instanceof RetryableStatus ? err.status : undefined, kind });
+          if (!(more && !res.headersSent && (err instanceof RetryableStatus || neverReached(err)))) {
+            next.end?.();
+            throw err;
+          }
+          if (!next.end) next.end = cluster.startRetry();
+          if (!next.end) throw err; // over budget: the failure stands (a safe request may still fall back to legacy)
+          endRetry?.();
+          endRetry = next.end;
+          metrics.retries.inc({ service: cluster.name, reason: kind ?? (err as { code?: string }).code ?? 'error' });
+        } finally {
+          endpoint.outstanding--;
+        }
+      }
+    } finally {
+      endRetry?.();
+    }
+  }
+
   function record(service: string | undefined, prefix: string | undefined, target: Target, status: number, started: number) {
     const ms = performance.now() - started;
     const klass = `${Math.floor(status / 100)}xx`;
     const label = prefix ?? 'unrouted';
-    requestsBy(label, target, klass).inc();
-    latencyBy(label, target).observe(ms / 1000);
+    metrics.requests.labels(label, target, klass).value++;
+    metrics.latency.observe(metrics.latency.labels(label, target), ms / 1000);
     if (service) figures.record(service, target, status, ms);
   }
 

@@ -1,7 +1,7 @@
 import { Pool } from 'undici';
 import type { ResolvedService } from '../core/config/load.ts';
 import type { Logger } from '../core/logger.ts';
-import { boundLabels, type GatewayMetrics } from './metrics.ts';
+import type { GatewayMetrics } from './metrics.ts';
 import { isAvailable, isEjected, newHealth, readmitIfDue, recordCheck, recordOutcome, slowStartWeight, type InstanceHealth, type OutlierConfig, type SlowStartConfig } from './outlier.ts';
 
 /** Sent with every active health check, so an instance (or a test) can tell them from traffic. */
@@ -102,12 +102,10 @@ export class Cluster {
   #next = 0;
   #retrying = 0;
   #timer: NodeJS.Timeout | null = null;
-  readonly #requestsBy: ((...values: string[]) => { inc(): void }) | null;
 
   constructor(name: string, options: ClusterOptions, statics: EndpointSpec[] = []) {
     this.name = name;
     this.#o = options;
-    this.#requestsBy = options.metrics ? boundLabels(options.metrics.instanceRequests) : null;
     for (const s of statics) this.#add(s, 'healthy');
   }
 
@@ -208,7 +206,7 @@ export class Cluster {
     e.requests++;
     e.recent.add(!outcome.ok, now);
     const m = this.#o.metrics;
-    this.#requestsBy?.(this.name, e.id, outcome.status ? `${Math.floor(outcome.status / 100)}xx` : 'none').inc();
+    if (m) m.instanceRequests.labels(this.name, e.id, outcome.status ? `${Math.floor(outcome.status / 100)}xx` : 'none').value++;
     if (!outcome.ok) {
       e.failures++;
       m?.instanceFailures.inc({ service: this.name, instance: e.id, kind: outcome.kind ?? '5xx' });

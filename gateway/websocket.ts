@@ -22,7 +22,7 @@ export async function proxyUpgrade(
   req: IncomingMessage,
   socket: Duplex,
   head: Buffer,
-  deps: { routes: RouteSource & { loaded?: boolean }; upstreams: Map<string, Cluster>; authenticate: (matchPath: string, authorization?: string) => Promise<AuthOutcome>; logger: Logger },
+  deps: { routes: RouteSource & { loaded?: boolean }; upstreams: Map<string, Cluster>; authenticate: (matchPath: string, authorization?: string) => AuthOutcome | Promise<AuthOutcome>; logger: Logger },
 ): Promise<void> {
   const target = normalizeRequestTarget(req.url ?? '/');
   if (!target.ok) return refuse(socket, 400, target.reason);
