@@ -154,6 +154,23 @@ describe('gateway proxy correctness', () => {
     expect(generated.json.headers.traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
   });
 
+  it('behind a trusted proxy, appends to its X-Forwarded-For, keeps its proto, and limits each client by the address it names', async () => {
+    const config = { ...env.config, gateway: { ...env.config.gateway, trustedProxies: ['loopback'], rateLimits: [{ prefix: '/health', limit: 2, windowMs: 60_000 }] } };
+    const proxied = await startGateway(config, { port: 0, instanceId: 'gw-behind-proxy' });
+    try {
+      const from = (client: string) => fetch(`${proxied.url}/health`, { headers: { 'x-forwarded-for': client, 'x-forwarded-proto': 'https' } });
+      const first = await from('203.0.113.7');
+      const seen = ((await first.json()) as any).headers;
+      expect(seen['x-forwarded-for']).toBe('203.0.113.7, 127.0.0.1');
+      expect(seen['x-forwarded-proto']).toBe('https');
+      expect((await from('203.0.113.7')).status).toBe(200);
+      expect((await from('203.0.113.7')).status).toBe(429);
+      expect((await from('198.51.100.9')).status).toBe(200); // another client behind the same proxy
+    } finally {
+      await proxied.stop();
+    }
+  });
+
   it('streams request bodies and refuses bodies over the limit with 413', async () => {
     const t = await token('1');
     const body = JSON.stringify({ text: 'x'.repeat(100_000) });
