@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { stringify } from 'yaml';
 import type { ResolvedConfig } from '../core/config/load.ts';
 import { createRedisRegistry } from '../core/registry/redis-registry.ts';
@@ -165,6 +165,10 @@ describe('service discovery and load balancing across real invoices instances', 
 
   it('loses no safe request when an instance is SIGKILLed under load, drops it within the health-check window, and takes it back once restarted', async () => {
     const victim = instances.get('a')!;
+    // The tests after this one need all three instances, whatever fails here.
+    onTestFinished(async () => {
+      if (instances.get('a') === victim) await startInstance('a');
+    });
     let killedAt = 0;
     let droppedAfterMs = -1;
     let listedAfterKill = false;
