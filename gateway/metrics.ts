@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { RedisKeys } from './redis-keys.ts';
 
 /**
@@ -8,6 +8,18 @@ import type { RedisKeys } from './redis-keys.ts';
  * from one bucket to the next.
  */
 export const LATENCY_BOUNDS_MS = [5, 10, 25, 50, 75, 100, 150, 200, 250, 300, 400, 500, 650, 800, 1000, 1500, 2500, 5000, 10000] as const;
+/** The bucket a value falls in: the first bound it does not exceed, or bounds.length past the last. */
+export function bucketIndex(bounds: readonly number[], value: number): number {
+  let i = 0;
+  while (i < bounds.length && value > bounds[i]) i++;
+  return i;
+}
+
+/** An HTTP status as the metrics label it: 2xx, 5xx... */
+export function statusClass(status: number): string {
+  return `${Math.floor(status / 100)}xx`;
+}
+
 /** Width of one Redis time bucket. */
 export const BUCKET_MS = 5_000;
 
@@ -131,9 +143,7 @@ export class RequestHistogram extends RequestMetric<{ counts: number[]; sum: num
   }
 
   observe(series: { counts: number[]; sum: number }, value: number): void {
-    let i = 0;
-    while (i < this.bounds.length && value > this.bounds[i]) i++;
-    series.counts[i]++;
+    series.counts[bucketIndex(this.bounds, value)]++;
     series.sum += value;
   }
 
@@ -179,9 +189,7 @@ export class RouteFigures {
     if (!f) this.#pending.set(key, (f = { requests: 0, errors: 0, latency: new Array(LATENCY_BOUNDS_MS.length + 1).fill(0) }));
     f.requests++;
     if (status >= 500) f.errors++;
-    let i = 0;
-    while (i < LATENCY_BOUNDS_MS.length && ms > LATENCY_BOUNDS_MS[i]) i++;
-    f.latency[i]++;
+    f.latency[bucketIndex(LATENCY_BOUNDS_MS, ms)]++;
   }
 
   start(intervalMs = 1_000): void {

@@ -10,7 +10,7 @@ import { createTokenVerifier, jwksFor } from '../services/kit/jwt.ts';
 import { CANARY_COOKIE, newCanaryCookieValue, readCanaryCookie } from './canary.ts';
 import { createEdgeAuth } from './edge-auth.ts';
 import { traceparentFor, upstreamHeaders, validRequestId } from './headers.ts';
-import { createGatewayMetrics, RouteFigures, type GatewayMetrics } from './metrics.ts';
+import { createGatewayMetrics, RouteFigures, statusClass, type GatewayMetrics } from './metrics.ts';
 import { normalizeRequestTarget } from './path-normalize.ts';
 import { forward, limitBody, readBody, RetryableStatus, type Body, type ForwardOptions } from './proxy.ts';
 import type { CapturedResponse } from './shadow.ts';
@@ -348,9 +348,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
 
   function record(service: string | undefined, prefix: string | undefined, target: Target, status: number, started: number) {
     const ms = performance.now() - started;
-    const klass = `${Math.floor(status / 100)}xx`;
     const label = prefix ?? 'unrouted';
-    metrics.requests.labels(label, target, klass).value++;
+    metrics.requests.labels(label, target, statusClass(status)).value++;
     metrics.latency.observe(metrics.latency.labels(label, target), ms / 1000);
     if (service) figures.record(service, target, status, ms);
   }

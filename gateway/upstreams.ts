@@ -1,7 +1,7 @@
 import { Pool } from 'undici';
 import type { ResolvedService } from '../core/config/load.ts';
 import type { Logger } from '../core/logger.ts';
-import type { GatewayMetrics } from './metrics.ts';
+import { statusClass, type GatewayMetrics } from './metrics.ts';
 import { isAvailable, isEjected, newHealth, readmitIfDue, recordCheck, recordOutcome, slowStartWeight, type InstanceHealth, type OutlierConfig, type SlowStartConfig } from './outlier.ts';
 
 /** Sent with every active health check, so an instance (or a test) can tell them from traffic. */
@@ -206,7 +206,7 @@ export class Cluster {
     e.requests++;
     e.recent.add(!outcome.ok, now);
     const m = this.#o.metrics;
-    if (m) m.instanceRequests.labels(this.name, e.id, outcome.status ? `${Math.floor(outcome.status / 100)}xx` : 'none').value++;
+    if (m) m.instanceRequests.labels(this.name, e.id, outcome.status ? statusClass(outcome.status) : 'none').value++;
     if (!outcome.ok) {
       e.failures++;
       m?.instanceFailures.inc({ service: this.name, instance: e.id, kind: outcome.kind ?? '5xx' });
