@@ -3,7 +3,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['**/*.test.ts'],
-    exclude: ['node_modules/**', 'dist/**', 'scratch/**'],
+    // The heavy scenarios run apart: npm run test:scenarios (vitest.scenarios.config.ts).
+    exclude: ['node_modules/**', 'dist/**', 'scratch/**', '**/*.scenario.test.ts'],
     globalSetup: ['./test/global-setup.ts'],
     pool: 'forks',
     maxWorkers: 2,
