@@ -4,6 +4,10 @@
  * backfill rows/s (ours: COPY in the slot's snapshot; native: copy_data), streaming apply rows/s
  * for a burst of writes to the invoice tables, and the lag (p50, p99) under a steady load of
  * 1,000 row changes/s. Targets (sync issue): backfill ≥ 1.0× native, apply ≥ 0.5×, lag p99 ≤ 1 s.
+ * Then an OLTP workload (bench/sync-oltp.ts): 8 pgbench clients of one-row transactions, our
+ * sustained apply rate against a native subscription's, and both lags at 80 % of the slower
+ * one's capacity. Target (issue 18): ≥ 1.0× native's transactions/s, lag p99 ≤ 1 s.
+ * BENCH_SYNC=oltp runs only that part.
  */
 import pg from 'pg';
 import { loadConfig } from '../core/config/load.ts';
@@ -14,6 +18,7 @@ import { buildSyncPlan, targetTableDdl } from '../migrations/sync/plan.ts';
 import { SyncWorker } from '../migrations/sync/worker.ts';
 import { PostgresCluster } from '../stack/postgres-cluster.ts';
 import { resolve } from 'node:path';
+import { oltpBench } from './sync-oltp.ts';
 
 const INVOICES = Number(process.env.BENCH_INVOICES ?? 100_000);
 const BURST = Number(process.env.BENCH_BURST ?? 50_000);
@@ -34,6 +39,22 @@ async function count(c: pg.Client, table: string): Promise<number> {
 function pct(values: number[], q: number): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))] ?? 0;
+}
+
+async function oltp(): Promise<void> {
+  const cluster = await PostgresCluster.start({ ephemeral: true });
+  try {
+    const config = loadConfig(resolve(import.meta.dirname, '../strangler.yaml'), { postgresUrl: cluster.baseUrl, logLevel: 'silent' });
+    const r = await oltpBench(cluster, config, say);
+    const fmt = (n: number) => n.toFixed(0).padStart(9);
+    say(`\nsync bench, OLTP: ${r.transactions} one-row transactions from 8 pgbench clients (${r.loadTps.toFixed(0)}/s unthrottled); lag at ${r.lagRate}/s; one private cluster, this machine\n`);
+    say(`measure                      ours     native    ratio   target`);
+    say(`OLTP apply transactions/s ${fmt(r.ours.tps)}  ${fmt(r.native.tps)}   ${(r.ours.tps / r.native.tps).toFixed(2)}×    ≥ 1.0×   (an applier that keeps up scores the load's rate)`);
+    say(`OLTP lag p50 ms         ${fmt(r.ours.lagP50)}  ${fmt(r.native.lagP50)}`);
+    say(`OLTP lag p99 ms         ${fmt(r.ours.lagP99)}  ${fmt(r.native.lagP99)}            ≤ 1000 ms`);
+  } finally {
+    await cluster.destroy();
+  }
 }
 
 async function main(): Promise<void> {
@@ -166,4 +187,5 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+if (process.env.BENCH_SYNC !== 'oltp') await main();
+await oltp();

@@ -60,6 +60,7 @@ it('doctor, sync start, status, verify (0, then 2 on a tampered row), stop and c
   const verify = await run('sync', 'verify', 'auth');
   expect(verify.code, verify.stdout + verify.stderr).toBe(0);
   expect(verify.stdout).toMatch(/ok\s+users → users: 3 rows legacy, 3 service/);
+  expect(verify.stdout).toMatch(/^verified at \d+\/[0-9A-F]+ \(source snapshot, worker held there\)/m);
 
   const target = new pg.Client({ connectionString: targetUrl });
   await target.connect();
@@ -68,7 +69,8 @@ it('doctor, sync start, status, verify (0, then 2 on a tampered row), stop and c
   const mismatch = await run('sync', 'verify', 'auth');
   expect(mismatch.code).toBe(2);
   expect(mismatch.stdout).toMatch(/DIFF\s+users → users/);
-  expect(mismatch.stdout).toMatch(/first difference in key range/);
+  expect(mismatch.stdout).toMatch(/differs in key range \(-∞, \+∞\]: 3 rows legacy, 3 service/);
+  expect(mismatch.stdout).toMatch(/^MISMATCH at /m);
 
   const refused = await run('sync', 'cleanup', 'auth');
   expect(refused.code).toBe(2);

@@ -148,7 +148,13 @@ export class PostgresCluster {
       stdio: ['ignore', 'ignore', 'pipe'],
       ...(this.runAs ?? {}),
     });
-    child.stderr?.on('data', (chunk: Buffer) => appendFileSync(logFile, chunk));
+    child.stderr?.on('data', (chunk: Buffer) => {
+      try {
+        appendFileSync(logFile, chunk);
+      } catch {
+        // the folder is gone (destroyed while the server wrote its last lines)
+      }
+    });
     child.unref();
     (child.stderr as unknown as { unref?: () => void })?.unref?.();
     this.child = child;

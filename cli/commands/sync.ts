@@ -31,7 +31,7 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
       .option('wait', { type: 'boolean', describe: 'start: wait for a running worker of the pipeline to stop instead of refusing' })
       .option('reverse', { type: 'boolean', describe: 'the reverse direction (service → legacy), which must run before a writing service takes writes' })
       .example('$0 sync start invoices', 'backfill, then stream until Ctrl-C')
-      .example('$0 sync verify invoices', 'row counts and checksums per key range; exit 2 on a mismatch') as unknown as Argv<SyncArgs>,
+      .example('$0 sync verify invoices', 'row counts and checksums per key range at one point in time; exit 2 on a mismatch or when the pipeline lags too far to compare') as unknown as Argv<SyncArgs>,
   handler: async (args) => {
     const config = resolveCliConfig(args);
     const status = await import('../../migrations/sync/status.ts');
@@ -72,21 +72,30 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
         return;
       }
       case 'verify': {
-        const { buildSyncPlan } = await import('../../migrations/sync/plan.ts');
-        const { readSourceTables } = await import('../../migrations/sync/catalog.ts');
-        const { verifyPipeline, recordVerification } = await import('../../migrations/sync/verify.ts');
-        const pg = (await import('pg')).default;
-        const client = new pg.Client({ connectionString: config.legacy.databaseUrl });
-        await client.connect();
-        const plan = buildSyncPlan(service, await readSourceTables(client, service.tables.map((t) => t.source)), config.legacy.databaseUrl);
-        await client.end();
-        const v = await verifyPipeline({ sourceUrl: config.legacy.databaseUrl, targetUrl: service.databaseUrl, plan, chunkRows: args.chunkRows });
-        await recordVerification(service.databaseUrl, v).catch(() => undefined);
+        const { verifyService, recordVerification } = await import('../../migrations/sync/verify.ts');
+        const { pipelineEnds } = await import('../../migrations/sync/setup.ts');
+        const v = await verifyService(config, service, direction, {
+          chunkRows: args.chunkRows,
+          onWait: (w) => process.stderr.write(`verify ${service.name}: waiting for the worker to reach the verify's point, ${(w.behindBytes / 1024 / 1024).toFixed(1)} MB to go (${(w.waitedMs / 1000).toFixed(0)} s)\n`),
+        });
+        await recordVerification(pipelineEnds(config, service, direction).targetUrl, v).catch(() => undefined);
+        const [from, to] = direction === 'forward' ? ['legacy', 'service'] : ['service', 'legacy'];
+        const range = (r: { from: unknown[] | null; to: unknown[] | null }) => `(${r.from?.join(',') ?? '-∞'}, ${r.to?.join(',') ?? '+∞'}]`;
         output(args, v, () =>
           [
-            ...v.tables.map((t) => `${t.ok ? 'ok  ' : 'DIFF'}  ${t.table} → ${t.target}: ${t.sourceRows} rows legacy, ${t.targetRows} service, ${t.chunks} chunks${t.unsettled.length ? `\n        ${t.unsettled.length} key range(s) kept changing during every read and were not settled; run verify again in a quieter moment` : ''}${t.firstMismatch ? `\n        first difference in key range (${t.firstMismatch.from?.join(',') ?? '-∞'}, ${t.firstMismatch.to?.join(',') ?? '+∞'}]: ${t.firstMismatch.sourceRows} rows legacy, ${t.firstMismatch.targetRows} service` : ''}`),
-            `${v.ok ? 'verified' : 'MISMATCH'} in ${v.ms} ms`,
-          ].join('\n'),
+            ...v.tables.map((t) =>
+              [
+                `${t.ok ? 'ok  ' : 'DIFF'}  ${t.table} → ${t.target}: ${t.sourceRows} rows ${from}, ${t.targetRows} ${to}, ${t.chunks} chunks`,
+                ...t.mismatches.map((m) => `        differs in key range ${range(m)}: ${m.sourceRows} rows ${from}, ${m.targetRows} ${to}`),
+                ...(t.mismatchCount > t.mismatches.length ? [`        … ${t.mismatchCount - t.mismatches.length} more differing ranges (${t.mismatchCount} in all)`] : []),
+                ...(t.unsettled.length ? [`        ${t.unsettled.length} key range(s) changed on the source during the read with no worker running: unsettled, not different`] : []),
+              ].join('\n'),
+            ),
+            v.note ? `note: ${v.note}` : null,
+            `${{ verified: 'verified', mismatch: 'MISMATCH', lagging: 'LAGGING (not verified)' }[v.verdict]} ${v.consistent ? `at ${v.point} (source snapshot, worker held there)` : `without a worker (source as it was read)`} in ${v.ms} ms`,
+          ]
+            .filter(Boolean)
+            .join('\n'),
         );
         if (!v.ok) process.exitCode = 2;
         return;
@@ -113,7 +122,7 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
         if (process.stderr.isTTY) process.stderr.write('\n');
         // Copies of another service's tables also need a feed from that service's database,
         // which takes over from legacy at that service's switch.
-        const { startFeeds } = await import('../../migrations/sync/handover.ts');
+        const { startFeeds } = await import('../../migrations/sync/feeds.ts');
         const feeds = direction === 'forward' ? startFeeds(config, service, logger) : null;
         let metrics: ReturnType<typeof createServer> | null = null;
         if (args.metricsPort) {

@@ -95,3 +95,72 @@ export function copyRows(table: TablePlan, rows: Tuple[]): { sql: string; data: 
   const data = rows.map((row) => cols.map((c) => copyValue(row[c.source])).join('\t')).join('\n');
   return { sql: `COPY ${q(table.target)} (${cols.map((c) => q(c.target)).join(', ')}) FROM STDIN`, data: `${data}\n` };
 }
+
+/** The target column of a source column (every plan column has one). */
+function targetOf(table: TablePlan, source: string): string {
+  return table.columns.find((c) => c.source === source)!.target;
+}
+
+/** The type a parameter is cast to: the column's own type, so VALUES lists compare and assign as the column does. */
+function typeOf(table: TablePlan, source: string): string {
+  return table.columns.find((c) => c.source === source)!.type;
+}
+
+/** Parameters one statement may carry (PostgreSQL's limit is 65,535). */
+export const MAX_PARAMS = 60_000;
+
+/**
+ * One UPDATE for a run of updated rows with the same columns and unchanged keys, at most one
+ * row per key (the caller keeps the last change of each key: the same rows end the same).
+ * RETURNING the keys it found, so rows missing on the target can be re-created.
+ */
+export function updateManyStatement(table: TablePlan, rows: Tuple[]): Statement {
+  if (rows.length === 0) throw new Error('updateManyStatement needs at least one row');
+  const cols = table.columns.filter((c) => rows[0][c.source] !== undefined);
+  const params: Array<string | null> = [];
+  const values = rows.map((row) => `(${cols.map((c) => (params.push(row[c.source] as string | null), `$${params.length}::${c.type}`)).join(', ')})`);
+  const alias = cols.map((_, i) => `__v${i}`);
+  const index = new Map(cols.map((c, i) => [c.source, alias[i]]));
+  const set = cols.filter((c) => !table.key.includes(c.source)).map((c) => `${q(c.target)} = __v.${index.get(c.source)}`);
+  const where = table.key.map((k) => `__t.${q(targetOf(table, k))} = __v.${index.get(k)}`).join(' AND ');
+  return {
+    sql: `UPDATE ${q(table.target)} AS __t SET ${set.join(', ')} FROM (VALUES ${values.join(', ')}) AS __v(${alias.join(', ')}) WHERE ${where} RETURNING ${table.key.map((k, i) => `__t.${q(targetOf(table, k))}::text AS __k${i}`).join(', ')}`,
+    params,
+  };
+}
+
+/**
+ * The conflict check of a run of changes: each (key, source commit time) pair whose target row
+ * was committed later by someone else. The rows are locked first (FOR UPDATE), then their
+ * commit time read, so a local write still in progress is waited for and seen instead of being
+ * overwritten once it commits. Rows this pipeline wrote itself (its replication origin) are
+ * never a conflict: their commit time is a source's, not a local write's.
+ * Returns per conflicting pair its index in `keys`, and both commit times.
+ */
+export function conflictCheckStatement(table: TablePlan, keys: Tuple[], commitTimesUs: bigint[], ownOrigin: number | null): Statement {
+  const params: Array<string | null> = [];
+  const keyCols = table.key.map((k) => q(targetOf(table, k)));
+  const values = keys.map((key, i) => {
+    const cells = table.key.map((k) => (params.push(key[k] as string | null), `$${params.length}::${typeOf(table, k)}`));
+    params.push(String(i));
+    const at = `$${params.length}::int`;
+    params.push(commitTimesUs[i].toString());
+    return `(${[...cells, at, `$${params.length}::bigint`].join(', ')})`;
+  });
+  const alias = table.key.map((_, i) => `__c${i}`);
+  const ts = `(timestamptz 'epoch' + __v.__us * interval '1 microsecond')`;
+  const notOwn = ownOrigin === null ? '' : ` AND (pg_xact_commit_timestamp_origin(__l.__x)).roident IS DISTINCT FROM ${Number(ownOrigin)}`;
+  return {
+    sql: `WITH __v(${[...alias, '__i', '__us'].join(', ')}) AS (VALUES ${values.join(', ')}),
+          __l AS (SELECT ${keyCols.map((c, i) => `${c} AS ${alias[i]}`).join(', ')}, xmin AS __x FROM ${q(table.target)} WHERE (${keyCols.join(', ')}) IN (SELECT ${alias.join(', ')} FROM __v) FOR UPDATE)
+          SELECT __v.__i, pg_xact_commit_timestamp(__l.__x)::text AS local_at, ${ts}::text AS source_at
+            FROM __l JOIN __v ON ${alias.map((a) => `__l.${a} = __v.${a}`).join(' AND ')}
+           WHERE pg_xact_commit_timestamp(__l.__x) > ${ts}${notOwn}`,
+    params,
+  };
+}
+
+/** The key of a row as one string (for sets and maps of keys). */
+export function keyString(table: TablePlan, row: Tuple): string {
+  return table.key.map((k) => String(row[k])).join('\u0000');
+}

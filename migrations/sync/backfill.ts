@@ -2,6 +2,7 @@ import pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import type { PipelineStore } from './pipeline-store.ts';
 import { quoteIdent as q, type TablePlan } from './plan.ts';
 
 export interface BackfillProgress {
@@ -25,7 +26,7 @@ export async function copyTables(options: {
   target: pg.Client;
   snapshot: string;
   fromLsn: string;
-  pipeline: string;
+  store: PipelineStore;
   tables: TablePlan[];
   onProgress?: (p: BackfillProgress) => void;
 }): Promise<number> {
@@ -63,11 +64,7 @@ export async function copyTables(options: {
         await options.target.query(`SELECT pg_replication_origin_xact_setup($1, '1970-01-01 00:00:00+00')`, [options.fromLsn]);
         await options.target.query(`TRUNCATE ${q(table.target)}`);
         await pipeline(source.query(copyTo(`COPY (SELECT ${srcCols} FROM ${q(table.source)}) TO STDOUT`)), counter, options.target.query(copyFrom(`COPY ${q(table.target)} (${dstCols}) FROM STDIN`)));
-        await options.target.query(
-          `INSERT INTO strangler_sync.tables (pipeline, source, target, from_lsn, rows_copied) VALUES ($1, $2, $3, $4, $5)
-           ON CONFLICT (pipeline, source) DO UPDATE SET target = excluded.target, from_lsn = excluded.from_lsn, rows_copied = excluded.rows_copied, copied_at = now()`,
-          [options.pipeline, table.source, table.target, options.fromLsn, rows],
-        );
+        await options.store.copied(options.target, table, options.fromLsn, rows);
         await options.target.query('COMMIT');
       } catch (err) {
         await options.target.query('ROLLBACK').catch(() => undefined);

@@ -6,7 +6,8 @@ import { seedLegacy } from '../../legacy-adapter/seed.ts';
 import { waitFor } from '../../stack/ports.ts';
 import { createTestDatabase, dropTestDatabase, legacyTestConfig } from '../../test/harness.ts';
 import { migrateService } from '../services/index.ts';
-import { confirmHandover, emitHandover, feedStates, startFeeds, type RunningFeeds } from './handover.ts';
+import { startFeeds, type RunningFeeds } from './feeds.ts';
+import { confirmHandover, emitHandover, feedStates } from './handover.ts';
 import { cleanupPipeline, drainPipeline } from './status.ts';
 import { SyncWorker } from './worker.ts';
 

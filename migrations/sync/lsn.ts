@@ -9,10 +9,13 @@ export function bigIntToLsn(value: bigint): string {
   return `${(value >> 32n).toString(16).toUpperCase()}/${(value & 0xffffffffn).toString(16).toUpperCase()}`;
 }
 
+/** Compares two LSNs (a few per streamed transaction: numbers, not bigints). */
 export function compareLsn(a: string, b: string): number {
-  const x = lsnToBigInt(a);
-  const y = lsnToBigInt(b);
-  return x < y ? -1 : x > y ? 1 : 0;
+  const i = a.indexOf('/');
+  const j = b.indexOf('/');
+  if (i < 0 || j < 0) throw new Error(`not an LSN: ${JSON.stringify(i < 0 ? a : b)}`);
+  const d = parseInt(a.slice(0, i), 16) - parseInt(b.slice(0, j), 16) || parseInt(a.slice(i + 1), 16) - parseInt(b.slice(j + 1), 16);
+  return d < 0 ? -1 : d > 0 ? 1 : 0;
 }
 
 /** Bytes from `from` to `to` (0 when `to` is not ahead). */
@@ -22,3 +25,10 @@ export function lsnDistance(from: string, to: string): number {
 }
 
 export const ZERO_LSN = '0/0';
+
+/** An LSN as PostgreSQL prints it (`0/32CDCC60`): no zero padding, upper case. */
+export function normalizeLsn(lsn: string): string {
+  const i = lsn.indexOf('/');
+  if (i < 0) throw new Error(`not an LSN: ${JSON.stringify(lsn)}`);
+  return `${parseInt(lsn.slice(0, i), 16).toString(16).toUpperCase()}/${parseInt(lsn.slice(i + 1), 16).toString(16).toUpperCase()}`;
+}

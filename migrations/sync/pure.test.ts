@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { copyRows, deleteManyStatement, insertManyStatement, updateStatement } from './apply.ts';
-import { compareLsn, lsnDistance, lsnToBigInt } from './lsn.ts';
+import { compareLsn, lsnDistance, lsnToBigInt, normalizeLsn } from './lsn.ts';
 import { buildSyncPlan, pipelineNames, targetTableDdl, type SourceTable, type TablePlan } from './plan.ts';
 
 const table: TablePlan = {
@@ -41,6 +41,15 @@ describe('LSNs', () => {
     expect(compareLsn('0/FFFFFFFF', '1/0')).toBe(-1);
     expect(lsnDistance('0/10', '0/30')).toBe(32);
     expect(lsnDistance('0/30', '0/10')).toBe(0);
+    expect(compareLsn('1/A', '1/A')).toBe(0);
+    expect(compareLsn('00000001/0000000B', '1/A')).toBe(1);
+    expect(compareLsn('2/0', '1/FFFFFFFF')).toBe(1);
+  });
+
+  it('prints LSNs one way, as PostgreSQL does', () => {
+    expect(normalizeLsn('00000000/32CDCC60')).toBe('0/32CDCC60');
+    expect(normalizeLsn('0000001a/000000ff')).toBe('1A/FF');
+    expect(() => normalizeLsn('garbage')).toThrow(/not an LSN/);
   });
 });
 

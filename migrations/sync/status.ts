@@ -2,8 +2,9 @@ import pg from 'pg';
 import { StranglerError } from '../../core/errors.ts';
 import type { ResolvedConfig, ResolvedService } from '../../core/config/load.ts';
 import { lsnDistance } from './lsn.ts';
+import { FENCE_PREFIX } from './messages.ts';
 import { pipelineNames, type Direction } from './plan.ts';
-import { readPipelineState, type PipelineState } from './state.ts';
+import { readPipelineState, type PipelineState } from './pipeline-store.ts';
 
 export interface SyncStatus {
   service: string;
@@ -126,7 +127,7 @@ export async function drainPipeline(config: ResolvedConfig, service: ResolvedSer
   const started = Date.now();
   try {
     await Promise.all([source.connect(), target.connect()]);
-    const { rows } = await source.query(`SELECT pg_logical_emit_message(true, 'strangler_fence', clock_timestamp()::text)::text AS lsn`);
+    const { rows } = await source.query(`SELECT pg_logical_emit_message(true, $1, clock_timestamp()::text)::text AS lsn`, [FENCE_PREFIX]);
     const fence = rows[0].lsn as string;
     while (Date.now() - started < timeoutMs) {
       const r = await target.query(`SELECT applied_lsn::text AS lsn FROM strangler_sync.pipelines WHERE pipeline = $1`, [names.pipeline]).catch(() => ({ rows: [] as Array<{ lsn: string }> }));

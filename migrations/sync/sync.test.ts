@@ -54,6 +54,15 @@ function worker(e: Env, options: Partial<ConstructorParameters<typeof SyncWorker
   return w;
 }
 
+/** The running worker of the env's service, started when no earlier test left one running (each test runs alone too). */
+async function running(e: Env): Promise<SyncWorker> {
+  const active = workers.find((x) => x.plan?.service === e.service.name && x.state === 'active');
+  if (active) return active;
+  const w = worker(e);
+  await w.start();
+  return w;
+}
+
 async function verified(e: Env) {
   const w = workers.find((x) => x.plan?.service === e.service.name && x.state === 'active');
   const { buildSyncPlan } = await import('./plan.ts');
@@ -123,6 +132,7 @@ describe('sync: backfill and streaming', () => {
   });
 
   it('carries numeric, timestamptz to the microsecond, jsonb, arrays and NULLs exactly', async () => {
+    await running(e);
     const { rows } = await e.legacy.query(
       `INSERT INTO invoices (user_id, number, customer_name, customer_email, total, tags, metadata, paid_at)
        VALUES (2, 'TYPES-1', 'Types', NULL, 1234567890.12, '{"with space","comma,inside",NULL}', '{"nested": {"a": [1, "two", null]}, "n": 1.50}', '2026-01-02 03:04:05.123456+00') RETURNING id`,
@@ -133,6 +143,7 @@ describe('sync: backfill and streaming', () => {
   });
 
   it('applies a large transaction whole', async () => {
+    await running(e);
     await e.legacy.query(`INSERT INTO invoices (user_id, number, customer_name) SELECT 3, 'BULK-' || g, 'Bulk' FROM generate_series(1, 20000) g`);
     await waitFor('20,000 rows', async () => Number((await e.target.query(`SELECT count(*) FROM invoices WHERE customer_name = 'Bulk'`)).rows[0].count) === 20000, 30_000, 50);
     await e.legacy.query(`DELETE FROM invoices WHERE customer_name = 'Bulk'`);
@@ -140,6 +151,7 @@ describe('sync: backfill and streaming', () => {
   }, 60_000);
 
   it('names the key range of a tampered target row, and passes again once repaired', async () => {
+    await running(e);
     const { rows } = await e.target.query(`SELECT id, total FROM invoices ORDER BY id OFFSET 120 LIMIT 1`);
     await e.target.query(`UPDATE invoices SET total = total + 1 WHERE id = $1`, [rows[0].id]);
     const v = await verified(e);
@@ -152,18 +164,92 @@ describe('sync: backfill and streaming', () => {
     expect((await verified(e)).ok).toBe(true);
   });
 
+  it('verifies at one point of the source\'s history while the monolith keeps writing: no false difference', async () => {
+    await running(e);
+    const writer = new pg.Client({ connectionString: e.config.legacy.databaseUrl });
+    await writer.connect();
+    const load = writeLoad(e, writer);
+    try {
+      const v = await verified(e);
+      expect(v, JSON.stringify(v.tables)).toMatchObject({ verdict: 'verified', consistent: true, ok: true });
+      expect(v.point).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
+    } finally {
+      await load.stop();
+      await writer.end();
+    }
+    expect(load.count).toBeGreaterThan(0);
+    // The hold is released: the worker goes on.
+    await e.legacy.query(`UPDATE invoices SET customer_name = 'after the verify' WHERE id = 4`);
+    await waitFor('the worker to go on', async () => (await e.target.query(`SELECT customer_name FROM invoices WHERE id = 4`)).rows[0].customer_name === 'after the verify', 10_000, 20);
+  });
+
+  it('lists every differing key range, narrowed down, with the count', async () => {
+    await running(e);
+    const { rows } = await e.target.query(`SELECT id FROM invoices ORDER BY id`);
+    const tampered = [rows[10].id, rows[100].id, rows[rows.length - 2].id];
+    for (const id of tampered) await e.target.query(`UPDATE invoices SET customer_name = 'tampered' WHERE id = $1`, [id]);
+    try {
+      const inv = (await verified(e)).tables.find((t) => t.table === 'invoices')!;
+      expect(inv.mismatchCount).toBe(3);
+      for (const id of tampered) {
+        const hit = inv.mismatches.find((m) => Number(m.from?.[0] ?? 0) < id && (m.to === null || Number(m.to[0]) >= id));
+        expect(hit, `a range holding ${id}`).toBeDefined();
+        expect(hit!.sourceRows).toBeLessThanOrEqual(50);
+      }
+    } finally {
+      const source = await e.legacy.query(`SELECT id, customer_name FROM invoices WHERE id = ANY($1)`, [tampered]);
+      for (const r of source.rows) await e.target.query(`UPDATE invoices SET customer_name = $2 WHERE id = $1`, [r.id, r.customer_name]);
+    }
+    expect((await verified(e)).ok).toBe(true);
+  });
+
+  it('says the pipeline is lagging, by how much, instead of calling ranges different, when the worker cannot reach the verify\'s point', async () => {
+    const w = await running(e);
+    const holder = new pg.Client({ connectionString: e.service.databaseUrl });
+    await holder.connect();
+    try {
+      // The worker is stuck behind a lock on the service database.
+      await holder.query('BEGIN');
+      await holder.query(`SELECT 1 FROM invoices WHERE id = 6 FOR UPDATE`);
+      await e.legacy.query(`UPDATE invoices SET customer_name = 'stuck' WHERE id = 6`);
+      const v = await verifyPipeline({ sourceUrl: e.config.legacy.databaseUrl, targetUrl: e.service.databaseUrl, plan: w.plan!, chunkRows: 50, catchUpTimeoutMs: 1_500 });
+      expect(v).toMatchObject({ verdict: 'lagging', ok: false, tables: [] });
+      expect(v.note).toMatch(/[\d.]+ MB of WAL behind its source; nothing was compared/);
+    } finally {
+      await holder.query('ROLLBACK');
+      await holder.end();
+    }
+    await waitFor('the stuck change', async () => (await e.target.query(`SELECT customer_name FROM invoices WHERE id = 6`)).rows[0].customer_name === 'stuck', 10_000, 20);
+    expect((await verified(e)).ok).toBe(true);
+  });
+
   it('refuses a second worker for the same pipeline', async () => {
+    await running(e);
     const second = worker(e);
     await expect(second.start()).rejects.toThrow(/another sync worker already runs pipeline invoices:forward/);
   });
 
   it('empties the target table on TRUNCATE', async () => {
+    await running(e);
     await e.legacy.query(`TRUNCATE invoice_items`);
     await waitFor('the truncate', async () => Number((await e.target.query(`SELECT count(*) FROM invoice_items`)).rows[0].count) === 0, 5_000, 20);
   });
 
+  it('with no worker running and changes waiting in its slot, says lagging rather than different', async () => {
+    const w = await running(e);
+    const plan = w.plan!;
+    await w.stop();
+    await e.legacy.query(`UPDATE invoices SET customer_name = 'while no worker runs' WHERE id = 9`);
+    const v = await verifyPipeline({ sourceUrl: e.config.legacy.databaseUrl, targetUrl: e.service.databaseUrl, plan, chunkRows: 50 });
+    expect(v).toMatchObject({ verdict: 'lagging', consistent: false });
+    expect(v.note).toMatch(/no worker runs .* holds changes not applied yet/);
+    const again = worker(e);
+    await again.start();
+    await waitFor('the waiting change', async () => (await e.target.query(`SELECT customer_name FROM invoices WHERE id = 9`)).rows[0].customer_name === 'while no worker runs', 10_000, 20);
+  });
+
   it('stops when asked through its control row, and resumes from the stored LSN', async () => {
-    const w = workers.find((x) => x.state === 'active')!;
+    const w = await running(e);
     expect(await requestStop(e.config, e.service)).toBe(true);
     await waitFor('the worker to stop', async () => w.state === 'stopped', 5_000, 50);
     await e.legacy.query(`UPDATE invoices SET customer_name = 'While stopped' WHERE id = 5`);
@@ -278,19 +364,77 @@ describe('sync: crashes', () => {
   }, 60_000);
 });
 
+/** A legacy database with the reference schema and the invoices service's database, on a private server of their own. */
+async function privateServer(invoices: number): Promise<{ cluster: import('../../stack/postgres-cluster.ts').PostgresCluster; config: ResolvedConfig; service: ResolvedService }> {
+  const { PostgresCluster } = await import('../../stack/postgres-cluster.ts');
+  const { migrateLegacy } = await import('../../legacy-adapter/migrate.ts');
+  const { loadConfig } = await import('../../core/config/load.ts');
+  const cluster = await PostgresCluster.start({ ephemeral: true });
+  await cluster.createDatabase('legacy');
+  await cluster.createDatabase('svc_invoices');
+  const config = loadConfig(resolve(ROOT, 'strangler.yaml'), { postgresUrl: cluster.baseUrl, logLevel: 'silent' });
+  await migrateLegacy(config.legacy.databaseUrl);
+  await seedLegacy(config.legacy.databaseUrl, { users: 2, invoices, seed: 1 });
+  return { cluster, config, service: config.services.find((s) => s.name === 'invoices')! };
+}
+
+describe('sync: adjacent commits (issue 18)', () => {
+  it('loses no transaction whose commit record starts exactly where the last applied one ends, when the worker restarts there', async () => {
+    // Regression: the worker acknowledged the end of its last applied commit + 1 byte (the
+    // replication library's acknowledge adds one). When the next commit record starts exactly
+    // at that end (back-to-back commits of two sessions), PostgreSQL skipped that transaction
+    // when the worker resumed ("has been already streamed, forwarding to …"): it was lost.
+    // A server of its own: nothing else writes WAL between the two commits.
+    const { cluster, config, service } = await privateServer(5);
+    try {
+      // No heartbeat messages: they would sit between the two commits.
+      const w = new SyncWorker({ config, service, logger: silentLogger, heartbeatIntervalMs: 3_600_000 });
+      workers.push(w);
+      await w.start();
+      const connect = async (url: string) => {
+        const c = new pg.Client({ connectionString: url });
+        await c.connect();
+        return c;
+      };
+      const [a, b, holder, admin] = await Promise.all([connect(config.legacy.databaseUrl), connect(config.legacy.databaseUrl), connect(service.databaseUrl), connect(service.databaseUrl)]);
+      try {
+        // The service database holds row 2 locked: the worker will apply A and wait on B.
+        await holder.query('BEGIN');
+        await holder.query(`SELECT 1 FROM invoices WHERE id = 2 FOR UPDATE`);
+        // WAL: B's update, A's update, A's commit, B's commit: two adjacent commit records.
+        await b.query('BEGIN');
+        await b.query(`UPDATE invoices SET customer_name = 'B' WHERE id = 2`);
+        await a.query('BEGIN');
+        await a.query(`UPDATE invoices SET customer_name = 'A' WHERE id = 1`);
+        await a.query('COMMIT');
+        await b.query('COMMIT');
+        // The worker's connection waits on the lock; end it, as a crash there would.
+        let waiting: number | undefined;
+        await waitFor('the worker to wait on the locked row', async () => {
+          const { rows } = await admin.query(`SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`);
+          waiting = rows[0]?.pid;
+          return waiting !== undefined;
+        }, 10_000, 20);
+        await admin.query(`SELECT pg_terminate_backend($1)`, [waiting]);
+        await holder.query('ROLLBACK');
+        await waitFor('both transactions on the service', async () => {
+          const { rows } = await admin.query(`SELECT id, customer_name FROM invoices WHERE id IN (1, 2) ORDER BY id`);
+          return rows[0]?.customer_name === 'A' && rows[1]?.customer_name === 'B';
+        }, 15_000, 50);
+      } finally {
+        await Promise.all([a, b, holder, admin].map((c) => c.end().catch(() => undefined)));
+      }
+      await w.stop();
+    } finally {
+      await cluster.destroy();
+    }
+  }, 60_000);
+});
+
 describe('sync: the legacy server restarts', () => {
   it('reconnects after a PostgreSQL restart under the worker and catches up', async () => {
-    const { PostgresCluster } = await import('../../stack/postgres-cluster.ts');
-    const { migrateLegacy } = await import('../../legacy-adapter/migrate.ts');
-    const { loadConfig } = await import('../../core/config/load.ts');
-    const cluster = await PostgresCluster.start({ ephemeral: true });
+    const { cluster, config, service } = await privateServer(20);
     try {
-      await cluster.createDatabase('legacy');
-      await cluster.createDatabase('svc_invoices');
-      const config = loadConfig(resolve(ROOT, 'strangler.yaml'), { postgresUrl: cluster.baseUrl, logLevel: 'silent' });
-      await migrateLegacy(config.legacy.databaseUrl);
-      await seedLegacy(config.legacy.databaseUrl, { users: 2, invoices: 20, seed: 1 });
-      const service = config.services.find((s) => s.name === 'invoices')!;
       const w = new SyncWorker({ config, service, logger: silentLogger });
       workers.push(w);
       await w.start();

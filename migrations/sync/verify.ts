@@ -1,14 +1,16 @@
 import pg from 'pg';
-import { compareLsn } from './lsn.ts';
-import { quoteIdent as q, type SyncPlan, type TablePlan } from './plan.ts';
-import { HEARTBEAT_PREFIX } from './worker.ts';
+import type { ResolvedConfig, ResolvedService } from '../../core/config/load.ts';
+import { lsnDistance } from './lsn.ts';
+import { pipelineStore, readPipelineState } from './pipeline-store.ts';
+import { quoteIdent as q, type Direction, type SyncPlan, type TablePlan } from './plan.ts';
+import { pipelineEnds, planPipeline } from './setup.ts';
 
-export interface ChunkResult {
+/** A key range: from (exclusive) to (inclusive); null is open-ended. */
+export interface KeyRange {
   from: unknown[] | null;
   to: unknown[] | null;
   sourceRows: number;
   targetRows: number;
-  match: boolean;
 }
 
 export interface TableVerification {
@@ -18,20 +20,52 @@ export interface TableVerification {
   targetRows: number;
   chunks: number;
   ok: boolean;
-  /** Key ranges the monolith kept writing to during every read: neither equal nor proven different. */
-  unsettled: Array<{ from: unknown[] | null; to: unknown[] | null }>;
-  /** Keys above this were inserted during the verify and not compared. */
-  highWater?: unknown[] | null;
-  /** The first key range (from, exclusive; to, inclusive) whose rows differ. */
-  firstMismatch: { from: unknown[] | null; to: unknown[] | null; sourceRows: number; targetRows: number } | null;
+  /** Differing key ranges, narrowed down and at most MAX_RANGES of them. */
+  mismatches: KeyRange[];
+  /** How many differing ranges there are in all. */
+  mismatchCount: number;
+  /** Ranges that could not be compared at one point of the source's history (a stopped pipeline behind its source, a source still writing). */
+  unsettled: KeyRange[];
+  /** The first entry of `mismatches` (what older readers of a recorded verification look at). */
+  firstMismatch: KeyRange | null;
 }
 
 export interface Verification {
   pipeline: string;
   ok: boolean;
+  /** verified: equal; mismatch: rows differ; lagging: the target could not be brought to the source's point in time, nothing is proven different. */
+  verdict: 'verified' | 'mismatch' | 'lagging';
+  /**
+   * Compared at one point of the source's history: the source read in the snapshot of that
+   * point, the target held by its worker exactly there. False when no worker runs.
+   */
+  consistent: boolean;
+  /** The source position compared at. */
+  point: string | null;
+  /** How far the target was behind the source when the verify started. */
+  lag: { bytes: number | null; seconds: number | null };
   tables: TableVerification[];
+  /** Why the verdict is what it is, in a sentence, when it is not plain. */
+  note: string | null;
   ms: number;
 }
+
+export interface VerifyOptions {
+  sourceUrl: string;
+  targetUrl: string;
+  plan: SyncPlan;
+  /** Rows per checksum chunk. */
+  chunkRows?: number;
+  /** How long the worker may take to pause, and then to reach the verify's point, before the verdict is "lagging". */
+  catchUpTimeoutMs?: number;
+  /** Progress while waiting for the worker, for the CLI. */
+  onWait?: (w: { behindBytes: number; waitedMs: number }) => void;
+}
+
+const MAX_RANGES = 20;
+/** A differing chunk is split until its ranges hold at most this many rows. */
+const NARROW_TO = 10;
+const HOLD_LEASE_MS = 60_000;
 
 function keyExpr(cols: string[]): string {
   return cols.length === 1 ? q(cols[0]) : `(${cols.map(q).join(', ')})`;
@@ -41,128 +75,251 @@ function params(values: unknown[], offset: number): string {
   return values.length === 1 ? `$${offset + 1}` : `(${values.map((_, i) => `$${offset + i + 1}`).join(', ')})`;
 }
 
-/** count and md5 of the mapped rows of one key range, on one side. */
-async function checksum(client: pg.Client, table: string, cols: string[], key: string[], from: unknown[] | null, to: unknown[] | null): Promise<{ rows: number; sum: string | null }> {
+function rangeWhere(key: string[], from: unknown[] | null, to: unknown[] | null): { where: string; values: unknown[] } {
   const k = keyExpr(key);
   const conditions = [from ? `${k} > ${params(from, 0)}` : null, to ? `${k} <= ${params(to, from ? from.length : 0)}` : null].filter(Boolean);
-  const where = conditions.length ? `WHERE ${conditions.join(' AND ')}` : '';
+  return { where: conditions.length ? `WHERE ${conditions.join(' AND ')}` : '', values: [...(from ?? []), ...(to ?? [])] };
+}
+
+/** count and md5 of the mapped rows of one key range, on one side. */
+async function checksum(client: pg.Client, table: string, cols: string[], key: string[], from: unknown[] | null, to: unknown[] | null): Promise<{ rows: number; sum: string | null }> {
+  const { where, values } = rangeWhere(key, from, to);
   const row = `ROW(${cols.map(q).join(', ')})::text`;
-  const { rows } = await client.query(
-    `SELECT count(*)::int AS n, md5(string_agg(md5(${row}), '' ORDER BY ${key.map(q).join(', ')})) AS sum FROM ${q(table)} ${where}`,
-    [...(from ?? []), ...(to ?? [])],
-  );
+  const { rows } = await client.query(`SELECT count(*)::int AS n, md5(string_agg(md5(${row}), '' ORDER BY ${key.map(q).join(', ')})) AS sum FROM ${q(table)} ${where}`, values);
   return { rows: rows[0].n, sum: rows[0].sum };
 }
 
+/** Keys (as text) splitting the source's rows of a range into chunks of `size`: the upper bound of each chunk. */
+async function boundaries(client: pg.Client, table: TablePlan, from: unknown[] | null, to: unknown[] | null, size: number): Promise<unknown[][]> {
+  const { where, values } = rangeWhere(table.key, from, to);
+  const keyText = table.key.map((c, i) => `${q(c)}::text AS __k${i}`).join(', ');
+  const { rows } = await client.query(
+    `SELECT ${keyText} FROM (SELECT ${table.key.map(q).join(', ')}, row_number() OVER (ORDER BY ${table.key.map(q).join(', ')}) AS __n FROM ${q(table.source)} ${where}) s WHERE __n % ${size} = 0 ORDER BY __n`,
+    values,
+  );
+  return rows.map((r) => table.key.map((_, i) => r[`__k${i}`]));
+}
+
+async function client(url: string): Promise<pg.Client> {
+  const c = new pg.Client({ connectionString: url });
+  c.on('error', () => undefined);
+  await c.connect();
+  return c;
+}
+
 /**
- * Compares source and target table by table, in primary-key chunks (plain SELECTs: no lock
- * beyond ACCESS SHARE, no long transaction). Each chunk is read on the source with the source's
- * WAL position, then on the target once the sync has applied at least that position; a chunk
- * that differs is re-read a few times (rows may change between the two reads) before it counts.
+ * Compares source and target table by table, in key-range chunks (count + md5 of the mapped
+ * rows), narrowing every differing chunk down to small ranges.
+ *
+ * With a worker running, at one point of the source's history: a temporary slot's exported
+ * snapshot gives the source as of its consistent point L, and the worker is asked to hold
+ * exactly there (it pauses, runs up to the first commit at or past L, and waits: a hold with
+ * a lease, so a verify that dies does not stop the sync for long). Both sides then stand still
+ * for the read: every difference is a real one, and a pipeline far behind is waited for up to
+ * catchUpTimeoutMs, then reported as lagging, by how much, with nothing called a mismatch.
+ * With no worker running, the target stands still anyway: the source is read as it is, and
+ * differences are real only if the slot holds nothing not applied yet (else: lagging).
  */
-export async function verifyPipeline(options: { sourceUrl: string; targetUrl: string; plan: SyncPlan; chunkRows?: number; catchUpTimeoutMs?: number }): Promise<Verification> {
+export async function verifyPipeline(options: VerifyOptions): Promise<Verification> {
   const started = Date.now();
-  const source = new pg.Client({ connectionString: options.sourceUrl });
-  const target = new pg.Client({ connectionString: options.targetUrl });
-  await source.connect();
-  await target.connect();
+  const { plan } = options;
+  const store = pipelineStore(plan.pipeline);
+  const chunkRows = options.chunkRows ?? 5_000;
+  const source = await client(options.sourceUrl);
+  const target = await client(options.targetUrl);
+  let exporter: pg.Client | null = null;
+  let held = false;
+  const result = (verdict: Verification['verdict'], tables: TableVerification[], extra: Partial<Verification>): Verification => ({
+    pipeline: plan.pipeline,
+    ok: verdict === 'verified',
+    verdict,
+    consistent: false,
+    point: null,
+    lag: { bytes: null, seconds: null },
+    tables,
+    note: null,
+    ms: Date.now() - started,
+    ...extra,
+  });
   try {
-    const tables: TableVerification[] = [];
-    for (const table of options.plan.tables) tables.push(await verifyTable(source, target, options.plan, table, options.chunkRows ?? 5_000, options.catchUpTimeoutMs ?? 10_000));
-    return { pipeline: options.plan.pipeline, ok: tables.every((t) => t.ok), tables, ms: Date.now() - started };
+    const state = await readPipelineState(target, plan.pipeline);
+    const head = (await source.query(`SELECT pg_current_wal_lsn()::text AS lsn, now() AS now`)).rows[0];
+    const lag = {
+      bytes: state?.appliedLsn ? lsnDistance(state.appliedLsn, head.lsn) : null,
+      seconds: state?.heartbeatSourceAt ? Math.max(0, (head.now.getTime() - state.heartbeatSourceAt.getTime()) / 1000) : null,
+    };
+    const slot = (await source.query(`SELECT active FROM pg_replication_slots WHERE slot_name = $1`, [plan.slot])).rows[0];
+    const running = Boolean(slot?.active && state?.status === 'streaming');
+    let point: string;
+    if (running) {
+      // 1. Pause the worker where it is; 2. fix the point (after the pause: the worker is
+      // before it); 3. let it run exactly up to there.
+      await store.requestHold(target, HOLD_LEASE_MS);
+      held = true;
+      const pauseMs = options.catchUpTimeoutMs ?? 60_000;
+      const paused = await waitForHold(target, store, null, pauseMs, options);
+      if (!paused) {
+        const now = await readPipelineState(target, plan.pipeline);
+        const behind = now?.appliedLsn ? lsnDistance(now.appliedLsn, (await source.query(`SELECT pg_current_wal_lsn()::text AS lsn`)).rows[0].lsn) : null;
+        return result('lagging', [], {
+          lag,
+          note: `the ${plan.pipeline} worker is busy applying and did not pause for the verify within ${(pauseMs / 1000).toFixed(0)} s; it is ${behind === null ? 'an unknown amount' : `${(behind / 1024 / 1024).toFixed(1)} MB of WAL`} behind its source; nothing was compared (strangler sync status shows its lag and last error)`,
+        });
+      }
+      exporter = new pg.Client({ connectionString: options.sourceUrl, replication: 'database' } as pg.ClientConfig);
+      await exporter.connect();
+      const { rows } = await exporter.query(`CREATE_REPLICATION_SLOT ${q(`strangler_verify_${process.pid}_${Date.now()}`.slice(0, 63))} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')`);
+      point = rows[0].consistent_point;
+      await store.holdAt(target, point);
+      await source.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      await source.query(`SET TRANSACTION SNAPSHOT '${String(rows[0].snapshot_name).replace(/'/g, "''")}'`);
+      const reached = await waitForHold(target, store, point, options.catchUpTimeoutMs ?? 60_000, options);
+      if (!reached) {
+        const now = await readPipelineState(target, plan.pipeline);
+        const behind = now?.appliedLsn ? lsnDistance(now.appliedLsn, point) : null;
+        return result('lagging', [], {
+          lag,
+          point,
+          note: `the pipeline is behind its source (${behind === null ? 'unknown' : `${(behind / 1024 / 1024).toFixed(1)} MB`} from the verify's point after ${((options.catchUpTimeoutMs ?? 60_000) / 1000).toFixed(0)} s${lag.seconds !== null ? `; ${lag.seconds.toFixed(1)} s behind when it started` : ''}); nothing was compared. Run verify again once it has caught up (strangler sync status)`,
+        });
+      }
+    } else {
+      point = head.lsn;
+      const pending = await slotHasPending(source, plan);
+      if (pending) {
+        return result('lagging', [], {
+          lag,
+          point,
+          note: `no worker runs the pipeline and its slot holds changes not applied yet (${lag.bytes === null ? '?' : `${(lag.bytes / 1024 / 1024).toFixed(1)} MB of WAL`} behind); start it (strangler sync start) and verify again`,
+        });
+      }
+    }
+    const renew = running ? setInterval(() => void store.renewHold(target, HOLD_LEASE_MS).catch(() => undefined), HOLD_LEASE_MS / 3) : null;
+    try {
+      const tables: TableVerification[] = [];
+      for (const table of plan.tables) tables.push(await verifyTable(source, target, table, chunkRows, !running));
+      const bad = tables.some((t) => !t.ok);
+      const unsettled = tables.some((t) => t.unsettled.length > 0);
+      return result(bad ? 'mismatch' : unsettled ? 'lagging' : 'verified', tables, {
+        consistent: running,
+        point,
+        lag,
+        note: unsettled ? 'the source kept changing key ranges while no worker ran; those ranges are unsettled, not different' : null,
+      });
+    } finally {
+      if (renew) clearInterval(renew);
+    }
   } finally {
+    if (held) await store.releaseHold(target).catch(() => undefined);
+    await source.query('ROLLBACK').catch(() => undefined);
+    await exporter?.end().catch(() => undefined);
     await source.end().catch(() => undefined);
     await target.end().catch(() => undefined);
   }
 }
 
-async function waitApplied(source: pg.Client, target: pg.Client, pipeline: string, timeoutMs: number): Promise<void> {
-  // A heartbeat makes the sync's applied position move past the source position just read.
-  const { rows } = await source.query(`SELECT pg_logical_emit_message(true, $1, clock_timestamp()::text)::text AS lsn`, [HEARTBEAT_PREFIX]);
-  const wanted = rows[0].lsn as string;
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const r = await target.query(`SELECT applied_lsn::text AS lsn FROM strangler_sync.pipelines WHERE pipeline = $1`, [pipeline]);
-    if (r.rows[0]?.lsn && compareLsn(r.rows[0].lsn, wanted) >= 0) return;
-    await new Promise((ok) => setTimeout(ok, 20));
+/** Waits for the worker to pause (point null) or to stand at `point`. */
+async function waitForHold(target: pg.Client, store: ReturnType<typeof pipelineStore>, point: string | null, timeoutMs: number, options: VerifyOptions): Promise<boolean> {
+  const started = Date.now();
+  let reported = 0;
+  for (;;) {
+    const h = await store.hold(target);
+    if (h.held && (point === null || h.held === point)) return true;
+    if (Date.now() - started > timeoutMs) return false;
+    if (point && options.onWait && Date.now() - reported > 1_000) {
+      reported = Date.now();
+      const applied = (await readPipelineState(target, options.plan.pipeline))?.appliedLsn;
+      options.onWait({ behindBytes: applied ? lsnDistance(applied, point) : 0, waitedMs: Date.now() - started });
+    }
+    await new Promise((r) => setTimeout(r, 20));
   }
 }
 
-async function verifyTable(source: pg.Client, target: pg.Client, plan: SyncPlan, table: TablePlan, chunkRows: number, timeoutMs: number): Promise<TableVerification> {
+/** Whether the (inactive) slot holds a change of the pipeline's tables not applied yet: read without consuming. */
+async function slotHasPending(source: pg.Client, plan: SyncPlan): Promise<boolean> {
+  try {
+    const { rows } = await source.query(`SELECT count(*)::int AS n FROM pg_logical_slot_peek_binary_changes($1, NULL, 1, 'proto_version', '1', 'publication_names', $2)`, [plan.slot, plan.publication]);
+    return rows[0].n > 0;
+  } catch {
+    return false; // no slot (never started, or dropped): nothing pending in it
+  }
+}
+
+async function verifyTable(source: pg.Client, target: pg.Client, table: TablePlan, chunkRows: number, moving: boolean): Promise<TableVerification> {
   const srcCols = table.columns.map((c) => c.source);
   const dstCols = table.columns.map((c) => c.target);
-  const srcKey = table.key;
   const dstKey = table.key.map((k) => table.columns.find((c) => c.source === k)!.target);
-  const result: TableVerification = { table: table.source, target: table.target, sourceRows: 0, targetRows: 0, chunks: 0, ok: true, firstMismatch: null, unsettled: [] };
-  let from: unknown[] | null = null;
-  let last = false;
-  // The key high-water mark at the start: rows the monolith inserts above it while the verify
-  // runs are still moving and are not compared (each pass would chase them).
-  const k = keyExpr(srcKey);
-  // Aliased, so that ORDER BY sorts by the key columns themselves, not by their text.
-  const keyText = srcKey.map((c, i) => `${q(c)}::text AS __k${i}`).join(', ');
-  const keyOf = (row: Record<string, string>) => srcKey.map((_, i) => row[`__k${i}`]);
-  const top = await source.query(`SELECT ${keyText} FROM ${q(table.source)} ORDER BY ${srcKey.map((c) => `${q(c)} DESC`).join(', ')} LIMIT 1`);
-  const highWater: unknown[] | null = top.rows[0] ? keyOf(top.rows[0]) : null;
-  result.highWater = highWater;
-  while (!last) {
-    const { rows }: { rows: Array<Record<string, string>> } = await source.query(
-      `SELECT ${keyText} FROM ${q(table.source)} ${from ? `WHERE ${k} > ${params(from, 0)}` : ''} ORDER BY ${srcKey.map(q).join(', ')} OFFSET ${chunkRows - 1} LIMIT 1`,
-      from ?? [],
-    );
-    // The last chunk ends at the high-water mark (or is open-ended on an empty source, so rows only the target has are counted).
-    let to: unknown[] | null = rows[0] ? keyOf(rows[0]) : highWater;
-    if (!rows[0]) last = true;
-    if (rows[0] && highWater) {
-      // Typed by the key columns: is anything left between this chunk's end and the high-water mark?
-      const left = await source.query(`SELECT EXISTS (SELECT 1 FROM ${q(table.source)} WHERE ${k} > ${params(to!, 0)} AND ${k} <= ${params(highWater, to!.length)}) AS more`, [...to!, ...highWater]);
-      if (!left.rows[0].more) {
-        to = highWater;
-        last = true;
+  const result: TableVerification = { table: table.source, target: table.target, sourceRows: 0, targetRows: 0, chunks: 0, ok: true, mismatches: [], mismatchCount: 0, unsettled: [], firstMismatch: null };
+  const compare = async (from: unknown[] | null, to: unknown[] | null) => {
+    const s = await checksum(source, table.source, srcCols, table.key, from, to);
+    const t = await checksum(target, table.target, dstCols, dstKey, from, to);
+    return { from, to, sourceRows: s.rows, targetRows: t.rows, match: s.rows === t.rows && s.sum === t.sum, sum: s.sum };
+  };
+  /** A differing range, split until its parts are small; the differing parts are recorded. */
+  const narrow = async (from: unknown[] | null, to: unknown[] | null, rows: number): Promise<void> => {
+    const size = Math.max(NARROW_TO, Math.ceil(rows / 10));
+    const cuts = rows > NARROW_TO ? await boundaries(source, table, from, to, size) : [];
+    if (cuts.length === 0 || (to && cuts.length === 1 && JSON.stringify(cuts[0]) === JSON.stringify(to))) {
+      const c = await compare(from, to);
+      if (c.match) return;
+      if (moving) {
+        // No worker holds the target still and the source may move: read the source again.
+        const again = await compare(from, to);
+        if (again.match) return;
+        if (again.sum !== c.sum) {
+          result.unsettled.push({ from, to, sourceRows: again.sourceRows, targetRows: again.targetRows });
+          return;
+        }
       }
-    }
-    // A difference counts only when the source range held still across two reads and the
-    // target, caught up past it, still differs twice in a row; a range the monolith keeps
-    // writing to is reported as unsettled (re-run later), not as a difference.
-    let chunk: ChunkResult | null = null;
-    let previousSource: string | null = null;
-    let stableMisses = 0;
-    let definite = false;
-    for (let attempt = 0; attempt < 8; attempt++) {
-      const s = await checksum(source, table.source, srcCols, srcKey, from, to);
-      await waitApplied(source, target, plan.pipeline, timeoutMs);
-      const t = await checksum(target, table.target, dstCols, dstKey, from, to);
-      chunk = { from, to, sourceRows: s.rows, targetRows: t.rows, match: s.rows === t.rows && s.sum === t.sum };
-      if (chunk.match) break;
-      const sourceKey = `${s.rows}:${s.sum}`;
-      stableMisses = sourceKey === previousSource ? stableMisses + 1 : 0;
-      previousSource = sourceKey;
-      if (stableMisses >= 2) {
-        definite = true;
-        break;
-      }
-      await new Promise((ok) => setTimeout(ok, 30 * (attempt + 1)));
-    }
-    result.chunks++;
-    result.sourceRows += chunk!.sourceRows;
-    result.targetRows += chunk!.targetRows;
-    if (!chunk!.match && !definite) result.unsettled.push({ from, to });
-    if (!chunk!.match && definite && result.ok) {
       result.ok = false;
-      result.firstMismatch = { from, to, sourceRows: chunk!.sourceRows, targetRows: chunk!.targetRows };
+      result.mismatchCount++;
+      if (result.mismatches.length < MAX_RANGES) result.mismatches.push({ from, to, sourceRows: c.sourceRows, targetRows: c.targetRows });
+      return;
     }
-    if (to) from = to;
+    let lower = from;
+    for (const cut of [...cuts, to]) {
+      if (cut && lower && JSON.stringify(cut) === JSON.stringify(lower)) continue;
+      const c = await compare(lower, cut);
+      if (!c.match) await narrow(lower, cut, Math.max(c.sourceRows, c.targetRows));
+      lower = cut;
+      if (!cut) break;
+    }
+  };
+  // Chunks from the source's keys; the last one is open-ended, so rows only the target has
+  // above the source's last key are counted too.
+  const cuts = await boundaries(source, table, null, null, chunkRows);
+  let from: unknown[] | null = null;
+  for (const to of [...cuts, null]) {
+    const c = await compare(from, to);
+    result.chunks++;
+    result.sourceRows += c.sourceRows;
+    result.targetRows += c.targetRows;
+    if (!c.match) await narrow(from, to, Math.max(c.sourceRows, c.targetRows));
+    from = to;
   }
+  result.firstMismatch = result.mismatches[0] ?? null;
   return result;
 }
 
 /** Records a verification in the target (strangler status and the cutover checks read the last one). */
 export async function recordVerification(targetUrl: string, v: Verification): Promise<void> {
-  const client = new pg.Client({ connectionString: targetUrl });
-  await client.connect();
+  const c = await client(targetUrl);
   try {
-    await client.query(`INSERT INTO strangler_sync.verifications (pipeline, ok, summary) VALUES ($1, $2, $3)`, [v.pipeline, v.ok, JSON.stringify(v)]);
+    await c.query(`INSERT INTO strangler_sync.verifications (pipeline, ok, summary) VALUES ($1, $2, $3)`, [v.pipeline, v.ok, JSON.stringify(v)]);
   } finally {
-    await client.end();
+    await c.end();
   }
+}
+
+/** Verifies a service's pipeline in one direction (its plan read from the source's catalog). */
+export async function verifyService(config: ResolvedConfig, service: ResolvedService, direction: Exclude<Direction, 'feed'>, options: Omit<VerifyOptions, 'sourceUrl' | 'targetUrl' | 'plan'> = {}): Promise<Verification> {
+  const { sourceUrl, targetUrl } = pipelineEnds(config, service, direction);
+  const c = await client(sourceUrl);
+  let plan: SyncPlan;
+  try {
+    plan = await planPipeline(c, { config, service, direction });
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+  return verifyPipeline({ sourceUrl, targetUrl, plan, ...options });
 }

@@ -1,57 +1,36 @@
 import { hostname } from 'node:os';
 import pg from 'pg';
-import { LogicalReplicationService, PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
+import type { Pgoutput } from 'pg-logical-replication';
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { ResolvedConfig, ResolvedService } from '../../core/config/load.ts';
 import { StranglerError } from '../../core/errors.ts';
 import type { Logger } from '../../core/logger.ts';
-import { copyRows, deleteManyStatement, insertManyStatement, insertStatement, isComplete, sameShape, updateStatement, type Statement, type Tuple } from './apply.ts';
-import { from as copyFrom } from 'pg-copy-streams';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { copyTables, type BackfillProgress } from './backfill.ts';
-import { readSourceTables } from './catalog.ts';
+import type { Tuple } from './apply.ts';
+import { TransactionApplier, type SourceTx } from './applier.ts';
+import type { BackfillProgress } from './backfill.ts';
 import { compareLsn, lsnDistance } from './lsn.ts';
-import { buildSyncPlan, feedsOf, originOf, pipelineNames, quoteIdent as q, reverseMapping, targetTableDdl, type Direction, type SyncPlan, type TablePlan } from './plan.ts';
-import { ensureStateSchema, readPipelineState } from './state.ts';
+import { HANDOVER_PREFIX, HEARTBEAT_PREFIX, type HandoverMessage } from './messages.ts';
+import { copiesPausedIn, ensureStateSchema, pipelineStore, readPipelineState, type PipelineStore } from './pipeline-store.ts';
+import { originOf, pipelineNames, type Direction, type SyncPlan, type TablePlan } from './plan.ts';
+import { ReplicationStream, type StreamItem } from './replication-stream.ts';
+import { pipelineEnds, preparePipeline } from './setup.ts';
 
-export const HEARTBEAT_PREFIX = 'strangler_heartbeat';
-/** Logical message moving a service's copies of an owner's tables between legacy and the owner (handover.ts). */
-export const HANDOVER_PREFIX = 'strangler_handover';
-
-export interface HandoverMessage {
-  /** The service keeping the copies. */
-  service: string;
-  /** The service owning the tables. */
-  owner: string;
-  /** Which source feeds the copies from this message on. */
-  to: 'owner' | 'legacy';
-}
-
-/**
- * pgoutput with values kept as PostgreSQL's text: the library would otherwise parse them with
- * pg's global type parsers (timestamptz → Date loses microseconds; numeric, arrays and jsonb
- * would change form). The relation message is patched as it is parsed, before any row of it.
- */
-class RawTextPgoutput extends PgoutputPlugin {
-  override parse(buffer: Buffer): Pgoutput.Message {
-    const message = super.parse(buffer);
-    if (message.tag === 'relation') for (const column of message.columns) (column as { parser: (v: string) => unknown }).parser = (v: string) => v;
-    return message;
-  }
-}
+export { HANDOVER_PREFIX, HEARTBEAT_PREFIX, type HandoverMessage } from './messages.ts';
 
 export type WorkerState = 'created' | 'active' | 'stopping' | 'stopped';
 
-interface TxState {
+/**
+ * A group of source transactions is committed on the target at the latest after this many
+ * transactions, row changes or milliseconds, or once nothing has arrived for idleMs.
+ */
+const GROUP_LIMITS = { transactions: 2_000, rows: 20_000, ms: 100, idleMs: 3 };
+
+interface TxState extends SourceTx {
   skip: boolean;
+  /** Row changes of this transaction applied so far. */
   rows: number;
   heartbeat: string | null;
   handover: HandoverMessage | null;
-  open: boolean;
-  commitLsn: string;
-  /** The source commit time, microseconds since 1970 (the applied rows carry it, for conflict checks). */
-  commitTimeUs: bigint;
 }
 
 export interface SyncWorkerOptions {
@@ -72,12 +51,15 @@ function lockKey(pipeline: string): string {
   return `strangler_sync:${pipeline}`;
 }
 
+/** A group whose batched statements failed: its transactions are sent again and applied one by one. */
+class ReplayStrictly extends Error {}
+
 /**
- * The forward sync of one service: publication and slot on the legacy database, a backfill in
- * the slot's exported snapshot, then streaming apply. Each source transaction is applied as one
- * target transaction that also stores its commit LSN; the slot is acknowledged only up to what
- * is committed on the target, so a crash anywhere resends, and the stored LSN skips what was
- * already applied: nothing lost, nothing applied twice.
+ * One pipeline: publication and slot on the source, a backfill in the slot's exported
+ * snapshot when needed (setup.ts), then streaming apply (applier.ts). Groups of source
+ * transactions are applied as one target transaction that also stores the end LSN of its last
+ * commit; the slot is acknowledged exactly up to that LSN once it is committed, so a crash
+ * anywhere resends from there: nothing lost, nothing applied twice.
  */
 export class SyncWorker {
   #state: WorkerState = 'created';
@@ -86,30 +68,36 @@ export class SyncWorker {
   readonly #targetUrl: string;
   readonly #direction: Direction;
   #plan: SyncPlan | null = null;
+  #store: PipelineStore | null = null;
   #target: pg.Client | null = null;
   #source: pg.Client | null = null;
-  #service: LogicalReplicationService | null = null;
+  #stream: ReplicationStream | null = null;
+  #loop: Promise<void> | null = null;
+  #applier: TransactionApplier | null = null;
   #timers: NodeJS.Timeout[] = [];
   #applied = '0/0';
+  /** Replay one transaction at a time until the applied LSN reaches this (after a failed group). */
+  #strictUntil: string | null = null;
+  /** The end of the last commit received (how far a failed group reached). */
+  #received = '0/0';
   #fromLsn = new Map<string, string>();
   /** Tables whose changes another pipeline applies now (source names). */
   #paused = new Set<string>();
   #byRelation = new Map<string, TablePlan>();
   #tx: TxState | null = null;
-  /**
-   * Runs of inserts or deletes per table, each sent as one statement. A table's run is flushed
-   * before any other kind of change to it; every run before an UPDATE, a TRUNCATE or the commit,
-   * in the order the tables first appeared (parents before children, as the source wrote them).
-   */
-  #batches = new Map<TablePlan, { kind: 'insert' | 'delete'; rows: Tuple[] }>();
-  /** Conflict checks need commit timestamps on the target (track_commit_timestamp = on). */
-  #checkConflicts = false;
-  #chain: Promise<void> = Promise.resolve();
+  #applierOptions: { checkConflicts: boolean; ownOrigin: number | null; ordered: boolean } = { checkConflicts: false, ownOrigin: null, ordered: true };
   #restarting: Promise<void> | null = null;
   #reconnectDelay = 200;
+  /** A heartbeat is in flight on the source connection. */
+  #beating = false;
+  /** The housekeeping's own connection to the target ('busy' while it asks). */
+  #housekeeper: pg.Client | null | 'busy' = null;
+  /** A verify's hold (pipeline-store.ts): pause where the worker is, then run up to `at` and stand there. */
+  #hold: { phase: 'pause' } | { phase: 'run'; at: string } | null = null;
   readonly metrics = new Registry();
   readonly #rows: Counter;
   readonly #txs: Counter;
+  readonly #groups: Counter;
   readonly #errors: Counter;
   readonly #lagBytes: Gauge;
   lastError: Error | null = null;
@@ -118,12 +106,11 @@ export class SyncWorker {
     this.#o = options;
     this.#direction = options.feedFrom ? 'feed' : (options.direction ?? 'forward');
     if (this.#direction === 'feed' && !options.feedFrom) throw new Error('a feed needs feedFrom');
-    const legacy = options.config.legacy.databaseUrl;
-    this.#sourceUrl = { forward: legacy, reverse: options.service.databaseUrl, feed: options.feedFrom?.databaseUrl ?? '' }[this.#direction];
-    this.#targetUrl = this.#direction === 'reverse' ? legacy : options.service.databaseUrl;
+    ({ sourceUrl: this.#sourceUrl, targetUrl: this.#targetUrl } = pipelineEnds(options.config, options.service, this.#direction, options.feedFrom));
     const labels = { service: options.service.name };
     this.#rows = new Counter({ name: 'strangler_sync_rows_applied_total', help: 'Row changes applied to the service database', labelNames: ['service'], registers: [this.metrics] });
     this.#txs = new Counter({ name: 'strangler_sync_transactions_applied_total', help: 'Source transactions applied', labelNames: ['service'], registers: [this.metrics] });
+    this.#groups = new Counter({ name: 'strangler_sync_target_commits_total', help: 'Target transactions committed (each applies a group of source transactions)', labelNames: ['service'], registers: [this.metrics] });
     this.#errors = new Counter({ name: 'strangler_sync_errors_total', help: 'Errors in the sync loop (each followed by a reconnect)', labelNames: ['service'], registers: [this.metrics] });
     this.#lagBytes = new Gauge({ name: 'strangler_sync_lag_bytes', help: 'WAL between the legacy head and the applied LSN', labelNames: ['service'], registers: [this.metrics] });
     this.#rows.inc(labels, 0);
@@ -148,7 +135,7 @@ export class SyncWorker {
     this.#state = 'active';
     try {
       await this.#prepare();
-      await this.#stream();
+      await this.#startStream();
       this.#timers.push(setInterval(() => void this.#heartbeat(), this.#o.heartbeatIntervalMs ?? 500));
       this.#timers.push(setInterval(() => void this.#housekeeping(), 1_000));
       for (const t of this.#timers) t.unref();
@@ -159,63 +146,38 @@ export class SyncWorker {
   }
 
   async #prepare(): Promise<void> {
-    const { service, logger } = this.#o;
+    const { logger } = this.#o;
     const source = new pg.Client({ connectionString: this.#sourceUrl });
     await source.connect();
-    source.on('error', (err) => logger.warn({ err }, 'legacy connection lost'));
+    source.on('error', (err) => logger.warn({ err }, 'source connection lost'));
     this.#source = source;
-    const owner = this.#o.feedFrom;
-    const mapping = { forward: () => service, reverse: () => reverseMapping(service), feed: () => feedsOf([service], owner!)[0]?.mapping ?? { ...service, tables: [] } }[this.#direction]();
-    if (mapping.tables.length === 0) {
-      throw new StranglerError(this.#direction === 'feed' ? `${service.name} keeps no copies of tables ${owner!.name} owns, so it needs no feed from it` : `${service.name} owns no tables it writes, so it needs no reverse sync`, 'BAD_INPUT');
-    }
-    const catalog = await readSourceTables(source, mapping.tables.map((t) => t.source));
-    const plan = buildSyncPlan(mapping, catalog, this.#sourceUrl, this.#direction, this.#targetUrl, owner?.name); // throws before anything is created
-    this.#plan = plan;
-    for (const t of plan.tables) this.#byRelation.set(t.source, t);
-
     const target = new pg.Client({ connectionString: this.#targetUrl });
-    await target.connect();
-    target.on('error', (err) => logger.warn({ err }, 'service database connection lost'));
-    this.#target = target;
-    await this.#lock(target, plan.pipeline);
-    await ensureStateSchema(target);
-    await this.#markOrigin(target);
-    this.#checkConflicts = (await target.query(`SELECT current_setting('track_commit_timestamp') = 'on' AS on`)).rows[0].on;
-    if (!this.#checkConflicts) this.#o.logger.warn('track_commit_timestamp is off on the target: writes on both sides of a canary cannot be detected as conflicts');
-    // The reverse target is the monolith's own schema: never create tables there.
-    if (this.#direction !== 'reverse') for (const t of plan.tables) await target.query(targetTableDdl(t));
-
-    // Publication: created with every table, or extended with tables added to the mapping later.
-    const pub = await source.query(`SELECT array_agg(tablename::text) AS tables FROM pg_publication_tables WHERE pubname = $1`, [plan.publication]);
-    const exists = (await source.query(`SELECT 1 FROM pg_publication WHERE pubname = $1`, [plan.publication])).rowCount! > 0;
-    const published = new Set<string>(pub.rows[0]?.tables ?? []);
-    if (!exists) await source.query(`CREATE PUBLICATION ${q(plan.publication)} FOR TABLE ${plan.tables.map((t) => q(t.source)).join(', ')}`);
-    else for (const t of plan.tables) if (!published.has(t.source)) await source.query(`ALTER PUBLICATION ${q(plan.publication)} ADD TABLE ${q(t.source)}`);
-
-    const state = await readPipelineState(target, plan.pipeline);
-    const slot = await source.query(`SELECT active, active_pid FROM pg_replication_slots WHERE slot_name = $1`, [plan.slot]);
-    const fresh = !state || !state.appliedLsn || slot.rowCount === 0;
-    if (this.#direction === 'feed' && fresh && (await this.#pausedIn(target, this.#forwardPipeline(), plan.tables.map((t) => t.target))) === true) {
-      // A feed started over after its owner's switch (its slot lost): the copies are its own and
-      // the forward sync has them paused, so it copies them afresh from the owner, then streams.
-      logger.warn({ pipeline: plan.pipeline }, 'feed starts over while it owns the copies: copying them again from the owner');
-      await this.#fullBackfill(source, target, plan, slot.rowCount! > 0);
-    } else if (this.#direction !== 'forward' && fresh) {
-      await this.#startReverse(source, target, plan, slot.rowCount! > 0);
-    } else if (!state || state.status === 'backfilling' || !state.appliedLsn || slot.rowCount === 0) {
-      await this.#fullBackfill(source, target, plan, slot.rowCount! > 0);
-    } else {
-      this.#applied = state.appliedLsn;
-      const copied = new Set(state.tables.map((t) => t.source));
-      const added = plan.tables.filter((t) => !copied.has(t.source));
-      if (added.length) await this.#tableBackfill(target, plan, added);
-    }
-    const tables = await target.query(`SELECT source, from_lsn::text AS from_lsn FROM strangler_sync.tables WHERE pipeline = $1`, [plan.pipeline]);
-    for (const r of tables.rows) this.#fromLsn.set(r.source, r.from_lsn);
-    await this.#loadPaused(target);
-    await target.query(`UPDATE strangler_sync.pipelines SET status = 'streaming', desired = 'running', worker = $2, updated_at = now() WHERE pipeline = $1`, [plan.pipeline, `${hostname()}:${process.pid}`]);
-    logger.info({ pipeline: plan.pipeline, slot: plan.slot, appliedLsn: this.#applied }, 'sync prepared; streaming');
+    const prepared = await preparePipeline({
+      ...this.#o,
+      direction: this.#direction,
+      sourceUrl: this.#sourceUrl,
+      targetUrl: this.#targetUrl,
+      source,
+      connectTarget: async (plan) => {
+        await target.connect();
+        target.on('error', (err) => logger.warn({ err }, 'target connection lost'));
+        this.#target = target;
+        this.#plan = plan;
+        await this.#lock(target, plan.pipeline);
+        await ensureStateSchema(target);
+        await this.#markOrigin(target);
+        return target;
+      },
+    });
+    const plan = prepared.plan;
+    this.#store = pipelineStore(plan.pipeline);
+    this.#applied = prepared.appliedLsn;
+    this.#applierOptions = prepared.applier;
+    for (const t of plan.tables) this.#byRelation.set(t.source, t);
+    this.#fromLsn = await this.#store.fromLsns(target);
+    this.#paused = await this.#store.paused(target);
+    await this.#store.streaming(target, `${hostname()}:${process.pid}`);
+    logger.info({ pipeline: plan.pipeline, slot: plan.slot, appliedLsn: this.#applied, ...prepared.applier }, 'sync prepared; streaming');
   }
 
   async #lock(target: pg.Client, pipeline: string): Promise<void> {
@@ -224,8 +186,8 @@ export class SyncWorker {
       const { rows } = await target.query(`SELECT pg_try_advisory_lock(hashtext($1)) AS ok`, [lockKey(pipeline)]);
       if (rows[0].ok) return;
       if (!this.#o.waitForLock) {
-        const holder = await target.query(`SELECT worker FROM strangler_sync.pipelines WHERE pipeline = $1`, [pipeline]).catch(() => ({ rows: [] as Array<{ worker: string }> }));
-        throw new StranglerError(`another sync worker already runs pipeline ${pipeline}${holder.rows[0]?.worker ? ` (${holder.rows[0].worker})` : ''}; stop it first with: strangler sync stop ${this.#o.service.name}`, 'CONFLICT');
+        const holder = await pipelineStore(pipeline).worker(target).catch(() => null);
+        throw new StranglerError(`another sync worker already runs pipeline ${pipeline}${holder ? ` (${holder})` : ''}; stop it first with: strangler sync stop ${this.#o.service.name}`, 'CONFLICT');
       }
       await new Promise((r) => setTimeout(r, 500));
       if (this.#state !== 'active') throw new StranglerError('stopped while waiting for the pipeline lock', 'CONFLICT');
@@ -242,187 +204,216 @@ export class SyncWorker {
     await target.query(`SELECT pg_replication_origin_session_setup($1)`, [origin]);
   }
 
-  async #loadPaused(target: pg.Client): Promise<void> {
-    const { rows } = await target.query(`SELECT source FROM strangler_sync.tables WHERE pipeline = $1 AND paused`, [this.#plan!.pipeline]);
-    this.#paused = new Set(rows.map((r) => r.source as string));
+  async #startStream(): Promise<void> {
+    const plan = this.#plan!;
+    const stream = new ReplicationStream({ url: this.#sourceUrl, slot: plan.slot, publication: plan.publication, startLsn: this.#applied });
+    this.#stream = stream;
+    this.#applier = new TransactionApplier({ target: this.#target!, store: this.#store!, logger: this.#o.logger, pipeline: plan.pipeline, ...this.#applierOptions });
+    this.#tx = null;
+    try {
+      await stream.start();
+    } catch (err) {
+      await stream.close();
+      throw err;
+    }
+    this.#loop = this.#consume(stream, this.#applier);
+  }
+
+  /** Applies what the stream delivers, in order, until it ends; an error starts a reconnect. */
+  async #consume(stream: ReplicationStream, applier: TransactionApplier): Promise<void> {
+    try {
+      let waiting: Promise<StreamItem | null> | null = null;
+      for (;;) {
+        if (this.#hold?.phase === 'pause' && !this.#tx && !applier.pending.lsn) await this.#pauseForHold();
+        const next: Promise<StreamItem | null> = waiting ?? stream.next();
+        waiting = null;
+        if (!this.#tx && applier.pending.lsn && !stream.hasBuffered) {
+          // A group is open and nothing is buffered: commit it unless more arrives very soon
+          // (under load it does, and the group grows; when the source goes quiet, the lag
+          // stays within GROUP_IDLE_MS).
+          const first = await Promise.race([next, new Promise<'idle'>((r) => setTimeout(() => r('idle'), GROUP_LIMITS.idleMs))]);
+          if (first === 'idle') {
+            const done = await applier.commit();
+            if (done) this.#committed(done);
+            waiting = next;
+            continue;
+          }
+        }
+        const item = await next;
+        if (!item || this.#state !== 'active') break;
+        if (item.message) await this.#handle(item.message, stream, applier);
+        else await this.#keepalive(item.lsn, stream, applier);
+      }
+      if (this.#state === 'active' && stream.error) throw stream.error;
+    } catch (err) {
+      if (stream !== this.#stream || this.#state !== 'active') return;
+      await applier.rollback();
+      if (!(err instanceof ReplayStrictly) && !applier.strict && err instanceof Error && !isConnectionError(err)) {
+        // A batched statement failed where applying one transaction at a time may not: replay
+        // what the failed group held strictly before counting it as an error.
+        this.#strictUntil = this.#received;
+        this.#o.logger.warn({ err, pipeline: this.#plan!.pipeline, from: this.#applied, until: this.#received }, 'a group of transactions failed to apply in batches; applying them one at a time');
+        this.#fail(new ReplayStrictly(err.message), 'apply', 0);
+        return;
+      }
+      this.#fail(err, err === stream.error ? 'replication stream' : 'apply');
+    }
   }
 
   /**
-   * Reverse sync copies nothing: the monolith already has every row the service has (the
-   * forward sync put them there). It starts at the slot's creation, which must come before
-   * the first write can reach the service (the control plane checks it runs before canary).
-   * A feed starts the same way, paused: the forward sync keeps the copies until a handover.
+   * The server has sent everything up to `lsn`: when nothing received is left to apply, the
+   * slot may forget everything up to there (this pipeline has nothing in it).
    */
-  async #startReverse(source: pg.Client, target: pg.Client, plan: SyncPlan, slotExists: boolean): Promise<void> {
-    if (slotExists) await source.query(`SELECT pg_drop_replication_slot($1)`, [plan.slot]);
-    const { rows } = await source.query(`SELECT lsn::text AS lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')`, [plan.slot]);
-    const point = rows[0].lsn as string;
-    await target.query(
-      `INSERT INTO strangler_sync.pipelines (pipeline, slot, publication, status, applied_lsn) VALUES ($1, $2, $3, 'streaming', $4)
-       ON CONFLICT (pipeline) DO UPDATE SET status = 'streaming', applied_lsn = excluded.applied_lsn, updated_at = now()`,
-      [plan.pipeline, plan.slot, plan.publication, point],
-    );
-    for (const t of plan.tables) {
-      await target.query(
-        `INSERT INTO strangler_sync.tables (pipeline, source, target, from_lsn, rows_copied, paused) VALUES ($1, $2, $3, $4, 0, $5)
-         ON CONFLICT (pipeline, source) DO UPDATE SET from_lsn = excluded.from_lsn, paused = excluded.paused, handover_lsn = NULL`,
-        [plan.pipeline, t.source, t.target, point, plan.direction === 'feed'],
-      );
-    }
-    this.#applied = point;
-    this.#o.logger.info({ slot: plan.slot, point }, `${plan.direction} sync starts`);
+  async #keepalive(lsn: string, stream: ReplicationStream, applier: TransactionApplier): Promise<void> {
+    if (this.#tx || applier.pending.lsn || stream.hasBuffered) return;
+    stream.acknowledge(lsn);
+    // Nothing more to apply before a hold's point: stand there.
+    if (this.#hold?.phase === 'run' && compareLsn(lsn, this.#hold.at) >= 0) await this.#standAt(this.#hold.at);
   }
 
-  /** Whether another pipeline of this database has the copies paused: null when it has none of them. */
-  async #pausedIn(target: pg.Client, pipeline: string, copies: string[]): Promise<boolean | null> {
-    const { rows } = await target.query(`SELECT count(*)::int AS n, count(*) FILTER (WHERE paused)::int AS paused FROM strangler_sync.tables WHERE pipeline = $1 AND target = ANY($2)`, [pipeline, copies]);
-    return rows[0].n === 0 ? null : rows[0].paused === rows[0].n;
-  }
-
-  /** The forward pipeline of this service (legacy → its database), whose copies a feed takes over. */
-  #forwardPipeline(): string {
-    return pipelineNames(this.#o.service.name, this.#o.config.legacy.databaseUrl, 'forward').pipeline;
-  }
-
-  /** Target tables a feed applies to now (a feed pipeline of this database has them unpaused). */
-  async #fedByOwner(target: pg.Client): Promise<Set<string>> {
-    const { rows } = await target.query(`SELECT target FROM strangler_sync.tables WHERE pipeline LIKE $1 AND NOT paused`, [`${this.#o.service.name}:feed:%`]);
-    return new Set(rows.map((r) => r.target as string));
-  }
-
-  async #fullBackfill(source: pg.Client, target: pg.Client, plan: SyncPlan, slotExists: boolean): Promise<void> {
-    const { logger } = this.#o;
-    if (slotExists) await source.query(`SELECT pg_drop_replication_slot($1)`, [plan.slot]); // a half-done backfill starts over
-    await target.query(
-      `INSERT INTO strangler_sync.pipelines (pipeline, slot, publication, status) VALUES ($1, $2, $3, 'backfilling')
-       ON CONFLICT (pipeline) DO UPDATE SET status = 'backfilling', applied_lsn = NULL, updated_at = now()`,
-      [plan.pipeline, plan.slot, plan.publication],
-    );
-    await target.query(`DELETE FROM strangler_sync.tables WHERE pipeline = $1`, [plan.pipeline]);
-    const repl = new pg.Client({ connectionString: this.#sourceUrl, replication: 'database' } as pg.ClientConfig);
-    await repl.connect();
-    try {
-      // The exported snapshot stays valid while this connection stays open and idle.
-      const { rows } = await repl.query(`CREATE_REPLICATION_SLOT ${q(plan.slot)} LOGICAL pgoutput (SNAPSHOT 'export')`);
-      const { consistent_point: point, snapshot_name: snapshot } = rows[0];
-      logger.info({ slot: plan.slot, point }, 'slot created; backfilling in its snapshot');
-      // Copies a feed keeps now (their owner is switched) are the feed's: a forward sync that
-      // starts over must not overwrite them with legacy's rows (stale once finalized).
-      const fed = plan.direction === 'forward' ? await this.#fedByOwner(target) : new Set<string>();
-      const copied = plan.tables.filter((t) => !fed.has(t.target));
-      const total = await copyTables({ sourceUrl: this.#sourceUrl, target, snapshot, fromLsn: point, pipeline: plan.pipeline, tables: copied, onProgress: this.#o.onProgress });
-      for (const t of plan.tables.filter((x) => fed.has(x.target))) {
-        await target.query(`INSERT INTO strangler_sync.tables (pipeline, source, target, from_lsn, rows_copied, paused) VALUES ($1, $2, $3, $4, 0, true)`, [plan.pipeline, t.source, t.target, point]);
-        logger.info({ pipeline: plan.pipeline, table: t.target }, 'left to its feed (the owner is switched): not copied, paused');
-      }
-      await target.query(
-        `UPDATE strangler_sync.pipelines SET status = 'streaming', applied_lsn = $2, backfill_lsn = $2, backfilled_at = now(), backfill_rows = $3, updated_at = now() WHERE pipeline = $1`,
-        [plan.pipeline, point, total],
-      );
-      this.#applied = point;
-    } finally {
-      await repl.end().catch(() => undefined);
-    }
-  }
-
-  /** A table added to the mapping later: copied in a temporary slot's snapshot; the stream skips its changes up to that point. */
-  async #tableBackfill(target: pg.Client, plan: SyncPlan, tables: TablePlan[]): Promise<void> {
-    const repl = new pg.Client({ connectionString: this.#sourceUrl, replication: 'database' } as pg.ClientConfig);
-    await repl.connect();
-    try {
-      const temp = `${plan.slot}_add_${process.pid}`.slice(0, 63);
-      const { rows } = await repl.query(`CREATE_REPLICATION_SLOT ${q(temp)} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')`);
-      await copyTables({ sourceUrl: this.#sourceUrl, target, snapshot: rows[0].snapshot_name, fromLsn: rows[0].consistent_point, pipeline: plan.pipeline, tables, onProgress: this.#o.onProgress });
-      this.#o.logger.info({ tables: tables.map((t) => t.source), point: rows[0].consistent_point }, 'added tables backfilled');
-    } finally {
-      await repl.end().catch(() => undefined); // drops the temporary slot
-    }
-  }
-
-  async #stream(): Promise<void> {
-    const plan = this.#plan!;
-    const service = new LogicalReplicationService(
-      { connectionString: this.#sourceUrl },
-      // Acknowledge nothing by itself: its auto-acknowledge and its 10 s timer both report the
-      // last *received* LSN, ahead of what is applied. We acknowledge after each target commit.
-      { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
-    );
-    this.#service = service;
-    service.on('data', (lsn: string, message: Pgoutput.Message) => this.#enqueue(() => this.#apply(lsn, message)));
-    service.on('heartbeat', (_lsn: string, _ts: number, shouldRespond: boolean) => {
-      if (shouldRespond) void service.acknowledge(this.#applied).catch(() => undefined);
-    });
-    service.on('error', (err: Error) => this.#fail(err, 'replication stream'));
-    const plugin = new RawTextPgoutput({ protoVersion: 1, publicationNames: [plan.publication], messages: true });
-    service.subscribe(plugin, plan.slot, this.#applied).catch((err) => this.#fail(err, 'replication stream'));
-    this.#tx = null;
-  }
-
-  /** flowControl awaits each handler; the chain keeps the order even if it did not. */
-  #enqueue(fn: () => Promise<void>): Promise<void> {
-    const next = this.#chain.then(fn).catch((err) => this.#fail(err, 'apply'));
-    this.#chain = next;
-    return next;
-  }
-
-  async #apply(_lsn: string, m: Pgoutput.Message): Promise<void> {
-    if (this.#state !== 'active' || this.#restarting) return;
+  /**
+   * A verify asked for a hold: stop here (everything received so far is applied and
+   * committed), say so, and wait to learn the point to stop at (or for the hold to end).
+   */
+  async #pauseForHold(): Promise<void> {
     const target = this.#target!;
+    await this.#store!.held(target, this.#applied);
+    for (;;) {
+      const h = await this.#store!.hold(target);
+      if (!h.active || this.#state !== 'active') {
+        this.#hold = null;
+        return;
+      }
+      if (h.at) {
+        this.#hold = { phase: 'run', at: h.at };
+        this.#o.logger.info({ pipeline: this.#plan!.pipeline, at: h.at }, 'holding for a verify: applying up to its point');
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  /** Stands at `lsn` (all before applied, nothing after) until the verify releases the hold or its lease ends. */
+  async #standAt(lsn: string): Promise<void> {
+    const target = this.#target!;
+    await this.#store!.held(target, lsn);
+    while (this.#state === 'active' && (await this.#store!.hold(target)).active) await new Promise((r) => setTimeout(r, 20));
+    this.#hold = null;
+    this.#o.logger.info({ pipeline: this.#plan!.pipeline, at: lsn }, 'hold released');
+  }
+
+  async #handle(m: Pgoutput.Message, stream: ReplicationStream, applier: TransactionApplier): Promise<void> {
     switch (m.tag) {
       case 'begin': {
-        const skip = compareLsn(m.commitLsn!, this.#applied) < 0;
-        this.#tx = { skip, rows: 0, heartbeat: null, handover: null, open: false, commitLsn: m.commitLsn!, commitTimeUs: BigInt(m.commitTime as unknown as bigint) };
-        this.#batches.clear();
+        const commitLsn = m.commitLsn!;
+        if (this.#hold?.phase === 'run' && compareLsn(commitLsn, this.#hold.at) >= 0) {
+          // The first commit at or past a verify's point: everything before it goes in, then wait.
+          const done = await applier.commit();
+          if (done) this.#committed(done);
+          await this.#standAt(this.#hold.at);
+        }
+        applier.strict = this.#strictUntil !== null && compareLsn(this.#applied, this.#strictUntil) < 0;
+        if (this.#strictUntil !== null && !applier.strict) this.#strictUntil = null;
+        const skip = compareLsn(commitLsn, this.#applied) < 0;
+        this.#tx = { skip, rows: 0, heartbeat: null, handover: null, commitLsn, commitTimeUs: BigInt(m.commitTime as unknown as bigint) };
         return;
       }
       case 'insert':
       case 'update':
       case 'delete':
-      case 'truncate':
-        return this.#change(target, m);
+        return this.#change(applier, m);
+      case 'truncate': {
+        const tx = this.#tx;
+        if (!tx || tx.skip) return;
+        const tables = m.relations.map((rel) => this.#byRelation.get(rel.name)).filter((t): t is TablePlan => t !== undefined && !this.#paused.has(t.source));
+        if (tables.length) await applier.truncate(tables);
+        return;
+      }
       case 'origin':
         // Applied by this service's other direction: never send it back. Rows another
         // pipeline applied (the reverse sync of invoices, seen by analytics' replica) still flow.
-        // The paired direction writes into this worker's source database.
         // A feed skips nothing: its target never writes the copies.
         if (this.#tx && this.#direction !== 'feed' && m.originName === originOf(this.#o.service.name, this.#direction === 'forward' ? 'reverse' : 'forward', this.#sourceUrl)) this.#tx.skip = true;
         return;
       case 'message':
-        if (!this.#tx || this.#tx.skip) return;
-        if (m.prefix === HEARTBEAT_PREFIX) this.#tx.heartbeat = Buffer.from(m.content).toString('utf8');
-        if (m.prefix === HANDOVER_PREFIX) {
-          const h = JSON.parse(Buffer.from(m.content).toString('utf8')) as HandoverMessage;
-          if (h.service === this.#o.service.name && (this.#direction === 'forward' || h.owner === this.#plan!.owner)) this.#tx.handover = h;
-        }
-        return;
-      case 'commit': {
-        const tx = this.#tx;
-        this.#tx = null;
-        if (!tx || tx.skip) return;
-        // Before its transaction opens: the wait must hold no lock the other pipeline may need.
-        if (tx.handover && !tx.open) await this.#afterCounterpartPauses(target, tx.handover);
-        await this.#flush(target, tx);
-        await this.#begin(target, tx);
-        const paused = tx.handover ? await this.#handover(target, tx.handover, m.commitEndLsn!) : null;
-        await target.query(
-          `UPDATE strangler_sync.pipelines SET applied_lsn = $2, applied_at = now(), source_commit_at = $3, rows_applied = rows_applied + $4,
-                  transactions_applied = transactions_applied + 1, heartbeat_source_at = coalesce($5::timestamptz, heartbeat_source_at), updated_at = now()
-            WHERE pipeline = $1`,
-          [this.#plan!.pipeline, m.commitEndLsn, m.commitTime ? new Date(Number(m.commitTime as unknown as bigint) / 1000) : null, tx.rows, tx.heartbeat],
-        );
-        await target.query('COMMIT');
-        this.#applied = m.commitEndLsn!;
-        if (paused) this.#paused = paused;
-        this.#rows.inc({ service: this.#o.service.name }, tx.rows);
-        this.#txs.inc({ service: this.#o.service.name });
-        this.#reconnectDelay = 200;
-        // Durable on the target: now, and only now, the slot may forget it.
-        await this.#service?.acknowledge(this.#applied);
-        return;
-      }
+        return this.#message(applier, m);
+      case 'commit':
+        return this.#commit(applier, m);
       default:
         return;
     }
+  }
+
+  async #change(applier: TransactionApplier, m: Pgoutput.MessageInsert | Pgoutput.MessageUpdate | Pgoutput.MessageDelete): Promise<void> {
+    const tx = this.#tx;
+    if (!tx || tx.skip) return;
+    const table = this.#byRelation.get(m.relation.name);
+    if (!table || m.relation.schema !== 'public') return;
+    // Another pipeline feeds this copy now (handover): its changes here are that pipeline's.
+    if (this.#paused.has(table.source)) return;
+    const from = this.#fromLsn.get(table.source);
+    // A table copied later than the slot's start: its changes up to the copy's snapshot are in the copy.
+    if (from && compareLsn(tx.commitLsn, from) < 0) return;
+    tx.rows++;
+    if (m.tag === 'insert') return applier.change(tx, table, 'insert', m.new as Tuple, null);
+    if (m.tag === 'delete') return applier.change(tx, table, 'delete', (m.key ?? m.old) as Tuple, null);
+    return applier.change(tx, table, 'update', m.new as Tuple, (m.key ?? m.old) as Tuple | null);
+  }
+
+  async #message(applier: TransactionApplier, m: Pgoutput.MessageMessage): Promise<void> {
+    const tx = this.#tx;
+    if (!tx || tx.skip) return;
+    if (m.prefix === HEARTBEAT_PREFIX) tx.heartbeat = Buffer.from(m.content).toString('utf8');
+    if (m.prefix !== HANDOVER_PREFIX) return;
+    const h = JSON.parse(Buffer.from(m.content).toString('utf8')) as HandoverMessage;
+    if (h.service !== this.#o.service.name || (this.#direction !== 'forward' && h.owner !== this.#plan!.owner)) return;
+    tx.handover = h;
+    if (tx.rows > 0 && !applier.strict) throw new ReplayStrictly('a handover message inside a transaction with changes');
+    // The transactions before it are committed first: the handover is applied in a target
+    // transaction of its own, opened only once the other pipeline has paused (see #commit).
+    const done = await applier.commit();
+    if (done) this.#committed(done);
+  }
+
+  async #commit(applier: TransactionApplier, m: Pgoutput.MessageCommit): Promise<void> {
+    const tx = this.#tx;
+    this.#tx = null;
+    const end = m.commitEndLsn!;
+    this.#received = end;
+    if (!tx || compareLsn(tx.commitLsn, this.#applied) < 0) return;
+    const commitTime = m.commitTime ? new Date(Number(m.commitTime as unknown as bigint) / 1000) : null;
+    if (tx.handover) {
+      // Before its transaction opens: the wait must hold no lock the other pipeline may need.
+      if (!applier.open) await this.#afterCounterpartPauses(this.#target!, tx.handover);
+      const handover = tx.handover;
+      let paused: Set<string> | null = null;
+      applier.endTransaction(tx, end, commitTime, !tx.skip, tx.heartbeat);
+      const done = await applier.commit(async (target) => {
+        paused = await this.#handover(target, handover, end);
+      });
+      if (paused) this.#paused = paused;
+      if (done) this.#committed(done);
+      return;
+    }
+    applier.endTransaction(tx, end, commitTime, !tx.skip, tx.heartbeat);
+    const g = applier.pending;
+    // The group is committed when it is large or old enough (bounded locks, memory and lag),
+    // or when the stream goes quiet (#consume).
+    if (applier.strict || g.transactions >= GROUP_LIMITS.transactions || g.rows >= GROUP_LIMITS.rows || g.ageMs >= GROUP_LIMITS.ms) {
+      const done = await applier.commit();
+      if (done) this.#committed(done);
+    }
+  }
+
+  /** A group is durable on the target: now, and only now, the slot may forget it. */
+  #committed(done: { lsn: string; rows: number; transactions: number; hold: boolean }): void {
+    this.#applied = done.lsn;
+    if (done.hold && !this.#hold) this.#hold = { phase: 'pause' };
+    this.#rows.inc({ service: this.#o.service.name }, done.rows);
+    this.#txs.inc({ service: this.#o.service.name }, done.transactions);
+    this.#groups.inc({ service: this.#o.service.name });
+    this.#reconnectDelay = 200;
+    this.#stream?.acknowledge(done.lsn);
   }
 
   /**
@@ -439,7 +430,7 @@ export class SyncWorker {
       else next.delete(t.source);
     }
     if (tables.length) {
-      await target.query(`UPDATE strangler_sync.tables SET paused = $3, handover_lsn = $4 WHERE pipeline = $1 AND source = ANY($2)`, [plan.pipeline, tables.map((t) => t.source), pause, lsn]);
+      await this.#store!.setPaused(target, tables.map((t) => t.source), pause, lsn);
       this.#o.logger.info({ pipeline: plan.pipeline, tables: tables.map((t) => t.source), paused: pause, lsn }, `copies of ${h.owner}'s tables now come from ${h.to === 'owner' ? h.owner : 'legacy'}`);
     }
     return next;
@@ -466,12 +457,12 @@ export class SyncWorker {
     const { tables, pause } = this.#handoverScope(h);
     if (!owner || pause || tables.length === 0) return;
     const copies = tables.map((t) => t.target);
-    const counterpart = this.#direction === 'feed' ? this.#forwardPipeline() : pipelineNames(this.#o.service.name, owner.databaseUrl, 'feed', this.#targetUrl, owner.name).pipeline;
+    const counterpart = this.#direction === 'feed' ? pipelineNames(this.#o.service.name, this.#o.config.legacy.databaseUrl, 'forward').pipeline : pipelineNames(this.#o.service.name, owner.databaseUrl, 'feed', this.#targetUrl, owner.name).pipeline;
     const started = Date.now();
     let warned = false;
     for (;;) {
       // null: no such pipeline, nothing else writes these copies, nothing to wait for.
-      if ((await this.#pausedIn(target, counterpart, copies)) !== false) return;
+      if ((await copiesPausedIn(target, counterpart, copies)) !== false) return;
       if (this.#state !== 'active' || this.#restarting) throw new StranglerError(`stopped while ${this.#plan!.pipeline} waited for ${counterpart} to reach its handover`, 'NOT_READY');
       if (!warned && Date.now() - started > 5_000) {
         warned = true;
@@ -481,138 +472,34 @@ export class SyncWorker {
     }
   }
 
-  /**
-   * Opens the target transaction with the source's commit LSN and time as its origin data, so
-   * the rows it writes carry the source commit time (track_commit_timestamp): the conflict
-   * check compares it with a later local write.
-   */
-  async #begin(target: pg.Client, tx: TxState): Promise<void> {
-    if (tx.open) return;
-    await target.query('BEGIN');
-    tx.open = true;
-    await target.query(`SELECT pg_replication_origin_xact_setup($1, to_timestamp($2::float8 / 1000000))`, [tx.commitLsn, tx.commitTimeUs.toString()]);
-  }
-
-  async #run(target: pg.Client, tx: TxState, st: Statement): Promise<pg.QueryResult> {
-    await this.#begin(target, tx);
-    return target.query(st.sql, st.params);
-  }
-
-  /**
-   * Conflicts: target rows written after the source change was committed (a write on the other
-   * side within the lag). Rule: the later commit wins, so those changes are skipped and
-   * recorded (strangler status shows the count). Returns the keys that may be applied.
-   * One query for a whole run of keys.
-   */
-  async #conflicts(target: pg.Client, tx: TxState, table: TablePlan, keys: Tuple[], kind: 'update' | 'delete'): Promise<Tuple[]> {
-    if (!this.#checkConflicts || keys.length === 0) return keys;
-    const keyCols = table.key.map((k) => q(table.columns.find((c) => c.source === k)!.target));
-    const params: Array<string | null> = [tx.commitTimeUs.toString()];
-    const tuples = keys.map((key) => `(${table.key.map((k) => (params.push(key[k] as string | null), `$${params.length}`)).join(', ')})`);
-    // The rows are locked first (FOR UPDATE), then their commit time read: a local write still
-    // in progress is waited for and seen, instead of being overwritten once it commits.
-    const r = await this.#run(target, tx, {
-      sql: `WITH locked AS (SELECT ${keyCols.map((c, i) => `${c} AS __c${i}`).join(', ')}, xmin AS __x FROM ${q(table.target)} WHERE (${keyCols.join(', ')}) IN (${tuples.join(', ')}) FOR UPDATE)
-            SELECT ${keyCols.map((_, i) => `__c${i}::text AS __k${i}`).join(', ')}, pg_xact_commit_timestamp(__x)::text AS local_at, to_timestamp($1::float8 / 1000000)::text AS source_at
-              FROM locked WHERE pg_xact_commit_timestamp(__x) > to_timestamp($1::float8 / 1000000)`,
-      params,
-    });
-    if (r.rows.length === 0) return keys;
-    const later = new Set(r.rows.map((row) => table.key.map((_, i) => row[`__k${i}`]).join('\u0000')));
-    for (const row of r.rows) {
-      const key = Object.fromEntries(table.key.map((k, i) => [k, row[`__k${i}`]]));
-      await this.#run(target, tx, {
-        sql: `INSERT INTO strangler_sync.conflicts (pipeline, table_name, key, kind, source_commit_at, target_commit_at, resolution) VALUES ($1, $2, $3, $4, $5, $6, 'kept the target row: its write is later')`,
-        params: [this.#plan!.pipeline, table.target, JSON.stringify(key), kind, row.source_at, row.local_at],
-      });
-      this.#o.logger.warn({ pipeline: this.#plan!.pipeline, table: table.target, key, kind }, 'conflict: the target row was written later; kept it');
-    }
-    return keys.filter((key) => !later.has(table.key.map((k) => String(key[k])).join('\u0000')));
-  }
-
-  async #flush(target: pg.Client, tx: TxState, only?: TablePlan): Promise<void> {
-    for (const [table, batch] of [...this.#batches]) {
-      if (only && table !== only) continue;
-      this.#batches.delete(table);
-      if (batch.kind === 'insert' && batch.rows.length >= 50) {
-        // Large runs go through COPY. No conflict is possible: transactions at or below the
-        // applied LSN are skipped, and an interrupted one was rolled back with its LSN.
-        await this.#begin(target, tx);
-        const { sql, data } = copyRows(table, batch.rows);
-        await pipeline(Readable.from([data]), target.query(copyFrom(sql)));
-        continue;
-      }
-      if (batch.kind === 'delete') {
-        const keep = await this.#conflicts(target, tx, table, batch.rows, 'delete');
-        if (keep.length) await this.#run(target, tx, deleteManyStatement(table, keep));
-        continue;
-      }
-      await this.#run(target, tx, insertManyStatement(table, batch.rows));
-    }
-  }
-
-  async #change(target: pg.Client, m: Pgoutput.MessageInsert | Pgoutput.MessageUpdate | Pgoutput.MessageDelete | Pgoutput.MessageTruncate): Promise<void> {
-    const tx = this.#tx;
-    if (!tx || tx.skip) return;
-    if (m.tag === 'truncate') {
-      await this.#flush(target, tx);
-      for (const rel of m.relations) {
-        const table = this.#byRelation.get(rel.name);
-        if (table && !this.#paused.has(table.source)) await this.#run(target, tx, { sql: `TRUNCATE ${q(table.target)}`, params: [] });
-      }
-      return;
-    }
-    const table = this.#byRelation.get(m.relation.name);
-    if (!table || m.relation.schema !== 'public') return;
-    // Another pipeline feeds this copy now (handover): its changes here are that pipeline's.
-    if (this.#paused.has(table.source)) return;
-    const from = this.#fromLsn.get(table.source);
-    // A table copied later than the slot's start: its changes up to the copy's snapshot are in the copy.
-    if (from && compareLsn(tx.commitLsn, from) < 0) return;
-    tx.rows++;
-    if (m.tag === 'insert' || m.tag === 'delete') {
-      const row = (m.tag === 'insert' ? m.new : (m.key ?? m.old)) as Tuple;
-      const b = this.#batches.get(table);
-      if (b && (b.kind !== m.tag || b.rows.length >= (m.tag === 'insert' ? 5000 : 500) || !sameShape(b.rows[0], row))) await this.#flush(target, tx, table);
-      const current = this.#batches.get(table);
-      if (current) current.rows.push(row);
-      else this.#batches.set(table, { kind: m.tag, rows: [row] });
-      return;
-    }
-    await this.#flush(target, tx);
-    if ((await this.#conflicts(target, tx, table, [((m.key ?? m.old) as Tuple | null) ?? (m.new as Tuple)], 'update')).length === 0) return;
-    const result = await this.#run(target, tx, updateStatement(table, (m.key ?? m.old) as Tuple | null, m.new as Tuple));
-    if (result.rowCount === 0) {
-      if (!isComplete(table, m.new as Tuple)) throw new Error(`row of "${table.target}" to update is missing and the change does not carry every column (unchanged TOAST); run: strangler sync verify ${this.#o.service.name}`);
-      await this.#run(target, tx, insertStatement(table, m.new as Tuple));
-    }
-  }
-
-  /** Any error in the loop: roll back the open transaction, record it, reconnect from the applied LSN. */
-  #fail(err: unknown, where: string): void {
+  /** Any error in the loop: roll back the open group, record it, reconnect from the applied LSN. */
+  #fail(err: unknown, where: string, delayMs?: number): void {
     const error = err instanceof Error ? err : new Error(String(err));
     if (this.#state !== 'active') return;
-    this.lastError = error;
-    this.#errors.inc({ service: this.#o.service.name });
-    this.#o.logger.error({ err: error, where, slot: this.#plan?.slot, appliedLsn: this.#applied }, 'sync error; reconnecting from the applied LSN');
+    if (!(error instanceof ReplayStrictly)) {
+      this.lastError = error;
+      this.#errors.inc({ service: this.#o.service.name });
+      this.#o.logger.error({ err: error, where, slot: this.#plan?.slot, appliedLsn: this.#applied }, 'sync error; reconnecting from the applied LSN');
+    }
+    if (delayMs !== undefined) this.#reconnectDelay = delayMs;
     this.#restarting ??= this.#restart(error).finally(() => {
       this.#restarting = null;
     });
   }
 
   async #restart(error: Error): Promise<void> {
-    const service = this.#service;
-    this.#service = null;
-    await service?.destroy().catch(() => undefined);
-    await this.#chain.catch(() => undefined);
+    const stream = this.#stream;
+    this.#stream = null;
+    await stream?.close();
+    await this.#loop?.catch(() => undefined);
+    await this.#applier?.rollback();
     this.#tx = null;
-    this.#batches.clear();
     while (this.#state === 'active') {
       await new Promise((r) => setTimeout(r, this.#reconnectDelay));
-      this.#reconnectDelay = Math.min(this.#reconnectDelay * 2, 5_000);
+      this.#reconnectDelay = Math.min(Math.max(this.#reconnectDelay, 100) * 2, 5_000);
       try {
         await this.#target?.query('ROLLBACK').catch(() => undefined);
-        if (!this.#target || !(await this.#alive(this.#target))) {
+        if (!this.#target || !(await alive(this.#target))) {
           await this.#target?.end().catch(() => undefined);
           const target = new pg.Client({ connectionString: this.#targetUrl });
           await target.connect();
@@ -621,7 +508,7 @@ export class SyncWorker {
           await this.#lock(target, this.#plan!.pipeline);
           await this.#markOrigin(target);
         }
-        if (!this.#source || !(await this.#alive(this.#source))) {
+        if (!this.#source || !(await alive(this.#source))) {
           await this.#source?.end().catch(() => undefined);
           const source = new pg.Client({ connectionString: this.#sourceUrl });
           await source.connect();
@@ -630,10 +517,10 @@ export class SyncWorker {
         }
         const state = await readPipelineState(this.#target, this.#plan!.pipeline);
         if (state?.appliedLsn) this.#applied = state.appliedLsn;
-        await this.#loadPaused(this.#target);
-        await this.#target.query(`UPDATE strangler_sync.pipelines SET last_error = $2, last_error_at = now() WHERE pipeline = $1`, [this.#plan!.pipeline, error.message]);
+        this.#paused = await this.#store!.paused(this.#target);
+        if (!(error instanceof ReplayStrictly)) await this.#store!.lastError(this.#target, error.message);
         if (this.#state !== 'active') return;
-        await this.#stream();
+        await this.#startStream();
         this.#o.logger.info({ appliedLsn: this.#applied }, 'sync reconnected');
         return;
       } catch (err) {
@@ -642,41 +529,53 @@ export class SyncWorker {
     }
   }
 
-  async #alive(client: pg.Client): Promise<boolean> {
-    try {
-      await client.query('SELECT 1');
-      return true;
-    } catch {
-      return false;
-    }
-  }
-
-  /** A transactional logical message every interval: the lag in seconds is measured with it. */
+  /**
+   * A transactional logical message every interval: the lag in seconds is measured with it,
+   * and the source's WAL head read with it gives the lag in bytes. One at a time on the
+   * source connection (nothing else uses it while streaming).
+   */
   async #heartbeat(): Promise<void> {
-    if (this.#state !== 'active' || this.#restarting) return;
+    if (this.#state !== 'active' || this.#restarting || this.#beating) return;
+    this.#beating = true;
     try {
-      await this.#source?.query(`SELECT pg_logical_emit_message(true, $1, clock_timestamp()::text)`, [HEARTBEAT_PREFIX]);
+      const { rows } = await this.#source!.query(`SELECT pg_logical_emit_message(true, $1, clock_timestamp()::text), pg_current_wal_lsn()::text AS head`, [HEARTBEAT_PREFIX]);
+      this.#lagBytes.set({ service: this.#o.service.name }, lsnDistance(this.#applied, rows[0].head));
     } catch {
       // the reconnect path deals with a lost connection
+    } finally {
+      this.#beating = false;
     }
   }
 
+  /**
+   * Every second: has a stop been asked for through the control row? Read on a connection of
+   * its own, never the applier's (its group transactions must stay its own).
+   */
   async #housekeeping(): Promise<void> {
-    if (this.#state !== 'active' || this.#restarting) return;
+    if (this.#state !== 'active' || this.#restarting || this.#housekeeper === 'busy') return;
+    const client = this.#housekeeper;
+    this.#housekeeper = 'busy';
+    let next: pg.Client | null = client;
     try {
-      const lsn = await this.#source?.query(`SELECT pg_current_wal_lsn()::text AS lsn`);
-      if (lsn) this.#lagBytes.set({ service: this.#o.service.name }, lsnDistance(this.#applied, lsn.rows[0].lsn));
-      const desired = await this.#target?.query(`SELECT desired FROM strangler_sync.pipelines WHERE pipeline = $1`, [this.#plan!.pipeline]);
-      if (desired?.rows[0]?.desired === 'stopped') {
+      if (!next) {
+        next = new pg.Client({ connectionString: this.#targetUrl });
+        next.on('error', () => undefined);
+        await next.connect();
+      }
+      if ((await this.#store!.desired(next)) === 'stopped') {
         this.#o.logger.info('stop requested through the control row; stopping');
         void this.stop();
       }
     } catch {
-      // transient; the stream's own error path reconnects
+      await next?.end().catch(() => undefined);
+      next = null;
+    } finally {
+      this.#housekeeper = next;
+      if (this.#state !== 'active') await next?.end().catch(() => undefined);
     }
   }
 
-  /** Stops streaming, rolls back an unfinished transaction (it will be resent), releases the lock. Safe to call twice. */
+  /** Stops streaming, rolls back an unfinished group (it will be resent), releases the lock. Safe to call twice. */
   async stop(): Promise<void> {
     if (this.#state === 'stopped' || this.#state === 'stopping') return;
     if (this.#state === 'created') {
@@ -686,16 +585,36 @@ export class SyncWorker {
     this.#state = 'stopping';
     for (const t of this.#timers) clearInterval(t);
     this.#timers = [];
-    await this.#service?.destroy().catch(() => undefined);
-    await this.#chain.catch(() => undefined);
+    const stream = this.#stream;
+    this.#stream = null;
+    await stream?.close();
+    await this.#loop?.catch(() => undefined);
     await this.#restarting?.catch(() => undefined);
+    await this.#applier?.rollback();
     const target = this.#target;
     if (target) {
       await target.query('ROLLBACK').catch(() => undefined);
-      if (this.#plan) await target.query(`UPDATE strangler_sync.pipelines SET status = 'stopped', worker = NULL, updated_at = now() WHERE pipeline = $1 AND status = 'streaming'`, [this.#plan.pipeline]).catch(() => undefined);
+      if (this.#store) await this.#store.stopped(target).catch(() => undefined);
       await target.end().catch(() => undefined);
     }
     await this.#source?.end().catch(() => undefined);
+    if (this.#housekeeper && this.#housekeeper !== 'busy') await this.#housekeeper.end().catch(() => undefined);
+    this.#housekeeper = null;
     this.#state = 'stopped';
   }
+}
+
+async function alive(client: pg.Client): Promise<boolean> {
+  try {
+    await client.query('SELECT 1');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Errors of the connection itself (the server went away): a reconnect, not a strict replay, is the answer. */
+function isConnectionError(err: Error): boolean {
+  const code = (err as { code?: string }).code ?? '';
+  return /^(08|57P)/.test(code) || /terminat|connection|ECONNRE|EPIPE|not queryable/i.test(err.message);
 }

@@ -1,0 +1,137 @@
+/**
+ * The sync under an OLTP workload (issue 18): 8 pgbench clients committing one-row
+ * transactions (updates, inserts, deletes) on legacy, applied by our worker and by a native
+ * subscription side by side, from the same source, in the same run.
+ *
+ * 1. Capacity: the load runs unthrottled for OLTP_SECONDS; each applier's sustained apply rate
+ *    is the source transactions over the time from the load's start until it has applied
+ *    everything the load committed (an applier that keeps up scores the load's own rate).
+ * 2. Lag: the load runs at 80 % of the slower applier's capacity; the lag of each, sampled
+ *    every 50 ms, is the age of the source WAL position it has applied up to.
+ */
+import pg from 'pg';
+import type { ResolvedConfig, ResolvedService } from '../core/config/load.ts';
+import { silentLogger } from '../core/logger.ts';
+import { compareLsn } from '../migrations/sync/lsn.ts';
+import { SyncWorker } from '../migrations/sync/worker.ts';
+import type { PostgresCluster } from '../stack/postgres-cluster.ts';
+import { BANK_TABLES, bankTables, initBank, runBankLoad } from '../test/oltp.ts';
+
+const SECONDS = Number(process.env.BENCH_OLTP_SECONDS ?? 20);
+const SCALE = Number(process.env.BENCH_OLTP_SCALE ?? 1);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export interface OltpResult {
+  transactions: number;
+  loadTps: number;
+  ours: { tps: number; lagP50: number; lagP99: number };
+  native: { tps: number; lagP50: number; lagP99: number };
+  lagRate: number;
+}
+
+async function client(url: string): Promise<pg.Client> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  return c;
+}
+
+function pct(values: number[], q: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))] ?? 0;
+}
+
+export async function oltpBench(cluster: PostgresCluster, base: ResolvedConfig, say: (line: string) => void): Promise<OltpResult> {
+  for (const db of ['oltp_legacy', 'oltp_svc', 'oltp_native']) await cluster.createDatabase(db);
+  const legacyUrl = cluster.url('oltp_legacy');
+  say(`oltp: pgbench -i -s ${SCALE} and a key-value table…`);
+  await initBank(legacyUrl, SCALE);
+  const service: ResolvedService = { ...base.services[0], name: 'bank', prefix: '/api/bank', database: 'oltp_svc', databaseUrl: cluster.url('oltp_svc'), tables: bankTables(), readOnly: false, dependsOn: [] };
+  const config: ResolvedConfig = { ...base, legacy: { ...base.legacy, databaseUrl: legacyUrl }, services: [service] };
+  const legacy = await client(legacyUrl);
+  const native = await client(cluster.url('oltp_native'));
+  const svc = await client(service.databaseUrl);
+
+  // Native: the same tables (created by pg_dump's DDL equivalent: copy the definitions), a publication, a subscription.
+  for (const t of BANK_TABLES) {
+    const cols = await legacy.query(`SELECT string_agg(quote_ident(attname) || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum) AS cols FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped`, [t.table]);
+    await native.query(`CREATE TABLE ${t.table} (${cols.rows[0].cols}, PRIMARY KEY (${t.key}))`);
+  }
+  await legacy.query(`CREATE PUBLICATION oltp_native FOR TABLE ${BANK_TABLES.map((t) => t.table).join(', ')}`);
+  await legacy.query(`SELECT pg_create_logical_replication_slot('oltp_native', 'pgoutput')`);
+  await native.query(`CREATE SUBSCRIPTION oltp_native CONNECTION '${legacyUrl}' PUBLICATION oltp_native WITH (create_slot = false, slot_name = 'oltp_native', copy_data = true)`);
+  for (;;) {
+    const { rows } = await native.query(`SELECT count(*) FILTER (WHERE srsubstate <> 'r') AS pending, count(*) AS n FROM pg_subscription_rel`);
+    if (Number(rows[0].n) === BANK_TABLES.length && Number(rows[0].pending) === 0) break;
+    await sleep(50);
+  }
+  const worker = new SyncWorker({ config, service, logger: silentLogger });
+  await worker.start();
+
+  const nativeOrigin = `pg_${(await native.query(`SELECT oid FROM pg_subscription WHERE subname = 'oltp_native'`)).rows[0].oid}`;
+  const appliedOurs = async () => (await svc.query(`SELECT applied_lsn::text AS lsn FROM strangler_sync.pipelines WHERE pipeline = 'bank:forward'`)).rows[0]?.lsn as string;
+  const appliedNative = async () => ((await native.query(`SELECT remote_lsn::text AS lsn FROM pg_replication_origin_status WHERE external_id = $1`, [nativeOrigin])).rows[0]?.lsn as string | undefined) ?? '0/0';
+  const head = async () => (await legacy.query(`SELECT pg_current_wal_lsn()::text AS lsn`)).rows[0].lsn as string;
+
+  // 1. Capacity.
+  say(`oltp: ${SECONDS} s of unthrottled load (8 clients, one-row transactions)…`);
+  const started = Date.now();
+  const load = runBankLoad(legacyUrl, { clients: 8, seconds: SECONDS, scripts: ['update', 'insert', 'delete'] });
+  const { transactions, tps: loadTps } = await load.done;
+  say(`oltp: load done: ${transactions} transactions, ${loadTps} tps`);
+  // A marker after the load: an applier that shows it has applied everything before it.
+  const marker = `done-${Date.now()}`;
+  await legacy.query(`UPDATE bank_kv SET note = $1 WHERE id = (SELECT min(id) FROM bank_kv)`, [marker]);
+  const caughtUp: Record<string, number> = {};
+  await Promise.all(
+    (
+      [
+        ['ours', svc],
+        ['native', native],
+      ] as const
+    ).map(async ([name, c]) => {
+      while ((await c.query(`SELECT 1 FROM bank_kv WHERE note = $1`, [marker])).rowCount === 0) await sleep(20);
+      caughtUp[name] = Date.now() - started;
+    }),
+  );
+  const oursTps = (transactions / caughtUp.ours) * 1000;
+  const nativeTps = (transactions / caughtUp.native) * 1000;
+
+  // 2. Lag at 80 % of the slower one's capacity.
+  const rate = Math.floor(Math.min(oursTps, nativeTps) * 0.8);
+  say(`oltp: ${SECONDS} s at ${rate} transactions/s, sampling the lag…`);
+  const wal: Array<{ at: number; lsn: string }> = [];
+  const lags = { ours: [] as number[], native: [] as number[] };
+  let sampling = true;
+  const ageOf = (lsn: string, now: number) => {
+    // The first sample whose WAL head is at or past the applied position: the applier is that old.
+    for (const w of wal) if (compareLsn(w.lsn, lsn) >= 0) return now - w.at;
+    return 0;
+  };
+  const sampler = (async () => {
+    while (sampling) {
+      const now = Date.now();
+      wal.push({ at: now, lsn: await head() });
+      const [o, n] = await Promise.all([appliedOurs(), appliedNative()]);
+      lags.ours.push(ageOf(o, now));
+      lags.native.push(ageOf(n, now));
+      await sleep(50);
+    }
+  })();
+  await runBankLoad(legacyUrl, { clients: 8, seconds: SECONDS, rate, scripts: ['update', 'insert', 'delete'] }).done;
+  sampling = false;
+  await sampler;
+
+  await worker.stop();
+  await native.query(`ALTER SUBSCRIPTION oltp_native DISABLE`);
+  await native.query(`ALTER SUBSCRIPTION oltp_native SET (slot_name = NONE)`);
+  await native.query(`DROP SUBSCRIPTION oltp_native`);
+  await legacy.query(`SELECT pg_drop_replication_slot('oltp_native')`);
+  for (const c of [legacy, native, svc]) await c.end();
+  return {
+    transactions,
+    loadTps,
+    lagRate: rate,
+    ours: { tps: oursTps, lagP50: pct(lags.ours, 0.5), lagP99: pct(lags.ours, 0.99) },
+    native: { tps: nativeTps, lagP50: pct(lags.native, 0.5), lagP99: pct(lags.native, 0.99) },
+  };
+}

@@ -1,0 +1,381 @@
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import type { Logger } from '../../core/logger.ts';
+import {
+  conflictCheckStatement,
+  copyRows,
+  deleteManyStatement,
+  insertManyStatement,
+  insertStatement,
+  isComplete,
+  keyString,
+  MAX_PARAMS,
+  sameShape,
+  updateManyStatement,
+  updateStatement,
+  type Statement,
+  type Tuple,
+} from './apply.ts';
+import type { AppliedGroup, PipelineStore } from './pipeline-store.ts';
+import { quoteIdent as q, type TablePlan } from './plan.ts';
+
+/** A source transaction as the stream delivers it. */
+export interface SourceTx {
+  /** Where its commit record starts. */
+  commitLsn: string;
+  /** Its commit time, microseconds since 1970: the rows it changes are checked for conflicts with it. */
+  commitTimeUs: bigint;
+}
+
+type Kind = 'insert' | 'update' | 'delete';
+
+/** Consecutive changes of one table and kind, sent as one statement. */
+interface Run {
+  table: TablePlan;
+  kind: Kind;
+  /** insert, update: the new rows; delete: the keys. */
+  rows: Tuple[];
+  /** Each row's source commit time. */
+  times: bigint[];
+}
+
+/**
+ * The net effect of one key's changes in a group (tables whose order across tables does not
+ * matter): the last change decides, rows merged so that a column an update left out
+ * (unchanged TOAST) keeps what an earlier change of the group set.
+ */
+interface Net {
+  final: Kind;
+  row: Tuple;
+  /** Only one change, an insert: the row is new (COPY may carry it). */
+  fresh: boolean;
+  /** Updates and deletes, each checked for a later local write. */
+  checks: Array<{ key: Tuple; time: bigint }>;
+}
+
+export interface ApplierOptions {
+  target: pg.Client;
+  store: PipelineStore;
+  logger: Logger;
+  pipeline: string;
+  /** Check conflicts (the target keeps commit timestamps). */
+  checkConflicts: boolean;
+  /** This pipeline's replication origin id on the target: rows it wrote itself are never conflicts. null: the server cannot tell (before PostgreSQL 14). */
+  ownOrigin: number | null;
+  /**
+   * Keep the source's order of changes across tables (the target has foreign keys or triggers
+   * on them): only consecutive changes of one table and kind share a statement.
+   */
+  ordered: boolean;
+}
+
+/** The rows a run may hold before it is sent: statements stay under the parameter limit. */
+function runLimit(table: TablePlan, kind: Kind): number {
+  const perRow = kind === 'delete' ? table.key.length : table.columns.length;
+  return Math.min(kind === 'insert' ? 5_000 : 1_000, Math.floor(MAX_PARAMS / Math.max(perRow + 2, 1)));
+}
+
+const EMPTY_GROUP = (): AppliedGroup & { minCommitUs: bigint | null; startedAt: number } => ({ lsn: '', sourceCommitAt: null, rows: 0, transactions: 0, heartbeat: null, minCommitUs: null, startedAt: 0 });
+
+/**
+ * Applies source transactions to the target, several to one target transaction (a group):
+ * one commit, one bookkeeping write and one flush to disk for all of them, which is what lets
+ * it keep up with many small source transactions. The group's target transaction stores the
+ * end LSN of its last source commit, so exactly-once holds per group: a crash rolls the whole
+ * group back and the stream resends it.
+ *
+ * Within a group, changes are sent as runs: consecutive changes of one table and kind in one
+ * statement (an UPDATE … FROM VALUES keeps the last change of each key: the rows end the same).
+ * Unless `ordered`, a table's run stays open while other tables change (targets without
+ * foreign keys between the tables: each table's own order is all that matters). A batched
+ * statement that fails where one change at a time would not (a unique value moved between two
+ * rows) fails the group; the worker then replays those transactions in `strict` mode: one
+ * source transaction per target transaction, every update on its own, the source's order.
+ */
+export class TransactionApplier {
+  readonly #o: ApplierOptions;
+  #open = false;
+  #runs = new Map<TablePlan, Run>();
+  #nets = new Map<TablePlan, Map<string, Net>>();
+  #group = EMPTY_GROUP();
+  #strict = false;
+
+  constructor(options: ApplierOptions) {
+    this.#o = options;
+  }
+
+  /** One source transaction per group, every change in the source's order, updates one by one. */
+  set strict(value: boolean) {
+    this.#strict = value;
+  }
+
+  get strict(): boolean {
+    return this.#strict;
+  }
+
+  /** Source transactions ended in the open group (applied or skipped). */
+  get pending(): { transactions: number; rows: number; ageMs: number; lsn: string } {
+    return { transactions: this.#group.transactions, rows: this.#group.rows, ageMs: this.#group.startedAt ? Date.now() - this.#group.startedAt : 0, lsn: this.#group.lsn };
+  }
+
+  /** A target transaction is open (locks may be held). */
+  get open(): boolean {
+    return this.#open;
+  }
+
+  async #begin(): Promise<void> {
+    if (this.#open) return;
+    await this.#o.target.query('BEGIN');
+    this.#open = true;
+    if (!this.#group.startedAt) this.#group.startedAt = Date.now();
+  }
+
+  async #run(st: Statement): Promise<pg.QueryResult> {
+    await this.#begin();
+    return this.#o.target.query(st.sql, st.params);
+  }
+
+  /** One decoded row change of a table this pipeline applies. */
+  async change(tx: SourceTx, table: TablePlan, kind: Kind, row: Tuple, oldKey: Tuple | null): Promise<void> {
+    if (!this.#group.startedAt) this.#group.startedAt = Date.now();
+    this.#group.rows++;
+    if (kind === 'update') {
+      // A key change moves the row: its old key finds it, one statement of its own.
+      const moved = oldKey !== null && table.key.some((k) => oldKey[k] !== undefined && oldKey[k] !== row[k]);
+      if (moved || this.#strict || table.key.some((k) => row[k] === undefined)) {
+        await this.#flushNet(table);
+        await this.#flushBefore(table, null);
+        await this.#updateOne(tx, table, oldKey, row);
+        return;
+      }
+    }
+    if (!this.#o.ordered && !this.#strict) return this.#addNet(tx, table, kind, row);
+    let run = await this.#flushBefore(table, kind);
+    if (run && (!sameShape(run.rows[0], row) || run.rows.length >= runLimit(table, kind))) {
+      await this.#flushRun(run);
+      run = undefined;
+    }
+    if (!run) {
+      run = { table, kind, rows: [], times: [] };
+      this.#runs.set(table, run);
+    }
+    run.rows.push(row);
+    run.times.push(tx.commitTimeUs);
+  }
+
+  async #addNet(tx: SourceTx, table: TablePlan, kind: Kind, row: Tuple): Promise<void> {
+    let nets = this.#nets.get(table);
+    if (!nets) this.#nets.set(table, (nets = new Map()));
+    const k = keyString(table, row);
+    const prev = nets.get(k);
+    const checks = prev?.checks ?? [];
+    if (kind === 'delete') nets.set(k, { final: 'delete', row, fresh: false, checks: [...checks, { key: row, time: tx.commitTimeUs }] });
+    else if (kind === 'insert') nets.set(k, { final: 'insert', row, fresh: !prev, checks });
+    else if (prev && prev.final !== 'delete') {
+      // An update after this group's insert changes the group's own row: no local write can
+      // be in between. After an update, it is checked like the first.
+      const merged = { ...prev.row };
+      for (const c in row) if (row[c] !== undefined) merged[c] = row[c];
+      nets.set(k, { final: prev.final, row: merged, fresh: false, checks: prev.final === 'insert' ? checks : [...checks, { key: row, time: tx.commitTimeUs }] });
+    } else nets.set(k, { final: 'update', row, fresh: false, checks: [...checks, { key: row, time: tx.commitTimeUs }] });
+    if (nets.size >= runLimit(table, 'insert')) await this.#flushNet(table);
+  }
+
+  /**
+   * Applies the net changes of a table: conflicts checked in one statement, then deletes,
+   * new rows (COPY when many), upserts of complete rows, updates of partial ones.
+   */
+  async #flushNet(table: TablePlan): Promise<void> {
+    const nets = this.#nets.get(table);
+    if (!nets || nets.size === 0) return;
+    this.#nets.delete(table);
+    const entries = [...nets.values()];
+    const checks = entries.flatMap((e) => e.checks.map((c, i) => ({ ...c, entry: e, last: i === e.checks.length - 1 })));
+    const conflicted = await this.#conflicts({ table, kind: 'update', rows: checks.map((c) => c.key), times: checks.map((c) => c.time) }, checks.map((c) => (c.entry.final === 'delete' && c.last ? 'delete' : 'update')));
+    const skipped = new Set<Net>();
+    checks.forEach((c, i) => {
+      // The key's last change lost to a later local write: the key keeps the local row.
+      if (c.last && conflicted.has(i) && c.entry.final !== 'insert') skipped.add(c.entry);
+    });
+    const live = entries.filter((e) => !skipped.has(e));
+    const deletes = live.filter((e) => e.final === 'delete').map((e) => e.row);
+    for (let i = 0; i < deletes.length; i += 500) await this.#run(deleteManyStatement(table, deletes.slice(i, i + 500)));
+    const complete = live.filter((e) => e.final !== 'delete' && isComplete(table, e.row));
+    const fresh = complete.filter((e) => e.fresh);
+    const copied = new Set<Net>();
+    if (fresh.length >= 50) {
+      // New rows only (inserted once in this group, after any delete of them was applied): COPY.
+      await this.#begin();
+      const { sql, data } = copyRows(table, fresh.map((e) => e.row));
+      await pipeline(Readable.from([data]), this.#o.target.query(copyFrom(sql)));
+      for (const e of fresh) copied.add(e);
+    }
+    const upserts = complete.filter((e) => !copied.has(e)).map((e) => e.row);
+    const perStatement = Math.max(1, Math.floor(MAX_PARAMS / table.columns.length));
+    for (let i = 0; i < upserts.length; i += perStatement) await this.#run(insertManyStatement(table, upserts.slice(i, i + perStatement)));
+    // Updates that leave a column out (unchanged TOAST), by the columns they carry.
+    const partial = live.filter((e) => e.final !== 'delete' && !isComplete(table, e.row));
+    const shapes = new Map<string, Tuple[]>();
+    for (const e of partial) {
+      const shape = table.columns.map((c) => (e.row[c.source] === undefined ? '0' : '1')).join('');
+      shapes.set(shape, [...(shapes.get(shape) ?? []), e.row]);
+    }
+    for (const rows of shapes.values()) {
+      const found = new Set((await this.#run(updateManyStatement(table, rows))).rows.map((r) => table.key.map((_, i) => r[`__k${i}`]).join('\u0000')));
+      for (const row of rows) if (!found.has(keyString(table, row))) await this.#recreate(table, row);
+    }
+  }
+
+  /**
+   * Sends the runs that must go before a change of `kind` to `table` (null: before a change
+   * sent on its own): every other table's when ordered, this table's when its kind differs.
+   * Returns this table's run that the change may join.
+   */
+  async #flushBefore(table: TablePlan, kind: Kind | null): Promise<Run | undefined> {
+    if (this.#o.ordered || this.#strict) {
+      for (const run of [...this.#runs.values()]) if (run.table !== table || run.kind !== kind) await this.#flushRun(run);
+    }
+    const run = this.#runs.get(table);
+    if (run && run.kind !== kind) {
+      await this.#flushRun(run);
+      return undefined;
+    }
+    return run;
+  }
+
+  /** TRUNCATE of tables this pipeline applies: after every change before it. */
+  async truncate(tables: TablePlan[]): Promise<void> {
+    await this.#flushAll();
+    for (const table of tables) await this.#run({ sql: `TRUNCATE ${q(table.target)}`, params: [] });
+  }
+
+  /** A source transaction ended (`applied` false: skipped, an echo of the other direction). */
+  endTransaction(tx: SourceTx, commitEndLsn: string, commitTime: Date | null, applied: boolean, heartbeat: string | null): void {
+    const g = this.#group;
+    if (!g.startedAt) g.startedAt = Date.now();
+    g.lsn = commitEndLsn;
+    if (!applied) return;
+    g.transactions++;
+    if (commitTime) g.sourceCommitAt = commitTime;
+    if (heartbeat) g.heartbeat = heartbeat;
+    if (g.minCommitUs === null || tx.commitTimeUs < g.minCommitUs) g.minCommitUs = tx.commitTimeUs;
+  }
+
+  /**
+   * Sends what is left, records the group's end in the pipeline's row (and whatever `also`
+   * writes, in the same transaction) and commits. Returns what was applied, or null when no
+   * source transaction ended since the last commit.
+   */
+  async commit(also?: (client: pg.Client) => Promise<void>): Promise<(AppliedGroup & { hold: boolean }) | null> {
+    const g = this.#group;
+    if (!g.lsn) return null;
+    await this.#flushAll();
+    await this.#begin();
+    await also?.(this.#o.target);
+    // The rows carry a source commit time (track_commit_timestamp): the group's earliest, so a
+    // later change of one of them never looks older than it (and own rows are skipped anyway).
+    await this.#o.target.query(`SELECT pg_replication_origin_xact_setup($1, timestamptz 'epoch' + $2::bigint * interval '1 microsecond')`, [g.lsn, (g.minCommitUs ?? 0n).toString()]);
+    const hold = await this.#o.store.applied(this.#o.target, g);
+    await this.#o.target.query('COMMIT');
+    this.#open = false;
+    this.#group = EMPTY_GROUP();
+    return { ...g, hold };
+  }
+
+  /** Drops the open group (the stream will send it again). */
+  async rollback(): Promise<void> {
+    this.#runs.clear();
+    this.#nets.clear();
+    this.#group = EMPTY_GROUP();
+    if (this.#open) {
+      this.#open = false;
+      await this.#o.target.query('ROLLBACK').catch(() => undefined);
+    }
+  }
+
+  async #flushAll(): Promise<void> {
+    for (const table of [...this.#nets.keys()]) await this.#flushNet(table);
+    for (const run of [...this.#runs.values()]) await this.#flushRun(run);
+  }
+
+  async #flushRun(run: Run): Promise<void> {
+    this.#runs.delete(run.table);
+    const { table } = run;
+    if (run.kind === 'insert') {
+      if (run.rows.length >= 50) {
+        // Large runs go through COPY. No conflict is possible: transactions at or below the
+        // applied LSN are never resent, and an interrupted group was rolled back whole.
+        await this.#begin();
+        const { sql, data } = copyRows(table, run.rows);
+        await pipeline(Readable.from([data]), this.#o.target.query(copyFrom(sql)));
+        return;
+      }
+      await this.#run(insertManyStatement(table, run.rows));
+      return;
+    }
+    const conflicted = await this.#conflicts(run);
+    if (run.kind === 'delete') {
+      const keep = run.rows.filter((_, i) => !conflicted.has(i));
+      if (keep.length) await this.#run(deleteManyStatement(table, keep));
+      return;
+    }
+    // Updates: the last change of each key, unless a later local write keeps the row (then
+    // every earlier change of that key is older still, and conflicts too).
+    const last = new Map<string, number>();
+    run.rows.forEach((row, i) => last.set(keyString(table, row), i));
+    const rows = [...last.values()].filter((i) => !conflicted.has(i)).map((i) => run.rows[i]);
+    if (rows.length === 0) return;
+    if (rows.length === 1) {
+      await this.#updateRow(table, null, rows[0]);
+      return;
+    }
+    const found = new Set((await this.#run(updateManyStatement(table, rows))).rows.map((r) => table.key.map((_, i) => r[`__k${i}`]).join('\u0000')));
+    for (const row of rows) if (!found.has(keyString(table, row))) await this.#recreate(table, row);
+  }
+
+  async #updateOne(tx: SourceTx, table: TablePlan, oldKey: Tuple | null, row: Tuple): Promise<void> {
+    const conflicted = await this.#conflicts({ table, kind: 'update', rows: [oldKey ?? row], times: [tx.commitTimeUs] });
+    if (conflicted.size) return;
+    await this.#updateRow(table, oldKey, row);
+  }
+
+  async #updateRow(table: TablePlan, oldKey: Tuple | null, row: Tuple): Promise<void> {
+    const result = await this.#run(updateStatement(table, oldKey, row));
+    if (result.rowCount === 0) await this.#recreate(table, row);
+  }
+
+  /** An updated row missing on the target is inserted, if the change carries all of it. */
+  async #recreate(table: TablePlan, row: Tuple): Promise<void> {
+    if (!isComplete(table, row)) {
+      throw new Error(`row of "${table.target}" to update is missing and the change does not carry every column (unchanged TOAST); run: strangler sync verify`);
+    }
+    await this.#run(insertStatement(table, row));
+  }
+
+  /**
+   * Conflicts: target rows another writer committed after the source change (a write on the
+   * other side within the lag). The later commit wins: those changes are skipped and recorded
+   * (strangler status shows the count). Returns the indices of the skipped rows of the run.
+   */
+  async #conflicts(run: Run, kinds?: Kind[]): Promise<Set<number>> {
+    const out = new Set<number>();
+    if (!this.#o.checkConflicts || run.rows.length === 0) return out;
+    const { table } = run;
+    const chunk = Math.max(1, Math.floor(MAX_PARAMS / (table.key.length + 2)));
+    for (let start = 0; start < run.rows.length; start += chunk) {
+      const keys = run.rows.slice(start, start + chunk);
+      const result = await this.#run(conflictCheckStatement(table, keys, run.times.slice(start, start + chunk), this.#o.ownOrigin));
+      for (const r of result.rows) {
+        const i = start + Number(r.__i);
+        out.add(i);
+        const key = Object.fromEntries(table.key.map((k) => [k, run.rows[i][k]]));
+        const kind = kinds?.[i] ?? run.kind;
+        await this.#o.store.conflict(this.#o.target, { table: table.target, key, kind, sourceAt: r.source_at, targetAt: r.local_at });
+        this.#o.logger.warn({ pipeline: this.#o.pipeline, table: table.target, key, kind }, 'conflict: the target row was written later; kept it');
+      }
+    }
+    return out;
+  }
+}
