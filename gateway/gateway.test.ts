@@ -213,11 +213,45 @@ describe('gateway proxy correctness', () => {
     expect(reply).toBe('legacy:77:ping');
   });
 
+  it('gives a WebSocket upgrade the plain request\'s X-Forwarded-* rule, request id, identity headers and rate limit', async () => {
+    const open = (g: RunningGateway, headers: Record<string, string>) =>
+      new Promise<{ status: number; headers: Record<string, unknown> }>((resolve, reject) => {
+        const ws = new WebSocket(`${g.url.replace('http', 'ws')}/api/invoices/live`, { headers });
+        ws.on('open', () => {
+          ws.close();
+          resolve({ status: 101, headers: {} });
+        });
+        ws.on('unexpected-response', (_req, res) => {
+          res.resume();
+          resolve({ status: res.statusCode ?? 0, headers: res.headers });
+        });
+        ws.on('error', reject);
+      });
+    const t = await token('78');
+    const before = env.legacy.seen.length;
+    expect((await open(gw, { authorization: `Bearer ${t}`, 'x-request-id': 'ws-req-1', 'x-forwarded-for': '6.6.6.6', 'x-forwarded-proto': 'https', 'x-user-id': '1' })).status).toBe(101);
+    const upgrade = env.legacy.seen.slice(before).find((r) => r.url === '/api/invoices/live')!;
+    expect(upgrade.headers).toMatchObject({ 'x-request-id': 'ws-req-1', 'x-forwarded-for': '127.0.0.1', 'x-forwarded-proto': 'http', 'x-user-id': '78', upgrade: 'websocket' });
+    expect(upgrade.headers.traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+
+    const limited = await startGateway({ ...env.config, redis: { ...env.config.redis, keyPrefix: `${env.config.redis.keyPrefix}ws:` }, gateway: { ...env.config.gateway, rateLimits: [{ prefix: '/api/invoices/live', limit: 2, windowMs: 86_400_000 }] } }, { port: 0, instanceId: 'gw-ws-limit' });
+    try {
+      const statuses: number[] = [];
+      let last: { status: number; headers: Record<string, unknown> } | undefined;
+      for (let i = 0; i < 3; i++) statuses.push((last = await open(limited, { authorization: `Bearer ${t}` })).status);
+      expect(statuses).toEqual([101, 101, 429]);
+      expect(last!.headers).toMatchObject({ 'retry-after': expect.stringMatching(/^\d+$/), 'x-request-id': expect.any(String) });
+    } finally {
+      await limited.stop();
+    }
+  });
+
   it('serves /healthz, /readyz and /metrics', async () => {
     expect((await get('/healthz')).status).toBe(200);
     const ready = await get('/readyz');
     expect(ready.status).toBe(200);
-    expect(ready.json).toMatchObject({ ready: true, routeTable: { degraded: false }, controlDatabase: 'ok', redis: 'ready' });
+    expect(ready.json).toMatchObject({ ready: true, status: 'ok', degraded: [], routeTable: { degraded: false }, controlDatabase: 'ok', redis: 'ready' });
+    await get('/health'); // one unrouted request, also when this test runs alone
     const metrics = await get('/metrics');
     expect(metrics.text).toMatch(/strangler_gateway_requests_total\{prefix="unrouted",target="legacy",class="2xx"\} \d+/);
     expect(metrics.text).toMatch(/strangler_gateway_route_version \d+/);
