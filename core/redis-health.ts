@@ -103,7 +103,7 @@ export class RedisHealth implements DependencyHealth {
     if (this.#probing) return;
     this.#probing = true;
     try {
-      if (this.#redis.status !== 'ready') this.#down(`no connection to Redis (${this.#redis.status})`);
+      if (this.#redis.status !== 'ready') this.#down(`Redis is not ready (connection ${this.#redis.status})`);
       else {
         await this.#redis.ping();
         this.#up();
@@ -128,7 +128,7 @@ export class RedisHealth implements DependencyHealth {
   #describe(err: unknown): string {
     const message = (err as Error)?.message ?? String(err);
     if (message === 'Command timed out') return `Redis did not answer within ${this.#o.commandTimeoutMs} ms`;
-    if (/Stream isn't writeable|Connection is closed|max retries per request/i.test(message)) return `no connection to Redis (${this.#redis.status})`;
+    if (/Stream isn't writeable|Connection is closed|max retries per request/i.test(message)) return `Redis is not ready (connection ${this.#redis.status})`;
     return `Redis failed: ${message}`;
   }
 
