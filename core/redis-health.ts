@@ -23,6 +23,16 @@ export function boundedRedisOptions(r: Pick<RedisDeadlines, 'commandTimeoutMs'>)
   };
 }
 
+/**
+ * The deadline of Redis calls off any request path (a service's registry heartbeats, the event
+ * relay, an OCR job's enqueue): they only must not wait for ever, and a late answer there costs
+ * more than a wait (a retried XADD is published twice), so they get longer than the gateway's
+ * request-path deadline: 8× it, at least 2 s.
+ */
+export function backgroundDeadlineMs(r: Pick<RedisDeadlines, 'commandTimeoutMs'>): number {
+  return Math.max(2_000, 8 * r.commandTimeoutMs);
+}
+
 /** Resolves true once the connection is ready, false after `ms` (callers go on either way). */
 export function redisReady(redis: Redis, ms: number): Promise<boolean> {
   if (redis.status === 'ready') return Promise.resolve(true);

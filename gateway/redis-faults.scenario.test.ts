@@ -118,7 +118,8 @@ beforeAll(async () => {
   gateway = spawn(process.execPath, [resolve(ROOT, 'bin/strangler.js'), 'gateway', '--config', file], { stdio: ['ignore', 'ignore', 'pipe'] });
   gateway.stderr!.on('data', (c) => (stderr += c));
   gatewayUrl = `http://127.0.0.1:${port}`;
-  await waitFor('the gateway to listen', async () => /listening on/.test(stderr), 30_000, 50);
+  // Generous: a loaded machine takes a while to start a tsx process.
+  await waitFor('the gateway to listen', async () => /listening on/.test(stderr), 90_000, 50);
   for (let u = 1; u <= 40; u++) {
     tokens.push(await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(`load-${u}`).setIssuer(config.legacy.jwtIssuer).setExpirationTime('1h').sign(new TextEncoder().encode(config.legacy.jwtSecret)));
   }
@@ -126,7 +127,7 @@ beforeAll(async () => {
     const res = await fetch(`${gatewayUrl}${ROUTES.service}`, { headers: { authorization: `Bearer ${tokens[0]}` } });
     return ((await res.json()) as { server?: string }).server === 'templates';
   }, 20_000, 100);
-}, 120_000);
+}, 180_000);
 
 afterAll(async () => {
   await registration?.leave();

@@ -17,7 +17,7 @@ export interface RouteStore {
  * table.
  */
 export function createPgRouteStore(databaseUrl: string, schema: string, options: { queryTimeoutMs?: number } = {}): RouteStore {
-  const pool = new pg.Pool({ connectionString: databaseUrl, max: 2, connectionTimeoutMillis: 2_000, idleTimeoutMillis: 10_000, query_timeout: options.queryTimeoutMs ?? 2_000 });
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 2, connectionTimeoutMillis: 2_000, idleTimeoutMillis: 10_000, query_timeout: options.queryTimeoutMs ?? 5_000 });
   pool.on('error', () => undefined); // an idle client dropped by a restarting server; the next query reconnects
   const s = `"${schema}"`;
   return {

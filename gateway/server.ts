@@ -11,7 +11,7 @@ import { createEdgeAuth } from './edge-auth.ts';
 import { createGatewayMetrics, RouteFigures, statusClass, type GatewayMetrics } from './metrics.ts';
 import { createOps, OPS_PATHS } from './ops.ts';
 import { normalizeRequestTarget } from './path-normalize.ts';
-import { createPipeline, type Admitted } from './pipeline.ts';
+import { createPipeline } from './pipeline.ts';
 import { forward, limitBody, readBody, RetryableStatus, type Body, type ForwardOptions } from './proxy.ts';
 import type { CapturedResponse } from './shadow.ts';
 import { createRateLimiter } from './rate-limit.ts';

@@ -4,7 +4,7 @@ import type { ResolvedConfig, ResolvedService } from '../core/config/load.ts';
 import { serviceByName } from '../core/config/load.ts';
 import { errorBody } from '../core/errors.ts';
 import { createLogger, type Logger } from '../core/logger.ts';
-import { boundedRedisOptions, redisReady } from '../core/redis-health.ts';
+import { backgroundDeadlineMs, boundedRedisOptions, redisReady } from '../core/redis-health.ts';
 import { createAnalyticsRouter } from '../legacy-adapter/api/analytics.ts';
 import { createAuthRouter } from '../legacy-adapter/api/auth.ts';
 import { createChatRouter } from '../legacy-adapter/api/chat.ts';
@@ -97,7 +97,7 @@ export function createServiceApp(config: ResolvedConfig, service: ResolvedServic
       break;
     case 'ocr':
       // Uploads go through the job queue; the document routes are the monolith's.
-      if (deps.ocrQueue) app.use(service.prefix, createOcrJobsRouter({ ...ctx, queue: deps.ocrQueue.queue, queueEvents: deps.ocrQueue.events, maxUploadBytes: config.legacy.maxUploadBytes, waitMs: options.ocrWaitMs ?? 30_000, queueTimeoutMs: Math.max(1_000, 4 * config.redis.commandTimeoutMs) }));
+      if (deps.ocrQueue) app.use(service.prefix, createOcrJobsRouter({ ...ctx, queue: deps.ocrQueue.queue, queueEvents: deps.ocrQueue.events, maxUploadBytes: config.legacy.maxUploadBytes, waitMs: options.ocrWaitMs ?? 30_000, queueTimeoutMs: backgroundDeadlineMs(config.redis) }));
       app.use(service.prefix, createOcrRouter({ ...ctx, engine: deps.ocr ?? createOcrEngine(), maxUploadBytes: config.legacy.maxUploadBytes }));
       break;
     case 'chat':
@@ -135,11 +135,11 @@ export async function startService(config: ResolvedConfig, name: string, options
   const ocrQueue = service.name === 'ocr' ? createOcrQueue(config) : undefined;
   const workers = service.name === 'ocr' && (options.ocrWorkers ?? 1) > 0 ? startOcrWorker(config, db, logger, { concurrency: options.ocrWorkers ?? 1 }) : undefined;
   // Events: publishers relay their outbox to their stream; analytics consumes both streams. Every
-  // command has a deadline (a frozen Redis never answers): the relay's, Redis's own; the
-  // consumer's, its XREADGROUP BLOCK time on top.
+  // command has a deadline (a frozen Redis never answers); the consumer's has its XREADGROUP
+  // BLOCK time on top.
   const consumes = service.name === 'analytics';
   const redis = (EVENT_SOURCES as readonly string[]).includes(service.name) || consumes
-    ? new Redis(config.redis.url, boundedRedisOptions({ commandTimeoutMs: config.redis.commandTimeoutMs + (consumes ? EVENT_BLOCK_MS : 0) }))
+    ? new Redis(config.redis.url, boundedRedisOptions({ commandTimeoutMs: backgroundDeadlineMs(config.redis) + (consumes ? EVENT_BLOCK_MS : 0) }))
     : undefined;
   redis?.on('error', () => undefined);
   if (redis) await redisReady(redis, 2_000);

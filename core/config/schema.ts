@@ -92,9 +92,10 @@ export const configSchema = z.strictObject({
       url: z.string().regex(/^rediss?:\/\//, 'expected a redis:// URL').default('redis://127.0.0.1:6379'),
       keyPrefix: z.string().default('strangler:'),
       /**
-       * Deadline of every Redis command the gateway and the services send (DESIGN.md: a
-       * dependency that hangs is treated like one that is down). A Redis that does not answer
-       * within it is unavailable until it answers a probe again.
+       * Deadline of every Redis command the gateway sends (DESIGN.md: a dependency that hangs is
+       * treated like one that is down); a Redis that does not answer within it is unavailable
+       * until it answers a probe again. The services' background calls (registry heartbeats,
+       * event relay, OCR enqueue) get 8× it, at least 2 s.
        */
       commandTimeoutMs: z.number().int().min(10).max(60_000).default(250),
       /** How often a gateway asks Redis whether it answers (PING): how soon it says degraded, and comes back. */
@@ -119,7 +120,7 @@ export const configSchema = z.strictObject({
       database: database.default('strangler_control'),
       schema: sqlIdent.default('strangler'),
       /** Deadline of a gateway's queries to the control database (route table and version polls). */
-      queryTimeoutMs: z.number().int().min(100).max(60_000).default(2_000),
+      queryTimeoutMs: z.number().int().min(100).max(60_000).default(5_000),
     })
     .prefault({}),
   gateway: z

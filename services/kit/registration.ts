@@ -4,7 +4,7 @@ import { hostname } from 'node:os';
 import { Redis } from 'ioredis';
 import type { ResolvedConfig, ResolvedService } from '../../core/config/load.ts';
 import type { Logger } from '../../core/logger.ts';
-import { boundedRedisOptions, redisReady } from '../../core/redis-health.ts';
+import { backgroundDeadlineMs, boundedRedisOptions, redisReady } from '../../core/redis-health.ts';
 import { createRedisRegistry } from '../../core/registry/redis-registry.ts';
 import type { ServiceInstance } from '../../core/registry/registry.ts';
 
@@ -30,7 +30,7 @@ export interface InstanceRegistration {
 export async function registerInstance(config: ResolvedConfig, service: ResolvedService, listenUrl: string, o: InstanceOptions, logger: Logger): Promise<InstanceRegistration> {
   // Every command has a deadline (a frozen Redis never answers); heartbeats that fail are retried
   // by the next one, and the entry comes back once Redis does.
-  const redis = new Redis(config.redis.url, boundedRedisOptions(config.redis));
+  const redis = new Redis(config.redis.url, boundedRedisOptions({ commandTimeoutMs: backgroundDeadlineMs(config.redis) }));
   redis.on('error', () => undefined);
   await redisReady(redis, 2_000);
   const registry = createRedisRegistry({ redis, keyPrefix: config.redis.keyPrefix, logger });
