@@ -1,5 +1,6 @@
-import { request } from 'node:http';
-import { SignJWT, UnsecuredJWT } from 'jose';
+import { createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { generateKeyPair, SignJWT, UnsecuredJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { gatewayTestEnv } from '../test/harness.ts';
@@ -128,6 +129,26 @@ describe('gateway JWT at the edge', () => {
     expect(res.json.error.code).toBe('UNAUTHENTICATED');
     expect(res.headers.get('www-authenticate')).toMatch(/^Bearer error="invalid_token"/);
     expect(env.legacy.seen.length).toBe(before);
+  });
+
+  it('answers 503 with Retry-After, within gateway.jwksTimeoutMs, when the keys of an RS256 token cannot be fetched (not 401)', async () => {
+    // A JWKS endpoint that accepts connections and never answers (a hung auth service).
+    const hung = createServer(() => undefined);
+    await new Promise<void>((r) => hung.listen(0, '127.0.0.1', r));
+    const jwksUrl = `http://127.0.0.1:${(hung.address() as AddressInfo).port}/jwks.json`;
+    const g2 = await startGateway({ ...env.config, gateway: { ...env.config.gateway, jwks: { url: jwksUrl, issuer: 'strangler-auth' }, jwksTimeoutMs: 300 } }, { port: 0, instanceId: 'gw-jwks' });
+    try {
+      const { privateKey } = await generateKeyPair('RS256');
+      const rs = await new SignJWT({}).setProtectedHeader({ alg: 'RS256', kid: 'k1' }).setSubject('5').setIssuer('strangler-auth').setExpirationTime('1h').sign(privateKey);
+      const res = await fetch(`${g2.url}/api/invoices`, { headers: { authorization: `Bearer ${rs}` }, signal: AbortSignal.timeout(10_000) });
+      expect(res.status).toBe(503);
+      expect(res.headers.get('retry-after')).toBe('1');
+      expect(((await res.json()) as any).error).toMatchObject({ code: 'NOT_READY', message: expect.stringMatching(/could not be fetched \(no answer within 300 ms\)/) });
+    } finally {
+      await g2.stop();
+      hung.closeAllConnections();
+      hung.close();
+    }
   });
 
   it('refuses a protected path without a token, and lets public paths through', async () => {
