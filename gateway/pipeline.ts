@@ -116,7 +116,7 @@ export function createPipeline(o: PipelineOptions) {
     if (!d?.limited) return a;
     o.metrics.credentialLimited.inc({ path: a.target.matchPath, limit: by });
     const headers = rateLimitHeaders(d);
-    return refuse(429, 'RATE_LIMITED', `too many failed attempts from this ${by === 'address' ? 'address' : 'account'}; retry in ${headers['retry-after']} s`, a.requestId, headers);
+    return refuse(429, 'RATE_LIMITED', `too many failed attempts ${by === 'address' ? 'from this address' : 'for this account'}; retry in ${headers['retry-after']} s`, a.requestId, headers);
   }
 
   return {

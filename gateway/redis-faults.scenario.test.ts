@@ -48,7 +48,11 @@ interface Sample {
 
 const ROUTES = { legacy: '/api/auth/me', canary: '/api/invoices', service: '/api/templates' } as const;
 
-/** Steady load: `perRoute` closed-loop clients per route, each pausing 5 ms between requests. */
+/**
+ * Steady load: `perRoute` closed-loop clients per route, each pausing 20 ms between requests
+ * (about 200 requests a second: enough to show that none waits, without starving the tests that
+ * run beside this one on a 2-core machine).
+ */
 function startLoad(perRoute: number) {
   const samples: Sample[] = [];
   let stop = false;
@@ -64,7 +68,7 @@ function startLoad(perRoute: number) {
       } catch (err) {
         samples.push({ route, at, ms: Date.now() - at, status: 0, error: (err as Error).name });
       }
-      await new Promise((r) => setTimeout(r, 5));
+      await new Promise((r) => setTimeout(r, 20));
     }
   };
   const running = (Object.keys(ROUTES) as Array<keyof typeof ROUTES>).flatMap((route) => Array.from({ length: perRoute }, () => client(route)));
@@ -141,7 +145,7 @@ afterAll(async () => {
 
 describe('the gateway when Redis hangs or dies', () => {
   it('serves every route without a failed request while Redis is frozen for 30 s, says degraded on /readyz, and recovers by itself', async () => {
-    const load = startLoad(3);
+    const load = startLoad(2);
     let outage = { from: 0, to: 0 };
     let degradedSeen: Awaited<ReturnType<typeof readyz>> | null = null;
     let recoveredMs = -1;
@@ -197,7 +201,7 @@ describe('the gateway when Redis hangs or dies', () => {
   }, 120_000);
 
   it('serves every route without a failed request while Redis is killed and restarted', async () => {
-    const load = startLoad(3);
+    const load = startLoad(2);
     let outage = { from: 0, to: 0 };
     let degradedSeen = false;
     try {
@@ -223,7 +227,7 @@ describe('the gateway when Redis hangs or dies', () => {
     console.log(`killed Redis (SIGKILL, restarted after ${Math.round((outage.to - outage.from) / 1000)} s), per route:\n${JSON.stringify({ during, all }, null, 1)}`);
     for (const route of Object.keys(ROUTES)) {
       expect({ route, failed: all[route].failed }).toEqual({ route, failed: 0 });
-      expect(during[route].requests, route).toBeGreaterThan(50);
+      expect(during[route].requests, route).toBeGreaterThan(30);
     }
     expect(degradedSeen, '/readyz said degraded while Redis was down').toBe(true);
     const r = await readyz();
