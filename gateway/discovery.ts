@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import proxyaddr from 'proxy-addr';
 import type { Logger } from '../core/logger.ts';
+import type { DependencyHealth } from '../core/redis-health.ts';
 import type { ServiceRegistry } from '../core/registry/registry.ts';
 import type { Cluster } from './upstreams.ts';
 
@@ -11,13 +12,29 @@ export interface Discovery {
   stop(): Promise<void>;
 }
 
+export interface DiscoveryOptions {
+  registry: ServiceRegistry;
+  clusters: Cluster[];
+  refreshMs: number;
+  logger: Logger;
+  allowedHosts?: string[];
+  /** The registry's Redis: not read while unavailable. */
+  health?: DependencyHealth & { lastOutage?: { to: number } | null };
+  /**
+   * After a Redis outage, how long instances missing from the registry are kept (the registry TTL):
+   * their entries lapsed while Redis was away, and they register again with their next heartbeat.
+   */
+  outageGraceMs?: number;
+}
+
 /**
  * Keeps the clusters of `discovery: registry` services in step with the registry: a full listing
  * every `refreshMs` (which also sees instances whose TTL lapsed) and one at once for a service
  * whose instances announce a change. While the registry cannot be read the last known members
- * stay (the active health checks still take a dead one out of rotation).
+ * stay (the active health checks still take a dead one out of rotation), and for `outageGraceMs`
+ * after Redis is back none is dropped for missing from it.
  */
-export function startDiscovery(o: { registry: ServiceRegistry; clusters: Cluster[]; refreshMs: number; logger: Logger; allowedHosts?: string[] }): Discovery {
+export function startDiscovery(o: DiscoveryOptions): Discovery {
   const byName = new Map(o.clusters.map((c) => [c.name, c]));
   const allowed = hostFilter(o.allowedHosts ?? []);
   const refused = new Set<string>();
@@ -26,6 +43,9 @@ export function startDiscovery(o: { registry: ServiceRegistry; clusters: Cluster
 
   async function refresh(service?: string): Promise<void> {
     const targets = service ? [byName.get(service)].filter((c): c is Cluster => !!c) : [...byName.values()];
+    if (o.health && !o.health.ok) return o.health.unavailable('registry');
+    const lastOutage = o.health?.lastOutage;
+    const keepMissing = !!lastOutage && Date.now() - lastOutage.to < (o.outageGraceMs ?? 0);
     try {
       const checks: Promise<void>[] = [];
       for (const c of targets) {
@@ -36,12 +56,13 @@ export function startDiscovery(o: { registry: ServiceRegistry; clusters: Cluster
           return false;
         });
         if (stopped) return;
-        checks.push(c.setMembers(instances.map((i) => ({ id: i.id, url: i.url, source: 'registry' as const, version: i.version, zone: i.zone }))));
+        checks.push(c.setMembers(instances.map((i) => ({ id: i.id, url: i.url, source: 'registry' as const, version: i.version, zone: i.zone })), { keepMissing }));
       }
       await Promise.all(checks);
       if (failing) o.logger.info('registry readable again');
       failing = false;
     } catch (err) {
+      o.health?.failed(err);
       if (!failing) o.logger.warn({ err: (err as Error).message }, 'registry unreadable: keeping the last known instances');
       failing = true;
     }

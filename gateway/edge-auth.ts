@@ -1,8 +1,10 @@
+import { StranglerError } from '../core/errors.ts';
 import type { Identity, TokenVerifier } from '../services/kit/jwt.ts';
 import { bearerToken } from '../services/kit/jwt.ts';
 import { matchesPrefix } from './path-normalize.ts';
 
-export type AuthOutcome = { ok: true; identity?: Identity } | { ok: false; message: string };
+/** Refused: 401 (UNAUTHENTICATED), or 503 (NOT_READY) when the token's issuer keys could not be fetched. */
+export type AuthOutcome = { ok: true; identity?: Identity } | { ok: false; message: string; code?: 'UNAUTHENTICATED' | 'NOT_READY' };
 
 export interface EdgeAuthOptions {
   verify: TokenVerifier;
@@ -54,7 +56,8 @@ export function createEdgeAuth(options: EdgeAuthOptions) {
       // On a public path (login with a stale token) a bad token is not an error; the request
       // simply carries no identity.
       if (!needed) return { ok: true };
-      return { ok: false, message: err instanceof Error ? err.message : 'the token could not be verified' };
+      const code = err instanceof StranglerError && err.code === 'NOT_READY' ? 'NOT_READY' : 'UNAUTHENTICATED';
+      return { ok: false, code, message: err instanceof Error ? err.message : 'the token could not be verified' };
     }
   }
 }

@@ -1,5 +1,6 @@
-import { request } from 'node:http';
-import { SignJWT, UnsecuredJWT } from 'jose';
+import { createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { generateKeyPair, SignJWT, UnsecuredJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { gatewayTestEnv } from '../test/harness.ts';
@@ -130,6 +131,26 @@ describe('gateway JWT at the edge', () => {
     expect(env.legacy.seen.length).toBe(before);
   });
 
+  it('answers 503 with Retry-After, within gateway.jwksTimeoutMs, when the keys of an RS256 token cannot be fetched (not 401)', async () => {
+    // A JWKS endpoint that accepts connections and never answers (a hung auth service).
+    const hung = createServer(() => undefined);
+    await new Promise<void>((r) => hung.listen(0, '127.0.0.1', r));
+    const jwksUrl = `http://127.0.0.1:${(hung.address() as AddressInfo).port}/jwks.json`;
+    const g2 = await startGateway({ ...env.config, gateway: { ...env.config.gateway, jwks: { url: jwksUrl, issuer: 'strangler-auth' }, jwksTimeoutMs: 300 } }, { port: 0, instanceId: 'gw-jwks' });
+    try {
+      const { privateKey } = await generateKeyPair('RS256');
+      const rs = await new SignJWT({}).setProtectedHeader({ alg: 'RS256', kid: 'k1' }).setSubject('5').setIssuer('strangler-auth').setExpirationTime('1h').sign(privateKey);
+      const res = await fetch(`${g2.url}/api/invoices`, { headers: { authorization: `Bearer ${rs}` }, signal: AbortSignal.timeout(10_000) });
+      expect(res.status).toBe(503);
+      expect(res.headers.get('retry-after')).toBe('1');
+      expect(((await res.json()) as any).error).toMatchObject({ code: 'NOT_READY', message: expect.stringMatching(/could not be fetched \(no answer within 300 ms\)/) });
+    } finally {
+      await g2.stop();
+      hung.closeAllConnections();
+      hung.close();
+    }
+  });
+
   it('refuses a protected path without a token, and lets public paths through', async () => {
     expect((await get('/api/invoices')).status).toBe(401);
     expect((await get('/api/auth/login', { method: 'POST', body: '{}' })).status).toBe(200);
@@ -213,11 +234,45 @@ describe('gateway proxy correctness', () => {
     expect(reply).toBe('legacy:77:ping');
   });
 
+  it('gives a WebSocket upgrade the plain request\'s X-Forwarded-* rule, request id, identity headers and rate limit', async () => {
+    const open = (g: RunningGateway, headers: Record<string, string>) =>
+      new Promise<{ status: number; headers: Record<string, unknown> }>((resolve, reject) => {
+        const ws = new WebSocket(`${g.url.replace('http', 'ws')}/api/invoices/live`, { headers });
+        ws.on('open', () => {
+          ws.close();
+          resolve({ status: 101, headers: {} });
+        });
+        ws.on('unexpected-response', (_req, res) => {
+          res.resume();
+          resolve({ status: res.statusCode ?? 0, headers: res.headers });
+        });
+        ws.on('error', reject);
+      });
+    const t = await token('78');
+    const before = env.legacy.seen.length;
+    expect((await open(gw, { authorization: `Bearer ${t}`, 'x-request-id': 'ws-req-1', 'x-forwarded-for': '6.6.6.6', 'x-forwarded-proto': 'https', 'x-user-id': '1' })).status).toBe(101);
+    const upgrade = env.legacy.seen.slice(before).find((r) => r.url === '/api/invoices/live')!;
+    expect(upgrade.headers).toMatchObject({ 'x-request-id': 'ws-req-1', 'x-forwarded-for': '127.0.0.1', 'x-forwarded-proto': 'http', 'x-user-id': '78', upgrade: 'websocket' });
+    expect(upgrade.headers.traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+
+    const limited = await startGateway({ ...env.config, redis: { ...env.config.redis, keyPrefix: `${env.config.redis.keyPrefix}ws:` }, gateway: { ...env.config.gateway, rateLimits: [{ prefix: '/api/invoices/live', limit: 2, windowMs: 86_400_000 }] } }, { port: 0, instanceId: 'gw-ws-limit' });
+    try {
+      const statuses: number[] = [];
+      let last: { status: number; headers: Record<string, unknown> } | undefined;
+      for (let i = 0; i < 3; i++) statuses.push((last = await open(limited, { authorization: `Bearer ${t}` })).status);
+      expect(statuses).toEqual([101, 101, 429]);
+      expect(last!.headers).toMatchObject({ 'retry-after': expect.stringMatching(/^\d+$/), 'x-request-id': expect.any(String) });
+    } finally {
+      await limited.stop();
+    }
+  });
+
   it('serves /healthz, /readyz and /metrics', async () => {
     expect((await get('/healthz')).status).toBe(200);
     const ready = await get('/readyz');
     expect(ready.status).toBe(200);
-    expect(ready.json).toMatchObject({ ready: true, routeTable: { degraded: false }, controlDatabase: 'ok', redis: 'ready' });
+    expect(ready.json).toMatchObject({ ready: true, status: 'ok', degraded: [], routeTable: { degraded: false }, controlDatabase: 'ok', redis: 'ready' });
+    await get('/health'); // one unrouted request, also when this test runs alone
     const metrics = await get('/metrics');
     expect(metrics.text).toMatch(/strangler_gateway_requests_total\{prefix="unrouted",target="legacy",class="2xx"\} \d+/);
     expect(metrics.text).toMatch(/strangler_gateway_route_version \d+/);

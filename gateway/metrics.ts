@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { DependencyHealth } from '../core/redis-health.ts';
 import type { RedisKeys } from './redis-keys.ts';
 
 /**
@@ -42,9 +43,18 @@ export function createGatewayMetrics(options: { defaultMetrics?: boolean } = {})
     instanceAvailable: new Gauge({ name: 'strangler_gateway_instance_available', help: '1 while an instance is healthy and not ejected', labelNames: ['service', 'instance'] as const, registers: [registry] }),
     availableInstances: new Gauge({ name: 'strangler_gateway_available_instances', help: 'Instances of a service that may take requests (0: canary traffic goes to legacy)', labelNames: ['service'] as const, registers: [registry] }),
     routeVersion: new Gauge({ name: 'strangler_gateway_route_version', help: 'Route table version applied', registers: [registry] }),
-    degraded: new Gauge({ name: 'strangler_gateway_degraded', help: '1 while serving a route snapshot because the control database is unreachable', registers: [registry] }),
+    degraded: new Gauge({ name: 'strangler_gateway_degraded', help: '1 while /readyz says degraded: serving a route snapshot, control database unreachable, or Redis unavailable', registers: [registry] }),
     rateLimited: new Counter({ name: 'strangler_gateway_rate_limited_total', help: 'Requests answered 429', labelNames: ['prefix'] as const, registers: [registry] }),
-    storeErrors: new Counter({ name: 'strangler_gateway_store_errors_total', help: 'Redis errors on the request path (rate limits passed open)', labelNames: ['store'] as const, registers: [registry] }),
+    credentialLimited: new Counter({ name: 'strangler_gateway_credential_limited_total', help: 'Credential attempts answered 429, by the limit that refused them (address, account)', labelNames: ['path', 'limit'] as const, registers: [registry] }),
+    storeErrors: new Counter({ name: 'strangler_gateway_store_errors_total', help: 'Redis errors on the request path (the rate limit decided on local counts)', labelNames: ['store'] as const, registers: [registry] }),
+    redisAvailable: new Gauge({ name: 'strangler_gateway_redis_available', help: '1 while Redis answers within redis.commandTimeoutMs', registers: [registry] }),
+    redisUnavailable: new Counter({
+      name: 'strangler_gateway_redis_unavailable_total',
+      help: 'Work done without Redis while it was unavailable: rate-limit (decided on local counts), heartbeat (skipped), figures (held back, sent later), figures-lost (dropped), shadow (counts not shared), registry (listing skipped)',
+      labelNames: ['what'] as const,
+      registers: [registry],
+    }),
+    clientAborts: new Counter({ name: 'strangler_gateway_client_aborts_total', help: 'Requests the client gave up on before the answer was complete (not upstream failures: no 5xx, no outlier ejection)', labelNames: ['prefix', 'target'] as const, registers: [registry] }),
   };
 }
 
@@ -167,20 +177,41 @@ interface Figures {
   latency: number[];
 }
 
+/** Buckets of figures held back while Redis is unavailable: 10 minutes; older ones are dropped (and counted). */
+const MAX_HELD_BUCKETS = 120;
+
+/** Adds `from` into the map's figures for `key`. */
+function addFigures(into: Map<string, Figures>, key: string, from: Figures): void {
+  const f = into.get(key);
+  if (!f) return void into.set(key, from);
+  f.requests += from.requests;
+  f.errors += from.errors;
+  from.latency.forEach((n, i) => (f.latency[i] += n));
+}
+
 /**
  * Per-route, per-target figures (requests, 5xx, latency histogram) summed in memory and flushed
  * to Redis once a second into 5 s buckets, so the canary analysis reads one total for the route
  * across every gateway instance without a Redis round trip per request.
+ *
+ * While Redis is unavailable the figures are held back by bucket (up to MAX_HELD_BUCKETS) and sent
+ * when it answers again, into the buckets they belong to. A flush that timed out may still be
+ * applied by a Redis that was only slow: it is dropped and counted (figures-lost) rather than
+ * risk counting requests twice; one that never left (no connection) is held back.
  */
 export class RouteFigures {
   #pending = new Map<string, Figures>();
+  /** Bucket start (ms) → figures not yet in Redis. */
+  #held = new Map<number, Map<string, Figures>>();
   #timer: NodeJS.Timeout | null = null;
   readonly #redis: Redis;
   readonly #keys: RedisKeys;
+  readonly #health: DependencyHealth | undefined;
 
-  constructor(redis: Redis, keys: RedisKeys) {
+  constructor(redis: Redis, keys: RedisKeys, health?: DependencyHealth) {
     this.#redis = redis;
     this.#keys = keys;
+    this.#health = health;
   }
 
   record(service: string, target: 'legacy' | 'service', status: number, ms: number): void {
@@ -197,21 +228,59 @@ export class RouteFigures {
     this.#timer.unref();
   }
 
+  /** Figures not yet in Redis (held back while it is unavailable), for tests and /metrics. */
+  get heldBuckets(): number {
+    return this.#held.size;
+  }
+
   async flush(): Promise<void> {
-    if (this.#pending.size === 0) return;
-    const batch = this.#pending;
-    this.#pending = new Map();
-    const bucket = Math.floor(Date.now() / BUCKET_MS) * BUCKET_MS;
-    const multi = this.#redis.multi();
-    for (const [key, f] of batch) {
-      const [service, target] = key.split('\u0000');
-      const k = this.#keys.routeMetrics(service, target, bucket);
-      multi.hincrby(k, 'requests', f.requests).hincrby(k, 'errors', f.errors);
-      // Fields are named by bound (l100, linf), so gateways of different versions add up.
-      f.latency.forEach((n, i) => n && multi.hincrby(k, `l${i < LATENCY_BOUNDS_MS.length ? LATENCY_BOUNDS_MS[i] : 'inf'}`, n));
-      multi.pexpire(k, 3_600_000);
+    if (this.#pending.size > 0) {
+      const bucket = Math.floor(Date.now() / BUCKET_MS) * BUCKET_MS;
+      const into = this.#held.get(bucket) ?? new Map<string, Figures>();
+      for (const [key, f] of this.#pending) addFigures(into, key, f);
+      this.#held.set(bucket, into);
+      this.#pending = new Map();
     }
-    await multi.exec().catch(() => undefined); // figures may be lost (DESIGN.md); requests never wait on them
+    if (this.#held.size === 0) return;
+    const health = this.#health;
+    if (health && !health.ok) {
+      health.unavailable('figures');
+      for (const bucket of [...this.#held.keys()].sort((a, b) => a - b).slice(0, Math.max(0, this.#held.size - MAX_HELD_BUCKETS))) {
+        this.#held.delete(bucket);
+        health.unavailable('figures-lost');
+      }
+      return;
+    }
+    const batches = this.#held;
+    this.#held = new Map();
+    const multi = this.#redis.multi();
+    for (const [bucket, batch] of batches) {
+      for (const [key, f] of batch) {
+        const [service, target] = key.split('\u0000');
+        const k = this.#keys.routeMetrics(service, target, bucket);
+        multi.hincrby(k, 'requests', f.requests).hincrby(k, 'errors', f.errors);
+        // Fields are named by bound (l100, linf), so gateways of different versions add up.
+        f.latency.forEach((n, i) => n && multi.hincrby(k, `l${i < LATENCY_BOUNDS_MS.length ? LATENCY_BOUNDS_MS[i] : 'inf'}`, n));
+        multi.pexpire(k, 3_600_000);
+      }
+    }
+    // Requests never wait on this: figures may be lost (DESIGN.md), and are counted when they are.
+    try {
+      const results = await multi.exec();
+      const failed = results?.find(([err]) => err);
+      if (!results || failed) throw failed?.[0] ?? new Error('the figures transaction was discarded');
+    } catch (err) {
+      health?.failed(err);
+      if (/Stream isn't writeable/.test((err as Error).message)) {
+        // Never sent (no connection): held back for the next flush.
+        for (const [bucket, batch] of batches) {
+          const into = this.#held.get(bucket) ?? new Map<string, Figures>();
+          for (const [key, f] of batch) addFigures(into, key, f);
+          this.#held.set(bucket, into);
+        }
+        health?.unavailable('figures');
+      } else health?.unavailable('figures-lost');
+    }
   }
 
   async stop(): Promise<void> {

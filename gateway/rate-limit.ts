@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import type { RedisKeys } from './redis-keys.ts';
+import type { DependencyHealth } from '../core/redis-health.ts';
 import { matchesPrefix } from './path-normalize.ts';
 
 export interface RateLimitRule {
@@ -30,6 +30,19 @@ interface Counter {
   knownAt: number;
 }
 
+export interface RateLimiterOptions {
+  rules: RateLimitRule[];
+  redis: Redis;
+  /** Where a rule's counters live in Redis (`<this><window number>:<client key>`). */
+  keyPrefix: (rulePrefix: string) => string;
+  onStoreError: (err: unknown) => void;
+  sync?: RateLimitSync;
+  /** While not ok, every hit is counted here alone, without a Redis round trip (default: always ok). */
+  health?: DependencyHealth;
+}
+
+const ALWAYS_OK: DependencyHealth = { ok: true, reason: null, failed: () => undefined, unavailable: () => undefined };
+
 /**
  * Fixed-window rate limits shared by every gateway (windows aligned to multiples of windowMs),
  * keyed per user when authenticated, else per client IP; the longest matching prefix's rule
@@ -40,17 +53,24 @@ interface Counter {
  * (its shared total is stale). A limit can be exceeded by at most the hits other gateways let
  * through on a total up to two sync intervals old.
  *
- * If Redis cannot answer, each gateway goes on counting alone (its own hits against the limit):
- * a Redis outage neither opens the API to floods nor takes it down. Errors are counted.
+ * If Redis cannot answer (down, or not answering within its command deadline), each gateway
+ * goes on counting alone (its own hits against the limit): a Redis outage neither opens the API
+ * to floods nor takes it down. While `health` says Redis is unavailable no hit waits on it at
+ * all; what was counted meanwhile is added to the shared counters once it is back. Errors are
+ * counted. A flush that timed out may still be applied by a Redis that was only slow, and is
+ * sent again: after such an outage a count can be high by one interval's hits, never low.
  */
-export function createRateLimiter(rules: RateLimitRule[], redis: Redis, keys: RedisKeys, onStoreError: (err: unknown) => void, sync: RateLimitSync = { intervalMs: 0, exactWithin: 0 }) {
-  const compiled = rules
+export function createRateLimiter(o: RateLimiterOptions) {
+  const { redis, onStoreError } = o;
+  const sync = o.sync ?? { intervalMs: 0, exactWithin: 0 };
+  const health = o.health ?? ALWAYS_OK;
+  const compiled = o.rules
     .map((r) => {
       const prefix = r.prefix.toLowerCase().replace(/\/+$/, '') || '/';
       return {
         ...r,
         prefix,
-        keyPrefix: keys.rateLimit(prefix),
+        keyPrefix: o.keyPrefix(prefix),
         policy: `${r.limit};w=${Math.round(r.windowMs / 1000)}`,
         exactFrom: sync.intervalMs === 0 ? 0 : Math.max(0, r.limit - sync.exactWithin),
         counters: new Map<string, Counter>(),
@@ -75,13 +95,13 @@ export function createRateLimiter(rules: RateLimitRule[], redis: Redis, keys: Re
           rule.counters.delete(clientKey);
           continue;
         }
-        if (c.pending === 0) continue;
+        if (c.pending === 0 || !health.ok) continue;
         const key = redisKey(rule, c.window, clientKey);
         multi.incrby(key, c.pending).pexpireat(key, expireAt(rule, c.window));
         batch.push({ c, n: c.pending });
       }
     }
-    if (batch.length === 0) return;
+    if (batch.length === 0) return; // the MULTI is only sent by exec()
     try {
       const results = await multi.exec();
       batch.forEach(({ c, n }, i) => {
@@ -92,6 +112,7 @@ export function createRateLimiter(rules: RateLimitRule[], redis: Redis, keys: Re
         c.knownAt = now;
       });
     } catch (err) {
+      health.failed(err);
       onStoreError(err);
     }
   }
@@ -113,10 +134,23 @@ export function createRateLimiter(rules: RateLimitRule[], redis: Redis, keys: Re
     // What other gateways counted reaches this one with its own flushes: a key without hits for
     // two intervals has a stale total, so its next hit asks Redis (a client this slow costs little).
     const stale = now - c.knownAt > 2 * sync.intervalMs;
-    if ((stale || c.known + c.pending + 1 > rule.exactFrom) && c.known <= rule.limit) return exact(rule, c, clientKey, now);
-    // Far from the limit, or already over it (a hit over the limit need not be shared).
+    if ((stale || c.known + c.pending + 1 > rule.exactFrom) && c.known <= rule.limit) {
+      if (health.ok) return exact(rule, c, clientKey, now);
+      health.unavailable('rate-limit'); // decided on this gateway's own count
+    }
+    // Far from the limit, or already over it (a hit over the limit need not be shared), or Redis unavailable.
     c.pending++;
     return decide(rule, c.known + c.pending, now);
+  }
+
+  /**
+   * Gives one counted hit back (a credential attempt that succeeded): the next flush subtracts it
+   * from the shared counter. A hit of a window that has passed is not given back.
+   */
+  function refund(matchPath: string, clientKey: string): void {
+    const rule = compiled.find((r) => matchesPrefix(matchPath, r.prefix));
+    const c = rule?.counters.get(clientKey);
+    if (c && c.window === Math.floor(Date.now() / rule!.windowMs)) c.pending--;
   }
 
   /** This hit (and any pending ones) go to Redis before the decision. */
@@ -132,6 +166,7 @@ export function createRateLimiter(rules: RateLimitRule[], redis: Redis, keys: Re
       c.knownAt = now;
       return decide(rule, c.known, now);
     } catch (err) {
+      health.failed(err);
       onStoreError(err);
       c.pending += n; // counted here, added to Redis by a later flush
       return decide(rule, c.known + c.pending, now);
@@ -146,6 +181,7 @@ export function createRateLimiter(rules: RateLimitRule[], redis: Redis, keys: Re
 
   return Object.assign(rateLimit, {
     flush,
+    refund,
     stop() {
       if (timer) clearInterval(timer);
       timer = null;

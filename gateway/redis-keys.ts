@@ -15,6 +15,8 @@ export function redisKeys(prefix: string) {
     gatewayUpstreams: (id: string) => `${prefix}gateway:${id}:upstreams`,
     /** Rate-limit counters: `<this><window number>:<user or ip>` per rule prefix. */
     rateLimit: (rule: string) => `${prefix}rl:${rule}:`,
+    /** Credential-attempt counters: `<this><window number>:<ip:address or acct:hash>` per endpoint. */
+    credentialLimit: (kind: 'address' | 'account', path: string) => `${prefix}cl:${kind}:${path}:`,
     /** Per-route, per-target request figures in time buckets, summed over gateways. */
     routeMetrics: (service: string, target: string, bucketStartMs: number) => `${prefix}rm:${service}:${target}:${bucketStartMs}`,
     /** Shadow comparison counters per service (hash: total, mismatched, skipped, errors). */

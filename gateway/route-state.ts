@@ -2,7 +2,9 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
 import type { Redis } from 'ioredis';
+import { withDeadline } from '../core/deadline.ts';
 import type { Logger } from '../core/logger.ts';
+import type { DependencyHealth } from '../core/redis-health.ts';
 import type { RedisKeys } from './redis-keys.ts';
 import type { RouteStore } from './route-store.ts';
 import type { RouteSource, RouteTable } from './route-types.ts';
@@ -20,6 +22,8 @@ export interface LiveRouteStateOptions {
   logger: Logger;
   /** The gateway's zone (zone-aware routing), published with its heartbeat. */
   zone?: string;
+  /** Redis (`redis`) as the gateway sees it: heartbeats are skipped, not queued, while it is unavailable. */
+  health?: DependencyHealth & { lastOutage?: { from: number; to: number; reason: string } | null };
   /**
    * Runs before a newly applied table is acknowledged (the gateway drains in-flight writes to a
    * prefix the table fences): the acknowledgement means "no write of the old routing is left".
@@ -28,6 +32,9 @@ export interface LiveRouteStateOptions {
 }
 
 type State = 'created' | 'active' | 'stopping' | 'stopped';
+
+/** Longest wait for a (un)subscription, whose connection has no command deadline. */
+const REDIS_WAIT_MS = 2_000;
 
 /**
  * The gateway's view of the route table. A new version is loaded whole and swapped in with one
@@ -103,7 +110,8 @@ export class LiveRouteState implements RouteSource {
     });
     // ioredis re-subscribes after a reconnect; a refresh then covers what was missed meanwhile.
     subscriber.on('ready', () => void this.refresh());
-    await subscriber.subscribe(keys.routesChanged).catch((err) => this.#o.logger.warn({ err }, 'cannot subscribe to route notifications yet; polling'));
+    // Bounded: a frozen Redis never answers, and the subscription completes whenever it does.
+    await withDeadline(subscriber.subscribe(keys.routesChanged), REDIS_WAIT_MS, 'Redis (SUBSCRIBE)').catch((err) => this.#o.logger.warn({ err }, 'cannot subscribe to route notifications yet; polling'));
     this.#timers.push(setInterval(() => void this.#poll(), this.#o.pollIntervalMs));
     this.#timers.push(setInterval(() => void this.heartbeat(), this.#o.heartbeatIntervalMs));
     for (const t of this.#timers) t.unref();
@@ -161,7 +169,9 @@ export class LiveRouteState implements RouteSource {
   /** Publishes this instance's applied version (the acknowledgement the control plane waits for). */
   async heartbeat(): Promise<void> {
     if (this.#state !== 'active') return;
-    const { redis, keys, instanceId, heartbeatIntervalMs } = this.#o;
+    const { redis, keys, instanceId, heartbeatIntervalMs, health } = this.#o;
+    // Skipped, not queued: the next one after Redis is back carries the current state.
+    if (health && !health.ok) return health.unavailable('heartbeat');
     const now = Date.now();
     try {
       await redis
@@ -174,13 +184,25 @@ export class LiveRouteState implements RouteSource {
           startedAt: this.#startedAt,
           heartbeatAt: String(now),
           zone: this.#o.zone ?? '',
+          degradedReason: this.#degradedReason(now),
         })
         .pexpire(keys.gateway(instanceId), heartbeatIntervalMs * 5)
         .zadd(keys.gateways, now, instanceId)
         .exec();
-    } catch {
+    } catch (err) {
       // Redis down: the gateway keeps serving; the control plane will see it as not live.
+      health?.failed(err);
     }
+  }
+
+  /** Why this gateway is degraded, or was until less than a minute ago (a Redis outage), for its heartbeat. */
+  #degradedReason(now: number): string {
+    const reasons: string[] = [];
+    if (this.#degraded) reasons.push('serving the route snapshot (control database unreachable)');
+    else if (!this.#storeReachable) reasons.push('control database unreachable');
+    const outage = this.#o.health?.lastOutage;
+    if (outage && now - outage.to < 60_000) reasons.push(`Redis was unavailable for ${((outage.to - outage.from) / 1000).toFixed(1)} s until ${new Date(outage.to).toISOString()} (${outage.reason})`);
+    return reasons.join('; ');
   }
 
   #readSnapshot(): RouteTable | null {
@@ -214,7 +236,7 @@ export class LiveRouteState implements RouteSource {
     for (const t of this.#timers) clearInterval(t);
     this.#timers = [];
     const { redis, subscriber, keys, instanceId } = this.#o;
-    await subscriber.unsubscribe(keys.routesChanged).catch(() => undefined);
+    await withDeadline(subscriber.unsubscribe(keys.routesChanged), REDIS_WAIT_MS, 'Redis (UNSUBSCRIBE)').catch(() => undefined);
     await redis.multi().del(keys.gateway(instanceId)).zrem(keys.gateways, instanceId).exec().catch(() => undefined);
     this.#state = 'stopped';
   }

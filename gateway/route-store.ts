@@ -10,9 +10,14 @@ export interface RouteStore {
   close(): Promise<void>;
 }
 
-/** The control database's `<schema>.routes` and `<schema>.route_version`. */
-export function createPgRouteStore(databaseUrl: string, schema: string): RouteStore {
-  const pool = new pg.Pool({ connectionString: databaseUrl, max: 2, connectionTimeoutMillis: 2_000, idleTimeoutMillis: 10_000 });
+/**
+ * The control database's `<schema>.routes` and `<schema>.route_version`. Every query has a
+ * deadline (`queryTimeoutMs`, client side, so it holds against a server that hangs too): a
+ * timed-out query fails like a refused one, its connection is dropped, and the gateway keeps its
+ * table.
+ */
+export function createPgRouteStore(databaseUrl: string, schema: string, options: { queryTimeoutMs?: number } = {}): RouteStore {
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 2, connectionTimeoutMillis: 2_000, idleTimeoutMillis: 10_000, query_timeout: options.queryTimeoutMs ?? 5_000 });
   pool.on('error', () => undefined); // an idle client dropped by a restarting server; the next query reconnects
   const s = `"${schema}"`;
   return {

@@ -1,22 +1,22 @@
-import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Redis } from 'ioredis';
-import proxyaddr from 'proxy-addr';
 import type { ResolvedConfig } from '../core/config/load.ts';
 import { errorBody } from '../core/errors.ts';
 import { StranglerError } from '../core/errors.ts';
 import type { Logger } from '../core/logger.ts';
+import type { RedisHealth } from '../core/redis-health.ts';
 import { createTokenVerifier, jwksFor } from '../services/kit/jwt.ts';
-import { CANARY_COOKIE, newCanaryCookieValue, readCanaryCookie } from './canary.ts';
+import { createCredentialLimits } from './credential-limit.ts';
 import { createEdgeAuth } from './edge-auth.ts';
-import { traceparentFor, upstreamHeaders, validRequestId } from './headers.ts';
 import { createGatewayMetrics, RouteFigures, statusClass, type GatewayMetrics } from './metrics.ts';
+import { createOps, OPS_PATHS } from './ops.ts';
 import { normalizeRequestTarget } from './path-normalize.ts';
+import { createPipeline } from './pipeline.ts';
 import { forward, limitBody, readBody, RetryableStatus, type Body, type ForwardOptions } from './proxy.ts';
 import type { CapturedResponse } from './shadow.ts';
-import { createRateLimiter, rateLimitHeaders } from './rate-limit.ts';
+import { createRateLimiter } from './rate-limit.ts';
 import type { RedisKeys } from './redis-keys.ts';
-import { chooseTarget, matchRoute, safeToRetry, type Target } from './route-choice.ts';
+import { matchRoute, safeToRetry, type Target } from './route-choice.ts';
 import type { RouteSource, RouteTable } from './route-types.ts';
 import { createShadow } from './shadow.ts';
 import { createRedisRegistry } from '../core/registry/redis-registry.ts';
@@ -28,6 +28,8 @@ export interface GatewayDeps {
   config: ResolvedConfig;
   routes: RouteSource & { loaded?: boolean; storeReachable?: boolean; onApply?: (fn: (table: RouteTable) => void) => void; setBeforeAck?: (hook: (table: RouteTable) => Promise<void>) => void };
   redis: Redis;
+  /** Whether `redis` answers: while it does not, nothing on the request path waits on it. */
+  redisHealth: RedisHealth;
   keys: RedisKeys;
   logger: Logger;
   metrics?: GatewayMetrics;
@@ -44,8 +46,6 @@ export interface Gateway {
 }
 
 const BODYLESS = new Set(['GET', 'HEAD', 'OPTIONS', 'DELETE']);
-/** The gateway's own endpoints, answered before any route. */
-const OPS_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
 /** Answers another instance may well not give: sent again there when the request is safe to retry. */
 const RETRY_STATUSES = [502, 503, 504] as const;
 
@@ -61,18 +61,30 @@ function sendError(res: ServerResponse, status: number, code: string, message: s
   res.end(body);
 }
 
+/** The client went away before its answer was complete: not an upstream failure (no 5xx, no ejection, no retry). */
+class ClientAborted extends Error {
+  readonly code = 'CLIENT_ABORTED';
+  constructor() {
+    super('the client closed the connection');
+  }
+}
+
+/** Whether the client's connection closed before the answer was complete. */
+const clientWentAway = (res: ServerResponse) => res.destroyed && !res.writableFinished;
+
 /**
  * The data plane. One request, top to bottom:
- * request id → ops endpoints → normalise path → route match → JWT → rate limit → choose side
- * (canary stickiness, available instances) → proxy to an instance (retries on another, fallback
- * to legacy) and, in shadow mode, mirror.
+ * request id → normalise path → ops endpoints → the pipeline (route table → route match → JWT →
+ * rate limit → credential limits, shared with WebSocket upgrades) → fence → choose side (canary
+ * stickiness, available instances) → proxy to an instance (retries on another, fallback to
+ * legacy) and, in shadow mode, mirror.
  * Plain node:http and undici pools: express costs 3× per request (see the gateway issue's figures).
  */
 export function createGateway(deps: GatewayDeps): Gateway {
-  const { config, routes, redis, keys, logger } = deps;
+  const { config, routes, redis, redisHealth, keys, logger } = deps;
   const g = config.gateway;
   const metrics = deps.metrics ?? createGatewayMetrics();
-  const figures = new RouteFigures(redis, keys);
+  const figures = new RouteFigures(redis, keys, redisHealth);
   figures.start();
 
   // One cluster of instances per upstream: static ones from strangler.yaml, or the registry's.
@@ -100,19 +112,21 @@ export function createGateway(deps: GatewayDeps): Gateway {
     refreshMs: g.loadBalancer.refreshMs,
     allowedHosts: config.registry.allowedHosts,
     logger,
+    health: redisHealth,
+    outageGraceMs: config.registry.ttlMs + g.loadBalancer.refreshMs,
   });
 
   const authenticate = createEdgeAuth({
-    verify: createTokenVerifier({ legacy: { secret: config.legacy.jwtSecret, issuer: config.legacy.jwtIssuer }, jwks: jwksFor(config), audience: g.audience }),
+    verify: createTokenVerifier({ legacy: { secret: config.legacy.jwtSecret, issuer: config.legacy.jwtIssuer }, jwks: jwksFor(config), audience: g.audience, jwksTimeoutMs: g.jwksTimeoutMs }),
     protectedPrefixes: g.protectedPrefixes,
     publicPaths: g.publicPaths,
   });
-  const rateLimit = createRateLimiter(g.rateLimits, redis, keys, () => metrics.storeErrors.inc({ store: 'rate-limit' }), g.rateLimitSync);
-  const shadow = createShadow({ ...g.shadow, ignorePaths: Object.fromEntries(config.services.map((s) => [s.name, s.ignorePaths])) }, { redis, keys, metrics, logger });
-  const trust = proxyaddr.compile(g.trustedProxies);
-  const trustsProxies = g.trustedProxies.length > 0;
-
-  const ready = () => (routes.loaded ?? true) && redis.status === 'ready';
+  const storeError = () => metrics.storeErrors.inc({ store: 'rate-limit' });
+  const rateLimit = createRateLimiter({ rules: g.rateLimits, redis, keyPrefix: keys.rateLimit, onStoreError: storeError, sync: g.rateLimitSync, health: redisHealth });
+  const credentials = createCredentialLimits(g.credentialLimits, g.publicPaths, { redis, keys, sync: g.rateLimitSync, health: redisHealth, onStoreError: storeError });
+  const pipeline = createPipeline({ routes, authenticate, rateLimit, credentials, trustedProxies: g.trustedProxies, metrics });
+  const shadow = createShadow({ ...g.shadow, ignorePaths: Object.fromEntries(config.services.map((s) => [s.name, s.ignorePaths])) }, { redis, keys, metrics, logger, health: redisHealth });
+  const ops = createOps({ routes, redis: redisHealth, metrics, upstreams });
 
   // Switchover fence: writes to a fenced prefix wait here until a table without the fence
   // arrives (then they are routed by it), or until fenceHoldMs (503). In-flight writes per
@@ -150,68 +164,20 @@ export function createGateway(deps: GatewayDeps): Gateway {
       held.set(prefix, [...(held.get(prefix) ?? []), onRelease]);
     });
 
-  async function ops(path: string, res: ServerResponse, requestId: string): Promise<boolean> {
-    if (path === '/healthz') {
-      res.writeHead(200, { 'content-type': 'application/json', 'x-request-id': requestId }).end('{"status":"ok"}');
-      return true;
-    }
-    if (path === '/readyz') {
-      const loaded = routes.loaded ?? true;
-      const body = {
-        ready: ready(),
-        routeTable: loaded ? { version: routes.current().version, degraded: routes.degraded } : null,
-        controlDatabase: routes.storeReachable === false ? 'unreachable' : 'ok',
-        redis: redis.status,
-        status: !loaded ? 'no route table' : routes.degraded ? 'degraded: serving the route snapshot (control database unreachable)' : 'ok',
-      };
-      res.writeHead(body.ready ? 200 : 503, { 'content-type': 'application/json', 'x-request-id': requestId }).end(JSON.stringify(body));
-      return true;
-    }
-    if (path === '/metrics') {
-      if (routes.loaded ?? true) metrics.routeVersion.set(routes.current().version);
-      metrics.instanceInFlight.reset();
-      metrics.instanceAvailable.reset();
-      for (const c of upstreams.values()) {
-        const view = c.view();
-        metrics.availableInstances.set({ service: c.name }, view.filter((v) => v.available).length);
-        for (const v of view) {
-          metrics.instanceInFlight.set({ service: c.name, instance: v.id }, v.inFlight);
-          metrics.instanceAvailable.set({ service: c.name, instance: v.id }, v.available ? 1 : 0);
-        }
-      }
-      metrics.degraded.set(routes.degraded ? 1 : 0);
-      res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(await metrics.registry.metrics());
-      return true;
-    }
-    return false;
-  }
-
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = performance.now();
-    const requestId = validRequestId(req.headers['x-request-id']) ?? randomUUID();
+    const requestId = pipeline.requestId(req);
     const target = normalizeRequestTarget(req.url ?? '/');
     // SECURITY: a path the gateway cannot read exactly as the upstream will is refused, never guessed.
     if (!target.ok) return sendError(res, 400, 'BAD_INPUT', `the request path is refused: ${target.reason}`, requestId);
     if (OPS_PATHS.has(target.path) && (await ops(target.path, res, requestId))) return;
-    if (!(routes.loaded ?? true)) return sendError(res, 503, 'NOT_READY', 'the gateway has no route table yet (control database unreachable and no snapshot); retry shortly', requestId, { 'retry-after': '1' });
 
-    let route = matchRoute(routes.current(), target.matchPath);
     // Awaited only when it is a promise: `await` on a plain value still costs a microtask turn.
-    const authed = authenticate(target.matchPath, req.headers.authorization);
-    const auth = authed instanceof Promise ? await authed : authed;
-    if (!auth.ok) {
-      return sendError(res, 401, 'UNAUTHENTICATED', auth.message, requestId, { 'www-authenticate': `Bearer error="invalid_token", error_description="${auth.message.replace(/"/g, "'")}"` });
-    }
-    const remote = req.socket.remoteAddress ?? '';
-    // SECURITY: X-Forwarded-For is read only from a trusted proxy (gateway.trustedProxies).
-    const viaProxy = trustsProxies && trust(remote, 0);
-    const limited = rateLimit(target.matchPath, auth.identity ? `user:${auth.identity.sub}` : `ip:${viaProxy ? proxyaddr(req, trust) : remote}`);
-    const decision = limited instanceof Promise ? await limited : limited;
-    const extraHeaders: Record<string, string | string[]> = decision ? rateLimitHeaders(decision) : {};
-    if (decision?.limited) {
-      metrics.rateLimited.inc({ prefix: route?.prefix ?? '/' });
-      return sendError(res, 429, 'RATE_LIMITED', `too many requests; retry in ${extraHeaders['retry-after']} s`, requestId, extraHeaders as Record<string, string>);
-    }
+    const admitted = pipeline.admit(req, requestId, target);
+    const a = admitted instanceof Promise ? await admitted : admitted;
+    if (!a.ok) return sendError(res, a.status, a.code, a.message, requestId, a.headers);
+    let route = a.route;
+    const extraHeaders = a.responseHeaders;
 
     const method = req.method ?? 'GET';
     const write = method !== 'GET' && method !== 'HEAD' && method !== 'OPTIONS';
@@ -220,40 +186,33 @@ export function createGateway(deps: GatewayDeps): Gateway {
       if (!released) return sendError(res, 503, 'NOT_READY', `writes to ${route.prefix} are held for a switchover that has not finished; retry shortly`, requestId, { 'retry-after': '1' });
       route = matchRoute(routes.current(), target.matchPath);
     }
+    a.route = route; // released from a fence: routed by the table that lifted it
     const length = Number(req.headers['content-length'] ?? 0);
     if (length > g.bodyLimitBytes) return sendError(res, 413, 'PAYLOAD_TOO_LARGE', `the request body is larger than ${g.bodyLimitBytes} bytes`, requestId, { connection: 'close' });
 
-    let stickyKey: string | null = auth.identity?.sub ?? null;
-    if (route?.mode === 'canary' && !stickyKey) {
-      stickyKey = readCanaryCookie(req.headers.cookie);
-      if (!stickyKey) {
-        stickyKey = newCanaryCookieValue();
-        extraHeaders['set-cookie'] = `${CANARY_COOKIE}=${stickyKey}; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax`;
-      }
-    }
     const service = route ? upstreams.get(route.service) : undefined;
     const retrySafe = safeToRetry(method, req.headers['idempotency-key'] as string | undefined);
-    const choice = chooseTarget(service ? route : null, { method, stickyKey, noInstance: service ? !service.hasAvailable() : false, retrySafe });
+    const choice = pipeline.choose(req, a, service, { method, retrySafe, setCookie: true });
+    const headers = pipeline.forwardHeaders(req, a);
 
-    const headers = upstreamHeaders(req.headers, {
-      requestId,
-      forwardedFor: viaProxy && req.headers['x-forwarded-for'] ? `${req.headers['x-forwarded-for']}, ${remote}` : remote,
-      proto: viaProxy && typeof req.headers['x-forwarded-proto'] === 'string' ? req.headers['x-forwarded-proto'] : 'http',
-      host: req.headers.host,
-      identity: auth.identity,
-      traceparent: traceparentFor(req.headers.traceparent),
-    });
-
-    // A body that may have to be replayed on legacy is read first (bounded); others stream.
+    // A body that may have to be replayed on legacy, or that names the account of a credential
+    // attempt, is read first (bounded); others stream.
     let body: Body = null;
     const hasBody = !BODYLESS.has(method) || length > 0 || req.headers['transfer-encoding'] !== undefined;
     if (hasBody) {
       try {
-        body = choice.fallback ? await readBody(req, g.bodyLimitBytes) : limitBody(req, g.bodyLimitBytes);
+        body = choice.fallback || (a.credential && credentials.readsBody) ? await readBody(req, g.bodyLimitBytes) : limitBody(req, g.bodyLimitBytes);
       } catch (err) {
+        if (clientWentAway(res)) return clientAborted(route?.prefix, choice.target);
         return sendError(res, 413, 'PAYLOAD_TOO_LARGE', (err as Error).message, requestId, { connection: 'close' });
       }
       if (Buffer.isBuffer(body)) delete headers['transfer-encoding'];
+    }
+    let account: string | null = null;
+    if (a.credential && Buffer.isBuffer(body) && (account = credentials.account(body, req.headers['content-type'])) !== null) {
+      const checked = pipeline.admitAccount(a, account);
+      const refused = checked instanceof Promise ? await checked : checked;
+      if (!refused.ok) return sendError(res, refused.status, refused.code, refused.message, requestId, refused.headers);
     }
 
     const path = `${target.path}${target.query}`;
@@ -274,8 +233,11 @@ export function createGateway(deps: GatewayDeps): Gateway {
         answer = await send(legacy, res, outbound, replayable);
       }
     } catch (err) {
+      // The client went away: not an upstream failure (neither a 502 in the figures canary
+      // analysis reads nor a failure of the instance), counted on its own.
+      if (err instanceof ClientAborted || clientWentAway(res)) return clientAborted(route?.prefix, served);
       if (res.headersSent) {
-        // The answer was under way when the upstream or the client broke off: cut it short.
+        // The answer was under way when the upstream broke off: cut it short.
         record(route?.service, route?.prefix, served, 502, started);
         res.destroy();
         return;
@@ -290,11 +252,13 @@ export function createGateway(deps: GatewayDeps): Gateway {
         : `${upstreamName} cannot be reached (${(err as { code?: string }).code ?? (err as Error).message})`;
       logger.warn({ err, reqId: requestId, upstream: upstreamName }, 'upstream error');
       record(route?.service, route?.prefix, served, status, started);
+      if (a.credential) credentials.settle(target.matchPath, a.client, account, status);
       return sendError(res, status, code, message, requestId);
     } finally {
       if (writePrefix) inFlightWrites.set(writePrefix, (inFlightWrites.get(writePrefix) ?? 1) - 1);
     }
     record(route?.service, route?.prefix, served, answer.status, started);
+    if (a.credential) credentials.settle(target.matchPath, a.client, account, answer.status);
     const mirrorTo = choice.shadow && service && route ? service.pick() : null;
     if (mirrorTo && route) {
       shadow.mirror(route.service, mirrorTo, { method, path, headers, requestId }, Promise.resolve(answer.body ? answer : null), legacy.pick() ?? undefined);
@@ -326,6 +290,10 @@ export function createGateway(deps: GatewayDeps): Gateway {
           cluster.report(endpoint, { ok: answer.status < 500, status: answer.status });
           return answer;
         } catch (err) {
+          if (clientWentAway(res)) {
+            next.end?.();
+            throw new ClientAborted();
+          }
           const kind = failureKind(err);
           if (kind) cluster.report(endpoint, { ok: false, status: err instanceof RetryableStatus ? err.status : undefined, kind });
           if (!(more && !res.headersSent && (err instanceof RetryableStatus || neverReached(err)))) {
@@ -346,6 +314,10 @@ export function createGateway(deps: GatewayDeps): Gateway {
     }
   }
 
+  function clientAborted(prefix: string | undefined, target: Target): void {
+    metrics.clientAborts.inc({ prefix: prefix ?? 'unrouted', target });
+  }
+
   function record(service: string | undefined, prefix: string | undefined, target: Target, status: number, started: number) {
     const ms = performance.now() - started;
     const label = prefix ?? 'unrouted';
@@ -361,7 +333,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     });
   });
   server.on('upgrade', (req, socket, head) => {
-    proxyUpgrade(req, socket, head, { routes, upstreams, authenticate, logger }).catch((err) => {
+    proxyUpgrade(req, socket, head, { pipeline, upstreams, logger }).catch((err) => {
       logger.warn({ err }, 'websocket upgrade failed');
       socket.destroy();
     });
@@ -382,6 +354,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
       await figures.stop();
       rateLimit.stop();
       await rateLimit.flush();
+      await credentials.stop();
       await discovery.stop();
       await Promise.all([...upstreams.values()].map((u) => u.close()));
     },

@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from '../core/logger.ts';
+import type { DependencyHealth } from '../core/redis-health.ts';
 import { compareResponses, compileIgnorePaths, type IgnoreMatcher } from './json-diff.ts';
 import type { GatewayMetrics } from './metrics.ts';
 import type { RedisKeys } from './redis-keys.ts';
@@ -42,13 +43,19 @@ export async function readCapped(body: AsyncIterable<Buffer>, max: number): Prom
  * shadowing can never slow the client down), a timeout and a body cap. The two answers are
  * compared and the outcome counted in Redis; mismatches keep the last N samples for `strangler diff`.
  */
-export function createShadow(options: ShadowOptions, deps: { redis: Redis; keys: RedisKeys; metrics: GatewayMetrics; logger: Logger }) {
+export function createShadow(options: ShadowOptions, deps: { redis: Redis; keys: RedisKeys; metrics: GatewayMetrics; logger: Logger; health?: DependencyHealth }) {
   const ignore = new Map<string, IgnoreMatcher>(Object.entries(options.ignorePaths).map(([svc, paths]) => [svc, compileIgnorePaths(paths)]));
   let inFlight = 0;
+  /** Redis is skipped while unavailable: the outcome is still counted in Prometheus, not shared. */
+  const redisUsable = () => {
+    if (!deps.health || deps.health.ok) return true;
+    deps.health.unavailable('shadow');
+    return false;
+  };
 
   const count = (service: string, outcome: 'match' | 'mismatch' | 'lagged' | 'skipped' | 'error') => {
     deps.metrics.shadow.inc({ service, outcome });
-    deps.redis.hincrby(deps.keys.shadowCounts(service), outcome, 1).catch(() => undefined);
+    if (redisUsable()) deps.redis.hincrby(deps.keys.shadowCounts(service), outcome, 1).catch((err) => deps.health?.failed(err));
   };
 
   return {
@@ -123,7 +130,7 @@ export function createShadow(options: ShadowOptions, deps: { redis: Redis; keys:
         diffs,
       };
       const key = deps.keys.shadowSamples(service);
-      await deps.redis.multi().lpush(key, JSON.stringify(sample)).ltrim(key, 0, options.samples - 1).exec().catch(() => undefined);
+      if (redisUsable()) await deps.redis.multi().lpush(key, JSON.stringify(sample)).ltrim(key, 0, options.samples - 1).exec().catch((err) => deps.health?.failed(err));
     },
 
     get inFlight() {

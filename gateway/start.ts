@@ -4,6 +4,8 @@ import type { AddressInfo } from 'node:net';
 import { Redis } from 'ioredis';
 import type { ResolvedConfig } from '../core/config/load.ts';
 import { createLogger, type Logger } from '../core/logger.ts';
+import { boundedRedisOptions, redisReady, RedisHealth } from '../core/redis-health.ts';
+import { createGatewayMetrics } from './metrics.ts';
 import { redisKeys } from './redis-keys.ts';
 import { LiveRouteState } from './route-state.ts';
 import { createPgRouteStore } from './route-store.ts';
@@ -32,14 +34,16 @@ export async function startGateway(config: ResolvedConfig, options: StartGateway
   const logger = options.logger ?? createLogger('gateway', config.logLevel);
   const instanceId = options.instanceId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
   const keys = redisKeys(config.redis.keyPrefix);
-  // Commands never queue forever while Redis is down: the request path must not wait on it.
-  const redisOptions = { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: 2_000, retryStrategy: (n: number) => Math.min(n * 200, 2_000) };
-  // Auto-pipelining sends the rate-limit commands of concurrent requests in one write.
-  const redis = new Redis(config.redis.url, { ...redisOptions, enableAutoPipelining: true });
-  const subscriber = new Redis(config.redis.url, { ...redisOptions, enableOfflineQueue: true });
+  // Every command has a deadline and none queues while Redis is down: the request path must not
+  // wait on it. Auto-pipelining sends the rate-limit commands of concurrent requests in one write.
+  const redis = new Redis(config.redis.url, { ...boundedRedisOptions(config.redis), enableAutoPipelining: true });
+  // Route notifications: a SUBSCRIBE waits (no deadline, kept across reconnects) until Redis answers.
+  const subscriber = new Redis(config.redis.url, { connectTimeout: 2_000, retryStrategy: (n: number) => Math.min(n * 200, 2_000), enableOfflineQueue: true, maxRetriesPerRequest: null });
   redis.on('error', () => undefined);
   subscriber.on('error', () => undefined);
-  const store = createPgRouteStore(config.control.databaseUrl, config.control.schema);
+  const metrics = createGatewayMetrics();
+  const redisHealth = new RedisHealth(redis, { ...config.redis, logger, onUnavailable: (what) => metrics.redisUnavailable.inc({ what }) });
+  const store = createPgRouteStore(config.control.databaseUrl, config.control.schema, { queryTimeoutMs: config.control.queryTimeoutMs });
   const routes = new LiveRouteState({
     instanceId,
     store,
@@ -51,24 +55,21 @@ export async function startGateway(config: ResolvedConfig, options: StartGateway
     heartbeatIntervalMs: config.gateway.heartbeatIntervalMs,
     logger,
     zone: config.gateway.zone,
+    health: redisHealth,
   });
-  await new Promise<void>((resolve) => {
-    // Start whether or not Redis is up yet: routes come from the control DB or the snapshot.
-    if (redis.status === 'ready') return resolve();
-    const t = setTimeout(resolve, 2_000);
-    redis.once('ready', () => {
-      clearTimeout(t);
-      resolve();
-    });
-  });
+  // Start whether or not Redis is up yet: routes come from the control DB or the snapshot.
+  await redisReady(redis, 2_000);
+  redisHealth.start();
+  await redisHealth.probe();
   await routes.start();
-  const gateway = createGateway({ config, routes, redis, keys, logger });
+  const gateway = createGateway({ config, routes, redis, redisHealth, keys, logger, metrics });
   await gateway.discovery.ready;
   // Each gateway's view of the instances (health, ejections, in flight, recent errors), for `strangler services`.
   const publishView = () => {
+    if (!redisHealth.ok) return void redisHealth.unavailable('view');
     const clusters = Object.fromEntries([...gateway.upstreams.values()].map((c) => [c.name, c.view()]));
     const ttl = Math.max(3 * config.gateway.heartbeatIntervalMs, 5_000);
-    return redis.set(keys.gatewayUpstreams(instanceId), JSON.stringify({ gateway: instanceId, at: Date.now(), clusters }), 'PX', ttl).catch(() => undefined);
+    return redis.set(keys.gatewayUpstreams(instanceId), JSON.stringify({ gateway: instanceId, at: Date.now(), clusters }), 'PX', ttl).catch((err) => redisHealth.failed(err));
   };
   void publishView();
   const viewTimer = setInterval(() => void publishView(), config.gateway.heartbeatIntervalMs);
@@ -94,6 +95,7 @@ export async function startGateway(config: ResolvedConfig, options: StartGateway
         await routes.stop();
         await gateway.close();
         await store.close().catch(() => undefined);
+        redisHealth.stop();
         redis.disconnect();
         subscriber.disconnect();
       })();

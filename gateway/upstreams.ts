@@ -113,10 +113,13 @@ export class Cluster {
     return this.#list;
   }
 
-  /** Registry membership: adds the new instances (checked at once, routable on their first pass), drops the gone. */
-  setMembers(specs: EndpointSpec[]): Promise<void> {
+  /**
+   * Registry membership: adds the new instances (checked at once, routable on their first pass),
+   * drops the gone (unless `keepMissing`: just after a registry outage, when entries lapsed).
+   */
+  setMembers(specs: EndpointSpec[], options: { keepMissing?: boolean } = {}): Promise<void> {
     const keep = new Set(specs.map((s) => s.id));
-    for (const e of this.#list) if (e.source === 'registry' && !keep.has(e.id)) this.#remove(e, 'deregistered or lapsed');
+    if (!options.keepMissing) for (const e of this.#list) if (e.source === 'registry' && !keep.has(e.id)) this.#remove(e, 'deregistered or lapsed');
     const checks: Promise<void>[] = [];
     for (const s of specs) {
       const known = this.#list.find((e) => e.id === s.id);

@@ -1,54 +1,51 @@
-import { request, type IncomingMessage } from 'node:http';
+import { request, STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
+import { errorBody } from '../core/errors.ts';
 import type { Logger } from '../core/logger.ts';
-import { IDENTITY_HEADERS } from './headers.ts';
-import { readCanaryCookie } from './canary.ts';
-import type { AuthOutcome } from './edge-auth.ts';
 import { normalizeRequestTarget } from './path-normalize.ts';
-import { chooseTarget, matchRoute } from './route-choice.ts';
-import type { RouteSource } from './route-types.ts';
+import type { Pipeline, Refused } from './pipeline.ts';
 import type { Cluster } from './upstreams.ts';
 
-function refuse(socket: Duplex, status: number, message: string): void {
-  const body = JSON.stringify({ error: { code: status === 401 ? 'UNAUTHENTICATED' : 'BAD_INPUT', message } });
-  socket.end(`HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : status === 502 ? 'Bad Gateway' : 'Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+/** An error answer written on the raw socket (no ServerResponse exists for an upgrade), as sendError writes it. */
+function refuse(socket: Duplex, r: Pick<Refused, 'status' | 'code' | 'message' | 'requestId'> & { headers?: Record<string, string> }): void {
+  const body = JSON.stringify(errorBody(r.code, r.message));
+  let head = `HTTP/1.1 ${r.status} ${STATUS_CODES[r.status] ?? 'Error'}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${r.requestId}\r\nconnection: close\r\n`;
+  for (const [name, value] of Object.entries(r.headers ?? {})) head += `${name}: ${value}\r\n`;
+  socket.end(`${head}\r\n${body}`);
 }
 
 /**
- * WebSocket (HTTP/1.1 Upgrade) proxying, with the same path normalisation, JWT check and route
- * choice as plain requests; once both sides have switched protocols the sockets are piped.
+ * WebSocket (HTTP/1.1 Upgrade) proxying. The upgrade request goes through the same pipeline as
+ * a plain request (request id, path normalisation, route table, JWT, client address by the
+ * trusted-proxy rule, rate limit, the headers sent upstream, the side chosen); once both sides
+ * have switched protocols the sockets are piped.
  */
-export async function proxyUpgrade(
-  req: IncomingMessage,
-  socket: Duplex,
-  head: Buffer,
-  deps: { routes: RouteSource & { loaded?: boolean }; upstreams: Map<string, Cluster>; authenticate: (matchPath: string, authorization?: string) => AuthOutcome | Promise<AuthOutcome>; logger: Logger },
-): Promise<void> {
+export async function proxyUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, deps: { pipeline: Pipeline; upstreams: Map<string, Cluster>; logger: Logger }): Promise<void> {
+  const { pipeline } = deps;
+  const requestId = pipeline.requestId(req);
   const target = normalizeRequestTarget(req.url ?? '/');
-  if (!target.ok) return refuse(socket, 400, target.reason);
-  if (!(deps.routes.loaded ?? true)) return refuse(socket, 502, 'no route table yet');
-  const auth = await deps.authenticate(target.matchPath, req.headers.authorization);
-  if (!auth.ok) return refuse(socket, 401, auth.message);
-  const route = matchRoute(deps.routes.current(), target.matchPath);
-  const service = route ? deps.upstreams.get(route.service) : undefined;
-  const choice = chooseTarget(service ? route : null, {
-    method: 'GET',
-    stickyKey: auth.ok && auth.identity ? auth.identity.sub : readCanaryCookie(req.headers.cookie),
-    noInstance: service ? !service.hasAvailable() : false,
-    retrySafe: false,
-  });
+  // SECURITY: a path the gateway cannot read exactly as the upstream will is refused, never guessed.
+  if (!target.ok) return refuse(socket, { status: 400, code: 'BAD_INPUT', message: `the request path is refused: ${target.reason}`, requestId });
+  const admitted = pipeline.admit(req, requestId, target);
+  const a = admitted instanceof Promise ? await admitted : admitted;
+  if (!a.ok) return refuse(socket, a);
+  const service = a.route ? deps.upstreams.get(a.route.service) : undefined;
+  const choice = pipeline.choose(req, a, service, { method: 'GET', retrySafe: false, setCookie: false });
   const cluster = choice.target === 'service' ? service! : deps.upstreams.get('legacy')!;
   const upstream = cluster.pick();
-  if (!upstream) return refuse(socket, 503, `no instance of ${cluster.name} is available`);
-  const headers: Record<string, string | string[]> = {};
-  for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !(IDENTITY_HEADERS as readonly string[]).includes(k)) headers[k] = v;
-  if (auth.identity) headers['x-user-id'] = auth.identity.sub; // SECURITY: only from a verified token
+  if (!upstream) return refuse(socket, { status: 503, code: 'NOT_READY', message: `no instance of ${cluster.name} is available; retry shortly`, requestId, headers: { 'retry-after': '1' } });
+  // The plain request's headers (X-Forwarded-*, X-Request-Id, identity only from a verified
+  // token), with the upgrade's own hop-by-hop headers put back.
+  const headers = pipeline.forwardHeaders(req, a);
+  headers.connection = 'Upgrade';
+  if (req.headers.upgrade) headers.upgrade = req.headers.upgrade;
 
   const url = new URL(upstream.origin);
   const proxyReq = request({ host: url.hostname, port: url.port, method: req.method, path: `${target.path}${target.query}`, headers });
   proxyReq.on('upgrade', (res, upstreamSocket, upstreamHead) => {
     let head101 = `HTTP/1.1 101 Switching Protocols\r\n`;
     for (let i = 0; i < res.rawHeaders.length; i += 2) head101 += `${res.rawHeaders[i]}: ${res.rawHeaders[i + 1]}\r\n`;
+    for (const [name, value] of Object.entries(a.responseHeaders)) for (const v of Array.isArray(value) ? value : [value]) head101 += `${name}: ${v}\r\n`;
     socket.write(`${head101}\r\n`);
     if (upstreamHead.length) socket.write(upstreamHead);
     if (head.length) upstreamSocket.write(head);
@@ -70,8 +67,8 @@ export async function proxyUpgrade(
     res.pipe(socket);
   });
   proxyReq.on('error', (err) => {
-    deps.logger.warn({ err }, 'websocket upstream unreachable');
-    refuse(socket, 502, `${cluster.name} cannot be reached`);
+    deps.logger.warn({ err, reqId: requestId }, 'websocket upstream unreachable');
+    refuse(socket, { status: 502, code: 'UPSTREAM_UNAVAILABLE', message: `${cluster.name} cannot be reached`, requestId });
   });
   proxyReq.end();
 }

@@ -4,6 +4,7 @@ import type { ResolvedConfig, ResolvedService } from '../core/config/load.ts';
 import { serviceByName } from '../core/config/load.ts';
 import { errorBody } from '../core/errors.ts';
 import { createLogger, type Logger } from '../core/logger.ts';
+import { backgroundDeadlineMs, boundedRedisOptions, redisReady } from '../core/redis-health.ts';
 import { createAnalyticsRouter } from '../legacy-adapter/api/analytics.ts';
 import { createAuthRouter } from '../legacy-adapter/api/auth.ts';
 import { createChatRouter } from '../legacy-adapter/api/chat.ts';
@@ -27,6 +28,9 @@ import { createRequireUser } from './kit/require-user.ts';
 import { registerInstance, type InstanceOptions, type InstanceRegistration } from './kit/registration.ts';
 
 export { AUTH_ISSUER, JWKS_PATH };
+
+/** How long the analytics event consumer's XREADGROUP blocks waiting for events. */
+const EVENT_BLOCK_MS = 1_000;
 
 export interface ServiceAppOptions {
   /**
@@ -66,7 +70,7 @@ export function tablesFor(service: ResolvedService): AppTables {
  * tables (so the contract cannot drift), its own token verification (both issuers), /health.
  */
 export function createServiceApp(config: ResolvedConfig, service: ResolvedService, deps: { db: Knex; logger: Logger; ocr?: OcrEngine; ocrQueue?: ReturnType<typeof createOcrQueue> }, options: ServiceAppOptions = {}): Express {
-  const verify = createTokenVerifier({ legacy: { secret: config.legacy.jwtSecret, issuer: config.legacy.jwtIssuer }, jwks: jwksFor(config) });
+  const verify = createTokenVerifier({ legacy: { secret: config.legacy.jwtSecret, issuer: config.legacy.jwtIssuer }, jwks: jwksFor(config), jwksTimeoutMs: config.gateway.jwksTimeoutMs });
   const publishes = (EVENT_SOURCES as readonly string[]).includes(service.name);
   const ctx = { db: deps.db, tables: tablesFor(service), requireUser: createRequireUser(verify), logger: deps.logger, events: publishes ? outboxRecorder : undefined };
   const app = createApp({ name: service.name, logger: deps.logger, health: { database: () => deps.db.raw('SELECT 1') } });
@@ -93,7 +97,7 @@ export function createServiceApp(config: ResolvedConfig, service: ResolvedServic
       break;
     case 'ocr':
       // Uploads go through the job queue; the document routes are the monolith's.
-      if (deps.ocrQueue) app.use(service.prefix, createOcrJobsRouter({ ...ctx, queue: deps.ocrQueue.queue, queueEvents: deps.ocrQueue.events, maxUploadBytes: config.legacy.maxUploadBytes, waitMs: options.ocrWaitMs ?? 30_000 }));
+      if (deps.ocrQueue) app.use(service.prefix, createOcrJobsRouter({ ...ctx, queue: deps.ocrQueue.queue, queueEvents: deps.ocrQueue.events, maxUploadBytes: config.legacy.maxUploadBytes, waitMs: options.ocrWaitMs ?? 30_000, queueTimeoutMs: backgroundDeadlineMs(config.redis) }));
       app.use(service.prefix, createOcrRouter({ ...ctx, engine: deps.ocr ?? createOcrEngine(), maxUploadBytes: config.legacy.maxUploadBytes }));
       break;
     case 'chat':
@@ -130,8 +134,15 @@ export async function startService(config: ResolvedConfig, name: string, options
   const ocr = service.name === 'ocr' ? (options.ocr ?? createOcrEngine()) : undefined;
   const ocrQueue = service.name === 'ocr' ? createOcrQueue(config) : undefined;
   const workers = service.name === 'ocr' && (options.ocrWorkers ?? 1) > 0 ? startOcrWorker(config, db, logger, { concurrency: options.ocrWorkers ?? 1 }) : undefined;
-  // Events: publishers relay their outbox to their stream; analytics consumes both streams.
-  const redis = (EVENT_SOURCES as readonly string[]).includes(service.name) || service.name === 'analytics' ? new Redis(config.redis.url, { maxRetriesPerRequest: null }) : undefined;
+  // Events: publishers relay their outbox to their stream; analytics consumes both streams. Every
+  // command has a deadline (a frozen Redis never answers); the consumer's has its XREADGROUP
+  // BLOCK time on top.
+  const consumes = service.name === 'analytics';
+  const redis = (EVENT_SOURCES as readonly string[]).includes(service.name) || consumes
+    ? new Redis(config.redis.url, boundedRedisOptions({ commandTimeoutMs: backgroundDeadlineMs(config.redis) + (consumes ? EVENT_BLOCK_MS : 0) }))
+    : undefined;
+  redis?.on('error', () => undefined);
+  if (redis) await redisReady(redis, 2_000);
   let relay: OutboxRelay | undefined;
   let consumer: EventConsumer | undefined;
   const closeAll = async () => {
@@ -146,7 +157,7 @@ export async function startService(config: ResolvedConfig, name: string, options
   try {
     if (redis && service.name === 'analytics') {
       consumer = await startEventConsumer({
-        redis, db, logger, keyPrefix: config.redis.keyPrefix, sources: EVENT_SOURCES, group: 'analytics', handle: applyActivity,
+        redis, db, logger, keyPrefix: config.redis.keyPrefix, sources: EVENT_SOURCES, group: 'analytics', handle: applyActivity, blockMs: EVENT_BLOCK_MS,
         // Stable per instance, so a restarted instance re-reads what it had not acknowledged.
         consumer: options.eventConsumer ?? `analytics-${hostname()}-${options.port || service.port || process.pid}`,
         claimIdleMs: options.eventClaimIdleMs,

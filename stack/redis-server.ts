@@ -45,6 +45,16 @@ export class RedisServer {
     await this.signalAndWait('SIGKILL');
   }
 
+  /** Freezes the server (SIGSTOP): it keeps its connections and its port, and answers nothing. */
+  pause(): void {
+    if (this.state === 'running' && this.child?.pid) process.kill(this.child.pid, 'SIGSTOP');
+  }
+
+  /** Lets a paused server go on (SIGCONT). */
+  resume(): void {
+    if (this.child?.pid) process.kill(this.child.pid, 'SIGCONT');
+  }
+
   async restart(): Promise<void> {
     if (this.state === 'running') await this.stop();
     await this.startServer();
@@ -102,6 +112,7 @@ export class RedisServer {
     });
     try {
       process.kill(child.pid!, signal);
+      process.kill(child.pid!, 'SIGCONT'); // a paused server takes its SIGTERM only once it runs
     } catch {
       // already gone
     }

@@ -75,7 +75,7 @@ export async function isolatedConfig(label: string): Promise<{ config: ResolvedC
   };
   const config: ResolvedConfig = {
     ...base,
-    redis: { url: redisUrl, keyPrefix: `${tag}:` },
+    redis: { ...base.redis, url: redisUrl, keyPrefix: `${tag}:` },
     legacy: { ...base.legacy, databaseUrl: await rename(base.legacy.databaseUrl, 'legacy') },
     control: { ...base.control, databaseUrl: await rename(base.control.databaseUrl, 'control') },
     services: await Promise.all(base.services.map(async (s) => ({ ...s, databaseUrl: await rename(s.databaseUrl, s.name) }))),
@@ -96,7 +96,7 @@ export async function legacyTestConfig(label: string): Promise<{ config: Resolve
   const { migrateLegacy } = await import('../legacy-adapter/migrate.ts');
   await migrateLegacy(databaseUrl);
   return {
-    config: { ...base, redis: { url: redisUrl, keyPrefix: `${uniqueName(label)}:` }, legacy: { ...base.legacy, databaseUrl } },
+    config: { ...base, redis: { ...base.redis, url: redisUrl, keyPrefix: `${uniqueName(label)}:` }, legacy: { ...base.legacy, databaseUrl } },
     cleanup: () => dropTestDatabase(databaseUrl),
   };
 }
@@ -140,7 +140,7 @@ export async function gatewayTestEnv(label: string, serviceNames: string[] = ['a
   const dir = mkdtempSync(join(tmpdir(), `${label}-`));
   const config: ResolvedConfig = {
     ...base,
-    redis: { url: redisUrl, keyPrefix: `${uniqueName(label)}:` },
+    redis: { ...base.redis, url: redisUrl, keyPrefix: `${uniqueName(label)}:` },
     legacy: { ...base.legacy, url: legacy.url },
     control: { ...base.control, databaseUrl: controlUrl },
     gateway: { ...base.gateway, snapshotFile: join(dir, 'routes.json'), pollIntervalMs: 200, heartbeatIntervalMs: 200, rateLimits: [{ prefix: '/', limit: 100_000, windowMs: 60_000 }] },

@@ -16,15 +16,20 @@ export interface EchoUpstream {
 
 /**
  * A real HTTP server standing in for legacy or a service in gateway tests: it answers
- * `{ server, method, url, headers }` as JSON, honours /delay/<ms> and /status/<code>, and
- * echoes WebSocket messages prefixed with its name.
+ * `{ server, method, url, headers }` as JSON, honours /delay/<ms>, /stream/<ms> (half an answer,
+ * the rest after ms) and /status/<code>, and echoes WebSocket messages prefixed with its name
+ * (their upgrade requests are in `seen` too).
  */
 export async function startEchoUpstream(name: string, port = 0): Promise<EchoUpstream> {
   const seen: EchoUpstream['seen'] = [];
   const override: EchoUpstream['override'] = new Map();
   const server: Server = createServer(async (req, res) => {
     const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
+    try {
+      for await (const c of req) chunks.push(c as Buffer);
+    } catch {
+      return; // the request broke off while its body was coming (the gateway's client went away)
+    }
     const body = Buffer.concat(chunks).toString('utf8');
     // The gateway's active health checks: answered, not recorded (tests count real traffic).
     if (req.headers['user-agent'] === HEALTH_CHECK_USER_AGENT && !override.has('/health')) {
@@ -41,6 +46,15 @@ export async function startEchoUpstream(name: string, port = 0): Promise<EchoUps
         return;
       }
     }
+    // The head and a first chunk at once, the rest after <ms>: an answer still under way.
+    const stream = /\/stream\/(\d+)/.exec(url);
+    if (stream) {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{"part":1');
+      await new Promise((ok) => setTimeout(ok, Number(stream[1])));
+      if (!res.destroyed) res.end('}');
+      return;
+    }
     const delay = /\/delay\/(\d+)/.exec(url);
     if (delay) await new Promise((ok) => setTimeout(ok, Number(delay[1])));
     const status = /\/status\/(\d{3})/.exec(url);
@@ -48,7 +62,10 @@ export async function startEchoUpstream(name: string, port = 0): Promise<EchoUps
     res.end(JSON.stringify({ server: name, method: req.method, url, headers: req.headers, bodyLength: body.length, body }));
   });
   const wss = new WebSocketServer({ server });
-  wss.on('connection', (ws, req) => ws.on('message', (m) => ws.send(`${name}:${req.headers['x-user-id'] ?? '-'}:${m.toString()}`)));
+  wss.on('connection', (ws, req) => {
+    seen.push({ method: req.method ?? 'GET', url: req.url ?? '', headers: req.headers, body: '' });
+    ws.on('message', (m) => ws.send(`${name}:${req.headers['x-user-id'] ?? '-'}:${m.toString()}`));
+  });
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
   const actual = (server.address() as AddressInfo).port;
   return {

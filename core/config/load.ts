@@ -85,7 +85,7 @@ function applyOverrides(config: StranglerConfig, o: ConfigOverrides, file: strin
     ...config,
     file,
     postgres: { url: postgresUrl },
-    redis: { url: o.redisUrl ?? config.redis.url, keyPrefix: o.redisKeyPrefix ?? config.redis.keyPrefix },
+    redis: { ...config.redis, url: o.redisUrl ?? config.redis.url, keyPrefix: o.redisKeyPrefix ?? config.redis.keyPrefix },
     logLevel: o.logLevel ?? config.logLevel,
     gateway: { ...config.gateway, adminToken: o.adminToken ?? config.gateway.adminToken, zone: o.gatewayZone ?? config.gateway.zone },
     legacy: {

@@ -79,6 +79,9 @@ export const serviceSchema = z.strictObject({
   ignorePaths: z.array(z.string()).default([]),
 });
 
+/** A credential limit: at most `limit` counted attempts per key in each window of windowMs. */
+const credentialRule = z.strictObject({ limit: z.number().int().min(1), windowMs: z.number().int().min(1_000) });
+
 export const configSchema = z.strictObject({
   /** The PostgreSQL cluster that database names (not URLs) resolve against. */
   postgres: z.strictObject({ url: z.string().regex(/^postgres(ql)?:\/\//, 'expected a postgres:// URL') }).default({
@@ -88,8 +91,17 @@ export const configSchema = z.strictObject({
     .strictObject({
       url: z.string().regex(/^rediss?:\/\//, 'expected a redis:// URL').default('redis://127.0.0.1:6379'),
       keyPrefix: z.string().default('strangler:'),
+      /**
+       * Deadline of every Redis command the gateway sends (DESIGN.md: a dependency that hangs is
+       * treated like one that is down); a Redis that does not answer within it is unavailable
+       * until it answers a probe again. The services' background calls (registry heartbeats,
+       * event relay, OCR enqueue) get 8× it, at least 2 s.
+       */
+      commandTimeoutMs: z.number().int().min(10).max(60_000).default(250),
+      /** How often a gateway asks Redis whether it answers (PING): how soon it says degraded, and comes back. */
+      probeIntervalMs: z.number().int().min(50).max(60_000).default(500),
     })
-    .default({ url: 'redis://127.0.0.1:6379', keyPrefix: 'strangler:' }),
+    .prefault({}),
   legacy: z
     .strictObject({
       port: port.default(5001),
@@ -107,6 +119,8 @@ export const configSchema = z.strictObject({
     .strictObject({
       database: database.default('strangler_control'),
       schema: sqlIdent.default('strangler'),
+      /** Deadline of a gateway's queries to the control database (route table and version polls). */
+      queryTimeoutMs: z.number().int().min(100).max(60_000).default(5_000),
     })
     .prefault({}),
   gateway: z
@@ -132,6 +146,8 @@ export const configSchema = z.strictObject({
       jwks: z.strictObject({ url: httpUrl, issuer: z.string().min(1) }).optional(),
       /** Expected `aud` claim, when tokens carry one. */
       audience: z.string().optional(),
+      /** Deadline of a JWKS fetch (a token signed with a key not yet known); past it the request gets 503. */
+      jwksTimeoutMs: z.number().int().min(50).max(30_000).default(1_000),
       /** Per-prefix rate limits (longest prefix wins), per user when authenticated, else per client IP. */
       rateLimits: z
         .array(
@@ -151,6 +167,30 @@ export const configSchema = z.strictObject({
         .strictObject({
           intervalMs: z.number().int().min(0).max(10_000).default(50),
           exactWithin: z.number().int().min(0).default(100),
+        })
+        .prefault({}),
+      /**
+       * Brute force and credential stuffing: attempts at the endpoints that take credentials
+       * (writes to `paths`) are limited per client address and per account (the account named in
+       * the body). By default only failed attempts count (answered 4xx): a successful one is
+       * given back. Over a limit: 429 with Retry-After. Counted like rateLimits (shared by every
+       * gateway, each counting alone while Redis is unavailable).
+       */
+      credentialLimits: z
+        .strictObject({
+          enabled: z.boolean().default(true),
+          /** Exact paths whose POST, PUT and PATCH requests are credential attempts. Default: every gateway.publicPaths entry. */
+          paths: z.array(z.string().regex(/^\//, 'expected a path starting with /')).optional(),
+          /** Per client address (behind gateway.trustedProxies, the address they name); false: no limit. */
+          perAddress: z.union([z.literal(false), credentialRule]).default({ limit: 20, windowMs: 60_000 }),
+          /** Per account; false: no limit. A limit per account also lets anyone lock an account out for windowMs. */
+          perAccount: z.union([z.literal(false), credentialRule]).default({ limit: 10, windowMs: 300_000 }),
+          /** Body fields (JSON or form) naming the account, the first one present wins. */
+          accountFields: z.array(z.string().min(1)).min(1).default(['email', 'username']),
+          /** Bodies larger than this are forwarded without looking for the account (the address limit still holds). */
+          maxBodyBytes: z.number().int().min(256).max(1024 * 1024).default(16 * 1024),
+          /** Count successful attempts (2xx, 3xx) too, not only failed ones. */
+          countSuccessful: z.boolean().default(false),
         })
         .prefault({}),
       shadow: z

@@ -1,9 +1,12 @@
 import type { Redis } from 'ioredis';
+import { withDeadline } from '../deadline.ts';
 import type { Logger } from '../logger.ts';
 import type { Registration, RegistryChange, ServiceInstance, ServiceRegistry } from './registry.ts';
 
 export const DEFAULT_TTL_MS = 5_000;
 export const DEFAULT_HEARTBEAT_MS = 1_000;
+/** How long `watch` waits for its subscription before returning anyway. */
+const SUBSCRIBE_WAIT_MS = 2_000;
 
 /** The registry's keys under strangler.yaml's redis.keyPrefix. */
 export function registryKeys(prefix: string) {
@@ -34,12 +37,19 @@ export function createRedisRegistry(options: { redis: Redis; keyPrefix: string; 
   const announce = (change: RegistryChange) => redis.publish(keys.changes, JSON.stringify(change));
 
   async function heartbeat(instance: ServiceInstance, ttlMs: number): Promise<void> {
-    const previous = await redis.set(keys.entry(instance.service, instance.id), JSON.stringify(instance), 'PX', ttlMs, 'GET');
-    if (previous === null) {
-      // New, or back after its entry lapsed (a long pause, a Redis restart): index and announce it.
-      await redis.multi().sadd(keys.services, instance.service).sadd(keys.index(instance.service), instance.id).exec();
-      await announce({ service: instance.service, id: instance.id, change: 'up' });
-    }
+    // Indexed on every beat, not only when the entry was missing: after a Redis freeze a beat
+    // that timed out here may still be applied late, re-creating an entry that a lister has just
+    // pruned from the index; the next beat puts it back.
+    const replies = await redis
+      .multi()
+      .set(keys.entry(instance.service, instance.id), JSON.stringify(instance), 'PX', ttlMs, 'GET')
+      .sadd(keys.services, instance.service)
+      .sadd(keys.index(instance.service), instance.id)
+      .exec();
+    const failed = replies?.find(([err]) => err);
+    if (!replies || failed) throw failed?.[0] ?? new Error('the registry heartbeat transaction was discarded');
+    // New, or back after its entry lapsed (a long pause, a Redis restart): announce it.
+    if (replies[0][1] === null) await announce({ service: instance.service, id: instance.id, change: 'up' });
   }
 
   async function deregister(service: string, id: string): Promise<void> {
@@ -110,7 +120,8 @@ export function createRedisRegistry(options: { redis: Redis; keyPrefix: string; 
       return (await Promise.all(services.map(listOne))).flat();
     },
     async watch(listener) {
-      const sub = redis.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null });
+      // A connection that waits: its SUBSCRIBE is sent whenever Redis answers (no command deadline).
+      const sub = redis.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined });
       sub.on('error', () => undefined);
       subscribers.add(sub);
       sub.on('message', (channel: string, message: string) => {
@@ -121,7 +132,11 @@ export function createRedisRegistry(options: { redis: Redis; keyPrefix: string; 
           logger?.warn({ err: (err as Error).message }, 'registry change not understood');
         }
       });
-      await sub.subscribe(keys.changes);
+      // Not awaited past a bound: a frozen Redis must not hold up the caller (the subscription
+      // completes once Redis answers; meanwhile watchers rely on their periodic listing).
+      await withDeadline(sub.subscribe(keys.changes), SUBSCRIBE_WAIT_MS, 'Redis (SUBSCRIBE to registry changes)').catch((err: Error) =>
+        logger?.warn({ err: err.message }, 'registry changes not watched yet; relying on the periodic listing until Redis answers'),
+      );
       return async () => {
         subscribers.delete(sub);
         sub.disconnect();

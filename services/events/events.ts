@@ -129,7 +129,15 @@ export function startOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       return rows.length;
     });
 
+  let redisFailing = false;
   const flush = async () => {
+    // After a failure, ask Redis first, outside the transaction: a Redis that hangs would
+    // otherwise receive every retried batch and apply them all once it resumes (duplicates the
+    // consumers absorb, but a stream full of them).
+    if (redisFailing) {
+      await redis.ping();
+      redisFailing = false;
+    }
     let total = 0;
     for (let n = batch; n === batch; total += n) n = await relayBatch();
     figures.published += total;
@@ -148,6 +156,7 @@ export function startOutboxRelay(options: OutboxRelayOptions): OutboxRelay {
       } catch (err) {
         figures.errors++;
         figures.lastError = (err as Error).message;
+        redisFailing = true;
         // Redis or the database is away: the rows stay in the outbox and leave when it is back.
         logger.warn({ err, stream }, 'event relay: publishing failed; retrying');
         pause = 1_000;
@@ -210,14 +219,16 @@ export async function startEventConsumer(options: EventConsumerOptions): Promise
   const maxDeliveries = options.maxDeliveries ?? 5;
   const figures = { processed: 0, duplicates: 0, failed: 0, deadLettered: 0 };
 
-  for (const stream of streams) {
-    try {
-      // From the beginning of the stream: events published before the group existed count too.
-      await redis.xgroup('CREATE', stream, group, '0', 'MKSTREAM');
-    } catch (err) {
-      if (!String((err as Error).message).includes('BUSYGROUP')) throw err;
+  const createGroups = async () => {
+    for (const stream of streams) {
+      try {
+        // From the beginning of the stream: events published before the group existed count too.
+        await redis.xgroup('CREATE', stream, group, '0', 'MKSTREAM');
+      } catch (err) {
+        if (!String((err as Error).message).includes('BUSYGROUP')) throw err;
+      }
     }
-  }
+  };
 
   const deadLetter = async (stream: string, id: string, fields: string[], reason: string) => {
     await redis.xadd(deadLetterStream(options.keyPrefix), '*', 'stream', stream, 'entry', id, 'group', group, 'reason', reason, ...fields);
@@ -284,11 +295,19 @@ export async function startEventConsumer(options: EventConsumerOptions): Promise
   };
 
   let stopped = false;
-  await drainOwnPending();
+  let prepared = false;
+  const prepare = async () => {
+    await createGroups();
+    await drainOwnPending();
+    prepared = true;
+  };
+  // Prepared now if Redis answers, else by the loop once it does (a consumer starts without it).
+  await prepare().catch((err) => logger.warn({ err }, 'event consumer: Redis not available yet; will start reading once it answers'));
   const loop = (async () => {
     let nextClaim = 0;
     while (!stopped) {
       try {
+        if (!prepared) await prepare();
         if (Date.now() >= nextClaim) {
           await claimIdle();
           nextClaim = Date.now() + Math.min(claimIdleMs, 5_000);

@@ -1,4 +1,4 @@
-import { createRemoteJWKSet, decodeProtectedHeader, errors as joseErrors, jwtVerify, SignJWT, type JWTPayload } from 'jose';
+import { createLocalJWKSet, createRemoteJWKSet, decodeProtectedHeader, errors as joseErrors, jwtVerify, SignJWT, type FlattenedJWSInput, type JWSHeaderParameters, type JWTPayload } from 'jose';
 import { StranglerError } from '../../core/errors.ts';
 
 /** Who a verified token says the caller is. */
@@ -23,6 +23,8 @@ export interface TokenVerifierOptions {
   audience?: string;
   /** Clock skew tolerated on exp/nbf, seconds. */
   clockToleranceSeconds?: number;
+  /** Deadline of a JWKS fetch (strangler.yaml gateway.jwksTimeoutMs; default 1 s). */
+  jwksTimeoutMs?: number;
 }
 
 export type TokenVerifier = (token: string) => Promise<Identity>;
@@ -52,7 +54,7 @@ function unauthenticated(message: string): StranglerError {
  */
 export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifier {
   const secret = new TextEncoder().encode(options.legacy.secret);
-  const jwks = options.jwks ? createRemoteJWKSet(new URL(options.jwks.url), { cooldownDuration: 5_000, cacheMaxAge: 600_000 }) : null;
+  const jwks = options.jwks ? keysFromJwks(options.jwks.url, options.jwksTimeoutMs ?? 1_000) : null;
   const common = { audience: options.audience, clockTolerance: options.clockToleranceSeconds ?? 5, requiredClaims: ['exp', 'sub'] };
 
   return async function verifyToken(token: string): Promise<Identity> {
@@ -73,11 +75,45 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
       }
     } catch (err) {
       if (err instanceof StranglerError) throw err;
+      // The issuer's keys could not be fetched: not the caller's fault, and worth a retry.
+      if (alg === 'RS256' && jwksUnreachable(err)) {
+        throw new StranglerError(`the keys of the token's issuer (${options.jwks!.url}) could not be fetched (${describeFetchError(err, options.jwksTimeoutMs ?? 1_000)}); retry shortly`, 'NOT_READY');
+      }
       throw unauthenticated(describeJoseError(err));
     }
     if (typeof payload.sub !== 'string' || payload.sub === '') throw unauthenticated('the token has no subject');
     return { sub: payload.sub, email: typeof payload.email === 'string' ? payload.email : undefined, iss: payload.iss ?? '' };
   };
+}
+
+/**
+ * The auth service's JWKS, fetched with a deadline, cached, refetched on an unknown `kid`; when a
+ * refetch fails (the service hangs or is down) the keys fetched before are still used.
+ */
+function keysFromJwks(url: string, timeoutMs: number) {
+  const remote = createRemoteJWKSet(new URL(url), { cooldownDuration: 5_000, cacheMaxAge: 600_000, timeoutDuration: timeoutMs });
+  return async (header: JWSHeaderParameters, token: FlattenedJWSInput) => {
+    try {
+      return await remote(header, token);
+    } catch (err) {
+      const known = remote.jwks();
+      if (!known || !jwksUnreachable(err)) throw err;
+      return createLocalJWKSet(known)(header, token);
+    }
+  };
+}
+
+/** The JWKS endpoint did not answer (in time, or at all, or not 200), as opposed to a bad token. */
+function jwksUnreachable(err: unknown): boolean {
+  if (err instanceof joseErrors.JWKSTimeout) return true;
+  if (err instanceof TypeError && /fetch failed/.test(err.message)) return true;
+  return err instanceof joseErrors.JOSEError && /JSON Web Key Set HTTP response/.test(err.message);
+}
+
+function describeFetchError(err: unknown, timeoutMs: number): string {
+  if (err instanceof joseErrors.JWKSTimeout) return `no answer within ${timeoutMs} ms`;
+  const cause = (err as { cause?: { code?: string } }).cause?.code;
+  return cause ?? (err as Error).message;
 }
 
 function describeJoseError(err: unknown): string {

@@ -4,6 +4,7 @@ import { hostname } from 'node:os';
 import { Redis } from 'ioredis';
 import type { ResolvedConfig, ResolvedService } from '../../core/config/load.ts';
 import type { Logger } from '../../core/logger.ts';
+import { backgroundDeadlineMs, boundedRedisOptions, redisReady } from '../../core/redis-health.ts';
 import { createRedisRegistry } from '../../core/registry/redis-registry.ts';
 import type { ServiceInstance } from '../../core/registry/registry.ts';
 
@@ -27,8 +28,11 @@ export interface InstanceRegistration {
 
 /** Registers a running service instance (heartbeats keep it alive; a crash lets its TTL lapse). */
 export async function registerInstance(config: ResolvedConfig, service: ResolvedService, listenUrl: string, o: InstanceOptions, logger: Logger): Promise<InstanceRegistration> {
-  const redis = new Redis(config.redis.url, { maxRetriesPerRequest: 1, connectTimeout: 2_000, retryStrategy: (n) => Math.min(n * 200, 2_000) });
+  // Every command has a deadline (a frozen Redis never answers); heartbeats that fail are retried
+  // by the next one, and the entry comes back once Redis does.
+  const redis = new Redis(config.redis.url, boundedRedisOptions({ commandTimeoutMs: backgroundDeadlineMs(config.redis) }));
   redis.on('error', () => undefined);
+  await redisReady(redis, 2_000);
   const registry = createRedisRegistry({ redis, keyPrefix: config.redis.keyPrefix, logger });
   const port = new URL(listenUrl).port;
   const instance: ServiceInstance = {

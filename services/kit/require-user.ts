@@ -32,7 +32,8 @@ export function createRequireUser(verify: TokenVerifier): RequestHandler {
       req.user = { ...identity, id };
       next();
     } catch (err) {
-      if (err instanceof StranglerError) return challenge(err.message);
+      // The issuer's keys could not be fetched: 503 (retry), not 401 (log in again).
+      if (err instanceof StranglerError && err.code !== 'NOT_READY') return challenge(err.message);
       next(err);
     }
   };

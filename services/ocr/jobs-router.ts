@@ -2,6 +2,7 @@ import { Router } from 'express';
 import type { Queue, QueueEvents } from 'bullmq';
 import { createUploadReader } from '../../legacy-adapter/api/ocr.ts';
 import { userId, type ApiContext } from '../../legacy-adapter/api/context.ts';
+import { withDeadline } from '../../core/deadline.ts';
 import { HttpError } from '../kit/http-error.ts';
 import { idParam } from '../kit/validate.ts';
 import type { OcrJobData } from './queue.ts';
@@ -17,7 +18,7 @@ function documentJson(row: Record<string, any>) {
  * legacy-compatible synchronous POST / that enqueues a job and waits for it (up to a timeout),
  * answering exactly like the monolith.
  */
-export function createOcrJobsRouter(ctx: ApiContext & { queue: Queue<OcrJobData>; queueEvents: QueueEvents; maxUploadBytes: number; waitMs: number; attempts?: number }): Router {
+export function createOcrJobsRouter(ctx: ApiContext & { queue: Queue<OcrJobData>; queueEvents: QueueEvents; maxUploadBytes: number; waitMs: number; attempts?: number; queueTimeoutMs?: number }): Router {
   const router = Router();
   const readUpload = createUploadReader(ctx.maxUploadBytes);
   router.use(ctx.requireUser);
@@ -25,7 +26,16 @@ export function createOcrJobsRouter(ctx: ApiContext & { queue: Queue<OcrJobData>
   const enqueue = async (req: import('express').Request, res: import('express').Response) => {
     const upload = await readUpload(req, res); // bad input is refused here, before any job exists
     const [row] = await ctx.db('ocr_jobs').insert({ user_id: userId(req), filename: upload.filename, mime_type: upload.mimeType, content: upload.data, status: 'queued' }).returning(['id']);
-    const job = await ctx.queue.add('recognize', { jobRow: row.id }, { jobId: `ocr-${row.id}`, attempts: ctx.attempts ?? 3, backoff: { type: 'exponential', delay: 500 }, removeOnComplete: 1000, removeOnFail: 1000 });
+    const add = ctx.queue.add('recognize', { jobRow: row.id }, { jobId: `ocr-${row.id}`, attempts: ctx.attempts ?? 3, backoff: { type: 'exponential', delay: 500 }, removeOnComplete: 1000, removeOnFail: 1000 });
+    let job: Awaited<typeof add>;
+    try {
+      // BullMQ waits for Redis as long as it takes; the request does not (a frozen Redis never answers).
+      job = await withDeadline(add, ctx.queueTimeoutMs ?? 2_000, 'the job queue (Redis)');
+    } catch (err) {
+      // Should the job still reach the queue later, a worker completes it and the row says so.
+      await ctx.db('ocr_jobs').where({ id: row.id, status: 'queued' }).update({ status: 'failed', error: (err as Error).message, updated_at: ctx.db.fn.now() });
+      throw new HttpError(`the scan could not be queued: ${(err as Error).message}; upload it again shortly`, 'NOT_READY');
+    }
     return { id: row.id as number, job };
   };
 
