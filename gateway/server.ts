@@ -8,6 +8,8 @@ import { StranglerError } from '../core/errors.ts';
 import type { Logger } from '../core/logger.ts';
 import { createTokenVerifier, jwksFor } from '../services/kit/jwt.ts';
 import { CANARY_COOKIE, newCanaryCookieValue, readCanaryCookie } from './canary.ts';
+import { requireSecret } from '../core/config/secrets.ts';
+import { ADMIN_PATHS, createAdminAuth } from './admin-auth.ts';
 import { createEdgeAuth } from './edge-auth.ts';
 import { traceparentFor, upstreamHeaders, validRequestId } from './headers.ts';
 import { createGatewayMetrics, RouteFigures, statusClass, type GatewayMetrics } from './metrics.ts';
@@ -61,6 +63,14 @@ function sendError(res: ServerResponse, status: number, code: string, message: s
   res.end(body);
 }
 
+/** The secrets a gateway cannot start without (CONFIG_INVALID saying how to set the one missing). */
+export function gatewaySecrets(config: ResolvedConfig): { jwtSecret: string; adminToken: string } {
+  return {
+    jwtSecret: requireSecret(config, 'legacyJwtSecret', "the gateway verifies the monolith's tokens with it"),
+    adminToken: requireSecret(config, 'adminToken', "the gateway's admin endpoint (/metrics) needs it"),
+  };
+}
+
 /**
  * The data plane. One request, top to bottom:
  * request id → ops endpoints → normalise path → route match → JWT → rate limit → choose side
@@ -71,6 +81,7 @@ function sendError(res: ServerResponse, status: number, code: string, message: s
 export function createGateway(deps: GatewayDeps): Gateway {
   const { config, routes, redis, keys, logger } = deps;
   const g = config.gateway;
+  const secrets = gatewaySecrets(config);
   const metrics = deps.metrics ?? createGatewayMetrics();
   const figures = new RouteFigures(redis, keys);
   figures.start();
@@ -103,10 +114,11 @@ export function createGateway(deps: GatewayDeps): Gateway {
   });
 
   const authenticate = createEdgeAuth({
-    verify: createTokenVerifier({ legacy: { secret: config.legacy.jwtSecret, issuer: config.legacy.jwtIssuer }, jwks: jwksFor(config), audience: g.audience }),
+    verify: createTokenVerifier({ legacy: { secret: secrets.jwtSecret, issuer: config.legacy.jwtIssuer }, jwks: jwksFor(config), audience: g.audience }),
     protectedPrefixes: g.protectedPrefixes,
     publicPaths: g.publicPaths,
   });
+  const isAdmin = createAdminAuth(secrets.adminToken);
   const rateLimit = createRateLimiter(g.rateLimits, redis, keys, () => metrics.storeErrors.inc({ store: 'rate-limit' }), g.rateLimitSync);
   const shadow = createShadow({ ...g.shadow, ignorePaths: Object.fromEntries(config.services.map((s) => [s.name, s.ignorePaths])) }, { redis, keys, metrics, logger });
   const trust = proxyaddr.compile(g.trustedProxies);
@@ -150,7 +162,12 @@ export function createGateway(deps: GatewayDeps): Gateway {
       held.set(prefix, [...(held.get(prefix) ?? []), onRelease]);
     });
 
-  async function ops(path: string, res: ServerResponse, requestId: string): Promise<boolean> {
+  async function ops(path: string, req: IncomingMessage, res: ServerResponse, requestId: string): Promise<boolean> {
+    // SECURITY: admin endpoints answer only to the admin token (gateway/admin-auth.ts).
+    if (ADMIN_PATHS.has(path) && !isAdmin(req.headers.authorization)) {
+      sendError(res, 401, 'UNAUTHENTICATED', `${path} needs the gateway's admin token: Authorization: Bearer <gateway.adminToken>`, requestId, { 'www-authenticate': 'Bearer realm="strangler-admin"' });
+      return true;
+    }
     if (path === '/healthz') {
       res.writeHead(200, { 'content-type': 'application/json', 'x-request-id': requestId }).end('{"status":"ok"}');
       return true;
@@ -192,7 +209,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     const target = normalizeRequestTarget(req.url ?? '/');
     // SECURITY: a path the gateway cannot read exactly as the upstream will is refused, never guessed.
     if (!target.ok) return sendError(res, 400, 'BAD_INPUT', `the request path is refused: ${target.reason}`, requestId);
-    if (OPS_PATHS.has(target.path) && (await ops(target.path, res, requestId))) return;
+    if (OPS_PATHS.has(target.path) && (await ops(target.path, req, res, requestId))) return;
     if (!(routes.loaded ?? true)) return sendError(res, 503, 'NOT_READY', 'the gateway has no route table yet (control database unreachable and no snapshot); retry shortly', requestId, { 'retry-after': '1' });
 
     let route = matchRoute(routes.current(), target.matchPath);
