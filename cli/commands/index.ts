@@ -1,4 +1,5 @@
 import type { CommandModule } from 'yargs';
+import { authCommand } from './auth.ts';
 import { configCommand } from './config.ts';
 import { devCommand } from './dev.ts';
 import { cutoverCommand, finalizeCommand, promoteCommand, rollbackCommand } from './cutover.ts';
@@ -22,6 +23,7 @@ export const commands = [
   legacyCommand,
   serviceCommand,
   servicesCommand,
+  authCommand,
   ocrCommand,
   statusCommand,
   planCommand,

@@ -52,7 +52,7 @@ function unauthenticated(message: string): StranglerError {
  */
 export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifier {
   const secret = new TextEncoder().encode(options.legacy.secret);
-  const jwks = options.jwks ? createRemoteJWKSet(new URL(options.jwks.url), { cooldownDuration: 5_000, cacheMaxAge: 600_000 }) : null;
+  const jwks = options.jwks ? createRemoteJWKSet(new URL(options.jwks.url), { cooldownDuration: JWKS_COOLDOWN_MS, cacheMaxAge: JWKS_CACHE_MAX_AGE_MS }) : null;
   const common = { audience: options.audience, clockTolerance: options.clockToleranceSeconds ?? 5, requiredClaims: ['exp', 'sub'] };
 
   return async function verifyToken(token: string): Promise<Identity> {
@@ -99,6 +99,12 @@ export function bearerToken(header: string | undefined): string | null {
 /** The auth service's RS256 issuer name and where it publishes its JWKS. */
 export const AUTH_ISSUER = 'strangler-auth';
 export const JWKS_PATH = '/api/auth/.well-known/jwks.json';
+/** A verifier refetches the JWKS on an unknown kid at most this often. */
+export const JWKS_COOLDOWN_MS = 5_000;
+/** A verifier refetches the JWKS at the latest this long after its last fetch. */
+export const JWKS_CACHE_MAX_AGE_MS = 600_000;
+/** How long HTTP caches may keep the JWKS (its Cache-Control max-age). */
+export const JWKS_MAX_AGE_SECONDS = 300;
 
 /** The JWKS every verifier uses: gateway.jwks when set, else the auth service of strangler.yaml. */
 export function jwksFor(config: { gateway: { jwks?: { url: string; issuer: string } }; services: Array<{ name: string; url: string }> }): { url: string; issuer: string } | undefined {
