@@ -28,14 +28,15 @@ export function trackedTextFiles(root: string): Array<{ path: string; text: stri
 const EDGE = /^[\s'"`,;:()[\]{}<>|]+|[\s'"`,;:()[\]{}<>|.]+$/g;
 
 /**
- * Candidate secrets in a text, 8 to 256 characters: quoted strings, the values of `key: value`
- * and `KEY=value` lines, and every whitespace-separated word without its surrounding punctuation.
+ * Candidate secrets in a text, 16 to 256 characters (no version of the toolkit accepted a
+ * shorter secret): quoted strings, the values of `key: value` and `KEY=value` lines, and every
+ * whitespace-separated word without its surrounding punctuation.
  */
 export function secretLikeStrings(text: string): Set<string> {
   const found = new Set<string>();
   const add = (s: string | undefined) => {
     const v = s?.replace(EDGE, '');
-    if (v && v.length >= 8 && v.length <= 256) found.add(v);
+    if (v && v.length >= 16 && v.length <= 256) found.add(v);
   };
   for (const m of text.matchAll(/'([^'\n]+)'|"([^"\n]+)"|`([^`\n]+)`/g)) add(m[1] ?? m[2] ?? m[3]);
   for (const m of text.matchAll(/^\s*-?\s*[\w.-]+\s*[:=]\s*(.+?)\s*$/gm)) add(m[1]);

@@ -80,7 +80,7 @@ export function resolveConfig(raw: unknown, overrides: ConfigOverrides = {}, fil
   }
   // SECURITY: a secret from the environment or a file flag is held to the same rule as one in the file.
   const weak = (Object.keys(SECRETS) as SecretName[])
-    .map((name) => (overrides[name] ? secretProblem(overrides.secretSources?.[name] ?? SECRETS[name].key, overrides[name]) : null))
+    .map((name) => (overrides[name] ? secretProblem(overrides.secretSources?.[name] ?? SECRETS[name].key, overrides[name], name) : null))
     .filter((p): p is string => p !== null);
   if (weak.length) throw new StranglerError(weak.join('\n'), 'CONFIG_INVALID', { issues: weak });
   return applyOverrides(config, overrides, file);

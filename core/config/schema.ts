@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { GENERATE_HINT, secretStrength } from './secret-strength.ts';
+import { BEARER_TOKEN, BEARER_TOKEN_PROBLEM, GENERATE_HINT, secretStrength } from './secret-strength.ts';
 
 /**
  * The schema of strangler.yaml. Every object is strict: an unknown key is an error that names
@@ -25,6 +25,7 @@ const secret = z.string().superRefine((value, ctx) => {
   const { problem } = secretStrength(value);
   if (problem) ctx.addIssue({ code: 'custom', message: `the secret is ${problem}; generate one with: ${GENERATE_HINT}` });
 });
+const bearerSecret = secret.regex(BEARER_TOKEN, BEARER_TOKEN_PROBLEM);
 const prefix = z
   .string()
   .regex(/^(\/[a-z0-9][a-z0-9._-]*)+$/, 'expected a lowercase path prefix such as "/api/invoices" (no trailing slash)');
@@ -131,7 +132,7 @@ export const configSchema = z.strictObject({
        * refuses to start without it. Set it outside version control: STRANGLER_ADMIN_TOKEN or
        * --admin-token-file.
        */
-      adminToken: secret.optional(),
+      adminToken: bearerSecret.optional(),
       /** Proxies trusted to set X-Forwarded-For (CIDRs or addresses). Empty: trust none. */
       trustedProxies: z.array(z.string()).default([]),
       /** Paths reachable without a token. */

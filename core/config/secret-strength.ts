@@ -16,6 +16,10 @@ export const MIN_SPREAD = 0.8;
 /** What to run for a good secret (48 bytes: a margin over the 32 needed). */
 export const GENERATE_HINT = 'openssl rand -base64 48';
 
+/** A secret sent as a bearer token (RFC 6750 b64token), as `openssl rand -base64 48` prints. */
+export const BEARER_TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
+export const BEARER_TOKEN_PROBLEM = `the token is sent in an Authorization header: use only letters, digits and -._~+/ (as ${GENERATE_HINT} prints)`;
+
 const ALPHABETS: ReadonlyArray<{ name: string; size: number; pattern: RegExp }> = [
   { name: 'decimal digits', size: 10, pattern: /^[0-9]+$/ },
   { name: 'hex digits', size: 16, pattern: /^([0-9a-f]+|[0-9A-F]+)$/ },

@@ -85,6 +85,15 @@ describe('secrets in the configuration', () => {
     expect(resolveConfig({}, { adminToken: strong, legacyJwtSecret: strong }).gateway.adminToken).toBe(strong);
   });
 
+  it('takes as admin token only what an Authorization header carries as is (RFC 6750 b64token)', () => {
+    const spaced = `${generateSecret().slice(0, 30)} ${generateSecret().slice(0, 30)}`;
+    expect(() => resolveConfig({ gateway: { adminToken: spaced } })).toThrow(/gateway\.adminToken: the token is sent in an Authorization header/);
+    expect(() => resolveConfig({}, { adminToken: spaced })).toThrow(/^gateway\.adminToken: the token is sent in an Authorization header/);
+    expect(resolveConfig({ gateway: { adminToken: randomBytes(48).toString('base64') } }).gateway.adminToken).toMatch(/^[A-Za-z0-9+/]+=*$/);
+    // The JWT secret is never sent anywhere: any characters do.
+    expect(resolveConfig({ legacy: { jwtSecret: spaced } }).legacy.jwtSecret).toBe(spaced);
+  });
+
   it('lets an override win over the file', () => {
     const other = generateSecret();
     expect(resolveConfig({ legacy: { jwtSecret: strong } }, { legacyJwtSecret: other }).legacy.jwtSecret).toBe(other);

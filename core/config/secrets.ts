@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { StranglerError } from '../errors.ts';
-import { GENERATE_HINT, secretStrength } from './secret-strength.ts';
+import { BEARER_TOKEN, BEARER_TOKEN_PROBLEM, GENERATE_HINT, secretStrength } from './secret-strength.ts';
 
 /**
  * The secrets of strangler.yaml. None has a default: a secret printed in the repository or its
@@ -18,8 +18,10 @@ export const SECRETS = {
     key: 'gateway.adminToken',
     env: 'STRANGLER_ADMIN_TOKEN',
     flag: '--admin-token-file',
+    /** Sent in an Authorization header (RFC 6750 b64token). */
+    bearer: true,
   },
-} as const;
+} as const satisfies Record<string, { key: string; env: string; flag: string; bearer?: boolean }>;
 
 export type SecretName = keyof typeof SECRETS;
 
@@ -33,10 +35,12 @@ export function generateSecret(): string {
   return randomBytes(48).toString('base64url');
 }
 
-/** Why a secret is refused (too short, not random), or null. `label` names where it came from. */
-export function secretProblem(label: string, value: string): string | null {
+/** Why a secret is refused (too short, not random, not a bearer token), or null. `label` names where it came from. */
+export function secretProblem(label: string, value: string, name?: SecretName): string | null {
   const { problem } = secretStrength(value);
-  return problem ? `${label}: the secret is ${problem}; generate one with: ${GENERATE_HINT}` : null;
+  if (problem) return `${label}: the secret is ${problem}; generate one with: ${GENERATE_HINT}`;
+  if (name && 'bearer' in SECRETS[name] && !BEARER_TOKEN.test(value)) return `${label}: ${BEARER_TOKEN_PROBLEM}`;
+  return null;
 }
 
 /**
@@ -45,8 +49,14 @@ export function secretProblem(label: string, value: string): string | null {
  */
 export function requireSecret(config: Parameters<typeof secretValue>[0], name: SecretName, who: string): string {
   const value = secretValue(config, name);
-  if (value) return value;
   const s = SECRETS[name];
+  if (value) {
+    // Checked again here: whatever path a value took (a default slipped into the schema, a
+    // config built in code), a weak one never reaches a verifier.
+    const problem = secretProblem(s.key, value, name);
+    if (problem) throw new StranglerError(problem, 'CONFIG_INVALID');
+    return value;
+  }
   throw new StranglerError(
     `${s.key} is not set and ${who}; set ${s.env}="$(${GENERATE_HINT})" in the environment, pass ${s.flag} <file>, or set ${s.key} in a strangler.yaml kept out of version control`,
     'CONFIG_INVALID',
