@@ -5,7 +5,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { loadConfig } from '../../core/config/load.ts';
 import { StranglerError } from '../../core/errors.ts';
 import { createLogger } from '../../core/logger.ts';
-import { DEV_STATE_FILE, output, publicDevState, readDevState, resolveCliConfig, type DevStackState, type GlobalArgs } from '../context.ts';
+import { DEV_STATE_FILE, output, publicDevState, readDevState, resolveCliConfig, secretOverrides, type DevStackState, type GlobalArgs } from '../context.ts';
 
 interface DevArgs extends GlobalArgs {
   action: 'up' | 'down' | 'status' | 'seed';
@@ -51,7 +51,8 @@ async function up(args: DevArgs): Promise<void> {
   process.stderr.write('starting the local stack\n');
   // Heavy modules load only when the command runs, so `strangler --help` stays fast.
   const { startTopology } = await import('../dev/topology.ts');
-  const topology = await startTopology((o) => loadConfig(args.config, o), {
+  // Secrets set in the environment are the stack's too (recorded in its state); the rest are generated.
+  const topology = await startTopology((o) => loadConfig(args.config, { ...secretOverrides(args, process.env), ...o }), {
     logger,
     seed: { users: args.users, invoices: args.invoices, seed: args.seed },
     redisUrl: process.env.REDIS_URL,

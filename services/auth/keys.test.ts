@@ -9,7 +9,8 @@ import type { ResolvedConfig } from '../../core/config/load.ts';
 import { silentLogger } from '../../core/logger.ts';
 import { openDatabase } from '../../legacy-adapter/db.ts';
 import { waitFor } from '../../stack/ports.ts';
-import { configYaml, isolatedConfig, ROOT } from '../../test/harness.ts';
+import { migrateService } from '../../migrations/services/index.ts';
+import { configYaml, createTestDatabase, dropTestDatabase, isolatedConfig, ROOT } from '../../test/harness.ts';
 import { startService, type RunningService } from '../app.ts';
 import { AUTH_ISSUER, createTokenVerifier, JWKS_COOLDOWN_MS, JWKS_PATH } from '../kit/jwt.ts';
 import { signingKeys } from './keys.ts';
@@ -49,15 +50,23 @@ afterAll(async () => {
 });
 
 describe('the auth service signing keys', () => {
-  it('makes its first key at its first start, in its database, once even when instances start together', async () => {
-    // Two more instances on the same database start at the same moment.
-    const more = await Promise.all([1, 2].map(() => startService(config, 'auth', { port: 0, logger: silentLogger, tokenFormat: 'rs256', instance: false, signingKeyPolicy: policy })));
-    await Promise.all(more.map((s) => s.close()));
-    const keys = await signingKeys(auth.db, policy).list();
-    expect(keys).toHaveLength(1);
-    expect(await published()).toEqual([keys[0].kid]);
-    const jwks = (await (await fetch(`${auth.url}${JWKS_PATH}`)).json()) as { keys: Array<{ d?: string; p?: string }> };
-    expect(jwks.keys.every((k) => k.d === undefined && k.p === undefined)).toBe(true); // never the private part
+  it('makes its first key at its first start, before any login, in its database, once even when instances start together', async () => {
+    const fresh = await createTestDatabase('auth_keys_first');
+    const cfg = { ...config, services: config.services.map((s) => (s.name === 'auth' ? { ...s, databaseUrl: fresh } : s)) };
+    await migrateService(cfg.services.find((s) => s.name === 'auth')!);
+    const started = await Promise.all([1, 2, 3].map(() => startService(cfg, 'auth', { port: 0, logger: silentLogger, tokenFormat: 'rs256', instance: false, signingKeyPolicy: policy })));
+    try {
+      const keys = await signingKeys(started[0].db, policy).list();
+      expect(keys).toHaveLength(1);
+      for (const s of started) {
+        const jwks = (await (await fetch(`${s.url}${JWKS_PATH}`)).json()) as { keys: Array<{ kid: string; d?: string; p?: string }> };
+        expect(jwks.keys.map((k) => k.kid)).toEqual([keys[0].kid]);
+        expect(jwks.keys.every((k) => k.d === undefined && k.p === undefined)).toBe(true); // never the private part
+      }
+    } finally {
+      await Promise.all(started.map((s) => s.close()));
+      await dropTestDatabase(fresh);
+    }
   });
 
   it('publishes the next key before signing with it, keeps the previous one until its tokens expire, then deletes it', async () => {
