@@ -3,12 +3,12 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Redis } from 'ioredis';
 import proxyaddr from 'proxy-addr';
 import type { ResolvedConfig } from '../core/config/load.ts';
+import { requireSecret } from '../core/config/secrets.ts';
 import { errorBody } from '../core/errors.ts';
 import { StranglerError } from '../core/errors.ts';
 import type { Logger } from '../core/logger.ts';
 import { createTokenVerifier, jwksFor } from '../services/kit/jwt.ts';
 import { CANARY_COOKIE, newCanaryCookieValue, readCanaryCookie } from './canary.ts';
-import { requireSecret } from '../core/config/secrets.ts';
 import { ADMIN_PATHS, createAdminAuth } from './admin-auth.ts';
 import { createEdgeAuth } from './edge-auth.ts';
 import { traceparentFor, upstreamHeaders, validRequestId } from './headers.ts';

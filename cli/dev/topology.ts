@@ -52,7 +52,7 @@ export async function startTopology(fileConfig: (o: ConfigOverrides) => Resolved
     await stack.stop();
   };
   try {
-    // SECURITY: no secret is shared between stacks or printed anywhere: each stack makes its own.
+    // SECURITY: no secret is shared between stacks: each makes its own, unless strangler.yaml or the environment gives one.
     const fromFile = fileConfig(stack.overrides);
     const secrets = Object.fromEntries((Object.keys(SECRETS) as SecretName[]).map((name) => [name, secretValue(fromFile, name) ?? generateSecret()])) as Record<SecretName, string>;
     const config = fileConfig({ ...stack.overrides, ...secrets });
