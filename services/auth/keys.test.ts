@@ -20,8 +20,8 @@ import type { KeyPolicy } from './rotation.ts';
  * The auth service's RS256 keys: made at its first start, in its database; rotated with both
  * keys in the JWKS, so tokens signed before a rotation verify until they expire.
  */
-// Published a verifier's refetch cooldown (and a margin) before signing, as in production.
-const policy: KeyPolicy = { publishAheadMs: JWKS_COOLDOWN_MS + 1_000, keepRetiredMs: 3_000 };
+// Published twice a verifier's refetch cooldown before signing, as in production (less the HTTP cache's lifetime).
+const policy: KeyPolicy = { publishAheadMs: 2 * JWKS_COOLDOWN_MS, keepRetiredMs: 3_000 };
 let config: ResolvedConfig;
 let cleanup: () => Promise<void>;
 let auth: RunningService;
@@ -78,11 +78,12 @@ describe('the auth service signing keys', () => {
 
     const plan = await keys.rotate();
     expect(plan.retire.map((r) => r.kid)).toEqual([first]);
+    expect(plan.add.activatesAt.getTime() - plan.now.getTime()).toBe(policy.publishAheadMs);
     // Both keys are published at once; the old one still signs until the new one activates.
     expect((await published()).sort()).toEqual([first, plan.kid].sort());
-    expect(kidOf(await login())).toBe(first);
+    expect((await keys.current()).kid).toBe(first);
 
-    await waitFor('the new key to sign', async () => kidOf(await login()) === plan.kid, 20_000, 200);
+    await waitFor('the new key to sign', async () => kidOf(await login()) === plan.kid, 30_000, 200);
     const after = await login();
     // A verifier that fetched the JWKS before the rotation learns the new key, and still knows the old.
     expect((await seen(after)).sub).toBeTruthy();
