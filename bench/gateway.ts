@@ -13,6 +13,7 @@ import { join, resolve } from 'node:path';
 import { SignJWT } from 'jose';
 import pg from 'pg';
 import { stringify } from 'yaml';
+import { generateSecret } from '../core/config/secrets.ts';
 import { commitRouteChange } from '../cutover/route-change.ts';
 import { migrateControl } from '../migrations/control/index.ts';
 import { LocalStack } from '../stack/index.ts';
@@ -83,7 +84,7 @@ http { access_log off;
     await client.connect();
     await commitRouteChange(client, 'strangler', [{ prefix: '/api/invoices', service: 'invoices', mode: 'service', weight: 0 }], { actor: 'bench', command: 'bench', outcome: 'applied' });
     await client.end();
-    const secret = 'bench-secret-of-at-least-32-chars!!';
+    const secret = generateSecret();
     const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('42').setIssuer('legacy').setExpirationTime('2h').sign(new TextEncoder().encode(secret));
 
     const gateway = async (name: string, gw: Record<string, unknown>, workers = 1, headers?: Record<string, string>) => {
@@ -96,7 +97,7 @@ http { access_log off;
           redis: { url: stack.redisUrl, keyPrefix: `bench:${port}:` },
           legacy: { port: await freePort(), url: `http://127.0.0.1:${upstreamPort}`, jwtSecret: secret },
           control: { database: 'bench_control' },
-          gateway: { port, snapshotFile: join(dir, `${port}.json`), ...gw },
+          gateway: { port, snapshotFile: join(dir, `${port}.json`), adminToken: generateSecret(), ...gw },
           logLevel: 'error',
           services: [{ name: 'invoices', prefix: '/api/invoices', port: await freePort(), url: `http://127.0.0.1:${upstreamPort}`, database: 'bench_invoices', order: 1 }],
         }),

@@ -1,6 +1,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import type { Argv } from 'yargs';
 import { loadConfig, type ConfigOverrides, type ResolvedConfig } from '../core/config/load.ts';
+import { readSecretFile, SECRETS, type SecretName } from '../core/config/secrets.ts';
 
 /** Options every command accepts. */
 export interface GlobalArgs {
@@ -8,6 +10,19 @@ export interface GlobalArgs {
   json?: boolean;
   postgresUrl?: string;
   redisUrl?: string;
+  /** Commands that need secrets (secretFileOptions): files holding them. */
+  legacyJwtSecretFile?: string;
+  adminTokenFile?: string;
+}
+
+/**
+ * The file flags of the secrets, for the commands that need them (gateway, service, legacy).
+ * SECURITY: a file, never the secret itself as a flag value (the process list shows those).
+ */
+export function secretFileOptions<T>(y: Argv<T>): Argv<T> {
+  return y
+    .option('legacy-jwt-secret-file', { type: 'string', describe: `file holding legacy.jwtSecret (env ${SECRETS.legacyJwtSecret.env})` })
+    .option('admin-token-file', { type: 'string', describe: `file holding gateway.adminToken (env ${SECRETS.adminToken.env})` });
 }
 
 /** Where `strangler dev up` records the ports of the stack it runs. */
@@ -19,6 +34,15 @@ export interface DevStackState {
   redisUrl: string;
   startedAt: string;
   components: Record<string, string>;
+  /** The stack's own secrets, generated at `dev up` (the file is readable by its owner only). */
+  secrets?: Record<SecretName, string>;
+}
+
+/** The state without its secrets, for printing. */
+export function publicDevState(state: DevStackState): Omit<DevStackState, 'secrets'> {
+  const { secrets, ...rest } = state;
+  void secrets;
+  return rest;
 }
 
 export function readDevState(cwd = process.cwd()): DevStackState | null {
@@ -43,12 +67,32 @@ export function resolveCliConfig(args: GlobalArgs, env: NodeJS.ProcessEnv = proc
   const overrides: ConfigOverrides = {
     postgresUrl: args.postgresUrl ?? env.STRANGLER_POSTGRES_URL ?? dev?.postgresUrl,
     redisUrl: args.redisUrl ?? env.REDIS_URL ?? dev?.redisUrl,
-    legacyJwtSecret: env.STRANGLER_LEGACY_JWT_SECRET,
-    adminToken: env.STRANGLER_ADMIN_TOKEN,
+    ...secretOverrides(args, env, dev),
     logLevel: env.STRANGLER_LOG_LEVEL as ConfigOverrides['logLevel'],
     gatewayZone: flags.gatewayZone ?? (env.STRANGLER_ZONE || undefined),
   };
   return loadConfig(args.config, overrides);
+}
+
+/** Each secret from its file flag, else the environment, else a running dev stack (else strangler.yaml). */
+export function secretOverrides(args: Pick<GlobalArgs, 'legacyJwtSecretFile' | 'adminTokenFile'>, env: NodeJS.ProcessEnv, dev: DevStackState | null = null): ConfigOverrides {
+  const out: ConfigOverrides = { secretSources: {} };
+  const files: Record<SecretName, string | undefined> = { legacyJwtSecret: args.legacyJwtSecretFile, adminToken: args.adminTokenFile };
+  for (const name of Object.keys(SECRETS) as SecretName[]) {
+    const { env: variable, flag } = SECRETS[name];
+    const file = files[name];
+    if (file) {
+      out[name] = readSecretFile(file, flag);
+      out.secretSources![name] = `${flag} ${file}`;
+    } else if (env[variable]) {
+      out[name] = env[variable];
+      out.secretSources![name] = variable;
+    } else if (dev?.secrets?.[name]) {
+      out[name] = dev.secrets[name];
+      out.secretSources![name] = 'the dev stack';
+    }
+  }
+  return out;
 }
 
 /** Prints a value as JSON (--json) or as text. */

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -8,6 +8,7 @@ import { parse, stringify } from 'yaml';
 import { isListening } from '../stack/ports.ts';
 import { freePort } from '../stack/ports.ts';
 import { sharedStack } from '../test/harness.ts';
+import { looksGenerated } from '../test/secret-scan.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const cwd = mkdtempSync(join(tmpdir(), 'dev-up-'));
@@ -56,6 +57,14 @@ it('dev up --detach starts the stack and prints where each part listens; status,
   const status = await run('dev', 'status', '--json', ...config);
   expect(status.code).toBe(0);
   expect(JSON.parse(status.stdout).health.legacy).toBe('healthy');
+
+  // Its own secrets, generated for it: in its state (owner only), never printed, used by the gateway.
+  const stateFile = join(cwd, '.strangler/dev-stack.json');
+  const { secrets } = JSON.parse(readFileSync(stateFile, 'utf8')) as { secrets: Record<string, string> };
+  expect(statSync(stateFile).mode & 0o777).toBe(0o600);
+  expect(looksGenerated(secrets.legacyJwtSecret) && looksGenerated(secrets.adminToken)).toBe(true);
+  expect(`${up.stdout}${status.stdout}`).not.toContain(secrets.legacyJwtSecret);
+  expect((await fetch(`http://127.0.0.1:${gatewayPort}/metrics`, { headers: { authorization: `Bearer ${secrets.adminToken}` } })).status).toBe(200);
 
   const seed = await run('dev', 'seed', '--users', '2', '--invoices', '3', ...config);
   expect(seed.code, seed.stderr).toBe(0);

@@ -5,7 +5,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { freePort, waitFor } from '../stack/ports.ts';
-import { gatewayTestEnv, ROOT, sharedStack } from '../test/harness.ts';
+import { gatewayTestEnv, ROOT, sharedStack, testSecrets } from '../test/harness.ts';
 import { liveGateways } from '../cutover/route-change.ts';
 import { redisKeys } from './redis-keys.ts';
 
@@ -32,7 +32,10 @@ it('strangler gateway --workers 2 --zone z-1 runs two processes on one port that
       services: [{ name: 'invoices', prefix: '/api/invoices', port: await freePort(), url: env.upstreams.invoices.url, database: 'svc_invoices', order: 1 }],
     }),
   );
-  const child = spawn(process.execPath, [resolve(ROOT, 'bin/strangler.js'), 'gateway', '--workers', '2', '--zone', 'z-1', '--config', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [resolve(ROOT, 'bin/strangler.js'), 'gateway', '--workers', '2', '--zone', 'z-1', '--config', file], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, STRANGLER_LEGACY_JWT_SECRET: testSecrets.legacyJwtSecret, STRANGLER_ADMIN_TOKEN: testSecrets.adminToken },
+  });
   let stderr = '';
   child.stderr.on('data', (c) => (stderr += c));
   const redis = new Redis(env.config.redis.url);

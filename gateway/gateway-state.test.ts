@@ -5,7 +5,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisServer } from '../stack/redis-server.ts';
 import { waitFor } from '../stack/ports.ts';
-import { createTestDatabase, dropTestDatabase, gatewayTestEnv } from '../test/harness.ts';
+import { adminHeaders, createTestDatabase, dropTestDatabase, gatewayTestEnv } from '../test/harness.ts';
 import { routeWriter } from '../test/routes.ts';
 import { migrateControl } from '../migrations/control/index.ts';
 import { startGateway, type RunningGateway } from './start.ts';
@@ -189,7 +189,7 @@ describe('Redis outages and shared limits', () => {
       for (let i = 0; i < 5; i++) statuses.push((await fetch(`${g.url}/api/invoices`, { headers: { authorization: `Bearer ${t}` } })).status);
       expect(statuses).toEqual([200, 200, 200, 429, 429]);
       // Decided on this gateway's count without a round trip to the Redis it knows is down.
-      expect(await (await fetch(`${g.url}/metrics`)).text()).toMatch(/strangler_gateway_redis_unavailable_total\{what="rate-limit"\} [1-9]/);
+      expect(await (await fetch(`${g.url}/metrics`, { headers: adminHeaders })).text()).toMatch(/strangler_gateway_redis_unavailable_total\{what="rate-limit"\} [1-9]/);
     } finally {
       await redis.restart();
       await g.stop();

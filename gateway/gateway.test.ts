@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { generateKeyPair, SignJWT, UnsecuredJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import { gatewayTestEnv } from '../test/harness.ts';
+import { adminHeaders, gatewayTestEnv } from '../test/harness.ts';
 import { startEchoUpstream } from '../test/upstream.ts';
 import { routeWriter } from '../test/routes.ts';
 import { startGateway, type RunningGateway } from './start.ts';
@@ -273,7 +273,7 @@ describe('gateway proxy correctness', () => {
     expect(ready.status).toBe(200);
     expect(ready.json).toMatchObject({ ready: true, status: 'ok', degraded: [], routeTable: { degraded: false }, controlDatabase: 'ok', redis: 'ready' });
     await get('/health'); // one unrouted request, also when this test runs alone
-    const metrics = await get('/metrics');
+    const metrics = await get('/metrics', { headers: adminHeaders });
     expect(metrics.text).toMatch(/strangler_gateway_requests_total\{prefix="unrouted",target="legacy",class="2xx"\} \d+/);
     expect(metrics.text).toMatch(/strangler_gateway_route_version \d+/);
   });
@@ -344,7 +344,7 @@ describe('gateway canary, fallback and outlier ejection', () => {
       const idempotent = await fetch(`${g2.url}/api/invoices`, { method: 'POST', headers: { authorization: `Bearer ${t}`, 'idempotency-key': 'k-1', 'content-type': 'application/json' }, body: '{"a":1}' });
       const json = (await idempotent.json()) as any;
       expect(json).toMatchObject({ server: 'legacy', body: '{"a":1}' });
-      const metrics = await (await fetch(`${g2.url}/metrics`)).text();
+      const metrics = await (await fetch(`${g2.url}/metrics`, { headers: adminHeaders })).text();
       expect(metrics).toMatch(/strangler_gateway_fallbacks_total\{service="invoices",reason="ECONNREFUSED"\} 2/);
     } finally {
       await g2.stop();
@@ -373,7 +373,7 @@ describe('gateway canary, fallback and outlier ejection', () => {
       // Round robin: half of the first attempts land on the instance answering 503.
       expect(await ask(open)).toEqual([200, 200, 200, 200]);
       expect(await ask(spent)).toContain(503);
-      const metrics = await (await fetch(`${spent.url}/metrics`)).text();
+      const metrics = await (await fetch(`${spent.url}/metrics`, { headers: adminHeaders })).text();
       expect(metrics).toMatch(/strangler_gateway_retries_over_budget_total\{service="invoices"\} [1-9]/);
     } finally {
       env.upstreams.invoices.override.delete('/api/invoices');
@@ -394,7 +394,7 @@ describe('gateway canary, fallback and outlier ejection', () => {
       expect(statuses).toEqual([500, 500, 500]);
       const after = await fetch(`${g3.url}/api/invoices`, { headers: { authorization: `Bearer ${t}` } });
       expect(((await after.json()) as any).server).toBe('legacy');
-      expect(await (await fetch(`${g3.url}/metrics`)).text()).toMatch(/strangler_gateway_available_instances\{service="invoices"\} 0/);
+      expect(await (await fetch(`${g3.url}/metrics`, { headers: adminHeaders })).text()).toMatch(/strangler_gateway_available_instances\{service="invoices"\} 0/);
     } finally {
       env.upstreams.invoices.override.clear();
       await g3.stop();

@@ -11,7 +11,7 @@ import type { ServiceRegistry } from '../core/registry/registry.ts';
 import { migrateService } from '../migrations/services/index.ts';
 import { signLegacyToken } from '../services/kit/jwt.ts';
 import { waitFor } from '../stack/ports.ts';
-import { configYaml, createTestDatabase, dropTestDatabase, gatewayTestEnv, ROOT } from '../test/harness.ts';
+import { adminHeaders, configYaml, createTestDatabase, dropTestDatabase, gatewayTestEnv, ROOT } from '../test/harness.ts';
 import { routeWriter } from '../test/routes.ts';
 import { startEchoUpstream } from '../test/upstream.ts';
 import { readInstances } from './instances-report.ts';
@@ -114,7 +114,7 @@ beforeAll(async () => {
   gateway = await startGateway(config, { port: 0, instanceId: 'gw-lb' });
   routes = routeWriter(config);
   await routes.set({ prefix: '/api/invoices', mode: 'service' });
-  token = await signLegacyToken({ id: 42, email: 'lb@example.test' }, { secret: config.legacy.jwtSecret, issuer: config.legacy.jwtIssuer, ttlSeconds: 600 });
+  token = await signLegacyToken({ id: 42, email: 'lb@example.test' }, { secret: config.legacy.jwtSecret!, issuer: config.legacy.jwtIssuer, ttlSeconds: 600 });
 }, 120_000);
 
 afterAll(async () => {
@@ -242,7 +242,7 @@ describe('service discovery and load balancing across real invoices instances', 
       const seen = sick.seen.length;
       for (let i = 0; i < 12; i++) expect(await get()).toBe(200);
       expect(sick.seen.length).toBe(seen);
-      const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
+      const metrics = await (await fetch(`${gateway.url}/metrics`, { headers: adminHeaders })).text();
       expect(metrics).toMatch(/strangler_gateway_instance_ejections_total\{service="invoices",instance="invoices-sick"\} 1/);
       expect(metrics).toMatch(/strangler_gateway_instance_failures_total\{service="invoices",instance="invoices-sick",kind="5xx"\} 3/);
 

@@ -1,5 +1,7 @@
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { errorBody } from '../core/errors.ts';
 import type { DependencyHealth } from '../core/redis-health.ts';
+import { ADMIN_PATHS } from './admin-auth.ts';
 import type { GatewayMetrics } from './metrics.ts';
 import type { RouteSource } from './route-types.ts';
 import type { Cluster } from './upstreams.ts';
@@ -12,6 +14,8 @@ export interface OpsDeps {
   redis: DependencyHealth;
   metrics: GatewayMetrics;
   upstreams: Map<string, Cluster>;
+  /** Whether an Authorization header carries the gateway's admin token (admin-auth.ts). */
+  isAdmin: (authorization: string | undefined) => boolean;
 }
 
 /**
@@ -29,10 +33,17 @@ export function degradedReasons(d: Pick<OpsDeps, 'routes' | 'redis'>): string[] 
 
 /**
  * /healthz (the process answers), /readyz (it has a route table: 200, with `degraded` and the
- * reasons when a dependency is away; 503 without a table) and /metrics (Prometheus).
+ * reasons when a dependency is away; 503 without a table) and /metrics (Prometheus, behind the
+ * admin token).
  */
 export function createOps(d: OpsDeps) {
-  return async function ops(path: string, res: ServerResponse, requestId: string): Promise<boolean> {
+  return async function ops(path: string, req: IncomingMessage, res: ServerResponse, requestId: string): Promise<boolean> {
+    // SECURITY: admin endpoints answer only to the admin token (gateway/admin-auth.ts).
+    if (ADMIN_PATHS.has(path) && !d.isAdmin(req.headers.authorization)) {
+      const body = JSON.stringify(errorBody('UNAUTHENTICATED', `${path} needs the gateway's admin token: Authorization: Bearer <gateway.adminToken>`));
+      res.writeHead(401, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-request-id': requestId, 'www-authenticate': 'Bearer realm="strangler-admin"' }).end(body);
+      return true;
+    }
     if (path === '/healthz') {
       res.writeHead(200, { 'content-type': 'application/json', 'x-request-id': requestId }).end('{"status":"ok"}');
       return true;

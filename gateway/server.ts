@@ -1,12 +1,14 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Redis } from 'ioredis';
 import type { ResolvedConfig } from '../core/config/load.ts';
+import { requireSecret } from '../core/config/secrets.ts';
 import { errorBody } from '../core/errors.ts';
 import { StranglerError } from '../core/errors.ts';
 import type { Logger } from '../core/logger.ts';
 import type { RedisHealth } from '../core/redis-health.ts';
 import { createTokenVerifier, jwksFor } from '../services/kit/jwt.ts';
 import { createCredentialLimits } from './credential-limit.ts';
+import { createAdminAuth } from './admin-auth.ts';
 import { createEdgeAuth } from './edge-auth.ts';
 import { createGatewayMetrics, RouteFigures, statusClass, type GatewayMetrics } from './metrics.ts';
 import { createOps, OPS_PATHS } from './ops.ts';
@@ -72,6 +74,15 @@ class ClientAborted extends Error {
 /** Whether the client's connection closed before the answer was complete. */
 const clientWentAway = (res: ServerResponse) => res.destroyed && !res.writableFinished;
 
+
+/** The secrets a gateway cannot start without (CONFIG_INVALID saying how to set the one missing). */
+export function gatewaySecrets(config: ResolvedConfig): { jwtSecret: string; adminToken: string } {
+  return {
+    jwtSecret: requireSecret(config, 'legacyJwtSecret', "the gateway verifies the monolith's tokens with it"),
+    adminToken: requireSecret(config, 'adminToken', "the gateway's admin endpoint (/metrics) needs it"),
+  };
+}
+
 /**
  * The data plane. One request, top to bottom:
  * request id → normalise path → ops endpoints → the pipeline (route table → route match → JWT →
@@ -83,6 +94,7 @@ const clientWentAway = (res: ServerResponse) => res.destroyed && !res.writableFi
 export function createGateway(deps: GatewayDeps): Gateway {
   const { config, routes, redis, redisHealth, keys, logger } = deps;
   const g = config.gateway;
+  const secrets = gatewaySecrets(config);
   const metrics = deps.metrics ?? createGatewayMetrics();
   const figures = new RouteFigures(redis, keys, redisHealth);
   figures.start();
@@ -117,7 +129,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
   });
 
   const authenticate = createEdgeAuth({
-    verify: createTokenVerifier({ legacy: { secret: config.legacy.jwtSecret, issuer: config.legacy.jwtIssuer }, jwks: jwksFor(config), audience: g.audience, jwksTimeoutMs: g.jwksTimeoutMs }),
+    verify: createTokenVerifier({ legacy: { secret: secrets.jwtSecret, issuer: config.legacy.jwtIssuer }, jwks: jwksFor(config), audience: g.audience, jwksTimeoutMs: g.jwksTimeoutMs }),
     protectedPrefixes: g.protectedPrefixes,
     publicPaths: g.publicPaths,
   });
@@ -126,7 +138,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
   const credentials = createCredentialLimits(g.credentialLimits, g.publicPaths, { redis, keys, sync: g.rateLimitSync, health: redisHealth, onStoreError: storeError });
   const pipeline = createPipeline({ routes, authenticate, rateLimit, credentials, trustedProxies: g.trustedProxies, metrics });
   const shadow = createShadow({ ...g.shadow, ignorePaths: Object.fromEntries(config.services.map((s) => [s.name, s.ignorePaths])) }, { redis, keys, metrics, logger, health: redisHealth });
-  const ops = createOps({ routes, redis: redisHealth, metrics, upstreams });
+  const ops = createOps({ routes, redis: redisHealth, metrics, upstreams, isAdmin: createAdminAuth(secrets.adminToken) });
 
   // Switchover fence: writes to a fenced prefix wait here until a table without the fence
   // arrives (then they are routed by it), or until fenceHoldMs (503). In-flight writes per
@@ -170,7 +182,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     const target = normalizeRequestTarget(req.url ?? '/');
     // SECURITY: a path the gateway cannot read exactly as the upstream will is refused, never guessed.
     if (!target.ok) return sendError(res, 400, 'BAD_INPUT', `the request path is refused: ${target.reason}`, requestId);
-    if (OPS_PATHS.has(target.path) && (await ops(target.path, res, requestId))) return;
+    if (OPS_PATHS.has(target.path) && (await ops(target.path, req, res, requestId))) return;
 
     // Awaited only when it is a promise: `await` on a plain value still costs a microtask turn.
     const admitted = pipeline.admit(req, requestId, target);

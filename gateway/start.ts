@@ -9,7 +9,7 @@ import { createGatewayMetrics } from './metrics.ts';
 import { redisKeys } from './redis-keys.ts';
 import { LiveRouteState } from './route-state.ts';
 import { createPgRouteStore } from './route-store.ts';
-import { createGateway, type Gateway } from './server.ts';
+import { createGateway, gatewaySecrets, type Gateway } from './server.ts';
 
 export interface RunningGateway {
   url: string;
@@ -31,6 +31,7 @@ export interface StartGatewayOptions {
 
 /** A gateway process: the route state from the control DB (following Redis), and the data plane. */
 export async function startGateway(config: ResolvedConfig, options: StartGatewayOptions = {}): Promise<RunningGateway> {
+  gatewaySecrets(config); // refused before connecting to anything
   const logger = options.logger ?? createLogger('gateway', config.logLevel);
   const instanceId = options.instanceId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
   const keys = redisKeys(config.redis.keyPrefix);

@@ -1,6 +1,7 @@
 import type { Express } from 'express';
 import type { Knex } from 'knex';
 import type { ResolvedConfig } from '../core/config/load.ts';
+import { requireSecret } from '../core/config/secrets.ts';
 import { createLogger, type Logger } from '../core/logger.ts';
 import { createApp, finishApp, listen, type RunningServer } from '../services/kit/app.ts';
 import { createTokenVerifier, signLegacyToken } from '../services/kit/jwt.ts';
@@ -22,9 +23,15 @@ export interface LegacyAppDeps {
   legacy: ResolvedConfig['legacy'];
 }
 
+/** The monolith signs its tokens with legacy.jwtSecret: it does not start without one. */
+export function legacySecret(config: Parameters<typeof requireSecret>[0]): string {
+  return requireSecret(config, 'legacyJwtSecret', 'the monolith signs and verifies its tokens with it');
+}
+
 /** The reference monolith: every /api prefix in one Express app on one database. */
 export function createLegacyApp(deps: LegacyAppDeps): Express {
-  const issuer = { secret: deps.legacy.jwtSecret, issuer: deps.legacy.jwtIssuer, ttlSeconds: deps.legacy.tokenTtlSeconds };
+  const secret = legacySecret({ legacy: deps.legacy, gateway: {} });
+  const issuer = { secret, issuer: deps.legacy.jwtIssuer, ttlSeconds: deps.legacy.tokenTtlSeconds };
   const requireUser = createRequireUser(createTokenVerifier({ legacy: issuer }));
   const ctx = { db: deps.db, tables: LEGACY_TABLES, requireUser, logger: deps.logger };
   const app = createApp({ name: 'legacy', logger: deps.logger, health: { database: () => deps.db.raw('SELECT 1') } });
@@ -43,6 +50,7 @@ export interface RunningLegacy extends RunningServer {
 
 /** Starts the monolith on the configured port (or `port`: 0 takes a free one). */
 export async function startLegacyApp(config: ResolvedConfig, options: { port?: number; host?: string; logger?: Logger } = {}): Promise<RunningLegacy> {
+  legacySecret(config);
   const logger = options.logger ?? createLogger('legacy', config.logLevel);
   const db = openDatabase(config.legacy.databaseUrl);
   const ocr = createOcrEngine();

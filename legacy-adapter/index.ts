@@ -1,4 +1,4 @@
-export { createLegacyApp, startLegacyApp, type LegacyAppDeps, type RunningLegacy } from './app.ts';
+export { createLegacyApp, legacySecret, startLegacyApp, type LegacyAppDeps, type RunningLegacy } from './app.ts';
 export { openDatabase } from './db.ts';
 export { renderTextPng } from './ocr/text-image.ts';
 export { createOcrEngine, type OcrEngine } from './ocr/ocr-engine.ts';

@@ -18,7 +18,7 @@ async function register(email: string, password = 'correct horse battery') {
 beforeAll(async () => {
   const t = await legacyTestConfig('legacy_api');
   cleanup = t.cleanup;
-  secret = t.config.legacy.jwtSecret;
+  secret = t.config.legacy.jwtSecret!;
   await seedLegacy(t.config.legacy.databaseUrl, { users: 3, invoices: 30, seed: 7 });
   legacy = await startLegacyApp(t.config, { port: 0 });
   call = jsonClient(legacy.url);

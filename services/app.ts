@@ -2,6 +2,7 @@ import type { Express } from 'express';
 import type { Knex } from 'knex';
 import type { ResolvedConfig, ResolvedService } from '../core/config/load.ts';
 import { serviceByName } from '../core/config/load.ts';
+import { requireSecret } from '../core/config/secrets.ts';
 import { errorBody } from '../core/errors.ts';
 import { createLogger, type Logger } from '../core/logger.ts';
 import { backgroundDeadlineMs, boundedRedisOptions, redisReady } from '../core/redis-health.ts';
@@ -21,9 +22,10 @@ import { createOcrJobsRouter } from './ocr/jobs-router.ts';
 import { createOcrQueue, startOcrWorker } from './ocr/queue.ts';
 import { LEGACY_TABLES, type AppTables } from '../legacy-adapter/tables.ts';
 import { migrateService } from '../migrations/services/index.ts';
-import { signingKeys } from './auth/keys.ts';
+import { keyPolicy, signingKeys } from './auth/keys.ts';
+import type { KeyPolicy } from './auth/rotation.ts';
 import { createApp, finishApp, listen, type RunningServer } from './kit/app.ts';
-import { AUTH_ISSUER, createTokenVerifier, JWKS_PATH, jwksFor, signLegacyToken } from './kit/jwt.ts';
+import { AUTH_ISSUER, createTokenVerifier, JWKS_MAX_AGE_SECONDS, JWKS_PATH, jwksFor, signLegacyToken } from './kit/jwt.ts';
 import { createRequireUser } from './kit/require-user.ts';
 import { registerInstance, type InstanceOptions, type InstanceRegistration } from './kit/registration.ts';
 
@@ -39,6 +41,8 @@ export interface ServiceAppOptions {
    * `rs256`: its own keys, verified everywhere through the JWKS.
    */
   tokenFormat?: 'legacy' | 'rs256';
+  /** Auth: how long signing keys overlap (default: from the token lifetime, services/auth/keys.ts). */
+  signingKeyPolicy?: KeyPolicy;
   ocr?: OcrEngine;
   /** OCR: workers run inside the service process (0: only separate `strangler ocr worker` processes). */
   ocrWorkers?: number;
@@ -65,22 +69,28 @@ export function tablesFor(service: ResolvedService): AppTables {
   };
 }
 
+/** Every service verifies the monolith's tokens (and auth signs them): none starts without the secret. */
+function serviceSecret(config: ResolvedConfig): string {
+  return requireSecret(config, 'legacyJwtSecret', "every service verifies the monolith's tokens with it");
+}
+
 /**
  * An extracted service: the same handlers as the monolith on the service's own database and
  * tables (so the contract cannot drift), its own token verification (both issuers), /health.
  */
 export function createServiceApp(config: ResolvedConfig, service: ResolvedService, deps: { db: Knex; logger: Logger; ocr?: OcrEngine; ocrQueue?: ReturnType<typeof createOcrQueue> }, options: ServiceAppOptions = {}): Express {
-  const verify = createTokenVerifier({ legacy: { secret: config.legacy.jwtSecret, issuer: config.legacy.jwtIssuer }, jwks: jwksFor(config), jwksTimeoutMs: config.gateway.jwksTimeoutMs });
+  const secret = serviceSecret(config);
+  const verify = createTokenVerifier({ legacy: { secret, issuer: config.legacy.jwtIssuer }, jwks: jwksFor(config), jwksTimeoutMs: config.gateway.jwksTimeoutMs });
   const publishes = (EVENT_SOURCES as readonly string[]).includes(service.name);
   const ctx = { db: deps.db, tables: tablesFor(service), requireUser: createRequireUser(verify), logger: deps.logger, events: publishes ? outboxRecorder : undefined };
   const app = createApp({ name: service.name, logger: deps.logger, health: { database: () => deps.db.raw('SELECT 1') } });
   switch (service.name) {
     case 'auth': {
-      const keys = signingKeys(deps.db);
+      const keys = signingKeys(deps.db, options.signingKeyPolicy ?? keyPolicy(config.legacy.tokenTtlSeconds));
       const ttl = config.legacy.tokenTtlSeconds;
-      const legacyIssuer = { secret: config.legacy.jwtSecret, issuer: config.legacy.jwtIssuer, ttlSeconds: ttl };
+      const legacyIssuer = { secret, issuer: config.legacy.jwtIssuer, ttlSeconds: ttl };
       app.get(JWKS_PATH, async (_req, res) => {
-        res.setHeader('cache-control', 'public, max-age=300');
+        res.setHeader('cache-control', `public, max-age=${JWKS_MAX_AGE_SECONDS}`);
         res.json(await keys.jwks());
       });
       app.use(service.prefix, createAuthRouter({
@@ -128,6 +138,7 @@ export interface RunningService extends RunningServer {
 /** `strangler service <name>`: migrates the service database, then serves on the service port. */
 export async function startService(config: ResolvedConfig, name: string, options: ServiceAppOptions & { port?: number; host?: string; logger?: Logger } = {}): Promise<RunningService> {
   const service = serviceByName(config, name);
+  serviceSecret(config); // refused before touching its database
   const logger = options.logger ?? createLogger(name, config.logLevel);
   await migrateService(service);
   const db = openDatabase(service.databaseUrl);
@@ -155,6 +166,8 @@ export async function startService(config: ResolvedConfig, name: string, options
     await db.destroy();
   };
   try {
+    // The auth service's first RS256 key is made at its first start, in its own database.
+    if (service.name === 'auth') await signingKeys(db, options.signingKeyPolicy ?? keyPolicy(config.legacy.tokenTtlSeconds)).ensure();
     if (redis && service.name === 'analytics') {
       consumer = await startEventConsumer({
         redis, db, logger, keyPrefix: config.redis.keyPrefix, sources: EVENT_SOURCES, group: 'analytics', handle: applyActivity, blockMs: EVENT_BLOCK_MS,

@@ -41,7 +41,7 @@ describe('domain events from the invoices service to analytics', () => {
     const invoices = await startService(config, 'invoices', { port: 0, logger: silentLogger });
     const analytics = await startService(config, 'analytics', { port: 0, logger: silentLogger, eventConsumer: 'analytics-test' });
     try {
-      const token = await signLegacyToken({ id: 7, email: 'seven@example.test' }, { secret: config.legacy.jwtSecret, issuer: config.legacy.jwtIssuer, ttlSeconds: 600 });
+      const token = await signLegacyToken({ id: 7, email: 'seven@example.test' }, { secret: config.legacy.jwtSecret!, issuer: config.legacy.jwtIssuer, ttlSeconds: 600 });
       const inv = jsonClient(invoices.url);
       const a = await inv('POST', '/api/invoices', { customerName: 'Events Co', items: [{ description: 'Work', quantity: '2', unitPrice: '50.00' }] }, token);
       await inv('POST', '/api/invoices', { customerName: 'Events Co', items: [{ description: 'More', quantity: '1', unitPrice: '10.00' }] }, token);

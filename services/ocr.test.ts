@@ -45,7 +45,7 @@ beforeAll(async () => {
   config = { ...t.config, services: t.config.services.map((s) => (s.name === 'ocr' ? { ...s, databaseUrl: db } : s)) };
   // No worker inside the service: the separate worker processes do the reading.
   ocr = await startService(config, 'ocr', { port: 0, logger: (await import('../core/logger.ts')).createLogger('ocr-test', 'error'), ocrWorkers: 0 });
-  token = await signLegacyToken({ id: 1, email: 'user1@example.test' }, { secret: config.legacy.jwtSecret, issuer: config.legacy.jwtIssuer, ttlSeconds: 600 });
+  token = await signLegacyToken({ id: 1, email: 'user1@example.test' }, { secret: config.legacy.jwtSecret!, issuer: config.legacy.jwtIssuer, ttlSeconds: 600 });
   cleanup = async () => {
     await ocr.close();
     await dropTestDatabase(db);

@@ -41,7 +41,7 @@ afterAll(async () => {
 
 describe('a service while Redis is frozen', () => {
   it('keeps serving, lets a new instance start and an old one stop, and publishes its events once Redis answers', async () => {
-    const token = await signLegacyToken({ id: 9, email: 'nine@example.test' }, { secret: config.legacy.jwtSecret, issuer: config.legacy.jwtIssuer, ttlSeconds: 600 });
+    const token = await signLegacyToken({ id: 9, email: 'nine@example.test' }, { secret: config.legacy.jwtSecret!, issuer: config.legacy.jwtIssuer, ttlSeconds: 600 });
     const running: RunningService[] = [];
     const reader = new Redis(redis.url);
     try {

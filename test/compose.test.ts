@@ -1,11 +1,15 @@
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { loadConfig } from '../core/config/load.ts';
+import { COMPOSE_SECRETS_FILE, composeSecrets } from '../cli/commands/compose.ts';
+import { looksGenerated, secretLikeStrings } from './secret-scan.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
-const compose = parse(readFileSync(resolve(ROOT, 'docker-compose.yml'), 'utf8'), { merge: true }) as { services: Record<string, any> };
+const composeText = readFileSync(resolve(ROOT, 'docker-compose.yml'), 'utf8');
+const compose = parse(composeText, { merge: true }) as { services: Record<string, any>; networks?: Record<string, any> };
 const local = loadConfig(resolve(ROOT, 'strangler.yaml'));
 const inCompose = loadConfig(resolve(ROOT, 'strangler.compose.yaml'));
 
@@ -30,12 +34,9 @@ describe('docker-compose.yml agrees with strangler.yaml', () => {
     expect(compose.services['legacy-db'].command.join(' ')).toContain('wal_level=logical');
   });
 
-  it('publishes each service, the gateway and legacy on the ports of strangler.yaml, with healthchecks and depends_on', () => {
-    const published = (name: string) => compose.services[name].ports.map((p: string) => Number(p.split(':')[0]));
-    expect(published('gateway')).toEqual([local.gateway.port]);
-    expect(published('legacy')).toEqual([local.legacy.port]);
+  it('checks each service and legacy on the ports of strangler.yaml, with healthchecks and depends_on', () => {
+    expect(compose.services.legacy.healthcheck.test.join(' ')).toContain(`:${local.legacy.port}/health`);
     for (const s of local.services) {
-      expect(published(s.name)).toEqual([s.port]);
       expect(compose.services[s.name].healthcheck.test.join(' ')).toContain(`:${s.port}/health`);
       expect(Object.keys(compose.services[s.name].depends_on)).toContain(`${s.name}-db`);
       expect(compose.services[`sync-${s.name}`].command).toEqual(['sync', 'start', s.name, '--config', '/app/strangler.compose.yaml']);
@@ -65,6 +66,65 @@ describe('docker-compose commands', () => {
     for (const [name, svc] of Object.entries(compose.services as Record<string, { image?: string; command?: string[] }>)) {
       if (!svc.command || svc.image?.startsWith('postgres') || svc.image?.startsWith('redis')) continue;
       expect(names.has(svc.command[0]), `${name}: strangler ${svc.command[0]}`).toBe(true);
+    }
+  });
+});
+
+describe('docker-compose.yml exposes only the gateway and holds no secret', () => {
+  const entries = Object.entries(compose.services);
+
+  it('publishes one port, the gateway\'s: legacy, the services, the databases and Redis are unreachable from the host', () => {
+    const published = entries.filter(([, svc]) => svc.ports !== undefined).map(([name, svc]) => [name, svc.ports]);
+    expect(published).toEqual([['gateway', [`${local.gateway.port}:${local.gateway.port}`]]]);
+    for (const [name, svc] of entries) expect(svc.network_mode, `${name}: network_mode would share the host's network`).toBeUndefined();
+  });
+
+  it('puts everything but the gateway on the internal network only, which has no route out', () => {
+    expect(compose.networks?.internal?.internal).toBe(true);
+    for (const [name, svc] of entries) {
+      expect(svc.networks, name).toEqual(name === 'gateway' ? ['edge', 'internal'] : ['internal']);
+    }
+  });
+
+  it('sets no secret in the file: every secret comes from the env file, and no database trusts without a password', () => {
+    const secretName = /SECRET|TOKEN|PASSWORD|PASSWD|AUTH|CREDENTIAL|PRIVATE|_KEY$/i;
+    for (const [name, svc] of entries) {
+      const environment: Record<string, unknown> = Array.isArray(svc.environment) ? Object.fromEntries(svc.environment.map((e: string) => e.split('='))) : (svc.environment ?? {});
+      expect(environment.POSTGRES_HOST_AUTH_METHOD, `${name}: a database that trusts every connection needs no password`).toBeUndefined();
+      for (const [key, value] of Object.entries(environment)) {
+        expect(secretName.test(key), `${name}: ${key} is set in docker-compose.yml; put it in ${COMPOSE_SECRETS_FILE}`).toBe(false);
+        expect(String(value), `${name}: ${key} carries a password in a URL`).not.toMatch(/:\/\/[^/@\s]*:[^/@\s]+@/);
+      }
+      expect(svc.env_file, `${name} reads its secrets from ${COMPOSE_SECRETS_FILE}`).toEqual([COMPOSE_SECRETS_FILE]);
+    }
+    // Nothing in the file looks like a generated secret, wherever it is written.
+    expect([...secretLikeStrings(composeText)].filter(looksGenerated)).toEqual([]);
+  });
+
+  it('keeps the env file out of git and out of the image', () => {
+    expect(execFileSync('git', ['ls-files', COMPOSE_SECRETS_FILE], { cwd: ROOT, encoding: 'utf8' }).trim(), 'it is tracked').toBe('');
+    expect(execFileSync('git', ['check-ignore', COMPOSE_SECRETS_FILE], { cwd: ROOT, encoding: 'utf8' }).trim()).toBe(COMPOSE_SECRETS_FILE);
+    expect(readFileSync(resolve(ROOT, '.dockerignore'), 'utf8').split('\n')).toContain(COMPOSE_SECRETS_FILE);
+    expect(readFileSync(resolve(ROOT, '.dockerignore'), 'utf8').split('\n')).toContain('.strangler/'); // the dev stack's secrets
+  });
+
+  it('gets from `strangler compose secrets` every variable it uses, each new and strong', () => {
+    const { names, text } = composeSecrets();
+    const used = new Set([...composeText.matchAll(/\$\$\{?([A-Z_]+)/g)].map((m) => m[1]));
+    for (const v of used) expect(names, `${v} is used in docker-compose.yml`).toContain(v);
+    for (const v of ['STRANGLER_LEGACY_JWT_SECRET', 'STRANGLER_ADMIN_TOKEN', 'POSTGRES_PASSWORD', 'PGPASSWORD', 'REDIS_URL', 'REDISCLI_AUTH']) expect(names).toContain(v);
+    const values = Object.fromEntries(text.split('\n').filter((l) => /^[A-Z_]+=/.test(l)).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+    for (const v of ['STRANGLER_LEGACY_JWT_SECRET', 'STRANGLER_ADMIN_TOKEN', 'POSTGRES_PASSWORD', 'REDIS_PASSWORD']) expect(looksGenerated(values[v]), v).toBe(true);
+    expect(values.PGPASSWORD).toBe(values.POSTGRES_PASSWORD);
+    expect(values.REDIS_URL).toBe(`redis://:${values.REDIS_PASSWORD}@redis:6379`);
+    expect(composeSecrets().text).not.toEqual(text);
+  });
+
+  it('ships strangler.compose.yaml with no secret in it', () => {
+    expect(inCompose.legacy.jwtSecret).toBeUndefined();
+    expect(inCompose.gateway.adminToken).toBeUndefined();
+    for (const url of [inCompose.legacy.databaseUrl, inCompose.control.databaseUrl, inCompose.redis.url, ...inCompose.services.map((s) => s.databaseUrl)]) {
+      expect(url).not.toMatch(/:\/\/[^/@]*:[^/@]+@/);
     }
   });
 });

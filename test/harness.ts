@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import pg from 'pg';
 import { inject } from 'vitest';
 import { loadConfig, type ResolvedConfig } from '../core/config/load.ts';
+import { generateSecret } from '../core/config/secrets.ts';
 import { quoteIdent } from '../stack/postgres-cluster.ts';
 
 export const ROOT = resolve(import.meta.dirname, '..');
@@ -11,6 +12,15 @@ export const ROOT = resolve(import.meta.dirname, '..');
 export function sharedStack(): { pgBaseUrl: string; redisUrl: string } {
   return { pgBaseUrl: inject('pgBaseUrl'), redisUrl: inject('redisUrl') };
 }
+
+/**
+ * Secrets for this test process, generated as the dev stack does: the toolkit has no default
+ * secret, and the shipped strangler.yaml sets none.
+ */
+export const testSecrets = { legacyJwtSecret: generateSecret(), adminToken: generateSecret() };
+
+/** The headers of a request to a gateway admin endpoint (/metrics) of a harness config. */
+export const adminHeaders = { authorization: `Bearer ${testSecrets.adminToken}` };
 
 export function uniqueName(label: string): string {
   return `t_${label.replace(/[^a-z0-9_]/g, '_')}_${randomBytes(4).toString('hex')}`;
@@ -56,7 +66,7 @@ export async function dropTestDatabase(url: string): Promise<void> {
  */
 export async function isolatedConfig(label: string): Promise<{ config: ResolvedConfig; cleanup: () => Promise<void> }> {
   const { pgBaseUrl, redisUrl } = sharedStack();
-  const base = loadConfig(resolve(ROOT, 'strangler.yaml'), { postgresUrl: pgBaseUrl, redisUrl, logLevel: 'silent' });
+  const base = loadConfig(resolve(ROOT, 'strangler.yaml'), { postgresUrl: pgBaseUrl, redisUrl, logLevel: 'silent', ...testSecrets });
   const tag = uniqueName(label);
   const urls: string[] = [];
   const rename = async (url: string, suffix: string) => {
@@ -91,7 +101,7 @@ export async function isolatedConfig(label: string): Promise<{ config: ResolvedC
 /** strangler.yaml pointed at the shared stack with a fresh, migrated legacy database. */
 export async function legacyTestConfig(label: string): Promise<{ config: ResolvedConfig; cleanup: () => Promise<void> }> {
   const { pgBaseUrl, redisUrl } = sharedStack();
-  const base = loadConfig(resolve(ROOT, 'strangler.yaml'), { postgresUrl: pgBaseUrl, redisUrl, logLevel: 'silent' });
+  const base = loadConfig(resolve(ROOT, 'strangler.yaml'), { postgresUrl: pgBaseUrl, redisUrl, logLevel: 'silent', ...testSecrets });
   const databaseUrl = await createTestDatabase(label);
   const { migrateLegacy } = await import('../legacy-adapter/migrate.ts');
   await migrateLegacy(databaseUrl);
@@ -132,7 +142,7 @@ export async function gatewayTestEnv(label: string, serviceNames: string[] = ['a
   const { mkdtempSync } = await import('node:fs');
   const { tmpdir } = await import('node:os');
   const { join } = await import('node:path');
-  const base = loadConfig(resolve(ROOT, 'strangler.yaml'), { postgresUrl: pgBaseUrl, redisUrl, logLevel: 'silent' });
+  const base = loadConfig(resolve(ROOT, 'strangler.yaml'), { postgresUrl: pgBaseUrl, redisUrl, logLevel: 'silent', ...testSecrets });
   const controlUrl = await createTestDatabase(`${label}_control`);
   await migrateControl(controlUrl, base.control.schema);
   const legacy = await startEchoUpstream('legacy');

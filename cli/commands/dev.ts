@@ -5,7 +5,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { loadConfig } from '../../core/config/load.ts';
 import { StranglerError } from '../../core/errors.ts';
 import { createLogger } from '../../core/logger.ts';
-import { DEV_STATE_FILE, output, readDevState, resolveCliConfig, type DevStackState, type GlobalArgs } from '../context.ts';
+import { DEV_STATE_FILE, output, publicDevState, readDevState, resolveCliConfig, secretOverrides, type DevStackState, type GlobalArgs } from '../context.ts';
 
 interface DevArgs extends GlobalArgs {
   action: 'up' | 'down' | 'status' | 'seed';
@@ -51,7 +51,8 @@ async function up(args: DevArgs): Promise<void> {
   process.stderr.write('starting the local stack\n');
   // Heavy modules load only when the command runs, so `strangler --help` stays fast.
   const { startTopology } = await import('../dev/topology.ts');
-  const topology = await startTopology((o) => loadConfig(args.config, o), {
+  // Secrets set in the environment are the stack's too (recorded in its state); the rest are generated.
+  const topology = await startTopology((o) => loadConfig(args.config, { ...secretOverrides(args, process.env), ...o }), {
     logger,
     seed: { users: args.users, invoices: args.invoices, seed: args.seed },
     redisUrl: process.env.REDIS_URL,
@@ -63,11 +64,14 @@ async function up(args: DevArgs): Promise<void> {
     redisUrl: topology.stack.redisUrl,
     startedAt: new Date().toISOString(),
     components: topology.where(),
+    secrets: topology.secrets,
   };
   const stateFile = resolve(DEV_STATE_FILE);
   mkdirSync(dirname(stateFile), { recursive: true });
-  writeFileSync(stateFile, JSON.stringify(state, null, 2));
-  output(args, state, () => `\nthe local stack is up:\n${table(state.components)}\n\nstrangler commands in this folder now use it; stop with Ctrl-C or: strangler dev down`);
+  // SECURITY: the state holds the stack's secrets: created anew (a stale file keeps its mode), readable by its owner only.
+  rmSync(stateFile, { force: true });
+  writeFileSync(stateFile, JSON.stringify(state, null, 2), { mode: 0o600 });
+  output(args, publicDevState(state), () => `\nthe local stack is up:\n${table(state.components)}\n\nstrangler commands in this folder now use it; stop with Ctrl-C or: strangler dev down`);
 
   await new Promise<void>((resolveStop) => {
     const onSignal = () => resolveStop();
@@ -95,7 +99,7 @@ async function upDetached(args: DevArgs): Promise<void> {
   while (Date.now() < deadline) {
     const state = readDevState();
     if (state) {
-      output(args, state, () => `the local stack is up (pid ${state.pid}, log ${log}):\n${table(state.components)}\nstop with: strangler dev down`);
+      output(args, publicDevState(state), () => `the local stack is up (pid ${state.pid}, log ${log}):\n${table(state.components)}\nstop with: strangler dev down`);
       return;
     }
     if (child.exitCode !== null) break;
@@ -145,7 +149,7 @@ async function status(args: DevArgs): Promise<void> {
       health[name] = `down (${(err as Error).message})`;
     }
   }
-  output(args, { running: true, ...state, health }, () =>
+  output(args, { running: true, ...publicDevState(state), health }, () =>
     `dev stack pid ${state.pid}, up since ${state.startedAt}\n${table(state.components, health)}`,
   );
 }

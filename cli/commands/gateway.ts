@@ -2,7 +2,7 @@ import cluster from 'node:cluster';
 import type { Argv, CommandModule } from 'yargs';
 import { StranglerError } from '../../core/errors.ts';
 import { createLogger } from '../../core/logger.ts';
-import { resolveCliConfig, type GlobalArgs, untilSignal } from '../context.ts';
+import { resolveCliConfig, secretFileOptions, type GlobalArgs, untilSignal } from '../context.ts';
 
 interface GatewayArgs extends GlobalArgs {
   port?: number;
@@ -19,7 +19,7 @@ export const gatewayCommand: CommandModule<GlobalArgs, GatewayArgs> = {
   command: 'gateway',
   describe: 'run the gateway (the data plane on gateway.port)',
   builder: (y: Argv<GlobalArgs>) =>
-    y
+    secretFileOptions(y)
       .option('port', { type: 'number', describe: 'listen port (default: gateway.port)' })
       .option('workers', { type: 'number', default: 1, describe: 'processes sharing the port (node:cluster)' })
       .option('zone', { type: 'string', describe: "this gateway's zone, for zone-aware routing (overrides gateway.zone; env STRANGLER_ZONE)" })
@@ -31,6 +31,8 @@ export const gatewayCommand: CommandModule<GlobalArgs, GatewayArgs> = {
     if (args.zone !== undefined && args.zone.trim() === '') throw new StranglerError('--zone must not be empty; leave it out for no zone preference', 'BAD_INPUT');
     const config = resolveCliConfig(args, process.env, { gatewayZone: args.zone });
     const logger = createLogger('gateway', config.logLevel);
+    // Before forking: workers refused one by one would be restarted forever.
+    (await import('../../gateway/server.ts')).gatewaySecrets(config);
     if (args.workers > 1 && cluster.isPrimary) {
       let stopping = false;
       for (let i = 0; i < args.workers; i++) cluster.fork();

@@ -1,4 +1,6 @@
 import type { CommandModule } from 'yargs';
+import { authCommand } from './auth.ts';
+import { composeCommand } from './compose.ts';
 import { configCommand } from './config.ts';
 import { devCommand } from './dev.ts';
 import { cutoverCommand, finalizeCommand, promoteCommand, rollbackCommand } from './cutover.ts';
@@ -14,6 +16,7 @@ import { syncCommand } from './sync.ts';
 /** Every `strangler` command, one module each. Add new commands here. */
 export const commands = [
   configCommand,
+  composeCommand,
   devCommand,
   controlCommand,
   doctorCommand,
@@ -22,6 +25,7 @@ export const commands = [
   legacyCommand,
   serviceCommand,
   servicesCommand,
+  authCommand,
   ocrCommand,
   statusCommand,
   planCommand,

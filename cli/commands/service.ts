@@ -1,6 +1,6 @@
 import type { Argv, CommandModule } from 'yargs';
 import { StranglerError } from '../../core/errors.ts';
-import { resolveCliConfig, type GlobalArgs, untilSignal } from '../context.ts';
+import { resolveCliConfig, secretFileOptions, type GlobalArgs, untilSignal } from '../context.ts';
 
 interface ServiceArgs extends GlobalArgs {
   name: string;
@@ -17,7 +17,7 @@ export const serviceCommand: CommandModule<GlobalArgs, ServiceArgs> = {
   command: 'service <name>',
   describe: 'run an extracted service (migrates its database first)',
   builder: (y: Argv<GlobalArgs>) =>
-    y
+    secretFileOptions(y)
       .positional('name', { type: 'string', demandOption: true })
       .option('port', { type: 'number', describe: 'default: the service port of strangler.yaml' })
       .option('host', { type: 'string', default: process.env.STRANGLER_HOST ?? '127.0.0.1', describe: 'address to listen on (0.0.0.0 in a container; the registry then gets this machine\'s name)' })

@@ -1,4 +1,5 @@
-import type { ResolvedConfig } from '../../core/config/load.ts';
+import type { ConfigOverrides, ResolvedConfig } from '../../core/config/load.ts';
+import { generateSecret, SECRETS, secretValue, type SecretName } from '../../core/config/secrets.ts';
 import type { Logger } from '../../core/logger.ts';
 import { migrateLegacy, seedLegacy, startLegacyApp } from '../../legacy-adapter/index.ts';
 import { LocalStack } from '../../stack/index.ts';
@@ -15,6 +16,8 @@ export interface RunningComponent {
 export interface Topology {
   stack: LocalStack;
   config: ResolvedConfig;
+  /** The secrets the stack runs with: strangler.yaml's, else generated for this stack alone. */
+  secrets: Record<SecretName, string>;
   components: RunningComponent[];
   /** Where each part listens, for printing. */
   where(): Record<string, string>;
@@ -36,10 +39,10 @@ export interface TopologyOptions {
 /**
  * Starts what `strangler dev up` and the demo run: the private Postgres and Redis, every
  * database of strangler.yaml, the legacy monolith, the gateway and every service on their
- * configured ports.
+ * configured ports, with the secrets of strangler.yaml or, where it has none, random ones.
  * Stops in reverse.
  */
-export async function startTopology(fileConfig: (o: { postgresUrl: string; redisUrl: string }) => ResolvedConfig, options: TopologyOptions): Promise<Topology> {
+export async function startTopology(fileConfig: (o: ConfigOverrides) => ResolvedConfig, options: TopologyOptions): Promise<Topology> {
   const step = options.onStep ?? (() => undefined);
   const stack = await LocalStack.start({ redisUrl: options.redisUrl });
   const components: RunningComponent[] = [];
@@ -49,7 +52,10 @@ export async function startTopology(fileConfig: (o: { postgresUrl: string; redis
     await stack.stop();
   };
   try {
-    const config = fileConfig(stack.overrides);
+    // SECURITY: no secret is shared between stacks: each makes its own, unless strangler.yaml or the environment gives one.
+    const fromFile = fileConfig(stack.overrides);
+    const secrets = Object.fromEntries((Object.keys(SECRETS) as SecretName[]).map((name) => [name, secretValue(fromFile, name) ?? generateSecret()])) as Record<SecretName, string>;
+    const config = fileConfig({ ...stack.overrides, ...secrets });
     step(`postgres  ${stack.postgres.baseUrl} (wal_level=logical)`);
     step(`redis     ${stack.redisUrl}`);
     const databases = await stack.createDatabases(config);
@@ -84,6 +90,7 @@ export async function startTopology(fileConfig: (o: { postgresUrl: string; redis
     return {
       stack,
       config,
+      secrets,
       components,
       where: () => ({
         postgres: stack.postgres.baseUrl,

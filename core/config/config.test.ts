@@ -56,7 +56,10 @@ describe('strangler.yaml validation', () => {
     ['an unknown dependency', (r) => (r.services[1].dependsOn = ['billing']), 'services[1].dependsOn[0]: unknown service "billing"'],
     ['a dependency cycle', (r) => (r.services[0].dependsOn = ['invoices']), 'dependsOn has a cycle: auth -> invoices -> auth'],
     ['a table owned twice', (r) => r.services[2].tables.push({ source: 'users' }), 'legacy table "users" is already owned by service "auth"'],
-    ['a short JWT secret', (r) => (r.legacy.jwtSecret = 'short'), 'legacy.jwtSecret: expected at least 16 characters'],
+    ['a short JWT secret', (r) => (r.legacy.jwtSecret = 'short'), 'legacy.jwtSecret: the secret is too short: 5 base64 characters hold at most 30 bits'],
+    ['the JWT secret the toolkit once shipped as its default', (r) => (r.legacy.jwtSecret = 'dev-only-legacy-secret-change-me'), 'legacy.jwtSecret: the secret is too short'],
+    ['a long JWT secret that is a phrase', (r) => (r.legacy.jwtSecret = 'this-is-a-very-long-secret-for-production-use-only-please'), 'legacy.jwtSecret: the secret is not random enough'],
+    ['the admin token the toolkit once shipped as its default', (r) => (r.gateway.adminToken = 'dev-only-admin-token-change-me'), 'gateway.adminToken: the secret is too short'],
   ];
 
   it.each(cases)('refuses %s, naming the key', (_label, mutate, expected) => {

@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { StranglerError } from '../errors.ts';
 import { configSchema, type ServiceConfig, type StranglerConfig, type TableMapping } from './schema.ts';
 import { formatIssues } from './format-issues.ts';
+import { SECRETS, secretProblem, type SecretName } from './secrets.ts';
 
 /** Values that override the file: flags first, then environment, resolved at the entry point. */
 export interface ConfigOverrides {
@@ -13,6 +14,8 @@ export interface ConfigOverrides {
   redisKeyPrefix?: string;
   legacyJwtSecret?: string;
   adminToken?: string;
+  /** Where each overriding secret came from (`STRANGLER_ADMIN_TOKEN`, `--admin-token-file x`), for errors. */
+  secretSources?: Partial<Record<SecretName, string>>;
   logLevel?: StranglerConfig['logLevel'];
   /** gateway.zone: one strangler.yaml serves gateways in several zones. */
   gatewayZone?: string;
@@ -75,6 +78,11 @@ export function resolveConfig(raw: unknown, overrides: ConfigOverrides = {}, fil
   if (problems.length) {
     throw new StranglerError(`${label} is invalid:\n  ${problems.join('\n  ')}`, 'CONFIG_INVALID', { issues: problems });
   }
+  // SECURITY: a secret from the environment or a file flag is held to the same rule as one in the file.
+  const weak = (Object.keys(SECRETS) as SecretName[])
+    .map((name) => (overrides[name] ? secretProblem(overrides.secretSources?.[name] ?? SECRETS[name].key, overrides[name], name) : null))
+    .filter((p): p is string => p !== null);
+  if (weak.length) throw new StranglerError(weak.join('\n'), 'CONFIG_INVALID', { issues: weak });
   return applyOverrides(config, overrides, file);
 }
 

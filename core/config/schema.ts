@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { BEARER_TOKEN, BEARER_TOKEN_PROBLEM, GENERATE_HINT, secretStrength } from './secret-strength.ts';
 
 /**
  * The schema of strangler.yaml. Every object is strict: an unknown key is an error that names
@@ -16,6 +17,15 @@ const database = z
   .min(1)
   .regex(/^([a-z_][a-z0-9_]*|postgres(ql)?:\/\/.+)$/, 'expected a database name (a-z, 0-9, _) or a postgres:// URL');
 const sqlIdent = z.string().regex(/^[a-z_][a-z0-9_]*$/, 'expected a lowercase SQL identifier such as "invoice_items"');
+/**
+ * A secret: no default (one printed here would be known to everyone), at least 256 bits of
+ * entropy as far as can be told (core/config/secret-strength.ts).
+ */
+const secret = z.string().superRefine((value, ctx) => {
+  const { problem } = secretStrength(value);
+  if (problem) ctx.addIssue({ code: 'custom', message: `the secret is ${problem}; generate one with: ${GENERATE_HINT}` });
+});
+const bearerSecret = secret.regex(BEARER_TOKEN, BEARER_TOKEN_PROBLEM);
 const prefix = z
   .string()
   .regex(/^(\/[a-z0-9][a-z0-9._-]*)+$/, 'expected a lowercase path prefix such as "/api/invoices" (no trailing slash)');
@@ -107,8 +117,12 @@ export const configSchema = z.strictObject({
       port: port.default(5001),
       url: httpUrl.optional(),
       database: database.default('legacy'),
-      /** HS256 secret of the monolith's tokens. Override in production (STRANGLER_LEGACY_JWT_SECRET). */
-      jwtSecret: z.string().min(16, 'expected at least 16 characters').default('dev-only-legacy-secret-change-me'),
+      /**
+       * The HS256 secret the monolith signs its tokens with. No default: the gateway, the services
+       * and the monolith refuse to start without it. Set it outside version control:
+       * STRANGLER_LEGACY_JWT_SECRET or --legacy-jwt-secret-file.
+       */
+      jwtSecret: secret.optional(),
       jwtIssuer: z.string().default('legacy'),
       tokenTtlSeconds: z.number().int().min(60).default(3600),
       /** Largest accepted OCR upload. */
@@ -127,8 +141,12 @@ export const configSchema = z.strictObject({
     .strictObject({
       port: port.default(5000),
       host: z.string().default('127.0.0.1'),
-      /** Token required by the gateway's admin endpoints. Override in production (STRANGLER_ADMIN_TOKEN). */
-      adminToken: z.string().min(16, 'expected at least 16 characters').default('dev-only-admin-token-change-me'),
+      /**
+       * The bearer token of the gateway's admin endpoints (/metrics). No default: the gateway
+       * refuses to start without it. Set it outside version control: STRANGLER_ADMIN_TOKEN or
+       * --admin-token-file.
+       */
+      adminToken: bearerSecret.optional(),
       /** Proxies trusted to set X-Forwarded-For (CIDRs or addresses). Empty: trust none. */
       trustedProxies: z.array(z.string()).default([]),
       /** Paths reachable without a token. */

@@ -68,6 +68,15 @@ export function serviceMigrations(service: ResolvedService): MigrationSet {
                 await knex.raw('DROP TABLE IF EXISTS signing_keys');
               },
             },
+            // Rotation: a new key is published before it signs (services/auth/rotation.ts).
+            '006_signing_key_activation': {
+              async up(knex: Knex) {
+                await knex.raw('ALTER TABLE signing_keys ADD COLUMN IF NOT EXISTS activates_at timestamptz NOT NULL DEFAULT now()');
+              },
+              async down(knex: Knex) {
+                await knex.raw('ALTER TABLE signing_keys DROP COLUMN IF EXISTS activates_at');
+              },
+            },
           }
         : {}),
       '001_tables': {

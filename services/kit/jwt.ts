@@ -88,10 +88,11 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
 
 /**
  * The auth service's JWKS, fetched with a deadline, cached, refetched on an unknown `kid`; when a
- * refetch fails (the service hangs or is down) the keys fetched before are still used.
+ * refetch fails (the service hangs or is down) the keys fetched before are still used. A key the
+ * service stops publishing (rotated out, revoked) is dropped at the next successful fetch.
  */
 function keysFromJwks(url: string, timeoutMs: number) {
-  const remote = createRemoteJWKSet(new URL(url), { cooldownDuration: 5_000, cacheMaxAge: 600_000, timeoutDuration: timeoutMs });
+  const remote = createRemoteJWKSet(new URL(url), { cooldownDuration: JWKS_COOLDOWN_MS, cacheMaxAge: JWKS_CACHE_MAX_AGE_MS, timeoutDuration: timeoutMs });
   return async (header: JWSHeaderParameters, token: FlattenedJWSInput) => {
     try {
       return await remote(header, token);
@@ -135,6 +136,12 @@ export function bearerToken(header: string | undefined): string | null {
 /** The auth service's RS256 issuer name and where it publishes its JWKS. */
 export const AUTH_ISSUER = 'strangler-auth';
 export const JWKS_PATH = '/api/auth/.well-known/jwks.json';
+/** A verifier refetches the JWKS on an unknown kid at most this often. */
+export const JWKS_COOLDOWN_MS = 5_000;
+/** A verifier refetches the JWKS at the latest this long after its last fetch. */
+export const JWKS_CACHE_MAX_AGE_MS = 600_000;
+/** How long HTTP caches may keep the JWKS (its Cache-Control max-age). */
+export const JWKS_MAX_AGE_SECONDS = 300;
 
 /** The JWKS every verifier uses: gateway.jwks when set, else the auth service of strangler.yaml. */
 export function jwksFor(config: { gateway: { jwks?: { url: string; issuer: string } }; services: Array<{ name: string; url: string }> }): { url: string; issuer: string } | undefined {
