@@ -2,7 +2,7 @@ import { request } from 'node:http';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../stack/ports.ts';
-import { gatewayTestEnv } from '../test/harness.ts';
+import { adminHeaders, gatewayTestEnv } from '../test/harness.ts';
 import { routeWriter } from '../test/routes.ts';
 import { readRouteFigures } from './metrics.ts';
 import { startGateway, type RunningGateway } from './start.ts';
@@ -75,7 +75,7 @@ describe('a client that goes away', () => {
     await gw.gateway.figures.flush();
     const figures = await readRouteFigures(routes.redis, routes.keys, 'invoices', 'service', from, Date.now() + 5_000);
     expect(figures.errors).toBe(0);
-    const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+    const metrics = await (await fetch(`${gw.url}/metrics`, { headers: adminHeaders })).text();
     expect(metrics).not.toMatch(/strangler_gateway_requests_total\{prefix="\/api\/invoices",target="service",class="5xx"\}/);
     expect(invoices().view()[0]).toMatchObject({ available: true, failures: 0 });
     expect(metrics).not.toMatch(/strangler_gateway_instance_failures_total\{service="invoices"/);

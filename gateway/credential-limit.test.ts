@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ResolvedConfig } from '../core/config/load.ts';
-import { gatewayTestEnv, uniqueName } from '../test/harness.ts';
+import { adminHeaders, gatewayTestEnv, uniqueName } from '../test/harness.ts';
 import { accountFrom, accountKey, credentialPaths } from './credential-limit.ts';
 import { startGateway, type RunningGateway } from './start.ts';
 
@@ -100,7 +100,7 @@ describe('credential limits at the gateway', () => {
     expect(answers[399].body.error).toMatchObject({ code: 'RATE_LIMITED', message: expect.stringMatching(/too many failed attempts/) });
     // The monolith saw only what was let through.
     expect(env.legacy.seen.length - seenBefore).toBeLessThanOrEqual(20);
-    expect(await (await fetch(`${g.url}/metrics`)).text()).toMatch(/strangler_gateway_credential_limited_total\{path="\/api\/auth\/login",limit="(account|address)"\} [1-9]/);
+    expect(await (await fetch(`${g.url}/metrics`, { headers: adminHeaders })).text()).toMatch(/strangler_gateway_credential_limited_total\{path="\/api\/auth\/login",limit="(account|address)"\} [1-9]/);
   });
 
   it('answers 429 to 400 wrong-password logins from one address for 400 different accounts (credential stuffing), after the first 20', async () => {

@@ -10,7 +10,7 @@ import { silentLogger } from '../core/logger.ts';
 import { registerInstance, type InstanceRegistration } from '../services/kit/registration.ts';
 import { RedisServer } from '../stack/redis-server.ts';
 import { freePort, waitFor } from '../stack/ports.ts';
-import { configYaml, gatewayTestEnv, ROOT } from '../test/harness.ts';
+import { adminHeaders, configYaml, gatewayTestEnv, ROOT } from '../test/harness.ts';
 import { routeWriter } from '../test/routes.ts';
 import { readRouteFigures } from './metrics.ts';
 import { redisKeys } from './redis-keys.ts';
@@ -99,7 +99,7 @@ function figures(samples: Sample[], from: number, to: number) {
 }
 
 const readyz = async () => (await fetch(`${gatewayUrl}/readyz`, { signal: AbortSignal.timeout(2_000) })).json() as Promise<{ ready: boolean; status: string; degraded: string[]; redis: string }>;
-const metricsText = async () => (await fetch(`${gatewayUrl}/metrics`, { signal: AbortSignal.timeout(2_000) })).text();
+const metricsText = async () => (await fetch(`${gatewayUrl}/metrics`, { headers: adminHeaders, signal: AbortSignal.timeout(2_000) })).text();
 
 beforeAll(async () => {
   redis = await RedisServer.start();
