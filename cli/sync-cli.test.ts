@@ -53,6 +53,10 @@ it('doctor, sync start, status, verify (0, then 2 on a tampered row), stop and c
     });
     worker.once('exit', (code) => fail(new Error(`sync start exited ${code}: ${stderr}`)));
   });
+  // No terminal: progress comes as plain lines, and the LSN as PostgreSQL prints it.
+  expect(stderr).toMatch(/^backfill users +\[[#.]+\] +100% 3 rows, table 1\/1, \d+ rows\/s, ETA .*$/m);
+  expect(stderr).not.toMatch(/\r/);
+  expect(stderr).toMatch(/streaming from slot \S+ at [0-9A-F]{1,8}\/[0-9A-F]{1,8};/);
 
   const status = await run('sync', 'status', 'auth', '--json');
   expect(JSON.parse(status.stdout)[0]).toMatchObject({ service: 'auth', state: 'streaming', active: true });

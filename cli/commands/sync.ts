@@ -104,6 +104,9 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
         const { SyncWorker } = await import('../../migrations/sync/worker.ts');
         const logger = createLogger('sync', config.logLevel);
         let last = '';
+        let lastLine = 0;
+        let lastTable = '';
+        let lastDone = 0;
         const worker = new SyncWorker({
           config,
           service,
@@ -114,7 +117,15 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
             const rate = p.elapsedMs > 0 ? (p.rows / p.elapsedMs) * 1000 : 0;
             const eta = rate > 0 && p.estimate > p.rows ? `${((p.estimate - p.rows) / rate).toFixed(0)} s` : '-';
             const line = `backfill ${p.table.padEnd(16)} ${bar(p.rows, p.estimate)} ${p.rows} rows, table ${p.tablesDone + 1 > p.tablesTotal ? p.tablesTotal : p.tablesDone + 1}/${p.tablesTotal}, ${rate.toFixed(0)} rows/s, ETA ${eta}`;
-            if (line !== last && process.stderr.isTTY) process.stderr.write(`\r${line}`);
+            if (process.stderr.isTTY) {
+              if (line !== last) process.stderr.write(`\r${line}`);
+            } else if (Date.now() - lastLine >= 5_000 || p.table !== lastTable || p.tablesDone !== lastDone) {
+              // Under a supervisor (no terminal): a plain line every 5 s, and as each table starts and ends.
+              lastLine = Date.now();
+              process.stderr.write(`${line}\n`);
+            }
+            lastTable = p.table;
+            lastDone = p.tablesDone;
             last = line;
           },
         });

@@ -60,7 +60,7 @@ export async function runDoctor(config: ResolvedConfig): Promise<DoctorFinding[]
     for (const s of services) {
       for (const t of s.tables) {
         const problem = tableProblem(catalog.get(t.source), t.source, t.exclude);
-        findings.push({ check: `table ${t.source} (${s.name})`, ok: !problem, detail: problem ?? `key (${catalog.get(t.source)!.keyColumns.join(', ')}), ${catalog.get(t.source)!.columns.length} columns`, fix: problem ? problem.slice(problem.indexOf(':') + 1).trim() : undefined });
+        findings.push({ check: `table ${t.source} (${s.name})`, ok: !problem, detail: problem?.problem ?? `key (${catalog.get(t.source)!.keyColumns.join(', ')}), ${catalog.get(t.source)!.columns.length} columns`, fix: problem?.fix });
       }
     }
     return findings;

@@ -131,17 +131,23 @@ export function feedsOf(services: readonly ResolvedService[], owner: ResolvedSer
     .filter((f) => f.mapping.tables.length > 0);
 }
 
-/** Why a table cannot be synced safely, with the statement that fixes it; null when it can. */
-export function tableProblem(table: SourceTable | undefined, name: string, exclude: string[] = []): string | null {
-  if (!table) return `legacy table "${name}" does not exist; fix the services[].tables mapping in strangler.yaml`;
+/** Why a table cannot be synced safely, and what to run or change so it can; null when it can. */
+export function tableProblem(table: SourceTable | undefined, name: string, exclude: string[] = []): { problem: string; fix: string } | null {
+  if (!table) return { problem: `legacy table "${name}" does not exist`, fix: `fix the services[].tables mapping in strangler.yaml (a table of the public schema)` };
   if (table.keyColumns.length === 0) {
     // SECURITY of the monolith's writes: once a table without a replica identity is in a
     // publication, PostgreSQL refuses its UPDATEs and DELETEs. Refuse before that can happen.
-    return `legacy table "${name}" has no primary key or replica identity: in a publication its UPDATEs and DELETEs would fail on the monolith. Run: ALTER TABLE ${name} ADD PRIMARY KEY (<column>); or, with a unique index on NOT NULL columns: ALTER TABLE ${name} REPLICA IDENTITY USING INDEX <index>;`;
+    return {
+      problem: `legacy table "${name}" has no primary key or replica identity: in a publication its UPDATEs and DELETEs would fail on the monolith`,
+      fix: `ALTER TABLE ${name} ADD PRIMARY KEY (<column>);  or, with a unique index on NOT NULL columns: ALTER TABLE ${name} REPLICA IDENTITY USING INDEX <index>;`,
+    };
   }
   const odd = table.columns.filter((c) => c.userDefined && !exclude.includes(c.name));
   if (odd.length) {
-    return `legacy table "${name}" has columns of user-defined types (${odd.map((c) => `${c.name} ${c.type}`).join(', ')}) the service database may not have; exclude them in strangler.yaml (exclude: [${odd.map((c) => c.name).join(', ')}]) or create the types in the service database first`;
+    return {
+      problem: `legacy table "${name}" has columns of user-defined types (${odd.map((c) => `${c.name} ${c.type}`).join(', ')}) the service database may not have`,
+      fix: `exclude them in strangler.yaml (exclude: [${odd.map((c) => c.name).join(', ')}]) or create the types in the service database first`,
+    };
   }
   return null;
 }
@@ -157,7 +163,7 @@ export function buildSyncPlan(service: ResolvedService, catalog: Map<string, Sou
     const table = catalog.get(mapping.source);
     const problem = tableProblem(table, mapping.source, mapping.exclude);
     if (problem) {
-      problems.push(problem);
+      problems.push(`${problem.problem}. Run: ${problem.fix}`);
       continue;
     }
     const known = new Set(table!.columns.map((c) => c.name));

@@ -288,7 +288,10 @@ describe('sync: refusing before harm', () => {
       const findings = await runDoctor(e.config);
       const finding = findings.find((f) => f.check === 'table audit_trail (invoices)')!;
       expect(finding.ok).toBe(false);
-      expect(finding.fix).toMatch(/ALTER TABLE audit_trail ADD PRIMARY KEY/);
+      expect(finding.fix).toMatch(/^ALTER TABLE audit_trail ADD PRIMARY KEY/);
+      // The fix says what to run, not the problem again.
+      expect(finding.fix).not.toMatch(/no primary key/);
+      expect(finding.detail).toMatch(/has no primary key or replica identity/);
       expect(findings.find((f) => f.check === 'wal_level')!.ok).toBe(true);
       await expect(worker(e).start()).rejects.toThrow(/legacy table "audit_trail" has no primary key or replica identity.*ALTER TABLE audit_trail/s);
       expect((await e.legacy.query(`SELECT count(*)::int AS n FROM pg_publication`)).rows[0].n).toBe(0);
@@ -297,6 +300,32 @@ describe('sync: refusing before harm', () => {
       await e.legacy.query(`INSERT INTO audit_trail VALUES (now(), 'x')`);
       await e.legacy.query(`UPDATE audit_trail SET what = 'y'`);
     } finally {
+      await e.cleanup();
+    }
+  });
+});
+
+describe('sync: databases that do not exist yet', () => {
+  it('creates the service database on start, and says what to start first when a reverse sync finds none', async () => {
+    const e = await env('sync_nodb');
+    const missing = `${e.service.databaseUrl}_new`;
+    const service = { ...e.service, databaseUrl: missing };
+    const config = { ...e.config, services: e.config.services.map((s) => (s.name === service.name ? service : s)) };
+    try {
+      const reverse = new SyncWorker({ config, service, direction: 'reverse', logger: silentLogger });
+      workers.push(reverse);
+      await expect(reverse.start()).rejects.toThrow(/service database of invoices \("t_sync_nodb_svc_[0-9a-f]+_new"\) does not exist yet: start its forward sync first \(strangler sync start invoices\)/);
+      const forward = new SyncWorker({ config, service, logger: silentLogger });
+      workers.push(forward);
+      await forward.start();
+      const target = new pg.Client({ connectionString: missing });
+      await target.connect();
+      expect((await target.query(`SELECT count(*)::int AS n FROM invoices`)).rows[0].n).toBeGreaterThan(0);
+      await target.end();
+      await forward.stop();
+      await cleanupPipeline(config, service);
+    } finally {
+      await dropTestDatabase(missing).catch(() => undefined);
       await e.cleanup();
     }
   });

@@ -3,6 +3,7 @@ import pg from 'pg';
 import type { Pgoutput } from 'pg-logical-replication';
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { ResolvedConfig, ResolvedService } from '../../core/config/load.ts';
+import { databaseName, ensureDatabase, isMissingDatabase } from '../../core/databases.ts';
 import { StranglerError } from '../../core/errors.ts';
 import type { Logger } from '../../core/logger.ts';
 import type { Tuple } from './apply.ts';
@@ -148,9 +149,23 @@ export class SyncWorker {
   async #prepare(): Promise<void> {
     const { logger } = this.#o;
     const source = new pg.Client({ connectionString: this.#sourceUrl });
-    await source.connect();
+    try {
+      await source.connect();
+    } catch (err) {
+      if (!isMissingDatabase(err)) throw err;
+      throw new StranglerError(
+        this.#direction === 'forward'
+          ? `the legacy database "${databaseName(this.#sourceUrl)}" does not exist; check legacy.database in strangler.yaml`
+          : `the ${this.#direction === 'reverse' ? `service database of ${this.#o.service.name}` : `database of ${this.#o.feedFrom!.name}`} ("${databaseName(this.#sourceUrl)}") does not exist yet: start its forward sync first (strangler sync start ${this.#direction === 'reverse' ? this.#o.service.name : this.#o.feedFrom!.name})`,
+        'NOT_READY',
+      );
+    }
     source.on('error', (err) => logger.warn({ err }, 'source connection lost'));
     this.#source = source;
+    // The service's own database is the toolkit's to create (never the monolith's).
+    if (this.#direction !== 'reverse' && (await ensureDatabase(this.#targetUrl, `the database of ${this.#o.service.name}`))) {
+      logger.info({ database: databaseName(this.#targetUrl) }, `created the database of ${this.#o.service.name}`);
+    }
     const target = new pg.Client({ connectionString: this.#targetUrl });
     const prepared = await preparePipeline({
       ...this.#o,
