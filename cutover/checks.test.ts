@@ -7,6 +7,7 @@ describe('preflight checks', () => {
   it.each([
     ['fails closed when no sync engine answers', null, false, false, /no sync runs for invoices/],
     ['fails when the sync is stopped, quoting its last error', { ...streaming, state: 'stopped', lastError: 'slot gone' }, false, false, /stopped \(last error: slot gone\)/],
+    ['fails, with the reason and its fix, when the sync stopped at a schema change', { ...streaming, state: 'schema-stopped', lastError: 'column customer_email of invoices is gone …; run: strangler sync resume invoices' }, false, false, /stopped at a schema change: column customer_email .*strangler sync resume invoices$/],
     ['fails (retriable) when lag in bytes is over the threshold', { ...streaming, lagBytes: T.maxLagBytes + 1 }, false, true, /bytes >/],
     ['fails (retriable) when lag in seconds is over the threshold', { ...streaming, lagSeconds: 9 }, false, true, /9.0 s > 5 s/],
     ['passes when streaming under both thresholds', streaming, true, false, /lag 100 bytes/],

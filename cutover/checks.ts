@@ -77,6 +77,8 @@ export interface SyncObservation {
 
 export function checkSyncLag(service: string, s: SyncObservation | null, t: CheckThresholds): CheckResult {
   if (!s) return fail('sync-lag', `no sync runs for ${service}; start it: strangler sync start ${service}`, false);
+  // Stopped at a schema change: the service database is stale from that point on; the reason says the fix.
+  if (s.state.startsWith('schema-stopped')) return fail('sync-lag', `the sync of ${service} is stopped at a schema change: ${s.lastError ?? 'see strangler sync status'}`, false);
   if (s.state !== 'active' && s.state !== 'streaming') {
     return fail('sync-lag', `the sync of ${service} is ${s.state}${s.lastError ? ` (last error: ${s.lastError})` : ''}; start it: strangler sync start ${service}`, false);
   }

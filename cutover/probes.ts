@@ -42,7 +42,7 @@ export async function observeSync(config: ResolvedConfig, service: ResolvedServi
     const summary = v?.summary as { tables?: Array<{ table: string; ok: boolean; firstMismatch?: { from: unknown; to: unknown } }> } | undefined;
     const bad = summary?.tables?.find((t) => !t.ok);
     return {
-      state: s.active ? s.state : `${s.state === 'streaming' ? 'stopped' : s.state} (no worker holds the slot)`,
+      state: s.active || s.state === 'schema-stopped' ? s.state : `${s.state === 'streaming' ? 'stopped' : s.state} (no worker holds the slot)`,
       lagBytes: s.lagBytes,
       lagSeconds: s.lagSeconds,
       lastError: s.lastError,

@@ -5,12 +5,13 @@ import { createLogger } from '../../core/logger.ts';
 import { output, resolveCliConfig, type GlobalArgs, untilSignal } from '../context.ts';
 
 interface SyncArgs extends GlobalArgs {
-  action: 'start' | 'status' | 'verify' | 'stop' | 'cleanup';
+  action: 'start' | 'status' | 'verify' | 'stop' | 'resume' | 'cleanup';
   service?: string;
   metricsPort?: number;
   chunkRows: number;
   wait?: boolean;
   reverse?: boolean;
+  recopy?: string[];
 }
 
 function bar(done: number, total: number, width = 24): string {
@@ -21,16 +22,18 @@ function bar(done: number, total: number, width = 24): string {
 /** `strangler sync start|status|verify|stop|cleanup <service>`: the forward sync of a service. */
 export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
   command: 'sync <action> [service]',
-  describe: 'forward sync legacy → service database: start (backfill + stream, foreground) | status | verify | stop | cleanup',
+  describe: 'forward sync legacy → service database: start (backfill + stream, foreground) | status | verify | stop | resume (after a schema change) | cleanup',
   builder: (y: Argv<GlobalArgs>) =>
     y
-      .positional('action', { choices: ['start', 'status', 'verify', 'stop', 'cleanup'] as const, demandOption: true })
+      .positional('action', { choices: ['start', 'status', 'verify', 'stop', 'resume', 'cleanup'] as const, demandOption: true })
       .positional('service', { type: 'string', describe: 'a service of strangler.yaml (status: all when omitted)' })
       .option('metrics-port', { type: 'number', describe: 'start: serve Prometheus metrics of the worker on this port' })
       .option('chunk-rows', { type: 'number', default: 5000, describe: 'verify: rows per checksum chunk' })
       .option('wait', { type: 'boolean', describe: 'start: wait for a running worker of the pipeline to stop instead of refusing' })
+      .option('recopy', { type: 'string', array: true, describe: 'resume: copy these source tables again first (after a type change the service column could not take)' })
       .option('reverse', { type: 'boolean', describe: 'the reverse direction (service → legacy), which must run before a writing service takes writes' })
       .example('$0 sync start invoices', 'backfill, then stream until Ctrl-C')
+      .example('$0 sync resume invoices', 'after a schema change stopped it: go on with the mapping strangler.yaml has now')
       .example('$0 sync verify invoices', 'row counts and checksums per key range at one point in time; exit 2 on a mismatch or when the pipeline lags too far to compare') as unknown as Argv<SyncArgs>,
   handler: async (args) => {
     const config = resolveCliConfig(args);
@@ -52,7 +55,9 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
           .map((s) => {
             const lag = s.lagBytes === null ? 'n/a' : `${s.lagBytes} B, ${s.lagSeconds?.toFixed(1) ?? '?'} s`;
             const verify = s.lastVerification ? `${s.lastVerification.ok ? 'passed' : 'FAILED'} ${new Date(s.lastVerification.at).toISOString()}` : 'never';
-            return `${s.service.padEnd(10)} ${s.direction.padEnd(8)} ${s.state.padEnd(12)} ${s.active ? 'worker up  ' : 'no worker  '} lag ${lag.padEnd(18)} rows ${String(s.rowsApplied).padEnd(8)} verify ${verify}${s.lastError ? `\n           last error: ${s.lastError}` : ''}${s.slotRetainWarning ? `\n           WARNING: ${s.slotRetainWarning}` : ''}`;
+            const stopped = s.stoppedReason ? `\n           STOPPED at a schema change since ${s.stoppedLsn}: ${s.stoppedReason}` : s.lastError ? `\n           last error: ${s.lastError}` : '';
+            const ignored = s.schemaChanges.filter((c) => c.action !== 'stopped').map((c) => `${c.table}.${c.column} ${c.kind} (${c.detail}): ${c.action}`);
+            return `${s.service.padEnd(10)} ${s.direction.padEnd(8)} ${s.state.padEnd(14)} ${s.active ? 'worker up  ' : 'no worker  '} lag ${lag.padEnd(18)} rows ${String(s.rowsApplied).padEnd(8)} verify ${verify}${stopped}${ignored.length ? `\n           schema changes: ${ignored.join('; ')}` : ''}${s.slotRetainWarning ? `\n           WARNING: ${s.slotRetainWarning}` : ''}`;
           })
           .join('\n'),
       );
@@ -64,6 +69,15 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
       case 'stop': {
         const asked = await status.requestStop(config, service, direction);
         output(args, { requested: asked }, () => (asked ? `asked the ${service.name} worker to stop (it checks every second)` : `no sync of ${service.name} has been started`));
+        return;
+      }
+      case 'resume': {
+        const r = await status.requestResume(config, service, direction, args.recopy ?? []);
+        output(args, { resumed: r !== null, ...r }, () =>
+          r
+            ? `asked the ${service.name} worker to go on from ${r.lsn} with the mapping in strangler.yaml (it had stopped: ${r.reason}); strangler sync status ${service.name} says whether it did`
+            : `the ${direction} sync of ${service.name} is not stopped at a schema change; nothing to resume`,
+        );
         return;
       }
       case 'cleanup': {
@@ -89,6 +103,8 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
                 ...t.mismatches.map((m) => `        differs in key range ${range(m)}: ${m.sourceRows} rows ${from}, ${m.targetRows} ${to}`),
                 ...(t.mismatchCount > t.mismatches.length ? [`        … ${t.mismatchCount - t.mismatches.length} more differing ranges (${t.mismatchCount} in all)`] : []),
                 ...(t.unsettled.length ? [`        ${t.unsettled.length} key range(s) changed on the source during the read with no worker running: unsettled, not different`] : []),
+                ...(t.columnsOnlyOnSource.length ? [`        only on ${from} (not compared): ${t.columnsOnlyOnSource.join(', ')}`] : []),
+                ...(t.columnsOnlyOnTarget.length ? [`        only on ${to}, no longer filled by the sync (its source column is gone): ${t.columnsOnlyOnTarget.join(', ')}`] : []),
               ].join('\n'),
             ),
             v.note ? `note: ${v.note}` : null,

@@ -28,6 +28,10 @@ export interface ResolvedTableMapping {
   columns: Record<string, string>;
   exclude: string[];
   replica: boolean;
+  /** Policy for a column added on the source (resolved from sync.schemaChanges when absent). */
+  newColumn?: 'ignore' | 'add' | 'stop';
+  /** Policy for a TRUNCATE on the source. */
+  truncate?: 'apply' | 'stop';
 }
 
 export interface ResolvedService extends Omit<ServiceConfig, 'url' | 'database' | 'tables' | 'healthCheck'> {
@@ -110,13 +114,13 @@ function applyOverrides(config: StranglerConfig, o: ConfigOverrides, file: strin
         url: s.url ?? `http://127.0.0.1:${s.port}`,
         healthCheck: { ...config.gateway.healthCheck, ...s.healthCheck },
         databaseUrl: dbUrl(s.database),
-        tables: s.tables.map(resolveTable),
+        tables: s.tables.map((t) => resolveTable(t, config.sync.schemaChanges)),
       })),
   };
 }
 
-function resolveTable(t: TableMapping): ResolvedTableMapping {
-  return { source: t.source, target: t.target ?? t.source, columns: t.columns, exclude: t.exclude, replica: t.replica || false };
+function resolveTable(t: TableMapping, defaults: StranglerConfig['sync']['schemaChanges']): ResolvedTableMapping {
+  return { source: t.source, target: t.target ?? t.source, columns: t.columns, exclude: t.exclude, replica: t.replica || false, newColumn: t.newColumn ?? defaults.newColumn, truncate: t.truncate ?? defaults.truncate };
 }
 
 /** postgres://u@h:p/db?x → postgres://u@h:p (keeps the query string off the base). */

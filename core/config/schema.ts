@@ -41,6 +41,10 @@ export const tableMappingSchema = z.strictObject({
   exclude: z.array(sqlIdent).default([]),
   /** A read-only copy of a table another service owns: synced forward, never written, never reverse-synced. */
   replica: z.boolean().default(false),
+  /** This table's policy for a column added on its source (default: sync.schemaChanges.newColumn). */
+  newColumn: z.enum(['ignore', 'add', 'stop']).optional(),
+  /** This table's policy for a TRUNCATE on its source (default: sync.schemaChanges.truncate). */
+  truncate: z.enum(['apply', 'stop']).optional(),
 });
 
 /** Active health checks: the gateway asks every instance, healthy or not, on this interval. */
@@ -295,6 +299,20 @@ export const configSchema = z.strictObject({
       maxLagBytes: z.number().int().min(0).default(16 * 1024 * 1024),
       maxLagSeconds: z.number().min(0).default(5),
       slotRetainWarnBytes: z.number().int().min(0).default(1024 * 1024 * 1024),
+      /**
+       * Logical replication carries no DDL: what a pipeline does when a source table changes
+       * shape (seen in the stream, at the change). A mapped column that disappears (dropped or
+       * renamed) or changes to a type the target cannot take always stops the pipeline there,
+       * nothing lost; a widening type change is applied (the service's column widened) and recorded.
+       */
+      schemaChanges: z
+        .strictObject({
+          /** A new source column: ignore (recorded, not carried), add (added to the service's table, carried), stop. */
+          newColumn: z.enum(['ignore', 'add', 'stop']).default('ignore'),
+          /** TRUNCATE of a synced table: apply it on the target, or stop there. */
+          truncate: z.enum(['apply', 'stop']).default('apply'),
+        })
+        .prefault({}),
     })
     .prefault({}),
   /** How service instances register themselves (discovery: registry). */

@@ -14,9 +14,9 @@ import type { TablePlan } from './plan.ts';
 
 const PIPELINE = 'bank:forward';
 const col = (source: string, type: string, notNull = false) => ({ source, target: source, type, notNull });
-const accounts: TablePlan = { source: 'accounts', target: 'accounts', key: ['id'], replica: false, columns: [col('id', 'bigint', true), col('email', 'text'), col('balance', 'integer'), col('note', 'text')] };
-const parents: TablePlan = { source: 'parents', target: 'parents', key: ['id'], replica: false, columns: [col('id', 'bigint', true), col('name', 'text')] };
-const children: TablePlan = { source: 'children', target: 'children', key: ['id'], replica: false, columns: [col('id', 'bigint', true), col('parent_id', 'bigint')] };
+const accounts: TablePlan = { source: 'accounts', target: 'accounts', key: ['id'], replica: false, rules: { columns: {}, exclude: [], newColumn: 'ignore', truncate: 'apply' }, columns: [col('id', 'bigint', true), col('email', 'text'), col('balance', 'integer'), col('note', 'text')] };
+const parents: TablePlan = { source: 'parents', target: 'parents', key: ['id'], replica: false, rules: { columns: {}, exclude: [], newColumn: 'ignore', truncate: 'apply' }, columns: [col('id', 'bigint', true), col('name', 'text')] };
+const children: TablePlan = { source: 'children', target: 'children', key: ['id'], replica: false, rules: { columns: {}, exclude: [], newColumn: 'ignore', truncate: 'apply' }, columns: [col('id', 'bigint', true), col('parent_id', 'bigint')] };
 
 let url: string;
 let target: pg.Client;

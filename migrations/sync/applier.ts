@@ -245,6 +245,18 @@ export class TransactionApplier {
     return run;
   }
 
+  /** Sends everything pending for a table (its shape is about to change). */
+  async flushTable(table: TablePlan): Promise<void> {
+    await this.#flushNet(table);
+    for (const run of [...this.#runs.values()]) if (run.table === table || this.#o.ordered || this.#strict) await this.#flushRun(run);
+  }
+
+  /** Runs `fn` in the group's target transaction (opened if need be): bookkeeping and DDL that must commit with the rows. */
+  async inTransaction<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
+    await this.#begin();
+    return fn(this.#o.target);
+  }
+
   /** TRUNCATE of tables this pipeline applies: after every change before it. */
   async truncate(tables: TablePlan[]): Promise<void> {
     await this.#flushAll();

@@ -29,6 +29,11 @@ export async function copyTables(options: {
   store: PipelineStore;
   tables: TablePlan[];
   onProgress?: (p: BackfillProgress) => void;
+  /**
+   * Make each target column's type the source's before copying (a re-copy after a type change
+   * the target could not take): the table is empty then, so no value needs converting.
+   */
+  alignTypes?: boolean;
 }): Promise<number> {
   const started = Date.now();
   let total = 0;
@@ -63,6 +68,13 @@ export async function copyTables(options: {
         // the conflict check (their real commit times are not known here).
         await options.target.query(`SELECT pg_replication_origin_xact_setup($1, '1970-01-01 00:00:00+00')`, [options.fromLsn]);
         await options.target.query(`TRUNCATE ${q(table.target)}`);
+        if (options.alignTypes) {
+          const { rows: current } = await options.target.query(`SELECT attname, format_type(atttypid, atttypmod) AS type FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped`, [q(table.target)]);
+          const types = new Map(current.map((r) => [r.attname as string, r.type as string]));
+          for (const c of table.columns) {
+            if (types.has(c.target) && types.get(c.target) !== c.type) await options.target.query(`ALTER TABLE ${q(table.target)} ALTER COLUMN ${q(c.target)} TYPE ${c.type} USING NULL`);
+          }
+        }
         await pipeline(source.query(copyTo(`COPY (SELECT ${srcCols} FROM ${q(table.source)}) TO STDOUT`)), counter, options.target.query(copyFrom(`COPY ${q(table.target)} (${dstCols}) FROM STDIN`)));
         await options.store.copied(options.target, table, options.fromLsn, rows);
         await options.target.query('COMMIT');

@@ -55,6 +55,14 @@ export async function runDoctor(config: ResolvedConfig): Promise<DoctorFinding[]
     const role = (await client.query(`SELECT current_user AS name, rolreplication OR rolsuper AS ok FROM pg_roles WHERE rolname = current_user`)).rows[0];
     findings.push({ check: 'REPLICATION privilege', ok: role.ok, detail: `role ${role.name} ${role.ok ? 'may' : 'may not'} replicate`, fix: role.ok ? undefined : `ALTER ROLE ${role.name} WITH REPLICATION;` });
 
+    // Not a check: what happens when the monolith's schema changes under a running sync.
+    const policies = [...new Set(services.flatMap((s) => s.tables.map((t) => `new columns ${t.newColumn ?? config.sync.schemaChanges.newColumn}, TRUNCATE ${t.truncate ?? config.sync.schemaChanges.truncate}`)))];
+    findings.push({
+      check: 'schema changes',
+      ok: true,
+      detail: `logical replication carries no DDL; each pipeline compares every table's shape as the stream gives it: ${policies.join(' / ')} (sync.schemaChanges, or per table); a mapped column dropped or renamed, or retyped to what the service column cannot hold, stops that pipeline right there, nothing lost (strangler sync status says why; strangler sync resume goes on); nothing of this touches the legacy database`,
+    });
+
     const names = [...new Set(services.flatMap((s) => s.tables.map((t) => t.source)))];
     const catalog = await readSourceTables(client, names);
     for (const s of services) {

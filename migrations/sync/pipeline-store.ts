@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import type { SchemaChange, ShapeColumn } from './schema-change.ts';
 
 /**
  * A pipeline's bookkeeping in its target database (schema strangler_sync), written in the same
@@ -47,6 +48,27 @@ export const STATE_DDL = `
   ALTER TABLE strangler_sync.pipelines ADD COLUMN IF NOT EXISTS hold_until timestamptz;
   ALTER TABLE strangler_sync.pipelines ADD COLUMN IF NOT EXISTS hold_lsn pg_lsn;
   ALTER TABLE strangler_sync.pipelines ADD COLUMN IF NOT EXISTS held_lsn pg_lsn;
+  -- The shape each table is applied in (source column, target column, source type), as of the
+  -- applied LSN: written with the rows, so a restart compares the stream with what was applied.
+  ALTER TABLE strangler_sync.tables ADD COLUMN IF NOT EXISTS columns jsonb;
+  -- A pipeline stopped at a schema change it must not apply over (a mapped column gone, a type
+  -- the target cannot take): where, why and the fix; strangler sync resume sends the mapping
+  -- to continue with.
+  ALTER TABLE strangler_sync.pipelines ADD COLUMN IF NOT EXISTS stopped_reason text;
+  ALTER TABLE strangler_sync.pipelines ADD COLUMN IF NOT EXISTS stopped_lsn pg_lsn;
+  ALTER TABLE strangler_sync.pipelines ADD COLUMN IF NOT EXISTS resume_mapping jsonb;
+  ALTER TABLE strangler_sync.pipelines ADD COLUMN IF NOT EXISTS resume_at timestamptz;
+  CREATE TABLE IF NOT EXISTS strangler_sync.schema_changes (
+    id         bigserial PRIMARY KEY,
+    pipeline   text NOT NULL,
+    at         timestamptz NOT NULL DEFAULT now(),
+    lsn        pg_lsn,
+    table_name text NOT NULL,
+    kind       text NOT NULL,
+    column_name text NOT NULL,
+    detail     text NOT NULL,
+    action     text NOT NULL
+  );
   CREATE TABLE IF NOT EXISTS strangler_sync.conflicts (
     id               bigserial PRIMARY KEY,
     pipeline         text NOT NULL,
@@ -71,7 +93,7 @@ export interface PipelineState {
   pipeline: string;
   slot: string;
   publication: string;
-  status: 'backfilling' | 'streaming' | 'stopped' | 'failed';
+  status: 'backfilling' | 'streaming' | 'stopped' | 'failed' | 'schema-stopped';
   desired: 'running' | 'stopped';
   appliedLsn: string | null;
   appliedAt: Date | null;
@@ -85,6 +107,9 @@ export interface PipelineState {
   lastError: string | null;
   lastErrorAt: Date | null;
   worker: string | null;
+  /** Stopped at a schema change: why (with the fix) and the source position it stopped at. */
+  stoppedReason: string | null;
+  stoppedLsn: string | null;
   tables: Array<{ source: string; target: string; fromLsn: string; rowsCopied: number; paused: boolean; handoverLsn: string | null }>;
   lastVerification: { at: Date; ok: boolean; summary: unknown } | null;
 }
@@ -98,7 +123,7 @@ export async function ensureStateSchema(client: Client): Promise<void> {
 export async function readPipelineState(client: Client, pipeline: string): Promise<PipelineState | null> {
   const exists = await client.query(`SELECT to_regclass('strangler_sync.pipelines') IS NOT NULL AS ok`);
   if (!exists.rows[0].ok) return null;
-  const { rows } = await client.query(`SELECT *, applied_lsn::text AS applied, backfill_lsn::text AS backfill FROM strangler_sync.pipelines WHERE pipeline = $1`, [pipeline]);
+  const { rows } = await client.query(`SELECT *, applied_lsn::text AS applied, backfill_lsn::text AS backfill, stopped_lsn::text AS stopped_lsn FROM strangler_sync.pipelines WHERE pipeline = $1`, [pipeline]);
   if (!rows[0]) return null;
   const r = rows[0];
   const tables = await client.query(`SELECT source, target, from_lsn::text AS from_lsn, rows_copied, paused, handover_lsn::text AS handover_lsn FROM strangler_sync.tables WHERE pipeline = $1 ORDER BY source`, [pipeline]);
@@ -121,6 +146,8 @@ export async function readPipelineState(client: Client, pipeline: string): Promi
     lastError: r.last_error,
     lastErrorAt: r.last_error_at,
     worker: r.worker,
+    stoppedReason: r.stopped_reason ?? null,
+    stoppedLsn: r.stopped_lsn ?? null,
     tables: tables.rows.map((t) => ({ source: t.source, target: t.target, fromLsn: t.from_lsn, rowsCopied: Number(t.rows_copied), paused: t.paused, handoverLsn: t.handover_lsn })),
     lastVerification: verification.rows[0] ?? null,
   };
@@ -138,6 +165,25 @@ export interface AppliedGroup {
   heartbeat: string | null;
 }
 
+/** What `strangler sync resume` hands a stopped worker: the mapping to go on with, and tables to copy again first. */
+export interface ResumeRequest {
+  tables: unknown[];
+  /** Source tables copied again in a snapshot before the stream goes on (after a type change the target could not take). */
+  recopy: string[];
+}
+
+/** A table as a plan has it: its columns give the shape it is first applied in. */
+interface TableShape {
+  source: string;
+  target: string;
+  columns: Array<{ source: string; target: string; type: string }>;
+}
+
+/** The shape a planned table starts in (its columns as the source's catalog had them). */
+export function shapeOf(table: TableShape): ShapeColumn[] {
+  return table.columns.map((c) => ({ source: c.source, target: c.target, type: c.type, status: 'mapped' as const }));
+}
+
 /** The statements of one pipeline, bound to its name. */
 export function pipelineStore(pipeline: string) {
   return {
@@ -151,11 +197,11 @@ export function pipelineStore(pipeline: string) {
     },
 
     /** A table the stream applies from `fromLsn` on, without a copy (paused: another pipeline applies it now). */
-    async tableFrom(client: Client, table: { source: string; target: string }, fromLsn: string, paused: boolean): Promise<void> {
+    async tableFrom(client: Client, table: TableShape, fromLsn: string, paused: boolean): Promise<void> {
       await client.query(
-        `INSERT INTO strangler_sync.tables (pipeline, source, target, from_lsn, rows_copied, paused) VALUES ($1, $2, $3, $4, 0, $5)
-         ON CONFLICT (pipeline, source) DO UPDATE SET from_lsn = excluded.from_lsn, paused = excluded.paused, handover_lsn = NULL`,
-        [pipeline, table.source, table.target, fromLsn, paused],
+        `INSERT INTO strangler_sync.tables (pipeline, source, target, from_lsn, rows_copied, paused, columns) VALUES ($1, $2, $3, $4, 0, $5, $6)
+         ON CONFLICT (pipeline, source) DO UPDATE SET from_lsn = excluded.from_lsn, paused = excluded.paused, handover_lsn = NULL, columns = excluded.columns`,
+        [pipeline, table.source, table.target, fromLsn, paused, JSON.stringify(shapeOf(table))],
       );
     },
 
@@ -170,11 +216,11 @@ export function pipelineStore(pipeline: string) {
     },
 
     /** A table copied in a snapshot: its changes are applied from `fromLsn` (the snapshot's point) on. In the copy's transaction. */
-    async copied(client: Client, table: { source: string; target: string }, fromLsn: string, rows: number): Promise<void> {
+    async copied(client: Client, table: TableShape, fromLsn: string, rows: number): Promise<void> {
       await client.query(
-        `INSERT INTO strangler_sync.tables (pipeline, source, target, from_lsn, rows_copied) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (pipeline, source) DO UPDATE SET target = excluded.target, from_lsn = excluded.from_lsn, rows_copied = excluded.rows_copied, copied_at = now()`,
-        [pipeline, table.source, table.target, fromLsn, rows],
+        `INSERT INTO strangler_sync.tables (pipeline, source, target, from_lsn, rows_copied, columns) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (pipeline, source) DO UPDATE SET target = excluded.target, from_lsn = excluded.from_lsn, rows_copied = excluded.rows_copied, copied_at = now(), columns = excluded.columns`,
+        [pipeline, table.source, table.target, fromLsn, rows, JSON.stringify(shapeOf(table))],
       );
     },
 
@@ -201,8 +247,9 @@ export function pipelineStore(pipeline: string) {
       await client.query(`UPDATE strangler_sync.tables SET paused = $3, handover_lsn = $4 WHERE pipeline = $1 AND source = ANY($2)`, [pipeline, sources, paused, lsn]);
     },
 
+    /** A worker starts streaming (a restart also ends a stop at a schema change: it re-reads the mapping). */
     async streaming(client: Client, worker: string): Promise<void> {
-      await client.query(`UPDATE strangler_sync.pipelines SET status = 'streaming', desired = 'running', worker = $2, updated_at = now() WHERE pipeline = $1`, [pipeline, worker]);
+      await client.query(`UPDATE strangler_sync.pipelines SET status = 'streaming', desired = 'running', worker = $2, stopped_reason = NULL, stopped_lsn = NULL, resume_mapping = NULL, resume_at = NULL, updated_at = now() WHERE pipeline = $1`, [pipeline, worker]);
     },
 
     async stopped(client: Client): Promise<void> {
@@ -261,6 +308,50 @@ export function pipelineStore(pipeline: string) {
     /** The worker stands at `lsn` (everything before it applied, nothing after). */
     async held(client: Client, lsn: string): Promise<void> {
       await client.query(`UPDATE strangler_sync.pipelines SET held_lsn = $2 WHERE pipeline = $1 AND hold_until > now()`, [pipeline, lsn]);
+    },
+
+    /** The shape each table is applied in (source name → columns). */
+    async shapes(client: Client): Promise<Map<string, ShapeColumn[]>> {
+      const { rows } = await client.query(`SELECT source, columns FROM strangler_sync.tables WHERE pipeline = $1 AND columns IS NOT NULL`, [pipeline]);
+      return new Map(rows.map((r) => [r.source as string, r.columns as ShapeColumn[]]));
+    },
+
+    /** A table's shape from here on, and what changed, in the transaction that applies it. */
+    async shapeChanged(client: Client, source: string, target: string, shape: ShapeColumn[], lsn: string, changes: SchemaChange[]): Promise<void> {
+      await client.query(
+        `INSERT INTO strangler_sync.tables (pipeline, source, target, from_lsn, rows_copied, columns) VALUES ($1, $2, $3, $4, 0, $5)
+         ON CONFLICT (pipeline, source) DO UPDATE SET columns = excluded.columns`,
+        [pipeline, source, target, lsn, JSON.stringify(shape)],
+      );
+      for (const c of changes) await client.query(`INSERT INTO strangler_sync.schema_changes (pipeline, lsn, table_name, kind, column_name, detail, action) VALUES ($1, $2, $3, $4, $5, $6, $7)`, [pipeline, lsn, source, c.kind, c.column, c.detail, c.action]);
+    },
+
+    /** The pipeline stops before the transaction at `lsn`: a schema change it must not apply over. */
+    async schemaStopped(client: Client, reason: string, lsn: string, table: string, changes: SchemaChange[]): Promise<void> {
+      await client.query(`UPDATE strangler_sync.pipelines SET status = 'schema-stopped', stopped_reason = $2, stopped_lsn = $3, last_error = $2, last_error_at = now(), updated_at = now() WHERE pipeline = $1`, [pipeline, reason, lsn]);
+      for (const c of changes) await client.query(`INSERT INTO strangler_sync.schema_changes (pipeline, lsn, table_name, kind, column_name, detail, action) VALUES ($1, $2, $3, $4, $5, $6, $7)`, [pipeline, lsn, table, c.kind, c.column, c.detail, c.action]);
+    },
+
+    /** `strangler sync resume`: the mapping to go on with, for the stopped worker to take. */
+    async requestResume(client: Client, request: ResumeRequest): Promise<boolean> {
+      const r = await client.query(`UPDATE strangler_sync.pipelines SET resume_mapping = $2, resume_at = now() WHERE pipeline = $1 RETURNING status`, [pipeline, JSON.stringify(request)]);
+      return (r.rowCount ?? 0) > 0;
+    },
+
+    /** A resume asked for after `since`; null when none. */
+    async resumeRequest(client: Client, since: Date): Promise<ResumeRequest | null> {
+      const { rows } = await client.query(`SELECT resume_mapping FROM strangler_sync.pipelines WHERE pipeline = $1 AND resume_at > $2`, [pipeline, since]);
+      return rows[0]?.resume_mapping ?? null;
+    },
+
+    async resumed(client: Client): Promise<void> {
+      await client.query(`UPDATE strangler_sync.pipelines SET status = 'streaming', stopped_reason = NULL, stopped_lsn = NULL, resume_mapping = NULL, resume_at = NULL, updated_at = now() WHERE pipeline = $1`, [pipeline]);
+    },
+
+    /** The latest schema changes seen, newest first. */
+    async schemaChanges(client: Client, limit = 20): Promise<Array<SchemaChange & { table: string; lsn: string | null; at: Date }>> {
+      const { rows } = await client.query(`SELECT table_name, kind, column_name, detail, action, lsn::text AS lsn, at FROM strangler_sync.schema_changes WHERE pipeline = $1 ORDER BY id DESC LIMIT $2`, [pipeline, limit]);
+      return rows.map((r) => ({ table: r.table_name, kind: r.kind, column: r.column_name, detail: r.detail, action: r.action, lsn: r.lsn, at: r.at }));
     },
 
     async conflict(client: Client, c: { table: string; key: Record<string, unknown>; kind: string; sourceAt: string; targetAt: string }): Promise<void> {

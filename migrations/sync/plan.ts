@@ -35,6 +35,17 @@ export interface TablePlan {
   /** Key columns by source name, in key order. */
   key: string[];
   replica: boolean;
+  /** The mapping's own words, for shapes the source takes later (schema-change.ts). */
+  rules: TableRules;
+}
+
+/** How a table's columns map, and the policies for changes of its shape. */
+export interface TableRules {
+  /** Source column → target column, renamed ones only. */
+  columns: Record<string, string>;
+  exclude: string[];
+  newColumn: 'ignore' | 'add' | 'stop';
+  truncate: 'apply' | 'stop';
 }
 
 export interface SyncPlan {
@@ -98,7 +109,7 @@ export function reverseMapping(service: ResolvedService): ResolvedService {
       ? []
       : service.tables
           .filter((t) => !t.replica)
-          .map((t) => ({ source: t.target, target: t.source, columns: Object.fromEntries(Object.entries(t.columns).map(([a, b]) => [b, a])), exclude: [], replica: false })),
+          .map((t) => ({ source: t.target, target: t.source, columns: Object.fromEntries(Object.entries(t.columns).map(([a, b]) => [b, a])), exclude: [], replica: false, newColumn: t.newColumn, truncate: t.truncate })),
   };
 }
 
@@ -124,6 +135,8 @@ export function feedsOf(services: readonly ResolvedService[], owner: ResolvedSer
             // Columns the owner does not keep are not in its catalog: nothing to exclude there.
             exclude: t.exclude.filter((c) => !o.exclude.includes(c)).map(inOwner),
             replica: true,
+            newColumn: t.newColumn,
+            truncate: t.truncate,
           };
         });
       return { service, mapping: { ...service, tables } };
@@ -167,7 +180,9 @@ export function buildSyncPlan(service: ResolvedService, catalog: Map<string, Sou
       continue;
     }
     const known = new Set(table!.columns.map((c) => c.name));
-    for (const col of [...mapping.exclude, ...Object.keys(mapping.columns)]) {
+    // An excluded column that does not exist is harmless (and how a column dropped on the
+    // source is acknowledged); a renamed one must exist.
+    for (const col of Object.keys(mapping.columns)) {
       if (!known.has(col)) problems.push(`services.${service.name}.tables.${mapping.source}: column "${col}" does not exist in legacy table "${mapping.source}" (columns: ${[...known].join(', ')})`);
     }
     const excludedKey = table!.keyColumns.filter((k) => mapping.exclude.includes(k));
@@ -177,6 +192,7 @@ export function buildSyncPlan(service: ResolvedService, catalog: Map<string, Sou
       target: mapping.target,
       key: table!.keyColumns,
       replica: mapping.replica,
+      rules: { columns: mapping.columns, exclude: mapping.exclude, newColumn: mapping.newColumn ?? 'ignore', truncate: mapping.truncate ?? 'apply' },
       columns: table!.columns
         .filter((c) => !mapping.exclude.includes(c.name))
         .map((c) => ({ source: c.name, target: mapping.columns[c.name] ?? c.name, type: c.type, notNull: c.notNull })),

@@ -8,6 +8,7 @@ const table: TablePlan = {
   target: 'svc_invoices',
   key: ['id'],
   replica: false,
+  rules: { columns: { customer_name: 'customer' }, exclude: [], newColumn: 'ignore', truncate: 'apply' },
   columns: [
     { source: 'id', target: 'id', type: 'integer', notNull: true },
     { source: 'customer_name', target: 'customer', type: 'text', notNull: true },
@@ -68,7 +69,7 @@ describe('sync plan', () => {
   });
 
   it('refuses, all at once, a table without a key, a user-defined type, an unknown column and a missing table', () => {
-    expect(() => buildSyncPlan(service([{ source: 'invoices' }, { source: 'log' }, { source: 'nope' }, { source: 'invoices', exclude: ['ghost', 'mood'] }]), catalog, 'postgres://h/l')).toThrow(
+    expect(() => buildSyncPlan(service([{ source: 'invoices' }, { source: 'log' }, { source: 'nope' }, { source: 'invoices', exclude: ['mood'], columns: { ghost: 'spirit' } }]), catalog, 'postgres://h/l')).toThrow(
       /user-defined types \(mood mood\)[\s\S]*"log" has no primary key or replica identity[\s\S]*ALTER TABLE log ADD PRIMARY KEY[\s\S]*"nope" does not exist[\s\S]*column "ghost" does not exist/,
     );
   });

@@ -163,14 +163,17 @@ async function fullBackfill(o: PrepareOptions, target: pg.Client, plan: SyncPlan
   }
 }
 
-/** A table added to the mapping later: copied in a temporary slot's snapshot; the stream skips its changes up to that point. */
-async function tableBackfill(o: PrepareOptions, target: pg.Client, plan: SyncPlan, tables: TablePlan[]): Promise<void> {
+/**
+ * A table added to the mapping later, or re-copied after a schema change: copied in a temporary
+ * slot's snapshot; the stream skips its changes up to that point.
+ */
+export async function tableBackfill(o: Pick<PrepareOptions, 'sourceUrl' | 'logger' | 'onProgress'>, target: pg.Client, plan: SyncPlan, tables: TablePlan[], alignTypes = false): Promise<void> {
   const repl = new pg.Client({ connectionString: o.sourceUrl, replication: 'database' } as pg.ClientConfig);
   await repl.connect();
   try {
     const temp = `${plan.slot}_add_${process.pid}`.slice(0, 63);
     const { rows } = await repl.query(`CREATE_REPLICATION_SLOT ${q(temp)} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')`);
-    await copyTables({ sourceUrl: o.sourceUrl, target, snapshot: rows[0].snapshot_name, fromLsn: rows[0].consistent_point, store: pipelineStore(plan.pipeline), tables, onProgress: o.onProgress });
+    await copyTables({ sourceUrl: o.sourceUrl, target, snapshot: rows[0].snapshot_name, fromLsn: rows[0].consistent_point, store: pipelineStore(plan.pipeline), tables, onProgress: o.onProgress, alignTypes });
     o.logger.info({ tables: tables.map((t) => t.source), point: rows[0].consistent_point }, 'added tables backfilled');
   } finally {
     await repl.end().catch(() => undefined); // drops the temporary slot

@@ -4,7 +4,7 @@ import type { ResolvedConfig, ResolvedService } from '../../core/config/load.ts'
 import { lsnDistance } from './lsn.ts';
 import { FENCE_PREFIX } from './messages.ts';
 import { pipelineNames, type Direction } from './plan.ts';
-import { readPipelineState, type PipelineState } from './pipeline-store.ts';
+import { pipelineStore, readPipelineState, type PipelineState } from './pipeline-store.ts';
 
 export interface SyncStatus {
   service: string;
@@ -23,6 +23,11 @@ export interface SyncStatus {
   lastVerification: PipelineState['lastVerification'];
   /** Rows written on both sides within the lag (resolved: the later commit wins). */
   conflicts: number;
+  /** Stopped at a schema change: why, with the fix, and since which source position. */
+  stoppedReason: string | null;
+  stoppedLsn: string | null;
+  /** Schema changes seen (newest first, at most 20): new columns ignored or added, widenings, stops. */
+  schemaChanges: Array<{ table: string; kind: string; column: string; detail: string; action: string; lsn: string | null }>;
 }
 
 /** The forward sync of a service as the legacy database and the service database see it. */
@@ -42,6 +47,7 @@ export async function syncStatus(config: ResolvedConfig, service: ResolvedServic
     const conflicts = state
       ? Number((await target.query(`SELECT count(*) AS n FROM strangler_sync.conflicts WHERE pipeline = $1`, [names.pipeline]).catch(() => ({ rows: [{ n: 0 }] }))).rows[0].n)
       : 0;
+    const schemaChanges = state ? await pipelineStore(names.pipeline).schemaChanges(target).catch(() => []) : [];
     const now: Date = head.rows[0].now;
     return {
       service: service.name,
@@ -60,6 +66,9 @@ export async function syncStatus(config: ResolvedConfig, service: ResolvedServic
       lastError: state?.lastError ?? null,
       lastVerification: state?.lastVerification ?? null,
       conflicts,
+      stoppedReason: state?.stoppedReason ?? null,
+      stoppedLsn: state?.stoppedLsn ?? null,
+      schemaChanges: schemaChanges.map(({ table, kind, column, detail, action, lsn }) => ({ table, kind, column, detail, action, lsn })),
     };
   } finally {
     await Promise.all([source.end().catch(() => undefined), target.end().catch(() => undefined)]);
@@ -137,5 +146,29 @@ export async function drainPipeline(config: ResolvedConfig, service: ResolvedSer
     return null;
   } finally {
     await Promise.all([source.end().catch(() => undefined), target.end().catch(() => undefined)]);
+  }
+}
+
+/**
+ * `strangler sync resume`: hands a pipeline stopped at a schema change the mapping strangler.yaml
+ * has now; its worker re-plans with it and goes on from where it stopped (or stops again, saying
+ * why). Returns where and why it had stopped, or null when it was not stopped.
+ */
+export async function requestResume(config: ResolvedConfig, service: ResolvedService, direction: Direction = 'forward', recopy: string[] = []): Promise<{ lsn: string | null; reason: string } | null> {
+  const [sourceUrl, targetUrl] = direction === 'forward' ? [config.legacy.databaseUrl, service.databaseUrl] : [service.databaseUrl, config.legacy.databaseUrl];
+  const names = pipelineNames(service.name, sourceUrl, direction);
+  const target = new pg.Client({ connectionString: targetUrl });
+  await target.connect();
+  try {
+    const state = await readPipelineState(target, names.pipeline);
+    if (!state) throw new StranglerError(`no ${direction} sync of ${service.name} has been started`, 'NOT_FOUND');
+    if (state.status !== 'schema-stopped' || !state.stoppedReason) return null;
+    const unknown = recopy.filter((t) => !state.tables.some((x) => x.source === t));
+    if (unknown.length) throw new StranglerError(`--recopy ${unknown.join(', ')}: not a source table of this pipeline (its tables: ${state.tables.map((t) => t.source).join(', ')})`, 'BAD_INPUT');
+    if (recopy.length && direction === 'reverse') throw new StranglerError(`--recopy copies into the service's database; the reverse sync's target is the monolith's, which the toolkit never rewrites`, 'BAD_INPUT');
+    await pipelineStore(names.pipeline).requestResume(target, { tables: service.tables, recopy });
+    return { lsn: state.stoppedLsn, reason: state.stoppedReason };
+  } finally {
+    await target.end();
   }
 }

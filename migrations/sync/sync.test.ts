@@ -6,53 +6,17 @@ import type { ResolvedConfig, ResolvedService } from '../../core/config/load.ts'
 import { silentLogger } from '../../core/logger.ts';
 import { seedLegacy } from '../../legacy-adapter/seed.ts';
 import { waitFor } from '../../stack/ports.ts';
-import { createTestDatabase, dropTestDatabase, legacyTestConfig, ROOT } from '../../test/harness.ts';
+import { dropTestDatabase, ROOT } from '../../test/harness.ts';
+import { syncEnv, syncWorker, syncWorkers, type SyncEnv } from '../../test/sync-env.ts';
 import { runDoctor } from './doctor.ts';
 import { cleanupPipeline, requestStop, syncStatus } from './status.ts';
 import { verifyPipeline } from './verify.ts';
 import { SyncWorker } from './worker.ts';
 
-interface Env {
-  config: ResolvedConfig;
-  service: ResolvedService;
-  legacy: pg.Client;
-  target: pg.Client;
-  cleanup(): Promise<void>;
-}
-
-/** A seeded legacy database and an empty database for the named service (as strangler.yaml maps it). */
-async function env(label: string, serviceName = 'invoices', tweak: (s: ResolvedService) => ResolvedService = (s) => s): Promise<Env> {
-  const t = await legacyTestConfig(label);
-  await seedLegacy(t.config.legacy.databaseUrl, { users: 5, invoices: 200, seed: 3 });
-  const targetUrl = await createTestDatabase(`${label}_svc`);
-  const service = tweak({ ...t.config.services.find((s) => s.name === serviceName)!, databaseUrl: targetUrl });
-  const config = { ...t.config, services: t.config.services.map((s) => (s.name === serviceName ? service : s)) };
-  const legacy = new pg.Client({ connectionString: config.legacy.databaseUrl });
-  const target = new pg.Client({ connectionString: targetUrl });
-  await legacy.connect();
-  await target.connect();
-  return {
-    config,
-    service,
-    legacy,
-    target,
-    async cleanup() {
-      for (const w of workers) if (w.plan?.service === service.name) await w.stop();
-      await cleanupPipeline(config, service).catch(() => undefined);
-      await legacy.end();
-      await target.end();
-      await dropTestDatabase(targetUrl);
-      await t.cleanup();
-    },
-  };
-}
-
-const workers: SyncWorker[] = [];
-function worker(e: Env, options: Partial<ConstructorParameters<typeof SyncWorker>[0]> = {}): SyncWorker {
-  const w = new SyncWorker({ config: e.config, service: e.service, logger: silentLogger, ...options });
-  workers.push(w);
-  return w;
-}
+type Env = SyncEnv;
+const env = syncEnv;
+const workers = syncWorkers;
+const worker = syncWorker;
 
 /** The running worker of the env's service, started when no earlier test left one running (each test runs alone too). */
 async function running(e: Env): Promise<SyncWorker> {

@@ -28,6 +28,10 @@ export interface TableVerification {
   unsettled: KeyRange[];
   /** The first entry of `mismatches` (what older readers of a recorded verification look at). */
   firstMismatch: KeyRange | null;
+  /** Source columns the target does not have (new on the source and not carried, or mapped to a column the target lacks): not compared. */
+  columnsOnlyOnSource: string[];
+  /** Target columns the pipeline used to fill whose source column is gone (dropped or renamed on the source): the table is not verified. */
+  columnsOnlyOnTarget: string[];
 }
 
 export interface Verification {
@@ -148,6 +152,9 @@ export async function verifyPipeline(options: VerifyOptions): Promise<Verificati
       bytes: state?.appliedLsn ? lsnDistance(state.appliedLsn, head.lsn) : null,
       seconds: state?.heartbeatSourceAt ? Math.max(0, (head.now.getTime() - state.heartbeatSourceAt.getTime()) / 1000) : null,
     };
+    if (state?.status === 'schema-stopped') {
+      return result('lagging', [], { lag, note: `the pipeline is stopped at a schema change (since ${state.stoppedLsn}): ${state.stoppedReason}` });
+    }
     const slot = (await source.query(`SELECT active FROM pg_replication_slots WHERE slot_name = $1`, [plan.slot])).rows[0];
     const running = Boolean(slot?.active && state?.status === 'streaming');
     let point: string;
@@ -197,14 +204,19 @@ export async function verifyPipeline(options: VerifyOptions): Promise<Verificati
     const renew = running ? setInterval(() => void store.renewHold(target, HOLD_LEASE_MS).catch(() => undefined), HOLD_LEASE_MS / 3) : null;
     try {
       const tables: TableVerification[] = [];
-      for (const table of plan.tables) tables.push(await verifyTable(source, target, table, chunkRows, !running));
+      for (const table of plan.tables) tables.push(await verifyTable(source, target, plan.pipeline, table, chunkRows, !running));
       const bad = tables.some((t) => !t.ok);
       const unsettled = tables.some((t) => t.unsettled.length > 0);
+      const gone = tables.filter((t) => t.columnsOnlyOnTarget.length).map((t) => `${t.target}.${t.columnsOnlyOnTarget.join(', ')}`);
       return result(bad ? 'mismatch' : unsettled ? 'lagging' : 'verified', tables, {
         consistent: running,
         point,
         lag,
-        note: unsettled ? 'the source kept changing key ranges while no worker ran; those ranges are unsettled, not different' : null,
+        note: gone.length
+          ? `columns the sync filled have no source column any more (dropped or renamed on the source): ${gone.join('; ')}; map the new names in strangler.yaml or exclude them`
+          : unsettled
+            ? 'the source kept changing key ranges while no worker ran; those ranges are unsettled, not different'
+            : null,
       });
     } finally {
       if (renew) clearInterval(renew);
@@ -245,11 +257,43 @@ async function slotHasPending(source: pg.Client, plan: SyncPlan): Promise<boolea
   }
 }
 
-async function verifyTable(source: pg.Client, target: pg.Client, table: TablePlan, chunkRows: number, moving: boolean): Promise<TableVerification> {
-  const srcCols = table.columns.map((c) => c.source);
-  const dstCols = table.columns.map((c) => c.target);
+/**
+ * The columns both sides have, as the mapping pairs them, and those one side has alone: the
+ * source's catalog against the target's, and the shape the pipeline applied (its fed columns).
+ */
+async function comparableColumns(target: pg.Client, pipeline: string, table: TablePlan): Promise<{ columns: TablePlan['columns']; onlySource: string[]; onlyTarget: string[] }> {
+  const { rows } = await target.query(`SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`, [`public.${q(table.target)}`]);
+  const present = new Set(rows.map((r) => r.attname as string));
+  const shape = await target.query(`SELECT columns FROM strangler_sync.tables WHERE pipeline = $1 AND source = $2`, [pipeline, table.source]).catch(() => ({ rows: [] as Array<{ columns: unknown }> }));
+  const fed = ((shape.rows[0]?.columns ?? []) as Array<{ target: string; status: string }>).filter((c) => c.status === 'mapped').map((c) => c.target);
+  const mappedTargets = new Set(table.columns.map((c) => c.target));
+  return {
+    columns: table.columns.filter((c) => present.has(c.target)),
+    onlySource: table.columns.filter((c) => !present.has(c.target)).map((c) => c.source),
+    onlyTarget: fed.filter((t) => present.has(t) && !mappedTargets.has(t)),
+  };
+}
+
+async function verifyTable(source: pg.Client, target: pg.Client, pipeline: string, table: TablePlan, chunkRows: number, moving: boolean): Promise<TableVerification> {
+  const shape = await comparableColumns(target, pipeline, table);
+  const srcCols = shape.columns.map((c) => c.source);
+  const dstCols = shape.columns.map((c) => c.target);
   const dstKey = table.key.map((k) => table.columns.find((c) => c.source === k)!.target);
-  const result: TableVerification = { table: table.source, target: table.target, sourceRows: 0, targetRows: 0, chunks: 0, ok: true, mismatches: [], mismatchCount: 0, unsettled: [], firstMismatch: null };
+  const result: TableVerification = {
+    table: table.source,
+    target: table.target,
+    sourceRows: 0,
+    targetRows: 0,
+    chunks: 0,
+    ok: shape.onlyTarget.length === 0 && table.key.every((k) => srcCols.includes(k)),
+    mismatches: [],
+    mismatchCount: 0,
+    unsettled: [],
+    firstMismatch: null,
+    columnsOnlyOnSource: shape.onlySource,
+    columnsOnlyOnTarget: shape.onlyTarget,
+  };
+  if (!table.key.every((k) => srcCols.includes(k))) return result; // a key column the target lacks: nothing can be compared
   const compare = async (from: unknown[] | null, to: unknown[] | null) => {
     const s = await checksum(source, table.source, srcCols, table.key, from, to);
     const t = await checksum(target, table.target, dstCols, dstKey, from, to);

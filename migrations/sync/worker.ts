@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import pg from 'pg';
 import type { Pgoutput } from 'pg-logical-replication';
 import { Counter, Gauge, Registry } from 'prom-client';
-import type { ResolvedConfig, ResolvedService } from '../../core/config/load.ts';
+import type { ResolvedConfig, ResolvedService, ResolvedTableMapping } from '../../core/config/load.ts';
 import { databaseName, ensureDatabase, isMissingDatabase } from '../../core/databases.ts';
 import { StranglerError } from '../../core/errors.ts';
 import type { Logger } from '../../core/logger.ts';
@@ -11,10 +11,11 @@ import { TransactionApplier, type SourceTx } from './applier.ts';
 import type { BackfillProgress } from './backfill.ts';
 import { compareLsn, lsnDistance } from './lsn.ts';
 import { HANDOVER_PREFIX, HEARTBEAT_PREFIX, type HandoverMessage } from './messages.ts';
-import { copiesPausedIn, ensureStateSchema, pipelineStore, readPipelineState, type PipelineStore } from './pipeline-store.ts';
-import { originOf, pipelineNames, type Direction, type SyncPlan, type TablePlan } from './plan.ts';
+import { copiesPausedIn, ensureStateSchema, pipelineStore, readPipelineState, shapeOf, type PipelineStore, type ResumeRequest } from './pipeline-store.ts';
+import { originOf, pipelineNames, quoteIdent, type Direction, type SyncPlan, type TablePlan } from './plan.ts';
 import { ReplicationStream, type StreamItem } from './replication-stream.ts';
-import { pipelineEnds, preparePipeline } from './setup.ts';
+import { decideShape, type RelationColumn, type SchemaChange, type ShapeColumn } from './schema-change.ts';
+import { pipelineEnds, planPipeline, preparePipeline, tableBackfill } from './setup.ts';
 
 export { HANDOVER_PREFIX, HEARTBEAT_PREFIX, type HandoverMessage } from './messages.ts';
 
@@ -53,7 +54,18 @@ function lockKey(pipeline: string): string {
 }
 
 /** A group whose batched statements failed: its transactions are sent again and applied one by one. */
-class ReplayStrictly extends Error {}
+class ReplayStrictly extends Error {
+  /** Strict up to the transaction whose commit starts here (default: every transaction received). */
+  constructor(
+    message: string,
+    readonly until?: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The pipeline stopped at a schema change (recorded): the stream is closed until a resume. */
+class SchemaStop extends Error {}
 
 /**
  * One pipeline: publication and slot on the source, a backfill in the slot's exported
@@ -93,6 +105,14 @@ export class SyncWorker {
   #beating = false;
   /** The housekeeping's own connection to the target ('busy' while it asks). */
   #housekeeper: pg.Client | null | 'busy' = null;
+  /** The shape each table is applied in (source name), as of the applied LSN. */
+  #shapes = new Map<string, ShapeColumn[]>();
+  /** Type names by OID and modifier (relation messages carry only OIDs). */
+  #typeNames = new Map<string, string>();
+  /** Stopped at a schema change: since when (a resume asked for later continues). */
+  #schemaStop: { reason: string; lsn: string; at: Date } | null = null;
+  /** The service as this worker applies it (a resume replaces its table mapping). */
+  #service: ResolvedService;
   /** A verify's hold (pipeline-store.ts): pause where the worker is, then run up to `at` and stand there. */
   #hold: { phase: 'pause' } | { phase: 'run'; at: string } | null = null;
   readonly metrics = new Registry();
@@ -105,6 +125,7 @@ export class SyncWorker {
 
   constructor(options: SyncWorkerOptions) {
     this.#o = options;
+    this.#service = options.service;
     this.#direction = options.feedFrom ? 'feed' : (options.direction ?? 'forward');
     if (this.#direction === 'feed' && !options.feedFrom) throw new Error('a feed needs feedFrom');
     ({ sourceUrl: this.#sourceUrl, targetUrl: this.#targetUrl } = pipelineEnds(options.config, options.service, this.#direction, options.feedFrom));
@@ -189,6 +210,7 @@ export class SyncWorker {
     this.#applied = prepared.appliedLsn;
     this.#applierOptions = prepared.applier;
     for (const t of plan.tables) this.#byRelation.set(t.source, t);
+    this.#shapes = await this.#store.shapes(target);
     this.#fromLsn = await this.#store.fromLsns(target);
     this.#paused = await this.#store.paused(target);
     await this.#store.streaming(target, `${hostname()}:${process.pid}`);
@@ -263,6 +285,17 @@ export class SyncWorker {
     } catch (err) {
       if (stream !== this.#stream || this.#state !== 'active') return;
       await applier.rollback();
+      if (err instanceof SchemaStop) {
+        // Recorded: nothing past the change is applied or acknowledged; a resume restarts here.
+        this.#stream = null;
+        await stream.close();
+        return;
+      }
+      if (err instanceof ReplayStrictly && err.until) {
+        this.#strictUntil = err.until;
+        this.#fail(err, 'apply', 0);
+        return;
+      }
       if (!(err instanceof ReplayStrictly) && !applier.strict && err instanceof Error && !isConnectionError(err)) {
         // A batched statement failed where applying one transaction at a time may not: replay
         // what the failed group held strictly before counting it as an error.
@@ -327,7 +360,7 @@ export class SyncWorker {
           if (done) this.#committed(done);
           await this.#standAt(this.#hold.at);
         }
-        applier.strict = this.#strictUntil !== null && compareLsn(this.#applied, this.#strictUntil) < 0;
+        applier.strict = this.#strictUntil !== null && compareLsn(commitLsn, this.#strictUntil) <= 0;
         if (this.#strictUntil !== null && !applier.strict) this.#strictUntil = null;
         const skip = compareLsn(commitLsn, this.#applied) < 0;
         this.#tx = { skip, rows: 0, heartbeat: null, handover: null, commitLsn, commitTimeUs: BigInt(m.commitTime as unknown as bigint) };
@@ -337,10 +370,17 @@ export class SyncWorker {
       case 'update':
       case 'delete':
         return this.#change(applier, m);
+      case 'relation':
+        return this.#relation(applier, m);
       case 'truncate': {
         const tx = this.#tx;
         if (!tx || tx.skip) return;
         const tables = m.relations.map((rel) => this.#byRelation.get(rel.name)).filter((t): t is TablePlan => t !== undefined && !this.#paused.has(t.source));
+        const refused = tables.filter((t) => t.rules.truncate === 'stop');
+        if (refused.length) {
+          const names = refused.map((t) => t.source).join(', ');
+          await this.#stopAtSchemaChange(applier, refused[0].source, `TRUNCATE of ${names} on the source, and the policy for truncates is stop; to carry it over set truncate: apply for the table in strangler.yaml (or sync.schemaChanges.truncate) and run: strangler sync resume ${this.#service.name}${this.#direction === 'reverse' ? ' --reverse' : ''}`, refused.map((t) => ({ kind: 'type-changed', column: '*', detail: 'TRUNCATE', action: 'stopped' }) as SchemaChange));
+        }
         if (tables.length) await applier.truncate(tables);
         return;
       }
@@ -357,6 +397,133 @@ export class SyncWorker {
       default:
         return;
     }
+  }
+
+  /**
+   * A relation message: a table's shape at this point of the stream (sent before its first
+   * change in a session, and again after it changed). Compared with the shape applied so far:
+   * a change the policy allows is applied in the group's transaction, before the rows written
+   * in the new shape (the target's table altered if need be, the new shape stored with the
+   * rows); one it does not stops the pipeline before this transaction.
+   */
+  async #relation(applier: TransactionApplier, m: Pgoutput.MessageRelation): Promise<void> {
+    const base = this.#byRelation.get(m.name);
+    if (!base || m.schema !== 'public' || !this.#tx) return;
+    const target = this.#target!;
+    const columns = await this.#resolveTypes(target, m.columns);
+    const previous = this.#shapes.get(base.source) ?? shapeOf(base);
+    const targetTypes = new Map<string, string>(
+      (await target.query(`SELECT attname, format_type(atttypid, atttypmod) AS type FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`, [`public.${quoteIdent(base.target)}`])).rows.map((r) => [r.attname, r.type]),
+    );
+    const d = decideShape(base.source, previous, columns, base.rules, targetTypes, this.#direction !== 'reverse', this.#service.name);
+    if (d.stop) return this.#stopAtSchemaChange(applier, base.source, d.stop, d.changes.filter((c) => c.action === 'stopped'));
+    const key = m.keyColumns.length ? m.keyColumns : base.key;
+    const next: TablePlan = {
+      ...base,
+      key,
+      columns: d.shape.filter((c) => c.status === 'mapped').map((c) => ({ source: c.source, target: c.target, type: c.type, notNull: base.columns.find((b) => b.target === c.target)?.notNull ?? false })),
+    };
+    const same = d.changes.length === 0 && JSON.stringify(previous) === JSON.stringify(d.shape);
+    if (!same) {
+      // Rows of the old shape first; then the target's table, the record, the new shape.
+      await applier.flushTable(base);
+      const tx = this.#tx;
+      const defaults = d.actions.some((a) => a.kind === 'add-column') ? await this.#sourceDefaults(base.source) : new Map<string, string>();
+      await applier.inTransaction(async (c) => {
+        for (const a of d.actions) {
+          // An added column takes the source's default, so the rows not written since hold what the source's hold.
+          const source = d.shape.find((x) => x.target === a.target)?.source ?? a.target;
+          const fill = defaults.has(source) ? ` DEFAULT ${defaults.get(source)}` : '';
+          await c.query(a.kind === 'add-column' ? `ALTER TABLE ${quoteIdent(base.target)} ADD COLUMN IF NOT EXISTS ${quoteIdent(a.target)} ${a.type}${fill}` : `ALTER TABLE ${quoteIdent(base.target)} ALTER COLUMN ${quoteIdent(a.target)} TYPE ${a.type}`);
+        }
+        await this.#store!.shapeChanged(c, base.source, base.target, d.shape, tx.commitLsn, d.changes);
+      });
+      for (const c of d.changes) this.#o.logger.warn({ pipeline: this.#plan!.pipeline, table: base.source, column: c.column, change: c.kind, detail: c.detail, action: c.action, lsn: tx.commitLsn }, `schema change on ${base.source}: ${c.kind} ${c.column} (${c.detail}): ${c.action}`);
+    }
+    this.#shapes.set(base.source, d.shape);
+    this.#byRelation.set(m.name, next);
+  }
+
+  /** The source table's column defaults (expressions), read now on a connection of its own (rare: a column added). */
+  async #sourceDefaults(table: string): Promise<Map<string, string>> {
+    const c = new pg.Client({ connectionString: this.#sourceUrl });
+    await c.connect();
+    try {
+      const { rows } = await c.query(`SELECT a.attname, pg_get_expr(d.adbin, d.adrelid) AS expr FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum WHERE d.adrelid = to_regclass($1)`, [`public.${quoteIdent(table)}`]);
+      return new Map(rows.map((r) => [r.attname as string, r.expr as string]));
+    } finally {
+      await c.end().catch(() => undefined);
+    }
+  }
+
+  /** Type names for a relation's columns: built-in types by the target's format_type, others as the message names them. */
+  async #resolveTypes(target: pg.Client, columns: Pgoutput.RelationColumn[]): Promise<RelationColumn[]> {
+    const out: RelationColumn[] = [];
+    for (const c of columns) {
+      // OIDs below 16384 are built in, the same on every server.
+      if (c.typeOid >= 16384) {
+        out.push({ name: c.name, type: c.typeName ? `${c.typeSchema ? `${c.typeSchema}.` : ''}${c.typeName}` : `oid ${c.typeOid}`, userDefined: true });
+        continue;
+      }
+      const k = `${c.typeOid}:${c.typeMod}`;
+      let name = this.#typeNames.get(k);
+      if (!name) {
+        name = (await target.query(`SELECT format_type($1, $2) AS t`, [c.typeOid, c.typeMod])).rows[0].t as string;
+        this.#typeNames.set(k, name);
+      }
+      out.push({ name: c.name, type: name, userDefined: false });
+    }
+    return out;
+  }
+
+  /**
+   * Stops before the current transaction: everything before it is applied and acknowledged,
+   * nothing of it or after. Recorded with the reason and the fix (strangler sync status shows
+   * it; the cutover checks fail on it); the stream stays closed until a resume or a restart.
+   */
+  async #stopAtSchemaChange(applier: TransactionApplier, table: string, reason: string, changes: SchemaChange[]): Promise<never> {
+    const tx = this.#tx!;
+    if (applier.pending.lsn || applier.open || tx.rows > 0) {
+      // Transactions before this one wait in the open group (or this one has begun): replay
+      // them one at a time, so this one alone is left out.
+      if (!applier.strict) throw new ReplayStrictly('a schema change to stop at', tx.commitLsn);
+      await applier.rollback();
+    }
+    this.#schemaStop = { reason, lsn: tx.commitLsn, at: new Date() };
+    await this.#store!.schemaStopped(this.#target!, reason, tx.commitLsn, table, changes);
+    this.#o.logger.error({ pipeline: this.#plan!.pipeline, table, lsn: tx.commitLsn, appliedLsn: this.#applied }, `sync stopped at a schema change: ${reason}`);
+    throw new SchemaStop(reason);
+  }
+
+  /**
+   * Takes the mapping a resume sends (strangler.yaml as the CLI read it), copies again the
+   * tables it names (in a snapshot, their target columns typed as the source's now; their
+   * changes before the snapshot are then skipped) and restarts the stream at the stop.
+   */
+  async #resume(request: ResumeRequest): Promise<void> {
+    const service = { ...this.#service, tables: request.tables as ResolvedTableMapping[] };
+    const source = new pg.Client({ connectionString: this.#sourceUrl });
+    await source.connect();
+    let plan: SyncPlan;
+    try {
+      plan = await planPipeline(source, { config: this.#o.config, service, direction: this.#direction, feedFrom: this.#o.feedFrom });
+    } finally {
+      await source.end().catch(() => undefined);
+    }
+    this.#service = service;
+    this.#plan = plan;
+    this.#byRelation = new Map(plan.tables.map((t) => [t.source, t]));
+    const recopy = plan.tables.filter((t) => request.recopy.includes(t.source));
+    if (recopy.length) {
+      this.#o.logger.info({ pipeline: plan.pipeline, tables: recopy.map((t) => t.source) }, 'copying tables again before resuming');
+      await tableBackfill({ sourceUrl: this.#sourceUrl, logger: this.#o.logger, onProgress: this.#o.onProgress }, this.#target!, plan, recopy, true);
+      this.#fromLsn = await this.#store!.fromLsns(this.#target!);
+      this.#shapes = await this.#store!.shapes(this.#target!);
+    }
+    await this.#store!.resumed(this.#target!);
+    this.#o.logger.info({ pipeline: plan.pipeline, lsn: this.#schemaStop?.lsn }, 'resuming after the schema change with the mapping sent by strangler sync resume');
+    this.#schemaStop = null;
+    this.#fail(new ReplayStrictly('resume'), 'resume', 0);
   }
 
   async #change(applier: TransactionApplier, m: Pgoutput.MessageInsert | Pgoutput.MessageUpdate | Pgoutput.MessageDelete): Promise<void> {
@@ -580,6 +747,9 @@ export class SyncWorker {
       if ((await this.#store!.desired(next)) === 'stopped') {
         this.#o.logger.info('stop requested through the control row; stopping');
         void this.stop();
+      } else if (this.#schemaStop && !this.#restarting) {
+        const mapping = await this.#store!.resumeRequest(next, this.#schemaStop.at);
+        if (mapping) await this.#resume(mapping).catch((err) => this.#o.logger.error({ err }, `the resume was refused: ${(err as Error).message}`));
       }
     } catch {
       await next?.end().catch(() => undefined);
