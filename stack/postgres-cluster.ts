@@ -1,5 +1,5 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -95,6 +95,47 @@ export class PostgresCluster {
   /** Fast shutdown (SIGINT): disconnects clients, checkpoints, exits. */
   async stop(): Promise<void> {
     await this.signalAndWait('SIGINT');
+  }
+
+  /**
+   * Freezes the whole server (SIGSTOP to the postmaster and every backend): connections stay
+   * open and nothing answers, as on a hung host or behind a network black hole.
+   */
+  pause(): void {
+    this.signalAll('SIGSTOP');
+  }
+
+  /** Lets a paused server go on (SIGCONT). */
+  resume(): void {
+    this.signalAll('SIGCONT');
+  }
+
+  private signalAll(signal: NodeJS.Signals): void {
+    for (const pid of this.processes()) {
+      try {
+        process.kill(pid, signal);
+      } catch {
+        // a backend that exited meanwhile
+      }
+    }
+  }
+
+  /** The postmaster and its children (backends, walsenders, background workers). */
+  private processes(): number[] {
+    const root = this.child?.pid;
+    if (!root || this.state !== 'running') return [];
+    const pids = [root];
+    for (const entry of readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      try {
+        // /proc/<pid>/stat: pid (comm) state ppid …; comm may hold spaces, so read after its ')'.
+        const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+        if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === root) pids.push(Number(entry));
+      } catch {
+        // gone meanwhile
+      }
+    }
+    return pids;
   }
 
   /** Immediate death (SIGKILL of the postmaster), as a crash would be. */
@@ -210,11 +251,12 @@ export class PostgresCluster {
     } catch {
       // already gone
     }
+    // A paused server takes its signal only once it runs again.
+    if (signal !== 'SIGKILL') this.signalAll('SIGCONT');
     await Promise.race([gone, new Promise((r) => setTimeout(r, 15_000))]);
     this.state = 'stopped';
     this.child = null;
     if (signal === 'SIGKILL') await this.waitForOrphanBackends();
-
   }
 
   /**

@@ -97,6 +97,8 @@ export function runBankLoad(url: string, options: { clients?: number; seconds: n
       ok({ transactions, tps, output });
     });
   });
+  // Awaited by the caller, maybe only later: a failure is not unhandled meanwhile.
+  done.catch(() => undefined);
   return { done, stop: () => child.kill('SIGINT') };
 }
 

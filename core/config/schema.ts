@@ -299,6 +299,12 @@ export const configSchema = z.strictObject({
       maxLagBytes: z.number().int().min(0).default(16 * 1024 * 1024),
       maxLagSeconds: z.number().min(0).default(5),
       slotRetainWarnBytes: z.number().int().min(0).default(1024 * 1024 * 1024),
+      /** Opening a connection to a source or target database. */
+      connectTimeoutMs: z.number().int().min(100).default(10_000),
+      /** One statement of a worker (a group's apply, bookkeeping, a heartbeat): past it the database is taken as hung, and the worker reconnects. */
+      queryTimeoutMs: z.number().int().min(100).default(60_000),
+      /** Silence on the replication stream (a ping is sent half-way) past which the source is taken as hung. */
+      receiveTimeoutMs: z.number().int().min(200).default(15_000),
       /**
        * Logical replication carries no DDL: what a pipeline does when a source table changes
        * shape (seen in the stream, at the change). A mapped column that disappears (dropped or

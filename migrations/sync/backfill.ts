@@ -5,6 +5,9 @@ import { pipeline } from 'node:stream/promises';
 import type { PipelineStore } from './pipeline-store.ts';
 import { quoteIdent as q, type TablePlan } from './plan.ts';
 
+/** A week: long enough for any table's copy, finite so a hung target is still let go of. */
+const COPY_DEADLINE_MS = 7 * 24 * 3_600_000;
+
 export interface BackfillProgress {
   table: string;
   rows: number;
@@ -75,7 +78,10 @@ export async function copyTables(options: {
             if (types.has(c.target) && types.get(c.target) !== c.type) await options.target.query(`ALTER TABLE ${q(table.target)} ALTER COLUMN ${q(c.target)} TYPE ${c.type} USING NULL`);
           }
         }
-        await pipeline(source.query(copyTo(`COPY (SELECT ${srcCols} FROM ${q(table.source)}) TO STDOUT`)), counter, options.target.query(copyFrom(`COPY ${q(table.target)} (${dstCols}) FROM STDIN`)));
+        // A table's copy may take hours: no per-statement deadline on it (the worker's
+        // connection has one for everything else).
+        const into = Object.assign(copyFrom(`COPY ${q(table.target)} (${dstCols}) FROM STDIN`), { query_timeout: COPY_DEADLINE_MS });
+        await pipeline(source.query(copyTo(`COPY (SELECT ${srcCols} FROM ${q(table.source)}) TO STDOUT`)), counter, options.target.query(into));
         await options.store.copied(options.target, table, options.fromLsn, rows);
         await options.target.query('COMMIT');
       } catch (err) {

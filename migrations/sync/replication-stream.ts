@@ -1,5 +1,6 @@
-import pg from 'pg';
+import type pg from 'pg';
 import { PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
+import { syncClient } from './connect.ts';
 import { normalizeLsn } from './lsn.ts';
 
 /**
@@ -37,6 +38,13 @@ export interface ReplicationStreamOptions {
   highWater?: number;
   /** Status updates at least this often, so the server never times the connection out. */
   statusIntervalMs?: number;
+  /** Opening the replication connection. */
+  connectTimeoutMs?: number;
+  /**
+   * Silence past which the source is taken as hung: a ping (a status update asking for an
+   * answer) goes out half-way; nothing by the end ends the stream with an error.
+   */
+  receiveTimeoutMs?: number;
 }
 
 /** Microseconds since 2000-01-01, the epoch of the replication protocol's timestamps. */
@@ -75,15 +83,18 @@ export class ReplicationStream {
   #error: Error | null = null;
   #acknowledged: string;
   #timer: NodeJS.Timeout | null = null;
+  #watchdog: NodeJS.Timeout | null = null;
+  /** When the server was last heard from. */
+  #heard = Date.now();
 
   constructor(options: ReplicationStreamOptions) {
-    this.#o = { highWater: 20_000, statusIntervalMs: 10_000, ...options };
+    this.#o = { highWater: 20_000, statusIntervalMs: 10_000, connectTimeoutMs: 10_000, receiveTimeoutMs: 15_000, ...options };
     this.#acknowledged = options.startLsn;
   }
 
   /** Connects and starts streaming; rejects when the server refuses (slot busy, missing publication). */
   async start(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.#o.url, replication: 'database' } as pg.ClientConfig);
+    const client = syncClient(this.#o.url, { connectTimeoutMs: this.#o.connectTimeoutMs }, { longRunning: true, replication: true });
     this.#client = client;
     client.on('error', (err) => this.#end(err));
     await client.connect();
@@ -97,11 +108,25 @@ export class ReplicationStream {
         .then(() => this.#end(new Error('the replication stream ended')), (err: Error) => (this.#end(err), fail(err)));
     });
     await started;
+    this.#heard = Date.now();
     this.#timer = setInterval(() => this.#sendStatus(false), this.#o.statusIntervalMs);
     this.#timer.unref();
+    // A source that hangs keeps the connection open and says nothing: ask half-way, give up at the end.
+    let pinged = false;
+    this.#watchdog = setInterval(() => {
+      const silent = Date.now() - this.#heard;
+      if (silent < this.#o.receiveTimeoutMs / 2) pinged = false;
+      else if (silent >= this.#o.receiveTimeoutMs) this.#end(new Error(`the source sent nothing for ${(silent / 1000).toFixed(1)} s, not even an answer to a ping (sync.receiveTimeoutMs): taken as hung`));
+      else if (!pinged) {
+        pinged = true;
+        this.#sendStatus(true);
+      }
+    }, Math.max(50, Math.floor(this.#o.receiveTimeoutMs / 10)));
+    this.#watchdog.unref();
   }
 
   #onData(chunk: Buffer): void {
+    this.#heard = Date.now();
     if (chunk[0] === 0x77) {
       // XLogData: 'w', start LSN, end LSN, send time, then one pgoutput message.
       const lsn = `${chunk.readUInt32BE(1).toString(16).toUpperCase()}/${chunk.readUInt32BE(5).toString(16).toUpperCase()}`;
@@ -199,6 +224,7 @@ export class ReplicationStream {
     this.#ended = true;
     this.#error = err;
     if (this.#timer) clearInterval(this.#timer);
+    if (this.#watchdog) clearInterval(this.#watchdog);
     this.#wake(false);
   }
 

@@ -8,6 +8,7 @@ import { StranglerError } from '../../core/errors.ts';
 import type { Logger } from '../../core/logger.ts';
 import type { Tuple } from './apply.ts';
 import { TransactionApplier, type SourceTx } from './applier.ts';
+import { DEFAULT_SYNC_DEADLINES, syncClient, type SyncDeadlines } from './connect.ts';
 import type { BackfillProgress } from './backfill.ts';
 import { compareLsn, lsnDistance } from './lsn.ts';
 import { HANDOVER_PREFIX, HEARTBEAT_PREFIX, type HandoverMessage } from './messages.ts';
@@ -113,6 +114,7 @@ export class SyncWorker {
   #schemaStop: { reason: string; lsn: string; at: Date } | null = null;
   /** The service as this worker applies it (a resume replaces its table mapping). */
   #service: ResolvedService;
+  readonly #deadlines: SyncDeadlines;
   /** A verify's hold (pipeline-store.ts): pause where the worker is, then run up to `at` and stand there. */
   #hold: { phase: 'pause' } | { phase: 'run'; at: string } | null = null;
   readonly metrics = new Registry();
@@ -126,6 +128,8 @@ export class SyncWorker {
   constructor(options: SyncWorkerOptions) {
     this.#o = options;
     this.#service = options.service;
+    const sync = options.config.sync;
+    this.#deadlines = { connectTimeoutMs: sync.connectTimeoutMs ?? DEFAULT_SYNC_DEADLINES.connectTimeoutMs, queryTimeoutMs: sync.queryTimeoutMs ?? DEFAULT_SYNC_DEADLINES.queryTimeoutMs, receiveTimeoutMs: sync.receiveTimeoutMs ?? DEFAULT_SYNC_DEADLINES.receiveTimeoutMs };
     this.#direction = options.feedFrom ? 'feed' : (options.direction ?? 'forward');
     if (this.#direction === 'feed' && !options.feedFrom) throw new Error('a feed needs feedFrom');
     ({ sourceUrl: this.#sourceUrl, targetUrl: this.#targetUrl } = pipelineEnds(options.config, options.service, this.#direction, options.feedFrom));
@@ -169,7 +173,7 @@ export class SyncWorker {
 
   async #prepare(): Promise<void> {
     const { logger } = this.#o;
-    const source = new pg.Client({ connectionString: this.#sourceUrl });
+    const source = syncClient(this.#sourceUrl, this.#deadlines);
     try {
       await source.connect();
     } catch (err) {
@@ -187,7 +191,7 @@ export class SyncWorker {
     if (this.#direction !== 'reverse' && (await ensureDatabase(this.#targetUrl, `the database of ${this.#o.service.name}`))) {
       logger.info({ database: databaseName(this.#targetUrl) }, `created the database of ${this.#o.service.name}`);
     }
-    const target = new pg.Client({ connectionString: this.#targetUrl });
+    const target = syncClient(this.#targetUrl, this.#deadlines);
     const prepared = await preparePipeline({
       ...this.#o,
       direction: this.#direction,
@@ -243,7 +247,7 @@ export class SyncWorker {
 
   async #startStream(): Promise<void> {
     const plan = this.#plan!;
-    const stream = new ReplicationStream({ url: this.#sourceUrl, slot: plan.slot, publication: plan.publication, startLsn: this.#applied });
+    const stream = new ReplicationStream({ url: this.#sourceUrl, slot: plan.slot, publication: plan.publication, startLsn: this.#applied, connectTimeoutMs: this.#deadlines.connectTimeoutMs, receiveTimeoutMs: this.#deadlines.receiveTimeoutMs });
     this.#stream = stream;
     this.#applier = new TransactionApplier({ target: this.#target!, store: this.#store!, logger: this.#o.logger, pipeline: plan.pipeline, ...this.#applierOptions });
     this.#tx = null;
@@ -446,7 +450,7 @@ export class SyncWorker {
 
   /** The source table's column defaults (expressions), read now on a connection of its own (rare: a column added). */
   async #sourceDefaults(table: string): Promise<Map<string, string>> {
-    const c = new pg.Client({ connectionString: this.#sourceUrl });
+    const c = syncClient(this.#sourceUrl, this.#deadlines);
     await c.connect();
     try {
       const { rows } = await c.query(`SELECT a.attname, pg_get_expr(d.adbin, d.adrelid) AS expr FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum WHERE d.adrelid = to_regclass($1)`, [`public.${quoteIdent(table)}`]);
@@ -502,7 +506,7 @@ export class SyncWorker {
    */
   async #resume(request: ResumeRequest): Promise<void> {
     const service = { ...this.#service, tables: request.tables as ResolvedTableMapping[] };
-    const source = new pg.Client({ connectionString: this.#sourceUrl });
+    const source = syncClient(this.#sourceUrl, this.#deadlines);
     await source.connect();
     let plan: SyncPlan;
     try {
@@ -683,7 +687,7 @@ export class SyncWorker {
         await this.#target?.query('ROLLBACK').catch(() => undefined);
         if (!this.#target || !(await alive(this.#target))) {
           await this.#target?.end().catch(() => undefined);
-          const target = new pg.Client({ connectionString: this.#targetUrl });
+          const target = syncClient(this.#targetUrl, this.#deadlines);
           await target.connect();
           target.on('error', () => undefined);
           this.#target = target;
@@ -692,7 +696,7 @@ export class SyncWorker {
         }
         if (!this.#source || !(await alive(this.#source))) {
           await this.#source?.end().catch(() => undefined);
-          const source = new pg.Client({ connectionString: this.#sourceUrl });
+          const source = syncClient(this.#sourceUrl, this.#deadlines);
           await source.connect();
           source.on('error', () => undefined);
           this.#source = source;
@@ -706,6 +710,8 @@ export class SyncWorker {
         this.#o.logger.info({ appliedLsn: this.#applied }, 'sync reconnected');
         return;
       } catch (err) {
+        // Still unreachable: that is the error to report now.
+        this.lastError = err instanceof Error ? err : new Error(String(err));
         this.#o.logger.warn({ err }, 'sync reconnect failed; retrying');
       }
     }
@@ -740,7 +746,7 @@ export class SyncWorker {
     let next: pg.Client | null = client;
     try {
       if (!next) {
-        next = new pg.Client({ connectionString: this.#targetUrl });
+        next = syncClient(this.#targetUrl, this.#deadlines);
         next.on('error', () => undefined);
         await next.connect();
       }
@@ -801,5 +807,5 @@ async function alive(client: pg.Client): Promise<boolean> {
 /** Errors of the connection itself (the server went away): a reconnect, not a strict replay, is the answer. */
 function isConnectionError(err: Error): boolean {
   const code = (err as { code?: string }).code ?? '';
-  return /^(08|57P)/.test(code) || /terminat|connection|ECONNRE|EPIPE|not queryable/i.test(err.message);
+  return /^(08|57P)/.test(code) || /terminat|connection|ECONNRE|EPIPE|not queryable|timeout|timed out|taken as hung/i.test(err.message);
 }
