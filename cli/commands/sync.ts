@@ -12,6 +12,7 @@ interface SyncArgs extends GlobalArgs {
   wait?: boolean;
   reverse?: boolean;
   recopy?: string[];
+  fixSequences?: boolean;
 }
 
 function bar(done: number, total: number, width = 24): string {
@@ -30,6 +31,7 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
       .option('metrics-port', { type: 'number', describe: 'start: serve Prometheus metrics of the worker on this port' })
       .option('chunk-rows', { type: 'number', default: 5000, describe: 'verify: rows per checksum chunk' })
       .option('wait', { type: 'boolean', describe: 'start: wait for a running worker of the pipeline to stop instead of refusing' })
+      .option('fix-sequences', { type: 'boolean', describe: 'start: give the service\'s key generators (sequences, identity columns) a range above the monolith\'s ids where they could collide' })
       .option('recopy', { type: 'string', array: true, describe: 'resume: copy these source tables again first (after a type change the service column could not take)' })
       .option('reverse', { type: 'boolean', describe: 'the reverse direction (service → legacy), which must run before a writing service takes writes' })
       .example('$0 sync start invoices', 'backfill, then stream until Ctrl-C')
@@ -128,6 +130,7 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
           service,
           logger,
           waitForLock: args.wait,
+          fixSequences: args.fixSequences,
           direction,
           onProgress: (p) => {
             const rate = p.elapsedMs > 0 ? (p.rows / p.elapsedMs) * 1000 : 0;

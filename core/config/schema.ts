@@ -299,6 +299,12 @@ export const configSchema = z.strictObject({
       maxLagBytes: z.number().int().min(0).default(16 * 1024 * 1024),
       maxLagSeconds: z.number().min(0).default(5),
       slotRetainWarnBytes: z.number().int().min(0).default(1024 * 1024 * 1024),
+      /**
+       * Where the ids of rows a service creates start: the monolith's stay below, so an id names
+       * one row wherever it was created while both sides take writes. Key generators of service
+       * databases (sequences, identity columns) are checked against it.
+       */
+      idRangeStart: z.number().int().min(2).max(Number.MAX_SAFE_INTEGER).default(1_000_000_001),
       /** Opening a connection to a source or target database. */
       connectTimeoutMs: z.number().int().min(100).default(10_000),
       /** One statement of a worker (a group's apply, bookkeeping, a heartbeat): past it the database is taken as hung, and the worker reconnects. */

@@ -5,6 +5,7 @@ import type { Logger } from '../../core/logger.ts';
 import { copyTables, type BackfillProgress } from './backfill.ts';
 import { readSourceTables } from './catalog.ts';
 import { copiesPausedIn, pipelineStore, readPipelineState, tablesFedByOwner } from './pipeline-store.ts';
+import { generatedKeys, idRangeFindings, readKeyGenerators, readLegacyMax } from './id-ranges.ts';
 import { buildSyncPlan, feedsOf, pipelineNames, quoteIdent as q, reverseMapping, targetTableDdl, type Direction, type SyncPlan, type TablePlan } from './plan.ts';
 
 export interface PrepareOptions {
@@ -20,6 +21,8 @@ export interface PrepareOptions {
   source: pg.Client;
   /** Connects to the target once the plan stands (nothing is created before), locks the pipeline, ensures its schema. */
   connectTarget(plan: SyncPlan): Promise<pg.Client>;
+  /** Give key generators of the service's tables a range of their own where they would collide with the monolith's (--fix-sequences). */
+  fixSequences?: boolean;
 }
 
 export interface PreparedPipeline {
@@ -64,7 +67,14 @@ export async function preparePipeline(o: PrepareOptions): Promise<PreparedPipeli
   const checkConflicts = (await target.query(`SELECT current_setting('track_commit_timestamp') = 'on' AS on`)).rows[0].on as boolean;
   if (!checkConflicts) logger.warn('track_commit_timestamp is off on the target: writes on both sides of a canary cannot be detected as conflicts');
   // The reverse target is the monolith's own schema: never create tables there.
-  if (o.direction !== 'reverse') for (const t of plan.tables) await target.query(targetTableDdl(t));
+  const created = new Set<string>();
+  if (o.direction !== 'reverse') {
+    for (const t of plan.tables) {
+      if (!(await target.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [`public.${q(t.target)}`])).rows[0].ok) created.add(t.target);
+      await target.query(targetTableDdl(t));
+    }
+  }
+  if (o.direction === 'forward' && !o.service.readOnly) await checkIdRanges(o, source, target, plan, created);
 
   // Publication: created with every table, or extended with tables added to the mapping later.
   const pub = await source.query(`SELECT array_agg(tablename::text) AS tables FROM pg_publication_tables WHERE pubname = $1`, [plan.publication]);
@@ -178,4 +188,33 @@ export async function tableBackfill(o: Pick<PrepareOptions, 'sourceUrl' | 'logge
   } finally {
     await repl.end().catch(() => undefined); // drops the temporary slot
   }
+}
+
+/**
+ * The service's key generators against the monolith's ids (id-ranges.ts). Tables the toolkit
+ * has just created get a sequence in the service's range; others that could hand out an id the
+ * monolith may also use are refused, with the statements, unless fixSequences; a table with no
+ * generator at all is only warned about here (the service may not take writes yet: the canary
+ * preflight refuses it).
+ */
+async function checkIdRanges(o: PrepareOptions, source: pg.Client, target: pg.Client, plan: SyncPlan, created: ReadonlySet<string>): Promise<void> {
+  const keys = generatedKeys(plan.tables);
+  if (keys.length === 0) return;
+  const start = BigInt(o.config.sync.idRangeStart ?? 1_000_000_001);
+  const findings = idRangeFindings(await readKeyGenerators(target, keys), await readLegacyMax(source, keys), start, (t) => plan.tables.find((x) => x.target === t)?.source ?? t);
+  const bad = findings.filter((f) => !f.ok);
+  const fixable = bad.filter((f) => f.fix.length && (created.has(f.table) || o.fixSequences));
+  for (const f of fixable) {
+    for (const sql of f.fix) await target.query(sql);
+    o.logger.info({ table: f.table, statements: f.fix }, `${f.table}: ids of rows the service creates now start in its own range (from ${start})`);
+  }
+  const left = bad.filter((f) => !fixable.includes(f));
+  const refused = left.filter((f) => !f.fix.length || !/has no default/.test(f.detail));
+  if (refused.length) {
+    throw new StranglerError(
+      `the ids of ${o.service.name}'s database could collide with the monolith's; nothing was started:\n  ${refused.map((f) => `${f.detail}${f.fix.length ? `\n    run: ${f.fix.join(' ')}` : ''}`).join('\n  ')}\n  or let strangler do it: strangler sync start ${o.service.name} --fix-sequences`,
+      'CHECK_FAILED',
+    );
+  }
+  for (const f of left) o.logger.warn({ table: f.table, statements: f.fix }, `${f.detail}; before the service takes writes run: ${f.fix.join(' ')} (or strangler sync start ${o.service.name} --fix-sequences)`);
 }

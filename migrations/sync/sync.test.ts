@@ -295,6 +295,50 @@ describe('sync: databases that do not exist yet', () => {
   });
 });
 
+describe('sync: ids the service hands out (issue 20)', () => {
+  const invoicesOnly = (s: ResolvedService): ResolvedService => ({ ...s, tables: s.tables.filter((t) => t.source === 'invoices') });
+
+  it('refuses a service database made by plain SQL with serial keys, with the statements, and fixes it with --fix-sequences', async () => {
+    const e = await env('sync_serial', 'invoices', invoicesOnly);
+    try {
+      // The service's own schema, written by hand: serial ids from 1, like the monolith's.
+      await e.target.query(`CREATE TABLE invoices (
+        id serial PRIMARY KEY, user_id integer NOT NULL, number text NOT NULL, customer_name text NOT NULL, customer_email text,
+        status text NOT NULL DEFAULT 'draft', currency character(3) NOT NULL DEFAULT 'EUR', issue_date date NOT NULL DEFAULT current_date, due_date date,
+        subtotal numeric(12,2) NOT NULL DEFAULT 0, tax_rate numeric(5,2) NOT NULL DEFAULT 0, tax numeric(12,2) NOT NULL DEFAULT 0, total numeric(12,2) NOT NULL DEFAULT 0,
+        tags text[] NOT NULL DEFAULT '{}', metadata jsonb NOT NULL DEFAULT '{}', paid_at timestamptz, created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now())`);
+      await expect(worker(e).start()).rejects.toThrow(/could collide with the monolith's.*invoices\.id takes ids from public\.invoices_id_seq at 1 .*run: ALTER SEQUENCE public\.invoices_id_seq MINVALUE 1000000001 START WITH 1000000001 RESTART WITH 1000000001;.*--fix-sequences/s);
+      const doctor = (await runDoctor(e.config)).find((f) => f.check === 'ids invoices.invoices')!;
+      expect(doctor).toMatchObject({ ok: false, fix: expect.stringMatching(/^ALTER SEQUENCE public\.invoices_id_seq .*--fix-sequences/) });
+      const w = worker(e, { fixSequences: true });
+      await w.start();
+      expect((await runDoctor(e.config)).find((f) => f.check === 'ids invoices.invoices')).toMatchObject({ ok: true });
+      // A service that never calls the toolkit: its own INSERT takes the default.
+      const { rows } = await e.target.query(`INSERT INTO invoices (user_id, number, customer_name) VALUES (1, 'SVC-1', 'From the service') RETURNING id`);
+      expect(rows[0].id).toBe(1_000_000_001);
+      await w.stop();
+    } finally {
+      await e.cleanup();
+    }
+  });
+
+  it('gives the tables it creates itself a sequence in the service range', async () => {
+    const e = await env('sync_ownids', 'invoices', invoicesOnly);
+    try {
+      const w = worker(e);
+      await w.start();
+      const { rows } = await e.target.query(
+        `INSERT INTO invoices (user_id, number, customer_name, status, currency, issue_date, subtotal, tax_rate, tax, total, tags, metadata, created_at, updated_at)
+         SELECT user_id, 'SVC-2', customer_name, status, currency, issue_date, subtotal, tax_rate, tax, total, tags, metadata, created_at, updated_at FROM invoices LIMIT 1 RETURNING id`,
+      );
+      expect(rows[0].id).toBeGreaterThanOrEqual(1_000_000_001);
+      await w.stop();
+    } finally {
+      await e.cleanup();
+    }
+  });
+});
+
 describe('sync: a table added to the mapping later', () => {
   it('backfills the new table without disturbing the others', async () => {
     const e = await env('sync_add', 'invoices', (s) => ({ ...s, tables: s.tables.filter((t) => t.source === 'invoices') }));

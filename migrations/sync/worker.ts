@@ -48,6 +48,8 @@ export interface SyncWorkerOptions {
   direction?: Direction;
   /** The feed's source: the service owning the tables `service` keeps copies of. */
   feedFrom?: ResolvedService;
+  /** Give the service's key generators a range of their own where they could collide with the monolith's. */
+  fixSequences?: boolean;
 }
 
 function lockKey(pipeline: string): string {
