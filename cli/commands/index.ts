@@ -6,6 +6,7 @@ import { devCommand } from './dev.ts';
 import { cutoverCommand, finalizeCommand, promoteCommand, rollbackCommand } from './cutover.ts';
 import { doctorCommand } from './doctor.ts';
 import { gatewayCommand } from './gateway.ts';
+import { initCommand } from './init.ts';
 import { legacyCommand } from './legacy.ts';
 import { ocrCommand } from './ocr.ts';
 import { controlCommand, diffCommand, historyCommand, planCommand, statusCommand } from './status.ts';
@@ -15,6 +16,7 @@ import { syncCommand } from './sync.ts';
 
 /** Every `strangler` command, one module each. Add new commands here. */
 export const commands = [
+  initCommand,
   configCommand,
   composeCommand,
   devCommand,

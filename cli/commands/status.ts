@@ -64,9 +64,10 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
 /** `strangler plan`: the migration order and what each prefix's next step would check. */
 export const planCommand: CommandModule<GlobalArgs, StatusArgs> = {
   command: 'plan',
-  describe: 'the migration order from strangler.yaml and what the next step of each would check',
-  builder: (y: Argv<GlobalArgs>) => y as unknown as Argv<StatusArgs>,
+  describe: "the migration order from strangler.yaml and what the next step of each would check; --coupling: the foreign keys its boundaries cut, from the monolith's schema",
+  builder: (y: Argv<GlobalArgs>) => y.option('coupling', { type: 'boolean', describe: "report the couplings of strangler.yaml's boundaries against the monolith's schema (reads only the legacy database)" }) as unknown as Argv<StatusArgs>,
   handler: async (args) => {
+    if ((args as { coupling?: boolean }).coupling) return couplingReport(args);
     const { config, cutover, redis, close } = await open(args);
     try {
       const { overview } = await import('../../cutover/overview.ts');
@@ -145,3 +146,19 @@ export const controlCommand: CommandModule<GlobalArgs, GlobalArgs & { action: st
     output(args, { applied }, () => (applied.length ? `control database ready (applied ${applied.join(', ')})` : 'control database already up to date'));
   },
 };
+
+/** `strangler plan --coupling`: what strangler.yaml's boundaries leave open in the monolith's schema. */
+async function couplingReport(args: StatusArgs): Promise<void> {
+  const config = resolveCliConfig(args);
+  const pg = (await import('pg')).default;
+  const { readSchemaGraph } = await import('../init/schema-graph.ts');
+  const { checkCoupling } = await import('../init/boundaries.ts');
+  const client = new pg.Client({ connectionString: config.legacy.databaseUrl, connectionTimeoutMillis: 10_000 });
+  await client.connect();
+  try {
+    const lines = checkCoupling(await readSchemaGraph(client), config.services);
+    output(args, { couplings: lines }, () => (lines.length ? lines.map((l) => `- ${l}`).join('\n') : 'no coupling left open: every foreign key across the boundaries has a read-only copy, and the order follows them'));
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
