@@ -1,6 +1,5 @@
 import { StranglerError } from '../core/errors.ts';
-import type { Identity, TokenVerifier } from '../services/kit/jwt.ts';
-import { bearerToken } from '../services/kit/jwt.ts';
+import { bearerToken, type Identity, type TokenVerifier } from './token-verifier.ts';
 import { matchesPrefix } from './path-normalize.ts';
 
 /** Refused: 401 (UNAUTHENTICATED), or 503 (NOT_READY) when the token's issuer keys could not be fetched. */
@@ -12,6 +11,11 @@ export interface EdgeAuthOptions {
   publicPaths: string[];
   /** Verified tokens kept (by exact token text) until their expiry, so a hot token is checked once. */
   cacheSize?: number;
+  /**
+   * A monolith that keeps its own sessions: a request with this cookie and no bearer token goes
+   * on to the protected prefixes with the cookie untouched (the monolith checks it) and no identity.
+   */
+  sessionCookie?: string;
 }
 
 /**
@@ -32,9 +36,15 @@ export function createEdgeAuth(options: EdgeAuthOptions) {
    * The outcome, or a promise of it only when a token has to be verified: a request with no
    * token or a cached one goes on without a turn of the microtask queue.
    */
-  return function authenticate(matchPath: string, authorization: string | undefined): AuthOutcome | Promise<AuthOutcome> {
+  const session = options.sessionCookie ? new RegExp(`(?:^|;\\s*)${options.sessionCookie.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}=[^;]`) : null;
+  return function authenticate(matchPath: string, authorization: string | undefined, cookie?: string): AuthOutcome | Promise<AuthOutcome> {
     const needed = isProtected(matchPath);
-    if (!authorization) return needed ? { ok: false, message: 'this endpoint needs a bearer token: Authorization: Bearer <token from /api/auth/login>' } : { ok: true };
+    if (!authorization) {
+      // SECURITY: in session-cookie mode the gateway vouches for nothing: the request carries no
+      // identity headers (clients' own are stripped), and the monolith checks its session.
+      if (needed && session && cookie && session.test(cookie)) return { ok: true };
+      return needed ? { ok: false, message: session ? `this endpoint needs a session (cookie ${options.sessionCookie}) or a bearer token` : 'this endpoint needs a bearer token: Authorization: Bearer <token>' } : { ok: true };
+    }
     const token = bearerToken(authorization);
     if (!token) return needed ? { ok: false, message: 'the Authorization header is not "Bearer <token>"' } : { ok: true };
     const hit = cache.get(token);

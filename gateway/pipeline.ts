@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import proxyaddr from 'proxy-addr';
-import type { Identity } from '../services/kit/jwt.ts';
+import type { Identity } from './token-verifier.ts';
 import { CANARY_COOKIE, newCanaryCookieValue, readCanaryCookie } from './canary.ts';
 import type { CredentialLimits } from './credential-limit.ts';
 import type { AuthOutcome } from './edge-auth.ts';
@@ -48,7 +48,7 @@ export type Admission = Admitted | Refused;
 
 export interface PipelineOptions {
   routes: RouteSource & { loaded?: boolean };
-  authenticate: (matchPath: string, authorization: string | undefined) => AuthOutcome | Promise<AuthOutcome>;
+  authenticate: (matchPath: string, authorization: string | undefined, cookie?: string) => AuthOutcome | Promise<AuthOutcome>;
   rateLimit: (matchPath: string, clientKey: string) => RateDecision | Promise<RateDecision>;
   credentials: CredentialLimits;
   trustedProxies: string[];
@@ -82,7 +82,7 @@ export function createPipeline(o: PipelineOptions) {
     const viaProxy = trustsProxies && trust(remote, 0);
     const a: Admitted = { ok: true, requestId: id, target, route: matchRoute(o.routes.current(), target.matchPath), identity: undefined, remote, viaProxy, client: remote, responseHeaders: {}, credential: false };
     // Each step goes on synchronously unless the one before had to wait (no closure, no microtask turn).
-    const authed = o.authenticate(target.matchPath, req.headers.authorization);
+    const authed = o.authenticate(target.matchPath, req.headers.authorization, req.headers.cookie);
     return authed instanceof Promise ? authed.then((auth) => limit(req, a, auth)) : limit(req, a, authed);
   }
 

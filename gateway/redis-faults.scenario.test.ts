@@ -125,7 +125,7 @@ beforeAll(async () => {
   // Generous: a loaded machine takes a while to start a tsx process.
   await waitFor('the gateway to listen', async () => /listening on/.test(stderr), 90_000, 50);
   for (let u = 1; u <= 40; u++) {
-    tokens.push(await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(`load-${u}`).setIssuer(config.legacy.jwtIssuer).setExpirationTime('1h').sign(new TextEncoder().encode(config.legacy.jwtSecret)));
+    tokens.push(await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(`load-${u}`).setIssuer(config.legacy.jwtIssuer!).setExpirationTime('1h').sign(new TextEncoder().encode(config.legacy.jwtSecret)));
   }
   await waitFor('the gateway to route to the registered templates instance', async () => {
     const res = await fetch(`${gatewayUrl}${ROUTES.service}`, { headers: { authorization: `Bearer ${tokens[0]}` } });

@@ -6,7 +6,8 @@ import { errorBody } from '../core/errors.ts';
 import { StranglerError } from '../core/errors.ts';
 import type { Logger } from '../core/logger.ts';
 import type { RedisHealth } from '../core/redis-health.ts';
-import { createTokenVerifier, jwksFor } from '../services/kit/jwt.ts';
+import { issuersOf } from './issuers.ts';
+import { createTokenVerifier } from './token-verifier.ts';
 import { createCredentialLimits } from './credential-limit.ts';
 import { createAdminAuth } from './admin-auth.ts';
 import { createEdgeAuth } from './edge-auth.ts';
@@ -129,9 +130,10 @@ export function createGateway(deps: GatewayDeps): Gateway {
   });
 
   const authenticate = createEdgeAuth({
-    verify: createTokenVerifier({ legacy: { secret: secrets.jwtSecret, issuer: config.legacy.jwtIssuer }, jwks: jwksFor(config), audience: g.audience, jwksTimeoutMs: g.jwksTimeoutMs }),
+    verify: createTokenVerifier({ issuers: issuersOf(config, secrets.jwtSecret), clockToleranceSeconds: g.auth.clockToleranceSeconds, jwksTimeoutMs: g.jwksTimeoutMs }),
     protectedPrefixes: g.protectedPrefixes,
     publicPaths: g.publicPaths,
+    sessionCookie: g.auth.mode === 'session-cookie' ? g.auth.sessionCookie : undefined,
   });
   const storeError = () => metrics.storeErrors.inc({ store: 'rate-limit' });
   const rateLimit = createRateLimiter({ rules: g.rateLimits, redis, keyPrefix: keys.rateLimit, onStoreError: storeError, sync: g.rateLimitSync, health: redisHealth });

@@ -111,7 +111,7 @@ describe('a secret found in the repository is never accepted', () => {
   });
 
   const tokenSignedWith = (key: string) =>
-    new SignJWT({ email: 'mallory@example.test' }).setProtectedHeader({ alg: 'HS256', typ: 'JWT' }).setSubject('1').setIssuer(config.legacy.jwtIssuer).setIssuedAt().setExpirationTime('1h').sign(new TextEncoder().encode(key));
+    new SignJWT({ email: 'mallory@example.test' }).setProtectedHeader({ alg: 'HS256', typ: 'JWT' }).setSubject('1').setIssuer(config.legacy.jwtIssuer!).setIssuedAt().setExpirationTime('1h').sign(new TextEncoder().encode(key));
   const statusOf = async (url: string, token: string, path = '/api/invoices/1') => (await fetch(`${url}${path}`, { headers: { authorization: `Bearer ${token}` } })).status;
 
   it('accepts a token signed with the secret it was given (so a refusal below means something)', async () => {

@@ -71,6 +71,15 @@ describe('strangler.yaml validation', () => {
     expect(err.message).toContain(expected);
   });
 
+  it('refuses an issuer whose algorithms do not fit its key (algorithm confusion) or that has no key or two', () => {
+    const issuers = (list: unknown[]) => ({ ...base(), gateway: { ...base().gateway, auth: { issuers: list } } });
+    expect(errorOf(issuers([{ name: 'a', algorithms: ['RS256'], secretFile: '/run/secrets/a' }])).message).toMatch(/gateway\.auth\.issuers\[0\]\.algorithms: a secretFile issuer takes HS256\/HS384\/HS512 only, not RS256/);
+    expect(errorOf(issuers([{ name: 'b', algorithms: ['HS256'], jwksUrl: 'https://id.example/jwks' }])).message).toMatch(/HS256 need a secretFile/);
+    expect(errorOf(issuers([{ name: 'c', algorithms: ['ES256'] }])).message).toMatch(/give exactly one of jwksUrl, publicKeyFile \(PEM\) or secretFile/);
+    expect(errorOf(issuers([{ name: 'd', algorithms: ['none'], jwksUrl: 'https://id.example/jwks' }])).message).toMatch(/algorithms/);
+    expect(resolveConfig({ ...base(), legacy: { ...base().legacy, jwtIssuer: null } }).legacy.jwtIssuer).toBeNull();
+  });
+
   it('says which file is missing and what to do', () => {
     expect(() => loadConfig('/nonexistent/strangler.yaml')).toThrow(/not found; create it or pass --config/);
   });

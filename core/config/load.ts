@@ -141,6 +141,15 @@ function crossCheck(config: StranglerConfig): string[] {
     [config.legacy.port, 'legacy.port'],
   ]);
   const owners = new Map<string, string>();
+  config.gateway.auth.issuers.forEach((iss, i) => {
+    const at = `gateway.auth.issuers[${i}]`;
+    const sources = [iss.jwksUrl && 'jwksUrl', iss.publicKeyFile && 'publicKeyFile', iss.secretFile && 'secretFile'].filter(Boolean);
+    if (sources.length !== 1) problems.push(`${at}: give exactly one of jwksUrl, publicKeyFile (PEM) or secretFile (an HMAC secret), not ${sources.length ? sources.join(' and ') : 'none'}`);
+    const hmac = iss.algorithms.filter((a) => a.startsWith('HS'));
+    // SECURITY: an HMAC algorithm with a public key (or the reverse) is the algorithm-confusion hole.
+    if (iss.secretFile && hmac.length !== iss.algorithms.length) problems.push(`${at}.algorithms: a secretFile issuer takes HS256/HS384/HS512 only, not ${iss.algorithms.filter((a) => !a.startsWith('HS')).join(', ')}`);
+    if (!iss.secretFile && hmac.length) problems.push(`${at}.algorithms: ${hmac.join(', ')} need a secretFile; a public key (jwksUrl, publicKeyFile) takes RS/PS/ES/EdDSA algorithms`);
+  });
   if (config.registry.heartbeatMs >= config.registry.ttlMs) {
     problems.push(`registry.heartbeatMs: ${config.registry.heartbeatMs} must be shorter than registry.ttlMs (${config.registry.ttlMs}), or live instances would lapse between heartbeats`);
   }

@@ -127,7 +127,14 @@ export const configSchema = z.strictObject({
        * STRANGLER_LEGACY_JWT_SECRET or --legacy-jwt-secret-file.
        */
       jwtSecret: secret.optional(),
-      jwtIssuer: z.string().default('legacy'),
+      /** The `iss` the monolith's tokens carry; null (or empty) when they carry none (Flask-JWT-Extended, simplejwt and Devise-JWT by default). */
+      jwtIssuer: z.string().nullable().default('legacy'),
+      /** The HMAC algorithms its tokens may use. */
+      jwtAlgorithms: z.array(z.enum(['HS256', 'HS384', 'HS512'])).min(1).default(['HS256']),
+      /** The claim holding the user id (string or number): `sub` (Flask-JWT-Extended's JWT_IDENTITY_CLAIM), `user_id` (simplejwt's USER_ID_CLAIM)… */
+      jwtUserIdClaim: z.string().min(1).default('sub'),
+      /** Expected `aud`, when its tokens carry one. */
+      jwtAudience: z.string().min(1).optional(),
       tokenTtlSeconds: z.number().int().min(60).default(3600),
       /** Largest accepted OCR upload. */
       maxUploadBytes: z.number().int().min(1024).default(5 * 1024 * 1024),
@@ -164,8 +171,38 @@ export const configSchema = z.strictObject({
       heartbeatIntervalMs: z.number().int().min(100).default(1_000),
       /** Path prefixes that need a valid bearer token (except publicPaths). */
       protectedPrefixes: z.array(z.string().regex(/^\//, 'expected a path starting with /')).default(['/api']),
-      /** The auth service's JWKS, for its RS256 tokens (the legacy HS256 secret is always accepted). */
+      /** An issuer's JWKS (an auth service's RS256 tokens); gateway.auth.issuers takes more, of any kind. */
       jwks: z.strictObject({ url: httpUrl, issuer: z.string().min(1) }).optional(),
+      /** Who may call the protected prefixes, and how the gateway knows. */
+      auth: z
+        .strictObject({
+          /**
+           * bearer: a valid token is needed (JWT at the edge). session-cookie: a monolith that keeps
+           * its own sessions; a request carrying sessionCookie goes on with the cookie untouched
+           * (the monolith checks it), one carrying a bearer token has it verified.
+           */
+          mode: z.enum(['bearer', 'session-cookie']).default('bearer'),
+          sessionCookie: z.string().min(1).default('session'),
+          /** Clock skew tolerated on exp and nbf. */
+          clockToleranceSeconds: z.number().int().min(0).max(600).default(5),
+          /** More issuers besides the monolith's (legacy.jwt*) and gateway.jwks: public keys (PEM or JWKS URL) or HMAC secrets in files. */
+          issuers: z
+            .array(
+              z.strictObject({
+                name: z.string().min(1),
+                issuer: z.string().nullable().default(null),
+                audience: z.string().min(1).optional(),
+                userIdClaim: z.string().min(1).default('sub'),
+                algorithms: z.array(z.enum(['HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'])).min(1),
+                jwksUrl: httpUrl.optional(),
+                publicKeyFile: z.string().min(1).optional(),
+                /** SECURITY: a file holding the HMAC secret (never the secret itself in strangler.yaml). */
+                secretFile: z.string().min(1).optional(),
+              }),
+            )
+            .default([]),
+        })
+        .prefault({}),
       /** Expected `aud` claim, when tokens carry one. */
       audience: z.string().optional(),
       /** Deadline of a JWKS fetch (a token signed with a key not yet known); past it the request gets 503. */
