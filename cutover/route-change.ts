@@ -75,11 +75,11 @@ async function writeRoutes(client: pg.PoolClient | pg.Client, schema: string, ro
  * (DESIGN.md), with no expectation about what was there: for tests and benches that set routes
  * directly. The control plane's changes go through `commitChange`.
  */
-export async function commitRouteChange(client: pg.PoolClient | pg.Client, schema: string, routes: Route[], audit: AuditEntry): Promise<{ version: number; auditId: number; before: Route[] }> {
+export async function commitRouteChange(client: pg.PoolClient | pg.Client, schema: string, routes: Route[], audit: AuditEntry, options: { fenceLeaseMs?: number } = {}): Promise<{ version: number; auditId: number; before: Route[] }> {
   routes = routes.map((r) => ({ ...r, fenced: r.fenced ?? false }));
   await client.query('BEGIN');
   try {
-    const { version, before } = await writeRoutes(client, schema, routes, DEFAULT_FENCE_LEASE_MS);
+    const { version, before } = await writeRoutes(client, schema, routes, options.fenceLeaseMs ?? DEFAULT_FENCE_LEASE_MS);
     const auditId = await insertAudit(client, schema, audit, { before, after: routes, version });
     await client.query('COMMIT');
     return { version, auditId, before };
