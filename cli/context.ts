@@ -57,6 +57,13 @@ export function readDevState(cwd = process.cwd()): DevStackState | null {
   }
 }
 
+let lastResolved: ResolvedConfig | null = null;
+
+/** The configuration this command resolved (null before it did): for saying which dependency an error is about. */
+export function lastResolvedConfig(): ResolvedConfig | null {
+  return lastResolved;
+}
+
 /**
  * The one place where the CLI turns flags, environment and strangler.yaml into a ResolvedConfig:
  * flags > environment > a running `dev up` stack > file > defaults. Nothing deeper reads process.env.
@@ -71,7 +78,8 @@ export function resolveCliConfig(args: GlobalArgs, env: NodeJS.ProcessEnv = proc
     logLevel: env.STRANGLER_LOG_LEVEL as ConfigOverrides['logLevel'],
     gatewayZone: flags.gatewayZone ?? (env.STRANGLER_ZONE || undefined),
   };
-  return loadConfig(args.config, overrides);
+  lastResolved = loadConfig(args.config, overrides);
+  return lastResolved;
 }
 
 /** Each secret from its file flag, else the environment, else a running dev stack (else strangler.yaml). */

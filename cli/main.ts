@@ -1,12 +1,16 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { explainDependencyFault } from '../core/dependency-faults.ts';
 import { exitCodeFor, StranglerError } from '../core/errors.ts';
+import { lastResolvedConfig } from './context.ts';
 import { commands } from './commands/index.ts';
 
 /**
  * The `strangler` command. Each command is one module in cli/commands/; this file only wires
- * the global options and turns errors into a message and an exit code (2 refused or bad input,
- * 1 error).
+ * the global options and turns errors into one line and an exit code: 2 refused (checks, bad
+ * input, a dependency a refusal needs), 3 applied but not confirmed by every gateway (set by the
+ * command), 1 anything else. Expected infrastructure faults are said in one line, without a
+ * stack trace (--verbose shows it).
  */
 const cli = yargs(hideBin(process.argv))
   .scriptName('strangler')
@@ -15,6 +19,7 @@ const cli = yargs(hideBin(process.argv))
   .option('json', { type: 'boolean', describe: 'print machine-readable JSON', global: true })
   .option('postgres-url', { type: 'string', describe: 'PostgreSQL cluster URL (overrides postgres.url; env STRANGLER_POSTGRES_URL)', global: true })
   .option('redis-url', { type: 'string', describe: 'Redis URL (overrides redis.url; env REDIS_URL)', global: true })
+  .option('verbose', { type: 'boolean', describe: 'print the stack trace of an error', global: true })
   .command(commands)
   .demandCommand(1, 'name a command; see strangler --help')
   .strict()
@@ -32,10 +37,13 @@ try {
   await cli.parseAsync();
   // A command that finished has nothing left to do: do not let a stray handle keep the CLI alive.
   process.exit(process.exitCode ?? 0);
-} catch (err) {
-  const e = err as Error;
+} catch (caught) {
+  const explained = explainDependencyFault(caught, lastResolvedConfig());
+  const err = explained ?? caught;
   const code = err instanceof StranglerError ? err.code : 'INTERNAL';
-  process.stderr.write(`error [${code}]: ${e.message}\n`);
-  if (!(err instanceof StranglerError) && e.stack) process.stderr.write(`${e.stack}\n`);
+  process.stderr.write(`error [${code}]: ${(err as Error).message}\n`);
+  // An unexpected error shows where it came from; an expected one only when asked.
+  const stack = (caught as Error)?.stack;
+  if (stack && (process.argv.includes('--verbose') || !(err instanceof StranglerError))) process.stderr.write(`${stack}\n`);
   process.exit(exitCodeFor(err));
 }

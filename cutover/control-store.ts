@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { StranglerError } from '../core/errors.ts';
+import { insertChecks, type Planned } from './route-change.ts';
 import type { CheckResult, Phase, ServiceStatus } from './state-machine.ts';
 
 /** Progress of a progressive canary, kept with the phase so `--resume` continues where it stopped. */
@@ -19,6 +20,8 @@ export interface StoredStatus extends ServiceStatus {
   prefix: string;
   phaseSince: Date | null;
   progress: Progress | null;
+  /** What a change planned from this status expects to find when it commits (compare-and-set). */
+  planned: Planned;
 }
 
 /** The control database's view of services, audit and locks (schema from strangler.yaml). */
@@ -27,44 +30,23 @@ export function controlStore(pool: pg.Pool, schema: string) {
   return {
     async status(service: string, prefix: string): Promise<StoredStatus> {
       const { rows } = await pool.query(
-        `SELECT st.phase, st.phase_since, st.progress, r.weight::float8 AS weight FROM ${s}.service_state st LEFT JOIN ${s}.routes r ON r.prefix = st.prefix WHERE st.service = $1`,
-        [service],
+        `SELECT st.phase, st.phase_since, st.progress, r.weight::float8 AS weight, coalesce(r.version, 0)::int AS route_version
+           FROM (SELECT 1) one LEFT JOIN ${s}.service_state st ON st.service = $1 LEFT JOIN ${s}.routes r ON r.prefix = $2`,
+        [service, prefix],
       );
-      if (!rows[0]) return { service, prefix, phase: 'legacy', weight: 0, phaseSince: null, progress: null };
-      return { service, prefix, phase: rows[0].phase as Phase, weight: rows[0].phase === 'canary' ? Number(rows[0].weight ?? 0) : rows[0].phase === 'switched' || rows[0].phase === 'finalized' ? 100 : 0, phaseSince: rows[0].phase_since, progress: rows[0].progress };
-    },
-
-    /** Writes the phase inside the caller's transaction (the one that also changes the route). */
-    async writePhase(client: pg.PoolClient | pg.Client, service: string, prefix: string, phase: Phase, progress: Progress | null): Promise<void> {
-      await client.query(
-        `INSERT INTO ${s}.service_state (service, prefix, phase, progress) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (service) DO UPDATE SET phase = excluded.phase, progress = excluded.progress, updated_at = now(),
-           phase_since = CASE WHEN ${s}.service_state.phase = excluded.phase THEN ${s}.service_state.phase_since ELSE now() END`,
-        [service, prefix, phase, progress ? JSON.stringify(progress) : null],
-      );
+      const routeVersion = rows[0].route_version as number;
+      if (!rows[0].phase) return { service, prefix, phase: 'legacy', weight: 0, phaseSince: null, progress: null, planned: { phase: 'legacy', routeVersion } };
+      const phase = rows[0].phase as Phase;
+      return { service, prefix, phase, weight: phase === 'canary' ? Number(rows[0].weight ?? 0) : phase === 'switched' || phase === 'finalized' ? 100 : 0, phaseSince: rows[0].phase_since, progress: rows[0].progress, planned: { phase, routeVersion } };
     },
 
     async writeProgress(service: string, progress: Progress | null): Promise<void> {
       await pool.query(`UPDATE ${s}.service_state SET progress = $2, updated_at = now() WHERE service = $1`, [service, progress ? JSON.stringify(progress) : null]);
     },
 
-    async recordChecks(client: pg.PoolClient | pg.Client | pg.Pool, auditId: number | null, service: string, checks: readonly CheckResult[], forced: boolean): Promise<void> {
-      for (const c of checks) {
-        await client.query(`INSERT INTO ${s}.check_results (audit_id, service, name, ok, retriable, reason, forced) VALUES ($1, $2, $3, $4, $5, $6, $7)`, [auditId, service, c.name, c.ok, c.retriable, c.reason, forced && !c.ok]);
-      }
-    },
-
     /** Check results outside a change (the analyses of a progressive canary). */
     async recordAnalysis(service: string, checks: readonly CheckResult[]): Promise<void> {
-      await this.recordChecks(pool, null, service, checks, false);
-    },
-
-    async audit(entry: { actor: string; command: string; service: string; prefix: string; fromPhase: string; toPhase: string | null; reason: string | null; forced: boolean; outcome: string; details?: Record<string, unknown> }): Promise<number> {
-      const { rows } = await pool.query(
-        `INSERT INTO ${s}.audit_log (actor, command, service, prefix, from_phase, to_phase, reason, forced, outcome, details) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id::text AS id`,
-        [entry.actor, entry.command, entry.service, entry.prefix, entry.fromPhase, entry.toPhase, entry.reason, entry.forced, entry.outcome, JSON.stringify(entry.details ?? {})],
-      );
-      return Number(rows[0].id);
+      await insertChecks(pool, schema, null, service, checks, false);
     },
 
     async history(prefix: string | null, limit: number) {

@@ -7,10 +7,11 @@ import { StranglerError } from '../core/errors.ts';
 import { feedsOf } from '../migrations/sync/plan.ts';
 import type { PendingHandover } from '../migrations/sync/handover.ts';
 import type { RedisKeys } from '../gateway/redis-keys.ts';
+import type { RouteMode } from '../gateway/route-types.ts';
 import { DEFAULT_THRESHOLDS, type CheckThresholds } from './checks.ts';
 import { controlStore, type ControlStore, type Progress, type StoredStatus } from './control-store.ts';
 import { observeSync, runChecks, type ProbeContext } from './probes.ts';
-import { commitRouteChange, publishAndWait, type Propagation } from './route-change.ts';
+import { commitChange, type AuditEntry, type Planned, type Propagation, type WriteDeps } from './route-change.ts';
 import { next, plan, routeFor, type Action, type CheckResult, type Command, type ServiceStatus } from './state-machine.ts';
 
 export interface CutoverContext {
@@ -104,46 +105,49 @@ export function createCutover(ctx: CutoverContext) {
   const holder = `${ctx.actor} (pid ${process.pid}@${hostname()})`;
   const probe = (windowMs: number, overrides: Partial<CheckThresholds> = {}): ProbeContext => ({ config: ctx.config, redis: ctx.redis, keys: ctx.keys, store, thresholds: { ...thresholds, ...overrides }, analysisWindowMs: windowMs, liveWithinMs });
 
-  async function applyTransition(service: ResolvedService, from: StoredStatus, to: ServiceStatus, actions: Action[], audit: { command: string; reason: string | null; forced: boolean; checks: CheckResult[]; details?: Record<string, unknown> }, progress: Progress | null) {
+  const writes: WriteDeps = { pool: ctx.pool, schema: ctx.config.control.schema, redis: ctx.redis, keys: ctx.keys, ackTimeoutMs: ctx.ackTimeoutMs ?? 5_000, liveWithinMs, fenceLeaseMs: ctx.config.control.fenceLeaseMs };
+  const record = (service: ResolvedService, command: string, fromPhase: string, toPhase: string | null, more: Partial<AuditEntry> = {}): AuditEntry => ({ actor: ctx.actor, command, service: service.name, prefix: service.prefix, fromPhase, toPhase, outcome: 'applied', ...more });
+
+  /**
+   * Applies a decided transition through the one write path. `planned` is what the change was
+   * planned on (compare-and-set at every commit); null for a rollback, which applies to whatever
+   * is current. A switch or a rollback first fences writes (under a lease); the final commit of a
+   * switch also needs that fence to still hold.
+   */
+  async function applyTransition(service: ResolvedService, from: StoredStatus, to: ServiceStatus, actions: Action[], audit: { command: string; reason: string | null; forced: boolean; checks: CheckResult[]; details?: Record<string, unknown> }, progress: Progress | null, planned: Planned | null) {
     const setRoute = actions.find((a) => a.kind === 'set-route') as Extract<Action, { kind: 'set-route' }> | undefined;
-    const fenced = actions.some((a) => a.kind === 'fence-writes') && setRoute ? await fence(service, from, to) : null;
-    const moved = actions.some((a) => a.kind === 'stop-reverse-sync') ? await copiesToOwner(service, from) : [];
-    const client = await ctx.pool.connect();
+    const fenced = actions.some((a) => a.kind === 'fence-writes') && setRoute ? await fence(service, from, to, planned) : null;
+    const moved = actions.some((a) => a.kind === 'stop-reverse-sync') ? await copiesToOwner(service, from, planned) : { warnings: [], planned };
+    const committed = await commitChange(writes, {
+      service: service.name,
+      prefix: service.prefix,
+      expect: fenced ? planned && fenced.planned : moved.planned,
+      expectFence: !!fenced && planned !== null,
+      route: setRoute ? { mode: setRoute.mode, weight: setRoute.weight } : undefined,
+      phase: { phase: to.phase, progress },
+      audit: record(service, audit.command, from.phase, to.phase, { reason: audit.reason, forced: audit.forced, details: audit.details }),
+      checks: audit.checks,
+      // A new shadow phase measures afresh: counts and samples of an earlier one do not carry over.
+      afterCommit: setRoute?.mode === 'shadow' ? () => ctx.redis.del(ctx.keys.shadowCounts(service.name), ctx.keys.shadowSamples(service.name)).then(() => undefined) : undefined,
+    });
+    const propagation = committed.propagation;
+    if (!fenced) return { auditId: committed.auditId, propagation, warnings: moved.warnings };
+    const writeHoldMs = Date.now() - fenced.heldAt;
+    // The writes are released; now see the copies' pipelines through their handover.
+    const copies = fenced.handover ? await confirmCopies(fenced.handover) : [];
+    return { auditId: committed.auditId, propagation, writeHoldMs, warnings: [...fenced.warnings, ...copies] };
+  }
+
+  /**
+   * Lifts a fence this command set, on the route it fenced. Someone else's change since (a
+   * rollback) already lifted it: then there is nothing to do.
+   */
+  async function release(service: ResolvedService, from: StoredStatus, fenced: Planned, route: { mode: RouteMode; weight: number }, command: string, outcome: string): Promise<Planned> {
     try {
-      const entry = { actor: ctx.actor, command: audit.command, service: service.name, prefix: service.prefix, fromPhase: from.phase, toPhase: to.phase, reason: audit.reason, forced: audit.forced, outcome: 'applied', details: audit.details };
-      if (setRoute) {
-        // Route, phase, audit row and check results in one transaction (rule 8: the route and its record never disagree).
-        const { version, auditId } = await commitRouteChange(client, ctx.config.control.schema, [{ prefix: service.prefix, service: service.name, mode: setRoute.mode, weight: setRoute.weight }], entry, async (c, ids) => {
-          await store.writePhase(c, service.name, service.prefix, to.phase, progress);
-          await store.recordChecks(c, ids.auditId, service.name, audit.checks, audit.forced);
-        });
-        if (setRoute.mode === 'shadow') {
-          // A new shadow phase measures afresh: counts and samples of an earlier one do not carry over.
-          await ctx.redis.del(ctx.keys.shadowCounts(service.name), ctx.keys.shadowSamples(service.name)).catch(() => undefined);
-        }
-        const propagation = await publishAndWait(ctx.redis, ctx.keys, version, { timeoutMs: ctx.ackTimeoutMs ?? 5_000, liveWithinMs });
-        if (!fenced) return { auditId, propagation };
-        const writeHoldMs = Date.now() - fenced.heldAt;
-        // The writes are released; now see the copies' pipelines through their handover.
-        const copies = fenced.handover ? await confirmCopies(fenced.handover) : [];
-        return { auditId, propagation, writeHoldMs, warnings: [...fenced.warnings, ...copies] };
-      }
-      await client.query('BEGIN');
-      try {
-        await store.writePhase(client, service.name, service.prefix, to.phase, progress);
-        const { rows } = await client.query(
-          `INSERT INTO "${ctx.config.control.schema}".audit_log (actor, command, service, prefix, from_phase, to_phase, reason, forced, outcome, details) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) RETURNING id::int AS id`,
-          [entry.actor, entry.command, entry.service, entry.prefix, entry.fromPhase, entry.toPhase, entry.reason, entry.forced, entry.outcome, JSON.stringify(entry.details ?? {})],
-        );
-        await store.recordChecks(client, rows[0].id, service.name, audit.checks, audit.forced);
-        await client.query('COMMIT');
-        return { auditId: rows[0].id as number, propagation: undefined, warnings: moved };
-      } catch (err) {
-        await client.query('ROLLBACK').catch(() => undefined);
-        throw err;
-      }
-    } finally {
-      client.release();
+      return (await commitChange(writes, { service: service.name, prefix: service.prefix, expect: fenced, route: { ...route, fenced: false }, audit: record(service, command, from.phase, from.phase, { outcome }) })).planned;
+    } catch (err) {
+      if (err instanceof StranglerError && err.code === 'CONFLICT') return fenced;
+      throw err;
     }
   }
 
@@ -152,27 +156,21 @@ export function createCutover(ctx: CutoverContext) {
    * once its in-flight writes there have finished), then drain the sync in the direction that
    * matters to a fence message, so the side about to take the writes has every write the other
    * side acknowledged. The caller then flips the route, which releases the held writes to it.
-   * Ids need no step: each side's sequences live in their own range.
+   * The fence carries a lease (control.fenceLeaseMs): killed here, this command cannot hold
+   * writes past it. Ids need no step: each side's sequences live in their own range.
    */
-  async function fence(service: ResolvedService, from: StoredStatus, to: ServiceStatus): Promise<{ heldAt: number; warnings: string[]; handover: PendingHandover | null }> {
-    const current = (await routeOf(service.prefix)) ?? { mode: 'legacy', weight: 0 };
-    const client = await ctx.pool.connect();
-    let version: number;
-    try {
-      ({ version } = await commitRouteChange(client, ctx.config.control.schema, [{ prefix: service.prefix, service: service.name, mode: current.mode as never, weight: current.weight, fenced: true }], {
-        actor: ctx.actor,
-        command: 'fence: hold writes',
-        service: service.name,
-        prefix: service.prefix,
-        fromPhase: from.phase,
-        toPhase: from.phase,
-        outcome: 'applied',
-      }));
-    } finally {
-      client.release();
-    }
+  async function fence(service: ResolvedService, from: StoredStatus, to: ServiceStatus, planned: Planned | null): Promise<{ heldAt: number; warnings: string[]; handover: PendingHandover | null; planned: Planned }> {
+    const current = (await routeOf(service.prefix)) ?? { mode: 'legacy' as RouteMode, weight: 0 };
+    const route = { mode: current.mode as RouteMode, weight: current.weight };
+    const held = await commitChange(writes, { service: service.name, prefix: service.prefix, expect: planned, route: { ...route, fenced: true }, audit: record(service, 'fence: hold writes', from.phase, from.phase) });
     const heldAt = Date.now();
-    await publishAndWait(ctx.redis, ctx.keys, version, { timeoutMs: ctx.ackTimeoutMs ?? 5_000, liveWithinMs });
+    const switching = to.phase === 'switched' && planned !== null;
+    if (switching && !held.propagation?.complete) {
+      // A gateway that did not confirm the hold may still send writes the old way: a drain proves nothing.
+      const p = held.propagation!;
+      await release(service, from, held.planned, route, 'fence: release (not confirmed)', 'refused');
+      throw new StranglerError(`the write hold on ${service.prefix} was not confirmed by every gateway (${p.error ?? `not acknowledged by: ${p.missing.join(', ')}`}); nothing changed; see: strangler status`, 'CHECK_FAILED');
+    }
     const direction = to.phase === 'switched' ? 'forward' : 'reverse';
     const warnings: string[] = [];
     const { drainPipeline } = await import('../migrations/sync/status.ts');
@@ -191,13 +189,7 @@ export function createCutover(ctx: CutoverContext) {
         if (to.phase === 'switched') {
           await otherDrained;
           // Release the hold on the old routing and refuse: nothing changed.
-          const c = await ctx.pool.connect();
-          try {
-            const { version: v } = await commitRouteChange(c, ctx.config.control.schema, [{ prefix: service.prefix, service: service.name, mode: current.mode as never, weight: current.weight, fenced: false }], { actor: ctx.actor, command: 'fence: release (drain timed out)', service: service.name, prefix: service.prefix, fromPhase: from.phase, toPhase: from.phase, outcome: 'refused' });
-            await publishAndWait(ctx.redis, ctx.keys, v, { timeoutMs: ctx.ackTimeoutMs ?? 5_000, liveWithinMs });
-          } finally {
-            c.release();
-          }
+          await release(service, from, held.planned, route, 'fence: release (drain timed out)', 'refused');
           throw new StranglerError(`the ${direction} sync of ${service.name} did not drain while writes were held; nothing changed (see: strangler sync status ${service.name})`, 'CHECK_FAILED');
         }
         warnings.push(`the ${direction} sync of ${service.name} did not drain in time; the rollback went ahead, check: strangler sync status ${service.name}${direction === 'reverse' ? ' --reverse' : ''}`);
@@ -215,7 +207,7 @@ export function createCutover(ctx: CutoverContext) {
         pending = await emitHandover(ctx.config, service, handover!);
       }
     }
-    return { heldAt, warnings, handover: pending };
+    return { heldAt, warnings, handover: pending, planned: held.planned };
   }
 
   /** After the hold: waits (a few seconds at most) for every copy's pipelines to pass their handover. */
@@ -228,21 +220,19 @@ export function createCutover(ctx: CutoverContext) {
    * Before finalizing: copies of the service's tables still fed from legacy (their sync started
    * after the switch) move to its database, under a write hold on the unchanged route.
    */
-  async function copiesToOwner(service: ResolvedService, from: StoredStatus): Promise<string[]> {
+  async function copiesToOwner(service: ResolvedService, from: StoredStatus, planned: Planned | null): Promise<{ warnings: string[]; planned: Planned | null }> {
     const { feedStates } = await import('../migrations/sync/handover.ts');
-    if (!(await feedStates(ctx.config, service)).some((f) => f.from === 'legacy')) return [];
-    const { warnings, handover } = await fence(service, from, from);
-    const current = (await routeOf(service.prefix)) ?? { mode: 'service', weight: 100 };
-    const client = await ctx.pool.connect();
-    try {
-      const { version } = await commitRouteChange(client, ctx.config.control.schema, [{ prefix: service.prefix, service: service.name, mode: current.mode as never, weight: current.weight, fenced: false }], {
-        actor: ctx.actor, command: 'fence: release (copies moved)', service: service.name, prefix: service.prefix, fromPhase: from.phase, toPhase: from.phase, outcome: 'applied',
-      });
-      await publishAndWait(ctx.redis, ctx.keys, version, { timeoutMs: ctx.ackTimeoutMs ?? 5_000, liveWithinMs });
-    } finally {
-      client.release();
-    }
-    return handover ? [...warnings, ...(await confirmCopies(handover))] : warnings;
+    if (!(await feedStates(ctx.config, service)).some((f) => f.from === 'legacy')) return { warnings: [], planned };
+    const fenced = await fence(service, from, from, planned);
+    const current = (await routeOf(service.prefix)) ?? { mode: 'service' as RouteMode, weight: 100 };
+    const released = await release(service, from, fenced.planned, { mode: current.mode as RouteMode, weight: current.weight }, 'fence: release (copies moved)', 'applied');
+    return { warnings: fenced.handover ? [...fenced.warnings, ...(await confirmCopies(fenced.handover))] : fenced.warnings, planned: planned && released };
+  }
+
+  /** Records a refused change (nothing else changes) and throws the refusal. */
+  async function refuse(service: ResolvedService, entry: AuditEntry, checks: readonly CheckResult[], error: StranglerError): Promise<never> {
+    await commitChange(writes, { service: service.name, prefix: service.prefix, expect: null, audit: { ...entry, outcome: 'refused' }, checks });
+    throw error;
   }
 
   /** Every change but rollback: plan → checks → decide → (dry run: stop) → act → record. */
@@ -254,8 +244,9 @@ export function createCutover(ctx: CutoverContext) {
       const from = await store.status(service.name, service.prefix);
       const p = plan(from, command);
       if (!p.ok) {
-        if (!options.dryRun) await store.audit({ actor: ctx.actor, command: label, service: service.name, prefix: service.prefix, fromPhase: from.phase, toPhase: null, reason: options.reason ?? null, forced: false, outcome: 'refused', details: { why: p.reason } });
-        throw new StranglerError(p.reason, 'CHECK_FAILED');
+        const error = new StranglerError(p.reason, 'CHECK_FAILED');
+        if (options.dryRun) throw error;
+        return await refuse(service, record(service, label, from.phase, null, { reason: options.reason ?? null, details: { why: p.reason } }), [], error);
       }
       const checks = await runChecks(probe(options.analysisWindowMs ?? 60_000, options.thresholds), service, p.checks);
       const decision = next(from, command, checks, { force: options.force });
@@ -264,17 +255,15 @@ export function createCutover(ctx: CutoverContext) {
       const refusal = 'refused' in decision ? decision.refused : null;
       if ((refusal || unavailable.length) && !options.force) {
         const why = [refusal, ...unavailable].filter(Boolean).join('; ');
-        if (!options.dryRun) {
-          const id = await store.audit({ actor: ctx.actor, command: label, service: service.name, prefix: service.prefix, fromPhase: from.phase, toPhase: p.to.phase, reason: options.reason ?? null, forced: false, outcome: 'refused', details: { why } });
-          await store.recordChecks(ctx.pool, id, service.name, checks, false);
-        }
-        throw new StranglerError(`refused: ${why}`, 'CHECK_FAILED', { checks, unavailable, dryRun: !!options.dryRun });
+        const error = new StranglerError(`refused: ${why}`, 'CHECK_FAILED', { checks, unavailable, dryRun: !!options.dryRun });
+        if (options.dryRun) throw error;
+        return await refuse(service, record(service, label, from.phase, p.to.phase, { reason: options.reason ?? null, details: { why } }), checks, error);
       }
       outcome.forced = !!options.force && (!!refusal || unavailable.length > 0);
       outcome.warnings = [...unavailable];
       if (options.force && !options.reason) throw new StranglerError('--force needs --reason "...": a forced change is recorded with why', 'BAD_INPUT');
       if (options.dryRun) return outcome;
-      const applied = await applyTransition(service, from, p.to, p.actions, { command: label, reason: options.reason ?? null, forced: outcome.forced, checks, details: outcome.forced ? { forcedPast: [refusal, ...unavailable].filter(Boolean) } : undefined }, options.progress ?? null);
+      const applied = await applyTransition(service, from, p.to, p.actions, { command: label, reason: options.reason ?? null, forced: outcome.forced, checks, details: outcome.forced ? { forcedPast: [refusal, ...unavailable].filter(Boolean) } : undefined }, options.progress ?? null, from.planned);
       return { ...outcome, ...applied, warnings: [...outcome.warnings, ...(applied.warnings ?? [])] };
     } finally {
       if (!options.dryRun && !options.locked) await store.unlock(service.prefix, holder);
@@ -299,7 +288,7 @@ export function createCutover(ctx: CutoverContext) {
       outcome.warnings.push(`reverse sync of ${service.name} does not run: writes the service took may not be on legacy`);
     }
     if (options.dryRun) return outcome;
-    const applied = await applyTransition(service, from, p.to, actions, { command: outcome.command, reason, forced: false, checks: [] }, null);
+    const applied = await applyTransition(service, from, p.to, actions, { command: outcome.command, reason, forced: false, checks: [] }, null, null);
     return { ...outcome, ...applied, warnings: [...outcome.warnings, ...(applied.warnings ?? [])] };
   }
 
@@ -322,8 +311,11 @@ export type Cutover = ReturnType<typeof createCutover>;
 export async function openCutover(config: ResolvedConfig, actor: string, extra: Partial<CutoverContext> = {}) {
   const { Redis } = await import('ioredis');
   const { redisKeys } = await import('../gateway/redis-keys.ts');
-  const pool = new pg.Pool({ connectionString: config.control.databaseUrl, max: 4 });
-  const redis = new Redis(config.redis.url, { maxRetriesPerRequest: 1, connectTimeout: 2_000, lazyConnect: false });
+  // Deadlines on every call (DESIGN.md, Faults): a control database or a Redis that hangs fails
+  // the command with a one-line reason instead of holding it, and a fence it set lapses by its lease.
+  const pool = new pg.Pool({ connectionString: config.control.databaseUrl, max: 4, connectionTimeoutMillis: 5_000, query_timeout: Math.max(config.control.queryTimeoutMs, 10_000) });
+  pool.on('error', () => undefined); // an idle connection dropped by a restarting server; the next query reconnects
+  const redis = new Redis(config.redis.url, { maxRetriesPerRequest: 1, connectTimeout: 2_000, commandTimeout: 2_000, lazyConnect: false });
   redis.on('error', () => undefined);
   const cutover = createCutover({ config, pool, redis, keys: redisKeys(config.redis.keyPrefix), actor, ...extra });
   return {

@@ -150,13 +150,20 @@ export function legalCommands(phase: Phase): CommandKind[] {
   return phase === 'finalized' ? [] : [...direct, 'promote'];
 }
 
+/** Pure: what is wrong with a command whatever the phase (a weight out of range), or null. Checked before any I/O. */
+export function commandProblem(command: Command): string | null {
+  if (command.kind !== 'canary') return null;
+  if (!(Number.isInteger(command.weight) && command.weight >= 0 && command.weight <= 100)) return `weight ${command.weight} is not a whole number between 0 and 100`;
+  if (command.weight === 100) return 'a canary of 100% is a switch; run: cutover <prefix> --full (it fences writes and drains the sync)';
+  return null;
+}
+
 /** Pure planning: from a status and a command, the target status, the checks it needs and the actions. */
 export function plan(status: ServiceStatus, command: Command): Plan {
   const resolved = resolveCommand(status, command);
   if ('error' in resolved) return { ok: false, reason: resolved.error };
-  if (resolved.kind === 'canary' && !(Number.isInteger(resolved.weight) && resolved.weight >= 0 && resolved.weight <= 100)) {
-    return { ok: false, reason: `weight ${resolved.weight} is not a whole number between 0 and 100` };
-  }
+  const problem = commandProblem(resolved);
+  if (problem && !(resolved.kind === 'canary' && resolved.weight === 100)) return { ok: false, reason: problem };
   const transition = TRANSITIONS[status.phase][resolved.kind];
   if (!transition) {
     const legal = legalCommands(status.phase);
@@ -169,9 +176,7 @@ export function plan(status: ServiceStatus, command: Command): Plan {
       reason: `cannot ${describe(resolved)} while the service is in phase "${status.phase}"; legal here: ${legal.length ? legal.join(', ') : 'none'}${why}`,
     };
   }
-  if (resolved.kind === 'canary' && resolved.weight === 100) {
-    return { ok: false, reason: 'a canary of 100% is a switch; run: cutover <prefix> --full (it fences writes and drains the sync)' };
-  }
+  if (problem) return { ok: false, reason: problem };
   if (resolved.kind === 'canary' && status.phase === 'canary' && resolved.weight < status.weight) {
     return {
       ok: false,

@@ -144,6 +144,36 @@ describe('live route state', () => {
   });
 });
 
+describe('fence leases', () => {
+  it('lifts a write hold whose lease ran out with no new version (its owner was killed), releasing held writes to the route it kept', async () => {
+    // Writes would be held far longer than the lease: only the lease can release them.
+    const g = await gateway({ ...env.config, gateway: { ...env.config.gateway, fenceHoldMs: 30_000 } }, 'gw-lease');
+    const fenced = await routes.setWith({ fenceLeaseMs: 1_500 }, { prefix: '/api/invoices', mode: 'legacy', fenced: true });
+    expect(fenced.complete).toBe(true);
+    expect(g.routes.current().routes.find((r) => r.prefix === '/api/invoices')).toMatchObject({ fenced: true });
+    const write = await fetch(`${g.url}/api/invoices/x`, { method: 'POST', headers: { authorization: `Bearer ${await token('1')}`, 'content-type': 'application/json' }, body: '{}' });
+    expect(write.status).toBe(200);
+    expect(((await write.json()) as { server: string }).server).toBe('legacy');
+    // The same version, without the fence: nobody committed anything.
+    expect(g.routes.current().version).toBe(fenced.version);
+    expect(g.routes.current().routes.find((r) => r.prefix === '/api/invoices')?.fenced).toBe(false);
+    await routes.set({ prefix: '/api/invoices', mode: 'legacy' });
+    await g.stop();
+  });
+
+  it('loads a fence whose lease has already run out as lifted (a gateway started after its owner died)', async () => {
+    await routes.setWith({ fenceLeaseMs: 1_000 }, { prefix: '/api/invoices', mode: 'legacy', fenced: true });
+    const client = new pg.Client({ connectionString: env.config.control.databaseUrl });
+    await client.connect();
+    await waitFor('the lease to run out', async () => (await client.query(`SELECT fence_expires_at < now() AS lapsed FROM "${env.config.control.schema}".routes WHERE prefix = '/api/invoices'`)).rows[0].lapsed, 5_000, 50);
+    await client.end();
+    const g = await gateway(env.config, 'gw-late');
+    expect(g.routes.current().routes.find((r) => r.prefix === '/api/invoices')?.fenced).toBe(false);
+    await routes.set({ prefix: '/api/invoices', mode: 'legacy' });
+    await g.stop();
+  });
+});
+
 describe('Redis outages and shared limits', () => {
   let redis: RedisServer;
   beforeAll(async () => {

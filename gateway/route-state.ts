@@ -7,7 +7,7 @@ import type { Logger } from '../core/logger.ts';
 import type { DependencyHealth } from '../core/redis-health.ts';
 import type { RedisKeys } from './redis-keys.ts';
 import type { RouteStore } from './route-store.ts';
-import type { RouteSource, RouteTable } from './route-types.ts';
+import { liftLapsedFences, type RouteSource, type RouteTable } from './route-types.ts';
 
 export interface LiveRouteStateOptions {
   instanceId: string;
@@ -52,6 +52,7 @@ export class LiveRouteState implements RouteSource {
   #storeReachable = false;
   #ackedVersion = -1;
   #listeners: Array<(table: RouteTable) => void> = [];
+  #leaseTimer: NodeJS.Timeout | null = null;
   readonly #o: LiveRouteStateOptions;
   readonly #startedAt = new Date().toISOString();
 
@@ -146,7 +147,9 @@ export class LiveRouteState implements RouteSource {
     }
   }
 
-  #apply(table: RouteTable, fromSnapshot: boolean): void {
+  #apply(loaded: RouteTable, fromSnapshot: boolean): void {
+    const table = liftLapsedFences(loaded, Date.now());
+    if (table !== loaded) this.#o.logger.warn({ version: table.version }, 'a write hold outlived its lease (its owner did not lift it); lifted, following the last committed route');
     const frozen: RouteTable = Object.freeze({ version: table.version, routes: Object.freeze([...table.routes]) });
     this.#table = frozen; // the one assignment requests observe
     this.#degraded = fromSnapshot;
@@ -154,6 +157,23 @@ export class LiveRouteState implements RouteSource {
     if (!fromSnapshot) this.#writeSnapshot(frozen);
     for (const listener of this.#listeners) listener(frozen);
     void this.#acknowledge(frozen);
+    this.#watchLeases(frozen);
+  }
+
+  /**
+   * A fence lifts itself when its lease runs out, with no new version (its owner may be dead):
+   * the table is applied again without it, which releases the held writes to the route it kept.
+   */
+  #watchLeases(table: RouteTable): void {
+    if (this.#leaseTimer) clearTimeout(this.#leaseTimer);
+    this.#leaseTimer = null;
+    const until = Math.min(...table.routes.filter((r) => r.fenced && r.fenceUntil !== undefined).map((r) => r.fenceUntil!));
+    if (!Number.isFinite(until)) return;
+    this.#leaseTimer = setTimeout(() => {
+      this.#leaseTimer = null;
+      if (this.#table === table && this.#state === 'active') this.#apply(table, this.#degraded);
+    }, Math.max(0, until - Date.now()) + 1);
+    this.#leaseTimer.unref();
   }
 
   async #acknowledge(table: RouteTable): Promise<void> {
@@ -235,6 +255,7 @@ export class LiveRouteState implements RouteSource {
     this.#state = 'stopping';
     for (const t of this.#timers) clearInterval(t);
     this.#timers = [];
+    if (this.#leaseTimer) clearTimeout(this.#leaseTimer);
     const { redis, subscriber, keys, instanceId } = this.#o;
     await withDeadline(subscriber.unsubscribe(keys.routesChanged), REDIS_WAIT_MS, 'Redis (UNSUBSCRIBE)').catch(() => undefined);
     await redis.multi().del(keys.gateway(instanceId)).zrem(keys.gateways, instanceId).exec().catch(() => undefined);

@@ -24,13 +24,18 @@ export function createPgRouteStore(databaseUrl: string, schema: string, options:
     async load() {
       const { rows } = await pool.query(
         `SELECT v.version::text AS version,
-                coalesce(json_agg(json_build_object('prefix', r.prefix, 'service', r.service, 'mode', r.mode, 'weight', r.weight::float8, 'fenced', r.fenced)
+                coalesce(json_agg(json_build_object('prefix', r.prefix, 'service', r.service, 'mode', r.mode, 'weight', r.weight::float8,
+                                                    'fenced', coalesce(r.fenced AND r.fence_expires_at > now(), false),
+                                                    'fenceMs', CASE WHEN r.fenced THEN extract(epoch FROM r.fence_expires_at - now()) * 1000 END)
                                   ORDER BY length(r.prefix) DESC) FILTER (WHERE r.prefix IS NOT NULL), '[]') AS routes
            FROM ${s}.route_version v LEFT JOIN ${s}.routes r ON true
           GROUP BY v.version`,
       );
       if (rows.length === 0) throw new Error(`the control database has no ${schema}.route_version row; run: strangler control init`);
-      return { version: Number(rows[0].version), routes: (rows[0].routes as Array<Route & { mode: RouteMode }>).map((r) => Object.freeze(r)) };
+      // A fence's lease is read as time left (the database's clock) and kept as a deadline on ours.
+      const now = Date.now();
+      const routes = (rows[0].routes as Array<Route & { mode: RouteMode; fenceMs: number | null }>).map(({ fenceMs, ...r }) => Object.freeze(r.fenced && fenceMs !== null ? { ...r, fenceUntil: now + fenceMs } : r));
+      return { version: Number(rows[0].version), routes };
     },
     async version() {
       const { rows } = await pool.query(`SELECT version::text AS version FROM ${s}.route_version`);

@@ -16,12 +16,26 @@ export interface Route {
   weight: number;
   /** Writes to the prefix are held at the gateway (a switchover is under way); reads go on. */
   fenced?: boolean;
+  /**
+   * When the fence's lease runs out (ms since the epoch, this host's clock): past it the gateway
+   * lifts the fence itself, so a command killed while holding writes cannot hold them forever.
+   */
+  fenceUntil?: number;
 }
 
 /** One immutable, versioned route table. A gateway swaps whole tables, never edits one. */
 export interface RouteTable {
   version: number;
   routes: readonly Route[];
+}
+
+/**
+ * Pure: the table with every fence whose lease ran out by `now` lifted (the last committed route
+ * stands), or the same table when none did.
+ */
+export function liftLapsedFences(table: RouteTable, now: number): RouteTable {
+  if (!table.routes.some((r) => r.fenced && r.fenceUntil !== undefined && r.fenceUntil <= now)) return table;
+  return { version: table.version, routes: table.routes.map((r) => (r.fenced && r.fenceUntil !== undefined && r.fenceUntil <= now ? Object.freeze({ ...r, fenced: false, fenceUntil: undefined }) : r)) };
 }
 
 /** What the request path reads: the current table, and whether it came from a stale snapshot. */

@@ -12,12 +12,16 @@ export function routeWriter(config: ResolvedConfig) {
   return {
     keys,
     redis,
-    async set(...routes: Array<Pick<Route, 'prefix' | 'mode'> & Partial<Route>>): Promise<Propagation> {
+    set(...routes: Array<Pick<Route, 'prefix' | 'mode'> & Partial<Route>>): Promise<Propagation> {
+      return this.setWith({}, ...routes);
+    },
+    /** As `set`, with the lease a fence among the routes gets. */
+    async setWith(options: { fenceLeaseMs?: number }, ...routes: Array<Pick<Route, 'prefix' | 'mode'> & Partial<Route>>): Promise<Propagation> {
       const client = new pg.Client({ connectionString: config.control.databaseUrl });
       await client.connect();
       try {
         const full = routes.map((r) => ({ service: config.services.find((s) => s.prefix === r.prefix)?.name ?? 'unknown', weight: 0, ...r }) as Route);
-        const { version } = await commitRouteChange(client, config.control.schema, full, { actor: 'test', command: 'test', outcome: 'applied' });
+        const { version } = await commitRouteChange(client, config.control.schema, full, { actor: 'test', command: 'test', outcome: 'applied' }, options);
         return await publishAndWait(redis, keys, version, { timeoutMs: 5_000, liveWithinMs: 2_000 });
       } finally {
         await client.end();

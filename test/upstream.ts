@@ -10,7 +10,7 @@ export interface EchoUpstream {
   /** Every request seen: method, url, headers, body length. */
   seen: Array<{ method: string; url: string; headers: IncomingMessage['headers']; body: string }>;
   /** Replace the behaviour for paths starting with a prefix. */
-  override: Map<string, (req: IncomingMessage, body: string) => { status: number; body: unknown; delayMs?: number; headers?: Record<string, string> }>;
+  override: Map<string, (req: IncomingMessage, body: string) => { status: number; body: unknown; delayMs?: number; until?: Promise<unknown>; headers?: Record<string, string> }>;
   close(): Promise<void>;
 }
 
@@ -42,6 +42,7 @@ export async function startEchoUpstream(name: string, port = 0): Promise<EchoUps
       if (url.startsWith(prefix)) {
         const r = fn(req, body);
         if (r.delayMs) await new Promise((ok) => setTimeout(ok, r.delayMs));
+        if (r.until) await r.until.catch(() => undefined); // answered once the test has done what it does meanwhile
         res.writeHead(r.status, { 'content-type': 'application/json', ...r.headers }).end(JSON.stringify(r.body));
         return;
       }

@@ -3,7 +3,7 @@ import type { ResolvedConfig } from '../../core/config/load.ts';
 import { serviceForPrefix } from '../../core/config/load.ts';
 import { StranglerError } from '../../core/errors.ts';
 import type { ChangeOutcome } from '../../cutover/executor.ts';
-import type { Command } from '../../cutover/state-machine.ts';
+import { commandProblem, type Command } from '../../cutover/state-machine.ts';
 import { output, resolveCliConfig, type GlobalArgs } from '../context.ts';
 
 interface ChangeArgs extends GlobalArgs {
@@ -42,12 +42,41 @@ const changeOptions = (y: Argv<GlobalArgs>) =>
     .option('actor', { type: 'string', describe: 'who (default: STRANGLER_ACTOR, else the OS user)' })
     .option('ack-timeout', { type: 'string', default: '5s', describe: 'how long to wait for every live gateway to acknowledge' });
 
-async function withCutover<T>(args: ChangeArgs, fn: (c: Awaited<ReturnType<typeof import('../../cutover/executor.ts').openCutover>>, config: ResolvedConfig) => Promise<T>): Promise<T> {
+/**
+ * Every flag of a change checked before any I/O, so that bad input is exit 2 with no stack
+ * running at all. Returns the command (null for progressive and rollback).
+ */
+export async function validateChange(args: ChangeArgs, config: ResolvedConfig, kind: 'cutover' | 'promote' | 'rollback' | 'finalize'): Promise<Command | null> {
+  serviceForPrefix(config, args.prefix);
+  parseDuration(args.ackTimeout ?? '5s');
+  if (kind === 'rollback' && !args.reason?.trim()) throw new StranglerError('rollback needs --reason "...": it is recorded in the audit log', 'BAD_INPUT');
+  if (args.force && !args.reason?.trim()) throw new StranglerError('--force needs --reason "...": a forced change is recorded with why', 'BAD_INPUT');
+  if (kind !== 'cutover') return null;
+  const modes = [args.sync, args.shadow, args.canary !== undefined, args.full, args.progressive || args.resume].filter(Boolean).length;
+  if (modes !== 1) throw new StranglerError('say what to do with exactly one of --sync, --shadow, --canary N, --full, --progressive (or --resume)', 'BAD_INPUT');
+  if (args.progressive || args.resume) {
+    const { validateSteps } = await import('../../cutover/progressive.ts');
+    const bad = validateSteps(stepsOf(args));
+    if (bad) throw new StranglerError(bad, 'BAD_INPUT');
+    parseDuration(args.interval ?? '30s');
+    if (!Number.isInteger(args.threshold ?? 2) || (args.threshold ?? 2) < 1) throw new StranglerError(`--threshold must be a whole number ≥ 1, got ${args.threshold}`, 'BAD_INPUT');
+    return null;
+  }
+  const command: Command = args.sync ? { kind: 'sync' } : args.shadow ? { kind: 'shadow' } : args.full ? { kind: 'full' } : { kind: 'canary', weight: args.canary! };
+  const problem = commandProblem(command);
+  if (problem) throw new StranglerError(problem, 'BAD_INPUT');
+  return command;
+}
+
+const stepsOf = (args: ChangeArgs) => (args.steps ?? '5,25,50,100').split(',').map((s) => Number(s.trim()));
+
+async function withCutover<T>(args: ChangeArgs, kind: Parameters<typeof validateChange>[2], fn: (c: Awaited<ReturnType<typeof import('../../cutover/executor.ts').openCutover>>, command: Command | null) => Promise<T>): Promise<T> {
   const config = resolveCliConfig(args);
+  const command = await validateChange(args, config, kind);
   const { openCutover, resolveActor } = await import('../../cutover/executor.ts');
   const opened = await openCutover(config, resolveActor(args.actor), { ackTimeoutMs: parseDuration(args.ackTimeout ?? '5s') });
   try {
-    return await fn(opened, config);
+    return await fn(opened, command);
   } finally {
     await opened.close();
   }
@@ -60,7 +89,8 @@ function describeOutcome(o: ChangeOutcome): string {
   for (const w of o.warnings) lines.push(`  warning: ${w}`);
   if (o.propagation) {
     const p = o.propagation;
-    lines.push(`  applied on ${p.acknowledged}/${p.live} gateways in ${p.ms} ms (route v${p.version})${p.complete ? '' : `; not acknowledged by: ${p.missing.join(', ')}`}`);
+    if (p.error) lines.push(`  applied (route v${p.version}), NOT CONFIRMED by the gateways: ${p.error}`);
+    else lines.push(`  applied on ${p.acknowledged}/${p.live} gateways in ${p.ms} ms (route v${p.version})${p.complete ? '' : `; not acknowledged by: ${p.missing.join(', ')}`}`);
     if (o.writeHoldMs !== undefined) lines.push(`  writes to ${o.prefix} were held for ${o.writeHoldMs} ms`);
   } else if (!o.dryRun) lines.push('  recorded (the route did not change)');
   return lines.join('\n');
@@ -91,21 +121,15 @@ export const cutoverCommand: CommandModule<GlobalArgs, ChangeArgs> = {
       .example('$0 cutover /api/auth --shadow', '')
       .example('$0 cutover /api/invoices --progressive --steps 5,25,50,100 --interval 30s --max-error-rate 1 --max-p99-ms 800 --threshold 2', '') as unknown as Argv<ChangeArgs>,
   handler: (args) =>
-    withCutover(args, async ({ cutover }) => {
-      const modes = [args.sync, args.shadow, args.canary !== undefined, args.full, args.progressive || args.resume].filter(Boolean).length;
-      if (modes !== 1) throw new StranglerError('say what to do with exactly one of --sync, --shadow, --canary N, --full, --progressive (or --resume)', 'BAD_INPUT');
-      if (args.progressive || args.resume) {
-        const { runProgressive } = await import('../../cutover/progressive.ts');
-        const steps = (args.steps ?? '').split(',').map((s) => Number(s.trim()));
-        serviceForPrefix(cutover.config, args.prefix);
+    withCutover(args, 'cutover', async ({ cutover }, command) => {
+      if (!command) {
+        const steps = stepsOf(args);
         if (args.dryRun) {
-          const { validateSteps } = await import('../../cutover/progressive.ts');
-          const bad = validateSteps(steps);
-          if (bad) throw new StranglerError(bad, 'BAD_INPUT');
           const first = await cutover.change(args.prefix, { kind: 'canary', weight: steps[0] }, { dryRun: true, force: args.force, reason: args.reason });
           output(args, first, () => `${describeOutcome(first)}\n  then: ${steps.slice(1).join('% → ')}%, each after ${args.interval} of traffic analysed; rollback after ${args.threshold} failed analyses in a row`);
           return;
         }
+        const { runProgressive } = await import('../../cutover/progressive.ts');
         const outcome = await runProgressive(
           cutover,
           args.prefix,
@@ -121,7 +145,6 @@ export const cutoverCommand: CommandModule<GlobalArgs, ChangeArgs> = {
         finish(args, outcome);
         return;
       }
-      const command: Command = args.sync ? { kind: 'sync' } : args.shadow ? { kind: 'shadow' } : args.full ? { kind: 'full' } : { kind: 'canary', weight: args.canary! };
       finish(args, await cutover.change(args.prefix, command, { reason: args.reason, force: args.force, dryRun: args.dryRun }));
     }),
 };
@@ -131,8 +154,8 @@ export const promoteCommand: CommandModule<GlobalArgs, ChangeArgs> = {
   describe: 'take the next step (legacy → syncing → shadow → canary steps → switched → finalized)',
   builder: (y) => changeOptions(y).option('steps', { type: 'string', default: '5,25,50,100' }) as unknown as Argv<ChangeArgs>,
   handler: (args) =>
-    withCutover(args, async ({ cutover }) => {
-      const steps = (args.steps ?? '5,25,50,100').split(',').map(Number);
+    withCutover(args, 'promote', async ({ cutover }) => {
+      const steps = stepsOf(args);
       finish(args, await cutover.change(args.prefix, { kind: 'promote', steps }, { reason: args.reason, force: args.force, dryRun: args.dryRun }));
     }),
 };
@@ -142,7 +165,7 @@ export const rollbackCommand: CommandModule<GlobalArgs, ChangeArgs> = {
   describe: 'route the prefix back to legacy on every gateway (always allowed; --reason required)',
   builder: (y) => changeOptions(y) as unknown as Argv<ChangeArgs>,
   handler: (args) =>
-    withCutover(args, async ({ cutover }) => {
+    withCutover(args, 'rollback', async ({ cutover }) => {
       finish(args, await cutover.rollback(args.prefix, args.reason ?? '', { dryRun: args.dryRun }));
     }),
 };
@@ -152,7 +175,7 @@ export const finalizeCommand: CommandModule<GlobalArgs, ChangeArgs> = {
   describe: 'make the service the system of record (no way back by flag afterwards)',
   builder: (y) => changeOptions(y) as unknown as Argv<ChangeArgs>,
   handler: (args) =>
-    withCutover(args, async ({ cutover }) => {
+    withCutover(args, 'finalize', async ({ cutover }) => {
       finish(args, await cutover.change(args.prefix, { kind: 'finalize' }, { reason: args.reason, force: args.force, dryRun: args.dryRun }));
     }),
 };

@@ -137,13 +137,15 @@ export const diffCommand: CommandModule<GlobalArgs, StatusArgs & { prefix: strin
 /** `strangler control init`: creates the control schema (idempotent). */
 export const controlCommand: CommandModule<GlobalArgs, GlobalArgs & { action: string }> = {
   command: 'control <action>',
-  describe: 'the control database: init (create or upgrade its schema; idempotent)',
+  describe: 'the control database: init (create it when missing, create or upgrade its schema; idempotent)',
   builder: (y: Argv<GlobalArgs>) => y.positional('action', { choices: ['init'] as const, demandOption: true }) as unknown as Argv<GlobalArgs & { action: string }>,
   handler: async (args) => {
     const config = resolveCliConfig(args);
+    const { ensureDatabase } = await import('../../core/databases.ts');
+    const created = await ensureDatabase(config.control.databaseUrl, 'the control database');
     const { migrateControl } = await import('../../migrations/control/index.ts');
     const applied = await migrateControl(config.control.databaseUrl, config.control.schema);
-    output(args, { applied }, () => (applied.length ? `control database ready (applied ${applied.join(', ')})` : 'control database already up to date'));
+    output(args, { created, applied }, () => `${created ? 'control database created; ' : ''}${applied.length ? `control database ready (applied ${applied.join(', ')})` : 'control database already up to date'}`);
   },
 };
 

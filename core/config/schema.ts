@@ -146,6 +146,12 @@ export const configSchema = z.strictObject({
       schema: sqlIdent.default('strangler'),
       /** Deadline of a gateway's queries to the control database (route table and version polls). */
       queryTimeoutMs: z.number().int().min(100).max(60_000).default(5_000),
+      /**
+       * Lease of a write hold (fence) a switch or a rollback sets: past it, gateways lift the hold
+       * and follow the last committed route, so a killed command cannot hold writes forever. Longer
+       * than gateway.fenceHoldMs plus the acknowledgement wait; a switch whose lease ran out is refused.
+       */
+      fenceLeaseMs: z.number().int().min(1_000).max(600_000).default(30_000),
     })
     .prefault({}),
   gateway: z
