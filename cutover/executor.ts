@@ -118,8 +118,8 @@ export function createCutover(ctx: CutoverContext) {
           await store.recordChecks(c, ids.auditId, service.name, audit.checks, audit.forced);
         });
         if (setRoute.mode === 'shadow') {
-          // A new shadow phase measures afresh: counts and samples of an earlier one do not carry over.
-          await ctx.redis.del(ctx.keys.shadowCounts(service.name), ctx.keys.shadowSamples(service.name)).catch(() => undefined);
+          // A new shadow phase measures afresh: counts, samples and noise of an earlier one do not carry over.
+          await ctx.redis.del(ctx.keys.shadowCounts(service.name), ctx.keys.shadowSamples(service.name), ctx.keys.shadowNoise(service.name)).catch(() => undefined);
         }
         const propagation = await publishAndWait(ctx.redis, ctx.keys, version, { timeoutMs: ctx.ackTimeoutMs ?? 5_000, liveWithinMs });
         if (!fenced) return { auditId, propagation };

@@ -1,6 +1,6 @@
 import type { ResolvedConfig } from '../core/config/load.ts';
 import { readRouteFigures } from '../gateway/metrics.ts';
-import { observeSync } from './probes.ts';
+import { observeSync, shadowCompared } from './probes.ts';
 import { liveGateways } from './route-change.ts';
 import type { Cutover } from './executor.ts';
 import { legalCommands, plan, type Phase } from './state-machine.ts';
@@ -17,7 +17,7 @@ export interface PrefixOverview {
   instances: { available: number; total: number } | null;
   sync: { state: string; lagBytes: number | null; lagSeconds: number | null; lastVerify: string | null };
   reverse: { state: string; lagBytes: number | null; conflicts: number } | null;
-  shadow: { compared: number; lagged: number; mismatchPercent: number | null };
+  shadow: { compared: number; lagged: number; noise: number; mismatchPercent: number | null };
   canary: { window: string; service: { requests: number; errorPercent: number | null; p99Ms: number | null }; legacy: { requests: number; errorPercent: number | null; p99Ms: number | null } };
   next: { command: string; checks: readonly string[] } | { refused: string };
   legal: string[];
@@ -37,7 +37,7 @@ export async function overview(cutover: Cutover, redis: import('ioredis').Redis,
     const writes = !service.readOnly && service.tables.some((t) => !t.replica);
     const reverse = writes ? await observeSync(config, service, 'reverse') : null;
     const counts = await redis.hgetall(keys.shadowCounts(service.name)).catch(() => ({}) as Record<string, string>);
-    const compared = Number(counts.match ?? 0) + Number(counts.lagged ?? 0) + Number(counts.mismatch ?? 0);
+    const compared = shadowCompared(counts);
     const to = Date.now();
     const [legacy, svc] = await Promise.all([
       readRouteFigures(redis, keys, service.name, 'legacy', to - windowMs, to).catch(() => ({ requests: 0, errors: 0, errorRate: 0, p99Ms: 0 })),
@@ -56,7 +56,7 @@ export async function overview(cutover: Cutover, redis: import('ioredis').Redis,
       instances: ((i) => (i && i.gateways.length ? { available: i.available, total: i.instances.filter((r) => r.registry !== 'gone').length } : null))(instances.find((i) => i.service === service.name)),
       sync: { state: sync?.state ?? 'not started', lagBytes: sync?.lagBytes ?? null, lagSeconds: sync?.lagSeconds ?? null, lastVerify: sync?.lastVerify ? `${sync.lastVerify.ok ? 'passed' : 'FAILED'} ${sync.lastVerify.at}` : null },
       reverse: writes ? { state: reverse?.state ?? 'not started', lagBytes: reverse?.lagBytes ?? null, conflicts: (reverse?.conflicts ?? 0) + (sync?.conflicts ?? 0) } : null,
-      shadow: { compared, lagged: Number(counts.lagged ?? 0), mismatchPercent: compared ? Math.round((10_000 * Number(counts.mismatch ?? 0)) / compared) / 100 : null },
+      shadow: { compared, lagged: Number(counts.lagged ?? 0), noise: Number(counts.noise ?? 0), mismatchPercent: compared ? Math.round((10_000 * Number(counts.mismatch ?? 0)) / compared) / 100 : null },
       canary: { window: `${windowMs / 1000}s`, service: side(svc), legacy: side(legacy) },
       next: p.ok ? { command: p.command.kind === 'canary' ? `canary ${p.command.weight}` : p.command.kind, checks: p.checks } : { refused: p.reason },
       legal: legalCommands(status.phase),

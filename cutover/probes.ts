@@ -54,6 +54,11 @@ export async function observeSync(config: ResolvedConfig, service: ResolvedServi
   }
 }
 
+/** Shadowed requests compared (not skipped, not failed) from the gateways' counts. */
+export function shadowCompared(counts: Record<string, string>): number {
+  return ['match', 'noise', 'lagged', 'mismatch'].reduce((n, k) => n + Number(counts[k] ?? 0), 0);
+}
+
 /** Runs the named checks against the real components. A probe that cannot observe fails closed. */
 export async function runChecks(ctx: ProbeContext, service: ResolvedService, names: readonly CheckName[]): Promise<CheckResult[]> {
   const results: CheckResult[] = [];
@@ -106,8 +111,9 @@ async function runCheck(ctx: ProbeContext, service: ResolvedService, name: Check
     case 'shadow-mismatch': {
       const h = await ctx.redis.hgetall(ctx.keys.shadowCounts(service.name));
       const mismatches = Number(h.mismatch ?? 0);
-      // A difference that settled on a second ask was sync lag: compared, and not a mismatch.
-      return checkShadowMismatch(service.prefix, Number(h.match ?? 0) + Number(h.lagged ?? 0) + mismatches, mismatches, ctx.thresholds);
+      // A difference that settled on a second ask was sync lag, one legacy also showed against
+      // itself was noise: both compared, neither a mismatch.
+      return checkShadowMismatch(service.prefix, shadowCompared(h), mismatches, ctx.thresholds);
     }
     case 'canary-analysis': {
       const to = Date.now();

@@ -33,7 +33,7 @@ export function createGatewayMetrics(options: { defaultMetrics?: boolean } = {})
     requests: new RequestCounter(registry, 'strangler_gateway_requests_total', 'Requests by route prefix, target and status class', ['prefix', 'target', 'class']),
     latency: new RequestHistogram(registry, 'strangler_gateway_request_duration_seconds', 'Time to the last byte, by prefix and target', ['prefix', 'target'], LATENCY_BOUNDS_MS.map((b) => b / 1000)),
     fallbacks: new Counter({ name: 'strangler_gateway_fallbacks_total', help: 'Requests served by legacy because the service could not be reached', labelNames: ['service', 'reason'] as const, registers: [registry] }),
-    shadow: new Counter({ name: 'strangler_gateway_shadow_total', help: 'Shadow comparisons by outcome (match, mismatch, skipped, error)', labelNames: ['service', 'outcome'] as const, registers: [registry] }),
+    shadow: new Counter({ name: 'strangler_gateway_shadow_total', help: 'Shadow comparisons by outcome (match, noise, lagged, mismatch, skipped, error)', labelNames: ['service', 'outcome'] as const, registers: [registry] }),
     instanceRequests: new RequestCounter(registry, 'strangler_gateway_instance_requests_total', 'Requests per upstream instance by status class (none: no answer)', ['service', 'instance', 'class']),
     instanceFailures: new Counter({ name: 'strangler_gateway_instance_failures_total', help: 'Failed requests per upstream instance (5xx, refused, reset, timeout)', labelNames: ['service', 'instance', 'kind'] as const, registers: [registry] }),
     ejections: new Counter({ name: 'strangler_gateway_instance_ejections_total', help: 'Outlier ejections per upstream instance', labelNames: ['service', 'instance'] as const, registers: [registry] }),

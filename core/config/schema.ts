@@ -267,6 +267,13 @@ export const configSchema = z.strictObject({
            * sync lag (`lagged`), not a mismatch. 0: a first difference is a mismatch.
            */
           recheckMs: z.number().int().min(0).max(60_000).default(2_000),
+          /**
+           * Noise cancellation (Diffy): each mirrored GET/HEAD is sent to legacy a second time,
+           * with the service's request; a difference legacy's own two answers also show (a list
+           * that grew, a counter, a generated field) is noise, not a mismatch. Costs one more
+           * legacy read per mirrored request, within the same concurrency bound.
+           */
+          cancelNoise: z.boolean().default(true),
         })
         .prefault({}),
       /** Longest a write is held while its prefix is fenced for a switchover (then 503, Retry-After). */
