@@ -14,11 +14,25 @@ export interface Progress {
   startedAt: string;
 }
 
+/** A bake under way after a switch (cutover/bake.ts), kept with the switched phase for `status`. */
+export interface Bake {
+  startedAt: string;
+  until: string;
+  intervalMs: number;
+  threshold: number;
+  failures: number;
+  /** Legacy's figures on the prefix before the switch: what the service is held to. */
+  baseline: { requests: number; errors: number; p99Ms: number | null; p90Ms: number | null };
+  holder: string;
+}
+
 export interface StoredStatus extends ServiceStatus {
   service: string;
   prefix: string;
   phaseSince: Date | null;
   progress: Progress | null;
+  /** The bake of a switched service, while one runs (or ran and was interrupted). */
+  bake: Bake | null;
 }
 
 /** The control database's view of services, audit and locks (schema from strangler.yaml). */
@@ -30,8 +44,15 @@ export function controlStore(pool: pg.Pool, schema: string) {
         `SELECT st.phase, st.phase_since, st.progress, r.weight::float8 AS weight FROM ${s}.service_state st LEFT JOIN ${s}.routes r ON r.prefix = st.prefix WHERE st.service = $1`,
         [service],
       );
-      if (!rows[0]) return { service, prefix, phase: 'legacy', weight: 0, phaseSince: null, progress: null };
-      return { service, prefix, phase: rows[0].phase as Phase, weight: rows[0].phase === 'canary' ? Number(rows[0].weight ?? 0) : rows[0].phase === 'switched' || rows[0].phase === 'finalized' ? 100 : 0, phaseSince: rows[0].phase_since, progress: rows[0].progress };
+      if (!rows[0]) return { service, prefix, phase: 'legacy', weight: 0, phaseSince: null, progress: null, bake: null };
+      // The progress column holds a progressive canary's steps, or once switched, its bake.
+      const bake = rows[0].phase === 'switched' && rows[0].progress?.bake ? (rows[0].progress.bake as Bake) : null;
+      return { service, prefix, phase: rows[0].phase as Phase, weight: rows[0].phase === 'canary' ? Number(rows[0].weight ?? 0) : rows[0].phase === 'switched' || rows[0].phase === 'finalized' ? 100 : 0, phaseSince: rows[0].phase_since, progress: bake ? null : rows[0].progress, bake };
+    },
+
+    /** Records (or clears) the bake of a switched service; a no-op once it left the switched phase (rolled back). */
+    async writeBake(service: string, bake: Bake | null): Promise<void> {
+      await pool.query(`UPDATE ${s}.service_state SET progress = $2, updated_at = now() WHERE service = $1 AND phase = 'switched'`, [service, bake ? JSON.stringify({ bake }) : null]);
     },
 
     /** Writes the phase inside the caller's transaction (the one that also changes the route). */
@@ -93,6 +114,12 @@ export function controlStore(pool: pg.Pool, schema: string) {
         const h = held.rows[0];
         throw new StranglerError(`${prefix} is being changed by ${h?.holder} (${h?.command}, since ${h?.acquired_at?.toISOString?.() ?? '?'}); wait for it, or roll back: strangler rollback ${prefix} --reason ...`, 'CONFLICT');
       }
+    },
+
+    /** Who holds the prefix's lock now (an expired lease holds nothing). */
+    async lockHolder(prefix: string): Promise<string | null> {
+      const { rows } = await pool.query(`SELECT holder FROM ${s}.prefix_locks WHERE prefix = $1 AND expires_at > now()`, [prefix]);
+      return rows[0]?.holder ?? null;
     },
 
     async renew(prefix: string, holder: string, leaseMs: number): Promise<void> {

@@ -238,7 +238,7 @@ describe('the cutover commands', () => {
     expect(canary.stdout).toMatch(/actions: start-reverse-sync → set-route canary 10% → record-phase/);
     const status = await run('status');
     expect(status.code, status.stderr).toBe(0);
-    expect(status.stdout).toMatch(/\/api\/analytics\s+analytics\s+rolled-back\s+legacy/);
+    expect(status.stdout).toMatch(/\/api\/analytics\s+analytics\s+rolled-back\s+-\s+legacy/);
     const plan = await run('plan');
     expect(plan.stdout).toMatch(/5\. \/api\/analytics/);
     const history = await run('history', PREFIX, '--json');

@@ -313,7 +313,7 @@ export function createCutover(ctx: CutoverContext) {
     return { mode: rows[0].mode ?? 'legacy', weight: rows[0].weight ?? 0, version: rows[0].version };
   }
 
-  return { config: ctx.config, store, change, rollback, probe, thresholds, holder, liveWithinMs, routeOf };
+  return { config: ctx.config, actor: ctx.actor, store, change, rollback, probe, thresholds, holder, liveWithinMs, routeOf };
 }
 
 export type Cutover = ReturnType<typeof createCutover>;

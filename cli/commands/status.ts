@@ -14,6 +14,7 @@ async function open(args: GlobalArgs) {
   return { config, ...opened };
 }
 
+const duration = (ms: number) => (ms >= 60_000 ? `${Math.floor(ms / 60_000)}m${String(Math.floor((ms % 60_000) / 1000)).padStart(2, '0')}s` : `${Math.ceil(ms / 1000)}s`);
 const pct = (v: number | null) => (v === null ? '-' : `${v.toFixed(2)}%`);
 const fmtLag = (b: number | null, s: number | null) => (b === null ? '-' : `${b < 1024 ? `${b} B` : `${(b / 1024).toFixed(0)} kB`}/${s === null ? '?' : s.toFixed(1)}s`);
 
@@ -34,11 +35,13 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
       const rows = await overview(cutover, redis, keys, config, args.window * 1000);
       output(args, rows, () =>
         table([
-          ['PREFIX', 'SERVICE', 'PHASE', 'MODE', 'WEIGHT', 'GATEWAYS', 'INSTANCES', 'SYNC', 'LAG', 'REVERSE', 'CONFLICTS', 'LAST VERIFY', 'SHADOW DIFF', `CANARY ERR/P99 (${args.window}s) svc vs legacy`],
+          ['PREFIX', 'SERVICE', 'PHASE', 'BAKE', 'MODE', 'WEIGHT', 'GATEWAYS', 'INSTANCES', 'SYNC', 'LAG', 'REVERSE', 'CONFLICTS', 'LAST VERIFY', 'SHADOW DIFF', `CANARY ERR/P99 (${args.window}s) svc vs legacy`],
           ...rows.map((r) => [
             r.prefix,
             r.service,
             r.phase,
+            // The bake after a switch: time left and failed analyses in a row, or that it stopped unfinished.
+            r.bake ? (r.bake.state === 'baking' ? `${duration(r.bake.remainingMs)} left${r.bake.failures ? `, ${r.bake.failures}/${r.bake.threshold} failed` : ''}` : 'interrupted') : '-',
             r.mode,
             r.mode === 'canary' ? `${r.weight}%` : r.mode === 'service' ? '100%' : '-',
             `${r.gateways.acknowledged}/${r.gateways.live} @v${r.gateways.version}`,

@@ -371,6 +371,19 @@ export const configSchema = z.strictObject({
         .prefault({}),
     })
     .prefault({}),
+  /** Defaults of the cutover commands (flags override them). */
+  cutover: z
+    .strictObject({
+      /**
+       * After a switch (--full, or a progressive canary reaching 100), keep analysing the prefix
+       * this long (service errors against legacy's figures before the switch, available
+       * instances) and roll back by itself on failure. 0: no bake. `--bake 5m` overrides it.
+       */
+      bakeSeconds: z.number().int().min(0).max(7 * 24 * 3600).default(0),
+      /** Traffic analysed per bake analysis (and for legacy's baseline before the switch, at least 5 minutes). */
+      bakeIntervalSeconds: z.number().int().min(1).max(3600).default(30),
+    })
+    .prefault({}),
   /** How service instances register themselves (discovery: registry). */
   registry: z
     .strictObject({
