@@ -110,14 +110,6 @@ export function createShadow(options: ShadowOptions, deps: { redis: Redis; keys:
       const matcher = ignore.get(service) ?? compileIgnorePaths([]);
       const compare = (l: CapturedResponse, r: CapturedResponse, maxDiffs = 20, noise?: ReturnType<typeof noiseOf>) =>
         compareResponses({ status: l.status, contentType: l.contentType, body: l.body! }, { status: r.status, contentType: r.contentType, body: r.body! }, matcher, maxDiffs, noise);
-      /** The first comparison with what legacy's own second answer differs in left out (null: nothing to learn from). */
-      const withoutNoise = async (first: CapturedResponse, again: CapturedResponse | null, svc: CapturedResponse): Promise<Comparison | null> => {
-        if (!again?.body) return null;
-        const self = compare(first, again, NOISE_DIFFS);
-        if (self.match) return null;
-        learn(service, self);
-        return compare(first, svc, 20, noiseOf(self));
-      };
       /**
        * Was the difference lag? A replica passes through every state of its source in commit
        * order, so a service that is only behind answers what legacy answered, a little later.
@@ -148,11 +140,16 @@ export function createShadow(options: ShadowOptions, deps: { redis: Redis; keys:
             return this.sample(service, request, l.value, null, [{ path: '$', kind: 'changed', service: `no answer: ${(s.reason as Error).message}` }]);
           }
           if (l.value.body === null || s.value.body === null) return count(service, 'skipped');
+          // What legacy's own two answers differ in: this request's noise (and learned for `strangler diff`).
+          const second = again.status === 'fulfilled' ? again.value : null;
+          const self = second?.body ? compare(l.value, second, NOISE_DIFFS) : null;
+          if (self && !self.match) learn(service, self);
           let cmp = compare(l.value, s.value);
           if (cmp.match) return count(service, 'match');
-          const cancelled = await withoutNoise(l.value, again.status === 'fulfilled' ? again.value : null, s.value);
-          if (cancelled?.match) return count(service, 'noise');
-          if (cancelled) cmp = cancelled;
+          if (self && !self.match) {
+            cmp = compare(l.value, s.value, 20, noiseOf(self));
+            if (cmp.match) return count(service, 'noise');
+          }
           if (await settles(l.value)) return count(service, 'lagged');
           count(service, 'mismatch');
           await this.sample(service, request, l.value, s.value, cmp.diffs);
