@@ -234,7 +234,6 @@ describe('the cutover commands', () => {
     expect((await run('cutover', '/api/unknown', '--shadow')).code).toBe(2);
     expect((await run('cutover', PREFIX)).stderr).toMatch(/exactly one of/);
     expect((await run('cutover', PREFIX, '--canary', '10', '--bake', '5m')).stderr).toMatch(/--bake follows a switch: use it with --full or --progressive/);
-    expect((await run('cutover', PREFIX, '--full', '--bake', 'soon')).stderr).toMatch(/"soon" is not a duration/);
     const canary = await run('cutover', PREFIX, '--canary', '10', '--dry-run');
     expect(canary.code, canary.stderr).toBe(0);
     expect(canary.stdout).toMatch(/dry run: would canary 10 \/api\/analytics \(analytics\): rolled-back → canary 10%/);
@@ -254,7 +253,7 @@ describe('the cutover commands', () => {
     expect(rollback.code, rollback.stderr).toBe(0);
     expect(rollback.stdout).toMatch(/applied on 2\/2 gateways in \d+ ms/);
     expect(JSON.parse((await run('history', PREFIX, '--json', '--limit', '1')).stdout)[0]).toMatchObject({ actor: 'cli-test', reason: 'cli test' });
-  }, 60_000);
+  }, 120_000);
 });
 
 
