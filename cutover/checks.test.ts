@@ -39,6 +39,24 @@ describe('preflight checks', () => {
     expect(checkCanaryAnalysis('/api/x', { requests: 100, errors: 0, p99Ms: 25 }, service, T).ok).toBe(ok);
   });
 
+  it.each([
+    ['counts canary requests that fell back to legacy as service failures', { requests: 0, errors: 0, p99Ms: null, fallback: 1204 }, null, false, /service error rate 100.00% > legacy 0.00% \+ 1 points.*service 1,204 req, 100.00% errors \(0 5xx, 1,204 fell back to legacy\)/],
+    ['counts requests that met an ejected instance as service failures', { requests: 100, errors: 0, p99Ms: 20, ejected: 10 }, null, false, /service error rate 10.00%.*met an ejected instance/],
+    [
+      'fails at once, with what happened, while the service has no available instance',
+      { requests: 0, errors: 0, p99Ms: null, noinstance: 1180, fallback: 24 },
+      { service: 'invoices', available: 0, total: 1 },
+      false,
+      /^invoices has 0 available instances \(of 1\); 1,204 canary requests fell back to legacy/,
+    ],
+    ['fails on no-instance requests in the window even if an instance came back since', { requests: 50, errors: 0, p99Ms: 20, noinstance: 3 }, { service: 'invoices', available: 1, total: 1 }, false, /invoices has 1 available instance \(of 1\); 3 canary requests fell back/],
+    ['still says so when too few requests were even attempted', { requests: 3, errors: 0, p99Ms: 10 }, { service: 'invoices', available: 1, total: 1 }, false, /only 3 requests reached the service/],
+  ])('canary-analysis %s', (_l, service, instances, ok, reason) => {
+    const r = checkCanaryAnalysis('/api/x', { requests: 100, errors: 0, p99Ms: 25 }, service, T, instances);
+    expect(r.ok).toBe(ok);
+    expect(r.reason).toMatch(reason);
+  });
+
   it('canary-analysis compares p90s while a side has too few requests for a p99 (one slow request is not a regression)', () => {
     const legacy = { requests: 30, errors: 0, p99Ms: 250, p90Ms: 80 };
     const oneSlow = checkCanaryAnalysis('/api/x', legacy, { requests: 34, errors: 0, p99Ms: 500, p90Ms: 90 }, T);

@@ -112,14 +112,62 @@ export interface SideFigures {
   p99Ms: number | null;
   /** Compared instead of p99 while a side has fewer than minP99Samples requests. */
   p90Ms?: number | null;
+  /** Service side: requests it was given but that legacy served (it could not be reached). */
+  fallback?: number;
+  /** Service side: requests it was given while it had no available instance (served by legacy, or refused). */
+  noinstance?: number;
+  /** Service side: requests answered only after an instance they tried was ejected. */
+  ejected?: number;
+}
+
+/** What the gateways see of the service's instances now (null: no gateway reports). */
+export interface AvailabilityObservation {
+  service: string;
+  available: number;
+  total: number;
+}
+
+const count = (n: number) => n.toLocaleString('en-US');
+
+/**
+ * The requests the service failed without answering a 5xx: the gateway sent them to legacy or
+ * refused them (fell back, no instance), or they met an ejected instance. Each is a service
+ * failure; the first two were never counted as service requests, so they are added to them.
+ */
+export function serviceFailures(f: SideFigures): { attempted: number; failed: number; detail: string } {
+  const fallback = f.fallback ?? 0;
+  const noinstance = f.noinstance ?? 0;
+  const ejected = f.ejected ?? 0;
+  const parts = [fallback && `${count(fallback)} fell back to legacy`, noinstance && `${count(noinstance)} found no available instance`, ejected && `${count(ejected)} met an ejected instance`].filter(Boolean);
+  return { attempted: f.requests + fallback + noinstance, failed: f.errors + fallback + noinstance + ejected, detail: parts.length ? ` (${count(f.errors)} 5xx, ${parts.join(', ')})` : '' };
+}
+
+/**
+ * The service had no instance to send to: it fails the analysis at once, whatever the rest of
+ * the figures say, with what happened rather than a lack of traffic. null when it had one.
+ */
+export function checkAvailability(name: CheckName, prefix: string, service: SideFigures, instances: AvailabilityObservation | null, what: 'canary' | 'switched'): CheckResult | null {
+  const noinstance = service.noinstance ?? 0;
+  const down = instances !== null && instances.total > 0 && instances.available === 0;
+  if (!down && noinstance === 0) return null;
+  const now = instances ? `${instances.service} has ${instances.available} available instance${instances.available === 1 ? '' : 's'} (of ${instances.total})` : `the service of ${prefix} had no available instance`;
+  const missed = noinstance + (service.fallback ?? 0);
+  const then =
+    what === 'canary'
+      ? `${count(missed)} canary requests fell back to legacy`
+      : `${count(missed)} requests on ${prefix} could not be served by it (${count(noinstance)} found no instance, ${count(service.fallback ?? 0)} fell back to legacy)`;
+  return fail(name, `${now}; ${then}; see: strangler services`, true);
 }
 
 /** Canary analysis, as Flagger does it: the service against legacy over the same interval. */
-export function checkCanaryAnalysis(prefix: string, legacy: SideFigures, service: SideFigures, t: CheckThresholds): CheckResult {
-  if (service.requests < t.minCanaryRequests) {
-    return fail('canary-analysis', `only ${service.requests} requests reached the service on ${prefix} in the interval (need ${t.minCanaryRequests})`, true);
+export function checkCanaryAnalysis(prefix: string, legacy: SideFigures, service: SideFigures, t: CheckThresholds, instances: AvailabilityObservation | null = null): CheckResult {
+  const unavailable = checkAvailability('canary-analysis', prefix, service, instances, 'canary');
+  if (unavailable) return unavailable;
+  const { attempted, failed, detail } = serviceFailures(service);
+  if (attempted < t.minCanaryRequests) {
+    return fail('canary-analysis', `only ${attempted} requests reached the service on ${prefix} in the interval (need ${t.minCanaryRequests})`, true);
   }
-  const svcRate = (100 * service.errors) / service.requests;
+  const svcRate = (100 * failed) / attempted;
   const legRate = legacy.requests ? (100 * legacy.errors) / legacy.requests : 0;
   const problems: string[] = [];
   if (t.maxErrorRatePercent !== undefined && svcRate > t.maxErrorRatePercent) problems.push(`service error rate ${svcRate.toFixed(2)}% > max ${t.maxErrorRatePercent}%`);
@@ -132,9 +180,24 @@ export function checkCanaryAnalysis(prefix: string, legacy: SideFigures, service
     problems.push(`service ${which} ${svcMs} ms > ${t.maxP99Ratio}× legacy's ${legMs} ms${enough ? '' : ` (p90: fewer than ${t.minP99Samples} requests on a side)`}`);
   }
   const latency = (f: SideFigures) => (enough || f.p90Ms === undefined ? `p99 ${f.p99Ms ?? '?'} ms` : `p90 ${f.p90Ms ?? '?'} ms, p99 ${f.p99Ms ?? '?'} ms`);
-  const figures = `service ${service.requests} req, ${svcRate.toFixed(2)}% errors, ${latency(service)}; legacy ${legacy.requests} req, ${legRate.toFixed(2)}% errors, ${latency(legacy)}`;
+  const figures = `service ${count(attempted)} req, ${svcRate.toFixed(2)}% errors${detail}, ${latency(service)}; legacy ${legacy.requests} req, ${legRate.toFixed(2)}% errors, ${latency(legacy)}`;
   // A failed analysis is retriable: the progressive canary counts it against --threshold.
   return problems.length ? fail('canary-analysis', `${problems.join('; ')} (${figures})`, true) : pass('canary-analysis', figures);
+}
+
+/**
+ * One analysis of a bake: the switched prefix's service figures over the interval against
+ * legacy's over the minutes before the switch (legacy takes no traffic there any more), by the
+ * canary analysis' rules; no available instance fails it at once. Too little traffic to judge
+ * passes: a bake watches for harm, it does not demand load.
+ */
+export function checkBakeAnalysis(prefix: string, baseline: SideFigures, service: SideFigures, t: CheckThresholds, instances: AvailabilityObservation | null): CheckResult {
+  const unavailable = checkAvailability('bake-analysis', prefix, service, instances, 'switched');
+  if (unavailable) return unavailable;
+  const { attempted } = serviceFailures(service);
+  if (attempted < t.minCanaryRequests) return pass('bake-analysis', `${attempted} requests on ${prefix} in the interval (fewer than ${t.minCanaryRequests} to judge); ${instances ? `${instances.available}/${instances.total} instances available` : 'no gateway reports instances'}`);
+  const r = checkCanaryAnalysis(prefix, baseline, service, t, instances);
+  return { ...r, name: 'bake-analysis', reason: r.reason.replace(/; legacy /, "; legacy's baseline before the switch ") };
 }
 
 export function checkDependsOn(service: string, deps: ReadonlyArray<{ name: string; phase: Phase }>): CheckResult {

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { StranglerError } from '../core/errors.ts';
-import { insertChecks, type Planned } from './route-change.ts';
+import { insertAudit, insertChecks, type AuditEntry, type Planned } from './route-change.ts';
 import type { CheckResult, Phase, ServiceStatus } from './state-machine.ts';
 
 /** Progress of a progressive canary, kept with the phase so `--resume` continues where it stopped. */
@@ -15,6 +15,18 @@ export interface Progress {
   startedAt: string;
 }
 
+/** A bake under way after a switch (cutover/bake.ts), kept with the switched phase for `status`. */
+export interface Bake {
+  startedAt: string;
+  until: string;
+  intervalMs: number;
+  threshold: number;
+  failures: number;
+  /** Legacy's figures on the prefix before the switch: what the service is held to. */
+  baseline: { requests: number; errors: number; p99Ms: number | null; p90Ms: number | null };
+  holder: string;
+}
+
 export interface StoredStatus extends ServiceStatus {
   service: string;
   prefix: string;
@@ -22,6 +34,8 @@ export interface StoredStatus extends ServiceStatus {
   progress: Progress | null;
   /** What a change planned from this status expects to find when it commits (compare-and-set). */
   planned: Planned;
+  /** The bake of a switched service, while one runs (or ran and was interrupted). */
+  bake: Bake | null;
 }
 
 /** The control database's view of services, audit and locks (schema from strangler.yaml). */
@@ -35,13 +49,25 @@ export function controlStore(pool: pg.Pool, schema: string) {
         [service, prefix],
       );
       const routeVersion = rows[0].route_version as number;
-      if (!rows[0].phase) return { service, prefix, phase: 'legacy', weight: 0, phaseSince: null, progress: null, planned: { phase: 'legacy', routeVersion } };
+      if (!rows[0].phase) return { service, prefix, phase: 'legacy', weight: 0, phaseSince: null, progress: null, bake: null, planned: { phase: 'legacy', routeVersion } };
       const phase = rows[0].phase as Phase;
-      return { service, prefix, phase, weight: phase === 'canary' ? Number(rows[0].weight ?? 0) : phase === 'switched' || phase === 'finalized' ? 100 : 0, phaseSince: rows[0].phase_since, progress: rows[0].progress, planned: { phase, routeVersion } };
+      // The progress column holds a progressive canary's steps, or once switched, its bake.
+      const bake = phase === 'switched' && rows[0].progress?.bake ? (rows[0].progress.bake as Bake) : null;
+      return { service, prefix, phase, weight: phase === 'canary' ? Number(rows[0].weight ?? 0) : phase === 'switched' || phase === 'finalized' ? 100 : 0, phaseSince: rows[0].phase_since, progress: bake ? null : rows[0].progress, bake, planned: { phase, routeVersion } };
+    },
+
+    /** Records (or clears) the bake of a switched service; a no-op once it left the switched phase (rolled back). */
+    async writeBake(service: string, bake: Bake | null): Promise<void> {
+      await pool.query(`UPDATE ${s}.service_state SET progress = $2, updated_at = now() WHERE service = $1 AND phase = 'switched'`, [service, bake ? JSON.stringify({ bake }) : null]);
     },
 
     async writeProgress(service: string, progress: Progress | null): Promise<void> {
       await pool.query(`UPDATE ${s}.service_state SET progress = $2, updated_at = now() WHERE service = $1`, [service, progress ? JSON.stringify(progress) : null]);
+    },
+
+    /** An audit row of something that changed no route (a bake that passed): through the one audit writer. */
+    async audit(entry: AuditEntry): Promise<number> {
+      return insertAudit(pool, schema, entry);
     },
 
     /** Check results outside a change (the analyses of a progressive canary). */
@@ -75,6 +101,12 @@ export function controlStore(pool: pg.Pool, schema: string) {
         const h = held.rows[0];
         throw new StranglerError(`${prefix} is being changed by ${h?.holder} (${h?.command}, since ${h?.acquired_at?.toISOString?.() ?? '?'}); wait for it, or roll back: strangler rollback ${prefix} --reason ...`, 'CONFLICT');
       }
+    },
+
+    /** Who holds the prefix's lock now (an expired lease holds nothing). */
+    async lockHolder(prefix: string): Promise<string | null> {
+      const { rows } = await pool.query(`SELECT holder FROM ${s}.prefix_locks WHERE prefix = $1 AND expires_at > now()`, [prefix]);
+      return rows[0]?.holder ?? null;
     },
 
     async renew(prefix: string, holder: string, leaseMs: number): Promise<void> {

@@ -127,8 +127,8 @@ export function createCutover(ctx: CutoverContext) {
       phase: { phase: to.phase, progress },
       audit: record(service, audit.command, from.phase, to.phase, { reason: audit.reason, forced: audit.forced, details: audit.details }),
       checks: audit.checks,
-      // A new shadow phase measures afresh: counts and samples of an earlier one do not carry over.
-      afterCommit: setRoute?.mode === 'shadow' ? () => ctx.redis.del(ctx.keys.shadowCounts(service.name), ctx.keys.shadowSamples(service.name)).then(() => undefined) : undefined,
+      // A new shadow phase measures afresh: counts, samples and noise of an earlier one do not carry over.
+      afterCommit: setRoute?.mode === 'shadow' ? () => ctx.redis.del(ctx.keys.shadowCounts(service.name), ctx.keys.shadowSamples(service.name), ctx.keys.shadowNoise(service.name)).then(() => undefined) : undefined,
     });
     const propagation = committed.propagation;
     if (!fenced) return { auditId: committed.auditId, propagation, warnings: moved.warnings };
@@ -302,7 +302,7 @@ export function createCutover(ctx: CutoverContext) {
     return { mode: rows[0].mode ?? 'legacy', weight: rows[0].weight ?? 0, version: rows[0].version };
   }
 
-  return { config: ctx.config, store, change, rollback, probe, thresholds, holder, liveWithinMs, routeOf };
+  return { config: ctx.config, actor: ctx.actor, store, change, rollback, probe, thresholds, holder, liveWithinMs, routeOf };
 }
 
 export type Cutover = ReturnType<typeof createCutover>;

@@ -1,6 +1,6 @@
 import type { ResolvedConfig } from '../core/config/load.ts';
 import { readRouteFigures } from '../gateway/metrics.ts';
-import { observeSync } from './probes.ts';
+import { observeSync, shadowCompared } from './probes.ts';
 import { liveGateways } from './route-change.ts';
 import type { Cutover } from './executor.ts';
 import { legalCommands, plan, type Phase } from './state-machine.ts';
@@ -17,8 +17,10 @@ export interface PrefixOverview {
   instances: { available: number; total: number } | null;
   sync: { state: string; lagBytes: number | null; lagSeconds: number | null; lastVerify: string | null };
   reverse: { state: string; lagBytes: number | null; conflicts: number } | null;
-  shadow: { compared: number; lagged: number; mismatchPercent: number | null };
+  shadow: { compared: number; lagged: number; noise: number; mismatchPercent: number | null };
   canary: { window: string; service: { requests: number; errorPercent: number | null; p99Ms: number | null }; legacy: { requests: number; errorPercent: number | null; p99Ms: number | null } };
+  /** The bake after the switch: under way (its time left), or interrupted (its command stopped before the end). */
+  bake: { state: 'baking' | 'interrupted'; remainingMs: number; failures: number; threshold: number } | null;
   next: { command: string; checks: readonly string[] } | { refused: string };
   legal: string[];
 }
@@ -37,7 +39,7 @@ export async function overview(cutover: Cutover, redis: import('ioredis').Redis,
     const writes = !service.readOnly && service.tables.some((t) => !t.replica);
     const reverse = writes ? await observeSync(config, service, 'reverse') : null;
     const counts = await redis.hgetall(keys.shadowCounts(service.name)).catch(() => ({}) as Record<string, string>);
-    const compared = Number(counts.match ?? 0) + Number(counts.lagged ?? 0) + Number(counts.mismatch ?? 0);
+    const compared = shadowCompared(counts);
     const to = Date.now();
     const [legacy, svc] = await Promise.all([
       readRouteFigures(redis, keys, service.name, 'legacy', to - windowMs, to).catch(() => ({ requests: 0, errors: 0, errorRate: 0, p99Ms: 0 })),
@@ -45,6 +47,8 @@ export async function overview(cutover: Cutover, redis: import('ioredis').Redis,
     ]);
     const side = (f: { requests: number; errorRate: number; p99Ms: number }) => ({ requests: f.requests, errorPercent: f.requests ? Math.round(f.errorRate * 10_000) / 100 : null, p99Ms: f.requests ? (Number.isFinite(f.p99Ms) ? f.p99Ms : null) : null });
     const p = plan(status, { kind: 'promote' });
+    const remainingMs = status.bake ? Math.max(0, new Date(status.bake.until).getTime() - Date.now()) : 0;
+    const watched = status.bake && remainingMs > 0 && (await cutover.store.lockHolder(service.prefix)) === status.bake.holder;
     out.push({
       prefix: service.prefix,
       service: service.name,
@@ -56,8 +60,9 @@ export async function overview(cutover: Cutover, redis: import('ioredis').Redis,
       instances: ((i) => (i && i.gateways.length ? { available: i.available, total: i.instances.filter((r) => r.registry !== 'gone').length } : null))(instances.find((i) => i.service === service.name)),
       sync: { state: sync?.state ?? 'not started', lagBytes: sync?.lagBytes ?? null, lagSeconds: sync?.lagSeconds ?? null, lastVerify: sync?.lastVerify ? `${sync.lastVerify.ok ? 'passed' : 'FAILED'} ${sync.lastVerify.at}` : null },
       reverse: writes ? { state: reverse?.state ?? 'not started', lagBytes: reverse?.lagBytes ?? null, conflicts: (reverse?.conflicts ?? 0) + (sync?.conflicts ?? 0) } : null,
-      shadow: { compared, lagged: Number(counts.lagged ?? 0), mismatchPercent: compared ? Math.round((10_000 * Number(counts.mismatch ?? 0)) / compared) / 100 : null },
+      shadow: { compared, lagged: Number(counts.lagged ?? 0), noise: Number(counts.noise ?? 0), mismatchPercent: compared ? Math.round((10_000 * Number(counts.mismatch ?? 0)) / compared) / 100 : null },
       canary: { window: `${windowMs / 1000}s`, service: side(svc), legacy: side(legacy) },
+      bake: status.bake ? { state: watched ? 'baking' : 'interrupted', remainingMs, failures: status.bake.failures, threshold: status.bake.threshold } : null,
       next: p.ok ? { command: p.command.kind === 'canary' ? `canary ${p.command.weight}` : p.command.kind, checks: p.checks } : { refused: p.reason },
       legal: legalCommands(status.phase),
     });

@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { ResolvedConfig, ResolvedService } from '../core/config/load.ts';
 import { createRedisRegistry } from '../core/registry/redis-registry.ts';
-import { readRouteFigures } from '../gateway/metrics.ts';
+import { readRouteFigures, type WindowFigures } from '../gateway/metrics.ts';
 import type { RedisKeys } from '../gateway/redis-keys.ts';
 import { runDoctor } from '../migrations/sync/doctor.ts';
 import { syncStatus } from '../migrations/sync/status.ts';
@@ -15,7 +15,9 @@ import {
   checkSyncVerified,
   fail,
   pass,
+  type AvailabilityObservation,
   type CheckThresholds,
+  type SideFigures,
   type SyncObservation,
 } from './checks.ts';
 import type { ControlStore } from './control-store.ts';
@@ -52,6 +54,25 @@ export async function observeSync(config: ResolvedConfig, service: ResolvedServi
   } catch (err) {
     return { state: `unknown (${(err as Error).message})`, lagBytes: null, lagSeconds: null, lastError: (err as Error).message, lastVerify: null };
   }
+}
+
+/** The service's instances as the live gateways report them (null: no gateway reports it). */
+export async function observeAvailability(config: ResolvedConfig, redis: Redis, keys: RedisKeys, service: ResolvedService): Promise<AvailabilityObservation | null> {
+  const { readInstances } = await import('../gateway/instances-report.ts');
+  const view = (await readInstances(config, redis, keys)).find((i) => i.service === service.name);
+  if (!view || view.gateways.length === 0) return null;
+  return { service: service.name, available: view.available, total: view.instances.filter((r) => r.registry !== 'gone').length };
+}
+
+/** A side's window figures as the checks read them: no latency without requests, past the last bucket as 100 s. */
+export function sideFigures(f: WindowFigures): SideFigures {
+  const ms = (v: number) => (f.requests ? (Number.isFinite(v) ? v : 100_000) : null);
+  return { ...f, p99Ms: ms(f.p99Ms), p90Ms: ms(f.p90Ms) };
+}
+
+/** Shadowed requests compared (not skipped, not failed) from the gateways' counts. */
+export function shadowCompared(counts: Record<string, string>): number {
+  return ['match', 'noise', 'lagged', 'mismatch'].reduce((n, k) => n + Number(counts[k] ?? 0), 0);
 }
 
 /** Runs the named checks against the real components. A probe that cannot observe fails closed. */
@@ -106,20 +127,23 @@ async function runCheck(ctx: ProbeContext, service: ResolvedService, name: Check
     case 'shadow-mismatch': {
       const h = await ctx.redis.hgetall(ctx.keys.shadowCounts(service.name));
       const mismatches = Number(h.mismatch ?? 0);
-      // A difference that settled on a second ask was sync lag: compared, and not a mismatch.
-      return checkShadowMismatch(service.prefix, Number(h.match ?? 0) + Number(h.lagged ?? 0) + mismatches, mismatches, ctx.thresholds);
+      // A difference that settled on a second ask was sync lag, one legacy also showed against
+      // itself was noise: both compared, neither a mismatch.
+      return checkShadowMismatch(service.prefix, shadowCompared(h), mismatches, ctx.thresholds);
     }
     case 'canary-analysis': {
       const to = Date.now();
       const from = to - ctx.analysisWindowMs;
-      const [legacy, svc] = await Promise.all([
+      const [legacy, svc, instances] = await Promise.all([
         readRouteFigures(ctx.redis, ctx.keys, service.name, 'legacy', from, to),
         readRouteFigures(ctx.redis, ctx.keys, service.name, 'service', from, to),
+        observeAvailability(ctx.config, ctx.redis, ctx.keys, service).catch(() => null),
       ]);
-      const ms = (f: { requests: number }, v: number) => (f.requests ? (Number.isFinite(v) ? v : 100_000) : null);
-      const side = (f: typeof legacy) => ({ ...f, p99Ms: ms(f, f.p99Ms), p90Ms: ms(f, f.p90Ms) });
-      return checkCanaryAnalysis(service.prefix, side(legacy), side(svc), ctx.thresholds);
+      return checkCanaryAnalysis(service.prefix, sideFigures(legacy), sideFigures(svc), ctx.thresholds, instances);
     }
+    case 'bake-analysis':
+      // Needs the baseline taken at the switch: run by cutover/bake.ts, never as a preflight.
+      return fail(name, 'the bake analysis runs only after a switch, with its baseline: strangler cutover <prefix> --full --bake 5m', false);
     case 'depends-on-switched': {
       const deps = await Promise.all(
         service.dependsOn.map(async (dep) => {

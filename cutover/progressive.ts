@@ -4,6 +4,7 @@ import type { Progress } from './control-store.ts';
 import type { CheckThresholds } from './checks.ts';
 import type { ChangeOutcome, Cutover } from './executor.ts';
 import { runChecks } from './probes.ts';
+import { readRouteFigures } from '../gateway/metrics.ts';
 import type { CheckResult } from './state-machine.ts';
 
 export interface ProgressiveOptions {
@@ -76,14 +77,20 @@ export async function runProgressive(
     }
     for (;;) {
       const weight = progress.steps[progress.index];
-      // Let one interval of traffic pass at this weight, renewing the lease, watching for a rollback by someone else.
-      const until = Date.now() + progress.intervalMs;
+      // Let one interval of traffic pass at this weight, renewing the lease, watching for a rollback
+      // by someone else, and for canary users the service had no instance for: that ends the
+      // interval at once (the analysis fails with what happened).
+      const started = Date.now();
+      const until = started + progress.intervalMs;
+      const { redis, keys } = cutover.probe(0);
       while (Date.now() < until) {
         await sleep(Math.min(1_000, until - Date.now()));
         await store.renew(service.prefix, holder, lease);
         const now = await store.status(service.name, service.prefix);
         if (now.phase !== 'canary') throw new StranglerError(`${service.prefix} left the canary (now "${now.phase}") while the progressive canary ran; stopped`, 'CHECK_FAILED');
         onEvent({ kind: 'waiting', weight, remainingMs: Math.max(0, until - Date.now()) });
+        const sofar = await readRouteFigures(redis, keys, service.name, 'service', started, Date.now()).catch(() => null);
+        if (sofar && sofar.noinstance > 0) break;
       }
       const [analysis] = await runChecks(cutover.probe(progress.intervalMs, limits(progress)), service, ['canary-analysis']);
       if (analysis.ok) await store.recordAnalysis(service.name, [analysis]).catch(() => undefined);

@@ -46,6 +46,8 @@ export const CHECKS = [
   'canary-analysis',
   'depends-on-switched',
   'gateways-reachable',
+  /** After the switch: the switched prefix analysed against legacy's figures from before it (cutover/bake.ts). */
+  'bake-analysis',
 ] as const;
 export type CheckName = (typeof CHECKS)[number];
 

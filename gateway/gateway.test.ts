@@ -440,6 +440,46 @@ describe('gateway shadow', () => {
   });
 });
 
+describe('gateway shadow under writes (noise cancellation)', () => {
+  it('does not count a list that grows between the calls against an equal service, yet still catches a wrong field', async () => {
+    await routes.set({ prefix: '/api/invoices', mode: 'shadow' });
+    // One list both sides read, written to all the time: it grows by one between any two calls,
+    // so the service (asked after legacy answered) always sees a longer list than legacy did.
+    let invoices = 250;
+    const page = (currency: string) => () => {
+      const n = ++invoices;
+      return { status: 200, body: { items: [n, n - 1, n - 2].map((i) => ({ number: `INV-${String(i).padStart(6, '0')}`, total: `${i}.00` })), total: n, currency } };
+    };
+    env.legacy.override.set('/api/invoices?page', page('EUR'));
+    env.upstreams.invoices.override.set('/api/invoices?page', page('EUR'));
+    env.legacy.override.set('/api/invoices/wrong?page', page('EUR'));
+    env.upstreams.invoices.override.set('/api/invoices/wrong?page', page('USD')); // a real bug in the service
+    const counts = async () => routes.redis.hgetall(routes.keys.shadowCounts('invoices'));
+    await routes.redis.del(routes.keys.shadowCounts('invoices'), routes.keys.shadowSamples('invoices'), routes.keys.shadowNoise('invoices'));
+    try {
+      const t = await token('1');
+      const legacyBefore = env.legacy.seen.length;
+      for (let i = 0; i < 6; i++) expect((await get('/api/invoices?pageSize=3', { token: t })).status).toBe(200);
+      await get('/api/invoices/wrong?pageSize=3', { token: t });
+      const judged = async () => Object.values(await counts()).reduce((n, v) => n + Number(v), 0) >= 7;
+      for (let i = 0; i < 400 && !(await judged()); i++) await new Promise((r) => setTimeout(r, 25));
+      // Six equal answers are noise; the wrong currency is the one real mismatch.
+      expect(await counts()).toEqual({ noise: '6', mismatch: '1' });
+      // Each mirrored GET asked legacy a second time, marked as shadow traffic.
+      const again = env.legacy.seen.slice(legacyBefore).filter((r) => r.headers['x-strangler-shadow'] === '1');
+      expect(again.length).toBeGreaterThanOrEqual(7);
+      const [sample] = (await routes.redis.lrange(routes.keys.shadowSamples('invoices'), 0, 0)).map((s) => JSON.parse(s));
+      expect(sample).toMatchObject({ path: '/api/invoices/wrong?pageSize=3', diffs: [{ path: '$.currency', kind: 'changed', legacy: 'EUR', service: 'USD' }] });
+      const noisy = await routes.redis.hgetall(routes.keys.shadowNoise('invoices'));
+      expect(Object.keys(noisy).sort()).toEqual(['$.items[*].number', '$.items[*].total', '$.total']);
+    } finally {
+      env.upstreams.invoices.override.clear();
+      env.legacy.override.clear();
+      await routes.set({ prefix: '/api/invoices', mode: 'legacy' });
+    }
+  }, 30_000);
+});
+
 describe('gateway switchover fence', () => {
   it('holds writes to a fenced prefix (reads go on), acknowledges only after in-flight writes finish, and releases them to the new route', async () => {
     await routes.set({ prefix: '/api/invoices', mode: 'legacy' });

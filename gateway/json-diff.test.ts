@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { compareResponses, compileIgnorePaths, diffJson, formatPath, type DiffEntry, type ResponseSample } from './json-diff.ts';
+import { compareResponses, compileIgnorePaths, diffJson, formatPath, generalizePath, noiseOf, type DiffEntry, type ResponseSample } from './json-diff.ts';
 
 const none = compileIgnorePaths([]);
 const JSON_TYPE = 'application/json; charset=utf-8';
@@ -44,7 +44,7 @@ describe('diffJson', () => {
     ['a different root type is reported at $', [1], { 0: 1 }, [{ path: '$', kind: 'type', legacy: [1], service: { 0: 1 } }]],
     ['a key that is not an identifier is quoted in the path', { 'a b': 1 }, { 'a b': 2 }, [{ path: '$["a b"]', kind: 'changed', legacy: 1, service: 2 }]],
   ])('%s', (_name, legacy, service, diffs) => {
-    expect(diffJson(legacy, service, none)).toEqual({ diffs, truncated: false });
+    expect(diffJson(legacy, service, none)).toEqual({ diffs, truncated: false, noise: 0 });
   });
 
   it.each<[string, string[], unknown, unknown]>([
@@ -64,7 +64,7 @@ describe('diffJson', () => {
     ['$..meta.at ignores a key below a key found at any depth', ['$..meta.at'], { x: [{ meta: { at: 1, v: 1 } }] }, { x: [{ meta: { at: 2, v: 1 } }] }],
     ['several paths combine', ['$.id', '$..updatedAt', '$.items[*].id'], { id: 1, updatedAt: 1, items: [{ id: 1 }] }, { id: 2, updatedAt: 2, items: [{ id: 2 }] }],
   ])('%s', (_name, paths, legacy, service) => {
-    expect(diffJson(legacy, service, compileIgnorePaths(paths))).toEqual({ diffs: [], truncated: false });
+    expect(diffJson(legacy, service, compileIgnorePaths(paths))).toEqual({ diffs: [], truncated: false, noise: 0 });
   });
 
   it.each<[string, string[], unknown, unknown, string[]]>([
@@ -160,7 +160,7 @@ describe('compareResponses', () => {
 
   it('honours ignore paths', () => {
     const ignore = compileIgnorePaths(['$.id', '$..updatedAt']);
-    expect(compareResponses(json({ id: 1, a: { updatedAt: 'x', v: 1 } }), json({ id: 2, a: { updatedAt: 'y', v: 1 } }), ignore)).toEqual({ match: true, statusMatch: true, diffs: [], truncated: false });
+    expect(compareResponses(json({ id: 1, a: { updatedAt: 'x', v: 1 } }), json({ id: 2, a: { updatedAt: 'y', v: 1 } }), ignore)).toEqual({ match: true, statusMatch: true, diffs: [], truncated: false, noise: 0 });
   });
 
   it('previews only the first 200 characters of a text diff, without splitting a character', () => {
@@ -173,6 +173,35 @@ describe('compareResponses', () => {
   });
 
   it('does not call a comparison with maxDiffs 0 a match when bodies differ', () => {
-    expect(compareResponses(json({ a: 1 }), json({ a: 2 }), none, 0)).toEqual({ match: false, statusMatch: true, diffs: [], truncated: true });
+    expect(compareResponses(json({ a: 1 }), json({ a: 2 }), none, 0)).toEqual({ match: false, statusMatch: true, diffs: [], truncated: true, noise: 0 });
+  });
+});
+
+describe('noise cancellation (two legacy answers, Diffy style)', () => {
+  const text = (body: string, status = 200): ResponseSample => ({ status, contentType: 'text/html', body });
+  /** A newest-first page of a list that grows: `n` invoices so far. */
+  const page = (n: number, extra: Record<string, unknown> = {}) => json({ items: [n, n - 1, n - 2].map((i) => ({ number: `INV-${i}`, total: '1.00' })), total: n, currency: 'EUR', ...extra });
+  const noiseBetween = (a: ResponseSample, b: ResponseSample) => noiseOf(compareResponses(a, b, none, 1000));
+
+  it.each<[string, ResponseSample, ResponseSample, ResponseSample, { match: boolean; paths: string[]; noise: number }]>([
+    ['a list that grew between the calls is noise, not a mismatch', page(257), page(258), page(259), { match: true, paths: [], noise: 4 }],
+    ['a wrong field is still a mismatch when the list around it is noisy', page(257), page(258), page(259, { currency: 'USD' }), { match: false, paths: ['$.currency'], noise: 4 }],
+    ['a type change is not explained by legacy changing the value there', page(257), page(258), json({ ...JSON.parse(page(258).body as string), total: '258' }), { match: false, paths: ['$.total'], noise: 3 }],
+    ['without noise every difference counts', page(257), page(257), page(258), { match: false, paths: ['$.items[0].number', '$.items[1].number', '$.items[2].number', '$.total'], noise: 0 }],
+    ['a text body legacy changed itself is noise', text('<p>12:00:01</p>'), text('<p>12:00:02</p>'), text('<p>12:00:03</p>'), { match: true, paths: [], noise: 1 }],
+    ['a status legacy changed itself is noise', json({ a: 1 }, 200), json({ a: 1 }, 503), json({ a: 1 }, 503), { match: true, paths: [], noise: 0 }],
+  ])('%s', (_name, first, again, service, expected) => {
+    const r = compareResponses(first, service, none, 20, noiseBetween(first, again));
+    expect({ match: r.match, paths: r.diffs.map((d) => d.path), noise: r.noise }).toEqual(expected);
+  });
+
+  it('keeps maxDiffs for real differences: noise does not use up the cap', () => {
+    const r = compareResponses(page(1), page(2, { currency: 'USD' }), none, 1, noiseBetween(page(1), page(2)));
+    expect(r).toMatchObject({ match: false, truncated: false, diffs: [{ path: '$.currency' }] });
+  });
+
+  it('folds array positions when it learns noisy paths', () => {
+    expect(generalizePath('$.items[12].number')).toBe('$.items[*].number');
+    expect(generalizePath('$.total')).toBe('$.total');
   });
 });

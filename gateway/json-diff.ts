@@ -22,6 +22,30 @@ export interface Comparison {
   diffs: DiffEntry[];
   /** true when diffs were cut at maxDiffs */
   truncated: boolean;
+  /** Differences left out because legacy differs from itself there (see NoiseModel); 0 without one. */
+  noise: number;
+}
+
+/**
+ * What two answers of legacy to the same request, taken moments apart, differ in (Diffy's
+ * noise): the JSON paths with the kind of difference at each, and whether the status differed.
+ * A legacy-vs-service difference at such a path, of the same kind, is noise, not a mismatch:
+ * a list that grew, a counter, a generated field. A different kind (a string that became a
+ * number) is never explained by legacy changing its value, so it still counts.
+ */
+export interface NoiseModel {
+  paths: ReadonlyMap<string, DiffEntry['kind']>;
+  status: boolean;
+}
+
+/** The noise two legacy answers show (compare them with a large maxDiffs: a cut-off list misses noise). */
+export function noiseOf(legacyVsLegacy: Comparison): NoiseModel {
+  return { paths: new Map(legacyVsLegacy.diffs.map((d) => [d.path, d.kind])), status: !legacyVsLegacy.statusMatch };
+}
+
+/** A noisy path as learned across requests: array positions folded into [*] ($.items[3].id → $.items[*].id). */
+export function generalizePath(path: string): string {
+  return path.replace(/\[\d+\]/g, '[*]');
 }
 
 export type IgnoreMatcher = (path: ReadonlyArray<string | number>) => boolean;
@@ -108,11 +132,14 @@ function typeOf(v: unknown): string {
  * Structural diff: object keys in any order, arrays by index, primitives by type and value. Types are
  * compared before values because '1.00' and 1 render alike in logs yet break typed clients.
  */
-export function diffJson(legacy: unknown, service: unknown, ignore: IgnoreMatcher, maxDiffs = 20): { diffs: DiffEntry[]; truncated: boolean } {
+export function diffJson(legacy: unknown, service: unknown, ignore: IgnoreMatcher, maxDiffs = 20, noise?: NoiseModel): { diffs: DiffEntry[]; truncated: boolean; noise: number } {
   const diffs: DiffEntry[] = [];
   let truncated = false;
+  let noisy = 0;
   const add = (d: DiffEntry) => {
-    if (diffs.length >= maxDiffs) truncated = true;
+    // Noise is left out before the cap, so that maxDiffs keeps real differences only.
+    if (noise?.paths.get(d.path) === d.kind) noisy++;
+    else if (diffs.length >= maxDiffs) truncated = true;
     else diffs.push(d);
   };
   const walk = (a: unknown, b: unknown, path: Array<string | number>) => {
@@ -148,7 +175,7 @@ export function diffJson(legacy: unknown, service: unknown, ignore: IgnoreMatche
     if (!Object.is(a, b)) add({ path: formatPath(path), kind: 'changed', legacy: a, service: b });
   };
   walk(legacy, service, []);
-  return { diffs, truncated };
+  return { diffs, truncated, noise: noisy };
 }
 
 const isJson = (type?: string) => !!type && /^application\/([\w.-]+\+)?json\b/i.test(type);
@@ -170,19 +197,24 @@ function preview(body: Buffer): string {
  * Status and body: JSON structurally (when both sides are JSON), anything else byte for byte. A body that
  * claims JSON but does not parse falls back to text, so broken JSON is still seen as equal or different.
  */
-export function compareResponses(legacy: ResponseSample, service: ResponseSample, ignore: IgnoreMatcher, maxDiffs = 20): Comparison {
+export function compareResponses(legacy: ResponseSample, service: ResponseSample, ignore: IgnoreMatcher, maxDiffs = 20, noise?: NoiseModel): Comparison {
   const statusMatch = legacy.status === service.status;
+  // A status legacy itself changed between two answers says nothing about the service.
+  const statusOk = statusMatch || !!noise?.status;
   if (isJson(legacy.contentType) && isJson(service.contentType)) {
     const a = parse(legacy.body);
     const b = parse(service.body);
     if (a.ok && b.ok) {
-      const { diffs, truncated } = diffJson(a.value, b.value, ignore, maxDiffs);
+      const { diffs, truncated, noise: noisy } = diffJson(a.value, b.value, ignore, maxDiffs, noise);
       // `!truncated` only matters for maxDiffs <= 0, where differences exist but none were kept.
-      return { match: statusMatch && diffs.length === 0 && !truncated, statusMatch, diffs, truncated };
+      return { match: statusOk && diffs.length === 0 && !truncated, statusMatch, diffs, truncated, noise: noisy };
     }
   }
   const x = typeof legacy.body === 'string' ? Buffer.from(legacy.body) : legacy.body;
   const y = typeof service.body === 'string' ? Buffer.from(service.body) : service.body;
-  const diffs: DiffEntry[] = x.equals(y) ? [] : [{ path: '$', kind: 'changed', legacy: preview(x), service: preview(y) }];
-  return { match: statusMatch && diffs.length === 0, statusMatch, diffs, truncated: false };
+  // A body that is not JSON is one value: noise only when legacy's own two answers differed in it.
+  const differs = !x.equals(y);
+  const noisy = differs && noise?.paths.get('$') === 'changed';
+  const diffs: DiffEntry[] = differs && !noisy ? [{ path: '$', kind: 'changed', legacy: preview(x), service: preview(y) }] : [];
+  return { match: statusOk && diffs.length === 0, statusMatch, diffs, truncated: false, noise: noisy ? 1 : 0 };
 }

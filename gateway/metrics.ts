@@ -33,7 +33,7 @@ export function createGatewayMetrics(options: { defaultMetrics?: boolean } = {})
     requests: new RequestCounter(registry, 'strangler_gateway_requests_total', 'Requests by route prefix, target and status class', ['prefix', 'target', 'class']),
     latency: new RequestHistogram(registry, 'strangler_gateway_request_duration_seconds', 'Time to the last byte, by prefix and target', ['prefix', 'target'], LATENCY_BOUNDS_MS.map((b) => b / 1000)),
     fallbacks: new Counter({ name: 'strangler_gateway_fallbacks_total', help: 'Requests served by legacy because the service could not be reached', labelNames: ['service', 'reason'] as const, registers: [registry] }),
-    shadow: new Counter({ name: 'strangler_gateway_shadow_total', help: 'Shadow comparisons by outcome (match, mismatch, skipped, error)', labelNames: ['service', 'outcome'] as const, registers: [registry] }),
+    shadow: new Counter({ name: 'strangler_gateway_shadow_total', help: 'Shadow comparisons by outcome (match, noise, lagged, mismatch, skipped, error)', labelNames: ['service', 'outcome'] as const, registers: [registry] }),
     instanceRequests: new RequestCounter(registry, 'strangler_gateway_instance_requests_total', 'Requests per upstream instance by status class (none: no answer)', ['service', 'instance', 'class']),
     instanceFailures: new Counter({ name: 'strangler_gateway_instance_failures_total', help: 'Failed requests per upstream instance (5xx, refused, reset, timeout)', labelNames: ['service', 'instance', 'kind'] as const, registers: [registry] }),
     ejections: new Counter({ name: 'strangler_gateway_instance_ejections_total', help: 'Outlier ejections per upstream instance', labelNames: ['service', 'instance'] as const, registers: [registry] }),
@@ -171,11 +171,21 @@ export class RequestHistogram extends RequestMetric<{ counts: number[]; sum: num
   }
 }
 
-interface Figures {
+/**
+ * How a request the route gave the service was failed without a 5xx from it: it fell back to
+ * legacy (the service could not be reached), found no available instance, or was answered only
+ * after an instance it tried had been ejected. Canary analysis counts each as a service failure.
+ */
+export const SERVICE_FAILURES = ['fallback', 'noinstance', 'ejected'] as const;
+export type ServiceFailure = (typeof SERVICE_FAILURES)[number];
+
+interface Figures extends Record<ServiceFailure, number> {
   requests: number;
   errors: number;
   latency: number[];
 }
+
+const newFigures = (): Figures => ({ requests: 0, errors: 0, fallback: 0, noinstance: 0, ejected: 0, latency: new Array(LATENCY_BOUNDS_MS.length + 1).fill(0) });
 
 /** Buckets of figures held back while Redis is unavailable: 10 minutes; older ones are dropped (and counted). */
 const MAX_HELD_BUCKETS = 120;
@@ -186,11 +196,13 @@ function addFigures(into: Map<string, Figures>, key: string, from: Figures): voi
   if (!f) return void into.set(key, from);
   f.requests += from.requests;
   f.errors += from.errors;
+  for (const k of SERVICE_FAILURES) f[k] += from[k];
   from.latency.forEach((n, i) => (f.latency[i] += n));
 }
 
 /**
- * Per-route, per-target figures (requests, 5xx, latency histogram) summed in memory and flushed
+ * Per-route, per-target figures (requests, 5xx, latency histogram; on the service's side also
+ * the requests it failed otherwise, SERVICE_FAILURES) summed in memory and flushed
  * to Redis once a second into 5 s buckets, so the canary analysis reads one total for the route
  * across every gateway instance without a Redis round trip per request.
  *
@@ -215,12 +227,24 @@ export class RouteFigures {
   }
 
   record(service: string, target: 'legacy' | 'service', status: number, ms: number): void {
-    const key = `${service}\u0000${target}`;
-    let f = this.#pending.get(key);
-    if (!f) this.#pending.set(key, (f = { requests: 0, errors: 0, latency: new Array(LATENCY_BOUNDS_MS.length + 1).fill(0) }));
+    const f = this.#figures(`${service}\u0000${target}`);
     f.requests++;
     if (status >= 500) f.errors++;
     f.latency[bucketIndex(LATENCY_BOUNDS_MS, ms)]++;
+  }
+
+  /**
+   * A request the service failed without answering it a 5xx (see SERVICE_FAILURES), on the
+   * service's side; it is recorded where it was served as well (legacy, or the service for `ejected`).
+   */
+  recordFailure(service: string, failure: ServiceFailure): void {
+    this.#figures(`${service}\u0000service`)[failure]++;
+  }
+
+  #figures(key: string): Figures {
+    let f = this.#pending.get(key);
+    if (!f) this.#pending.set(key, (f = newFigures()));
+    return f;
   }
 
   start(intervalMs = 1_000): void {
@@ -259,6 +283,7 @@ export class RouteFigures {
         const [service, target] = key.split('\u0000');
         const k = this.#keys.routeMetrics(service, target, bucket);
         multi.hincrby(k, 'requests', f.requests).hincrby(k, 'errors', f.errors);
+        for (const x of SERVICE_FAILURES) if (f[x]) multi.hincrby(k, x, f[x]);
         // Fields are named by bound (l100, linf), so gateways of different versions add up.
         f.latency.forEach((n, i) => n && multi.hincrby(k, `l${i < LATENCY_BOUNDS_MS.length ? LATENCY_BOUNDS_MS[i] : 'inf'}`, n));
         multi.pexpire(k, 3_600_000);
@@ -290,7 +315,7 @@ export class RouteFigures {
   }
 }
 
-export interface WindowFigures {
+export interface WindowFigures extends Record<ServiceFailure, number> {
   requests: number;
   errors: number;
   errorRate: number;
@@ -307,10 +332,12 @@ export async function readRouteFigures(redis: Redis, keys: RedisKeys, service: s
   const results = ((await multi.exec()) ?? []).map(([, v]) => v as Record<string, string>);
   let requests = 0;
   let errors = 0;
+  const failed: Record<ServiceFailure, number> = { fallback: 0, noinstance: 0, ejected: 0 };
   const latency = new Map<number, number>();
   for (const h of results) {
     requests += Number(h.requests ?? 0);
     errors += Number(h.errors ?? 0);
+    for (const k of SERVICE_FAILURES) failed[k] += Number(h[k] ?? 0);
     for (const field in h) {
       if (field[0] !== 'l') continue;
       const bound = field === 'linf' ? Number.POSITIVE_INFINITY : Number(field.slice(1));
@@ -318,7 +345,7 @@ export async function readRouteFigures(redis: Redis, keys: RedisKeys, service: s
     }
   }
   const buckets = [...latency].sort((a, b) => a[0] - b[0]).map(([le, count]) => ({ le, count }));
-  return { requests, errors, errorRate: requests ? errors / requests : 0, p99Ms: histogramQuantile(buckets, 0.99), p90Ms: histogramQuantile(buckets, 0.9) };
+  return { requests, errors, ...failed, errorRate: requests ? errors / requests : 0, p99Ms: histogramQuantile(buckets, 0.99), p90Ms: histogramQuantile(buckets, 0.9) };
 }
 
 /**

@@ -122,6 +122,7 @@ describe('route choice', () => {
     ['canary 100', route('canary', 100), req, { target: 'service', shadow: false, fallback: true, why: 'canary-service' }],
     ['canary 0', route('canary', 0), req, { target: 'legacy', shadow: false, fallback: false, why: 'canary-legacy' }],
     ['canary with no instance available', route('canary', 100), { ...req, noInstance: true }, { target: 'legacy', shadow: false, fallback: false, why: 'no-instance' }],
+    ['canary with no instance available, for a user the canary leaves on legacy', route('canary', 0), { ...req, noInstance: true }, { target: 'legacy', shadow: false, fallback: false, why: 'canary-legacy' }],
     ['service POST without idempotency key', route('service'), { ...req, method: 'POST', retrySafe: false }, { target: 'service', shadow: false, fallback: false, why: 'service' }],
     ['unrouted', null, req, { target: 'legacy', shadow: false, fallback: false, why: 'unrouted' }],
   ])('%s', (_name, r, request, expected) => {

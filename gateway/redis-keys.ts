@@ -19,8 +19,10 @@ export function redisKeys(prefix: string) {
     credentialLimit: (kind: 'address' | 'account', path: string) => `${prefix}cl:${kind}:${path}:`,
     /** Per-route, per-target request figures in time buckets, summed over gateways. */
     routeMetrics: (service: string, target: string, bucketStartMs: number) => `${prefix}rm:${service}:${target}:${bucketStartMs}`,
-    /** Shadow comparison counters per service (hash: total, mismatched, skipped, errors). */
+    /** Shadow comparison counters per service (hash by outcome: match, noise, lagged, mismatch, skipped, error). */
     shadowCounts: (service: string) => `${prefix}shadow:${service}:counts`,
+    /** Noisy JSON paths learned per service (hash: path with [*] → times legacy's two answers differed there). */
+    shadowNoise: (service: string) => `${prefix}shadow:${service}:noise`,
     /** The last N shadow mismatches per service (list of JSON samples, newest first). */
     shadowSamples: (service: string) => `${prefix}shadow:${service}:samples`,
   };

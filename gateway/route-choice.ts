@@ -31,8 +31,8 @@ export function safeToRetry(method: string, idempotencyKey: string | undefined):
 
 /**
  * Pure: where a request goes. `stickyKey` is the JWT subject, else the canary cookie.
- * While no instance of the service is available (all unhealthy or ejected), canary traffic goes
- * to legacy; switched ("service") traffic that is safe to retry falls back per request, the rest
+ * While no instance of the service is available (all unhealthy or ejected), the canary's users
+ * go to legacy (`no-instance`: the service failed them); switched ("service") traffic that is safe to retry falls back per request, the rest
  * fails fast at the gateway.
  */
 export function chooseTarget(route: Route | null, request: { method: string; stickyKey: string | null; noInstance: boolean; retrySafe: boolean }): Choice {
@@ -43,8 +43,9 @@ export function chooseTarget(route: Route | null, request: { method: string; sti
     case 'shadow':
       return { target: 'legacy', shadow: request.method === 'GET' || request.method === 'HEAD', fallback: false, why: 'shadow' };
     case 'canary': {
-      if (request.noInstance) return { target: 'legacy', shadow: false, fallback: false, why: 'no-instance' };
       const service = request.stickyKey !== null && onServiceSide(canaryBucket(request.stickyKey, route.service), route.weight);
+      // Only a user the canary gives the service is one the service failed (counted in its analysis).
+      if (service && request.noInstance) return { target: 'legacy', shadow: false, fallback: false, why: 'no-instance' };
       return service
         ? { target: 'service', shadow: false, fallback: request.retrySafe, why: 'canary-service' }
         : { target: 'legacy', shadow: false, fallback: false, why: 'canary-legacy' };

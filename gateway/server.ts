@@ -25,6 +25,7 @@ import { createShadow } from './shadow.ts';
 import { createRedisRegistry } from '../core/registry/redis-registry.ts';
 import { startDiscovery, type Discovery } from './discovery.ts';
 import { Cluster, failureKind, isTimeout, neverReached, NoInstanceError, type Endpoint, type EndpointSpec } from './upstreams.ts';
+import { isEjected } from './outlier.ts';
 import { proxyUpgrade } from './websocket.ts';
 
 export interface GatewayDeps {
@@ -236,16 +237,22 @@ export function createGateway(deps: GatewayDeps): Gateway {
     let served: Target = choice.target;
     let answer: CapturedResponse;
     const writePrefix = write && route ? route.prefix : null;
+    // A request the route gave the service that the service failed without a 5xx of its own: for canary analysis.
+    const tried = { ejected: false };
+    if (choice.why === 'no-instance') figures.recordFailure(route!.service, 'noinstance');
     if (writePrefix) inFlightWrites.set(writePrefix, (inFlightWrites.get(writePrefix) ?? 0) + 1);
     try {
       try {
-        answer = await send(choice.target === 'service' ? service! : legacy, res, outbound, replayable);
+        answer = await send(choice.target === 'service' ? service! : legacy, res, outbound, replayable, tried);
       } catch (err) {
         if (!(choice.target === 'service' && choice.fallback && neverReached(err) && !res.headersSent)) throw err;
         metrics.fallbacks.inc({ service: route!.service, reason: (err as { code?: string }).code ?? (err as Error).name });
+        figures.recordFailure(route!.service, err instanceof NoInstanceError ? 'noinstance' : 'fallback');
         served = 'legacy';
         answer = await send(legacy, res, outbound, replayable);
       }
+      // Answered by another instance after one it tried was ejected: the service still failed it once.
+      if (served === 'service' && tried.ejected && answer.status < 500) figures.recordFailure(route!.service, 'ejected');
     } catch (err) {
       // The client went away: not an upstream failure (neither a 502 in the figures canary
       // analysis reads nor a failure of the instance), counted on its own.
@@ -265,7 +272,10 @@ export function createGateway(deps: GatewayDeps): Gateway {
         : status === 503 ? `${(err as Error).message}; retry shortly`
         : `${upstreamName} cannot be reached (${(err as { code?: string }).code ?? (err as Error).message})`;
       logger.warn({ err, reqId: requestId, upstream: upstreamName }, 'upstream error');
-      record(route?.service, route?.prefix, served, status, started);
+      // No instance to send to: the service's analysis counts it as that, not as a 503 it answered.
+      const noInstance = served === 'service' && err instanceof NoInstanceError;
+      if (noInstance) figures.recordFailure(route!.service, 'noinstance');
+      record(noInstance ? undefined : route?.service, route?.prefix, served, status, started);
       if (a.credential) credentials.settle(target.matchPath, a.client, account, status);
       return sendError(res, status, code, message, requestId);
     } finally {
@@ -285,7 +295,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
    * 502/503/504 (then nothing was written to the client yet), as long as the cluster's retry
    * budget allows. Every outcome feeds outlier detection.
    */
-  async function send(cluster: Cluster, res: ServerResponse, o: ForwardOptions, replayable: boolean): Promise<CapturedResponse> {
+  async function send(cluster: Cluster, res: ServerResponse, o: ForwardOptions, replayable: boolean, attempts?: { ejected: boolean }): Promise<CapturedResponse> {
     const tried = new Set<Endpoint>();
     let endRetry: (() => void) | null = null;
     try {
@@ -310,6 +320,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
           }
           const kind = failureKind(err);
           if (kind) cluster.report(endpoint, { ok: false, status: err instanceof RetryableStatus ? err.status : undefined, kind });
+          if (attempts && isEjected(endpoint.health, Date.now())) attempts.ejected = true;
           if (!(more && !res.headersSent && (err instanceof RetryableStatus || neverReached(err)))) {
             next.end?.();
             throw err;

@@ -18,6 +18,8 @@ interface ChangeArgs extends GlobalArgs {
   maxP99Ms?: number;
   threshold?: number;
   resume?: boolean;
+  bake?: string;
+  bakeInterval?: string;
   sync?: boolean;
   dryRun?: boolean;
   reason?: string;
@@ -52,6 +54,8 @@ export async function validateChange(args: ChangeArgs, config: ResolvedConfig, k
   if (kind === 'rollback' && !args.reason?.trim()) throw new StranglerError('rollback needs --reason "...": it is recorded in the audit log', 'BAD_INPUT');
   if (args.force && !args.reason?.trim()) throw new StranglerError('--force needs --reason "...": a forced change is recorded with why', 'BAD_INPUT');
   if (kind !== 'cutover') return null;
+  if (args.bake !== undefined && !args.full && !args.progressive && !args.resume) throw new StranglerError('--bake follows a switch: use it with --full or --progressive', 'BAD_INPUT');
+  if (args.full || args.progressive || args.resume) bakeOf(args, config);
   const modes = [args.sync, args.shadow, args.canary !== undefined, args.full, args.progressive || args.resume].filter(Boolean).length;
   if (modes !== 1) throw new StranglerError('say what to do with exactly one of --sync, --shadow, --canary N, --full, --progressive (or --resume)', 'BAD_INPUT');
   if (args.progressive || args.resume) {
@@ -101,6 +105,26 @@ function finish(args: ChangeArgs, o: ChangeOutcome): void {
   if (o.propagation && !o.propagation.complete) process.exitCode = 3;
 }
 
+/** The bake after a switch: --bake, else cutover.bakeSeconds of strangler.yaml (0: none), in ms. */
+function bakeOf(args: ChangeArgs, config: ResolvedConfig): { durationMs: number; intervalMs: number } {
+  const durationMs = args.bake !== undefined ? (args.bake.trim() === '0' ? 0 : parseDuration(args.bake)) : config.cutover.bakeSeconds * 1000;
+  const intervalMs = args.bakeInterval !== undefined ? parseDuration(args.bakeInterval) : config.cutover.bakeIntervalSeconds * 1000;
+  return { durationMs, intervalMs: Math.min(intervalMs, durationMs || intervalMs) };
+}
+
+/** Runs the bake of a prefix just switched, printing its analyses; a failed one ends in an automatic rollback (exit 2). */
+async function bakeAfterSwitch(args: ChangeArgs, cutover: Parameters<typeof import('../../cutover/bake.ts').runBake>[0], bake: { durationMs: number; intervalMs: number }): Promise<void> {
+  const { runBake } = await import('../../cutover/bake.ts');
+  if (!args.json) process.stderr.write(`\n  baking ${args.prefix} for ${Math.round(bake.durationMs / 1000)} s: analysed every ${Math.round(bake.intervalMs / 1000)} s; rollback after ${args.threshold ?? 2} failed analyses in a row\n`);
+  await runBake(cutover, args.prefix, { ...bake, threshold: args.threshold ?? 2, maxErrorRate: args.maxErrorRate, maxP99Ms: args.maxP99Ms }, (e) => {
+    if (args.json) return;
+    if (e.kind === 'baking') process.stderr.isTTY && process.stderr.write(`\r  baking: ${Math.ceil(e.remainingMs / 1000)} s left   `);
+    else if (e.kind === 'analysis') process.stderr.write(`\n  bake analysis (${Math.ceil(e.remainingMs / 1000)} s left): ${e.result.ok ? 'passed' : `FAILED (${e.failures}/${e.threshold})`}: ${e.result.reason}\n`);
+    else if (e.kind === 'rolled-back') process.stderr.write(`\n  ROLLED BACK: ${e.reason}\n${describeOutcome(e.outcome)}\n`);
+    else process.stderr.write(`\n  baked: ${e.analyses} analyses passed; ${args.prefix} stays on the service\n`);
+  });
+}
+
 /** `strangler cutover <prefix> --sync | --shadow | --canary N | --full | --progressive ...` */
 export const cutoverCommand: CommandModule<GlobalArgs, ChangeArgs> = {
   command: 'cutover <prefix>',
@@ -118,15 +142,20 @@ export const cutoverCommand: CommandModule<GlobalArgs, ChangeArgs> = {
       .option('max-p99-ms', { type: 'number', describe: 'progressive: service p99 limit, ms' })
       .option('threshold', { type: 'number', default: 2, describe: 'progressive: failed analyses in a row before automatic rollback' })
       .option('resume', { type: 'boolean', describe: 'progressive: continue a run that was interrupted' })
+      .option('bake', { type: 'string', describe: 'after the switch (--full, or --progressive reaching 100): keep analysing this long, rolling back on failure, e.g. 5m (default: cutover.bakeSeconds; 0: none)' })
+      .option('bake-interval', { type: 'string', describe: 'bake: traffic analysed per analysis (default: cutover.bakeIntervalSeconds)' })
       .example('$0 cutover /api/auth --shadow', '')
-      .example('$0 cutover /api/invoices --progressive --steps 5,25,50,100 --interval 30s --max-error-rate 1 --max-p99-ms 800 --threshold 2', '') as unknown as Argv<ChangeArgs>,
+      .example('$0 cutover /api/invoices --progressive --steps 5,25,50,100 --interval 30s --max-error-rate 1 --max-p99-ms 800 --threshold 2 --bake 5m', '')
+      .example('$0 cutover /api/invoices --full --bake 10m', '') as unknown as Argv<ChangeArgs>,
   handler: (args) =>
     withCutover(args, 'cutover', async ({ cutover }, command) => {
+      const bake = args.full || args.progressive || args.resume ? bakeOf(args, cutover.config) : { durationMs: 0, intervalMs: 0 };
+      const then = bake.durationMs ? `; then bake ${Math.round(bake.durationMs / 1000)} s (analysed every ${Math.round(bake.intervalMs / 1000)} s, rollback after ${args.threshold ?? 2} failed analyses)` : '';
       if (!command) {
         const steps = stepsOf(args);
         if (args.dryRun) {
           const first = await cutover.change(args.prefix, { kind: 'canary', weight: steps[0] }, { dryRun: true, force: args.force, reason: args.reason });
-          output(args, first, () => `${describeOutcome(first)}\n  then: ${steps.slice(1).join('% → ')}%, each after ${args.interval} of traffic analysed; rollback after ${args.threshold} failed analyses in a row`);
+          output(args, first, () => `${describeOutcome(first)}\n  then: ${steps.slice(1).join('% → ')}%, each after ${args.interval} of traffic analysed; rollback after ${args.threshold} failed analyses in a row${then}`);
           return;
         }
         const { runProgressive } = await import('../../cutover/progressive.ts');
@@ -143,9 +172,13 @@ export const cutoverCommand: CommandModule<GlobalArgs, ChangeArgs> = {
           },
         );
         finish(args, outcome);
+        if (bake.durationMs && outcome.to.phase === 'switched') await bakeAfterSwitch(args, cutover, bake);
         return;
       }
-      finish(args, await cutover.change(args.prefix, command, { reason: args.reason, force: args.force, dryRun: args.dryRun }));
+      const outcome = await cutover.change(args.prefix, command, { reason: args.reason, force: args.force, dryRun: args.dryRun });
+      if (outcome.dryRun) return output(args, outcome, () => `${describeOutcome(outcome)}${then ? `\n  ${then.slice(2)}` : ''}`);
+      finish(args, outcome);
+      if (bake.durationMs && outcome.to.phase === 'switched') await bakeAfterSwitch(args, cutover, bake);
     }),
 };
 

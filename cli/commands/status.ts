@@ -14,6 +14,7 @@ async function open(args: GlobalArgs) {
   return { config, ...opened };
 }
 
+const duration = (ms: number) => (ms >= 60_000 ? `${Math.floor(ms / 60_000)}m${String(Math.floor((ms % 60_000) / 1000)).padStart(2, '0')}s` : `${Math.ceil(ms / 1000)}s`);
 const pct = (v: number | null) => (v === null ? '-' : `${v.toFixed(2)}%`);
 const fmtLag = (b: number | null, s: number | null) => (b === null ? '-' : `${b < 1024 ? `${b} B` : `${(b / 1024).toFixed(0)} kB`}/${s === null ? '?' : s.toFixed(1)}s`);
 
@@ -34,11 +35,13 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
       const rows = await overview(cutover, redis, keys, config, args.window * 1000);
       output(args, rows, () =>
         table([
-          ['PREFIX', 'SERVICE', 'PHASE', 'MODE', 'WEIGHT', 'GATEWAYS', 'INSTANCES', 'SYNC', 'LAG', 'REVERSE', 'CONFLICTS', 'LAST VERIFY', 'SHADOW DIFF', `CANARY ERR/P99 (${args.window}s) svc vs legacy`],
+          ['PREFIX', 'SERVICE', 'PHASE', 'BAKE', 'MODE', 'WEIGHT', 'GATEWAYS', 'INSTANCES', 'SYNC', 'LAG', 'REVERSE', 'CONFLICTS', 'LAST VERIFY', 'SHADOW DIFF', `CANARY ERR/P99 (${args.window}s) svc vs legacy`],
           ...rows.map((r) => [
             r.prefix,
             r.service,
             r.phase,
+            // The bake after a switch: time left and failed analyses in a row, or that it stopped unfinished.
+            r.bake ? (r.bake.state === 'baking' ? `${duration(r.bake.remainingMs)} left${r.bake.failures ? `, ${r.bake.failures}/${r.bake.threshold} failed` : ''}` : 'interrupted') : '-',
             r.mode,
             r.mode === 'canary' ? `${r.weight}%` : r.mode === 'service' ? '100%' : '-',
             `${r.gateways.acknowledged}/${r.gateways.live} @v${r.gateways.version}`,
@@ -112,7 +115,7 @@ export const historyCommand: CommandModule<GlobalArgs, StatusArgs> = {
 /** `strangler diff <prefix>`: the shadow mismatch samples the gateways kept. */
 export const diffCommand: CommandModule<GlobalArgs, StatusArgs & { prefix: string }> = {
   command: 'diff <prefix>',
-  describe: 'shadow mismatch samples for a prefix: the request, both answers, the differences',
+  describe: 'shadow results for a prefix: matched, noise, lagged and real mismatches, the noisy JSON paths learned, and mismatch samples (the request, both answers, the differences)',
   builder: (y: Argv<GlobalArgs>) => y.positional('prefix', { type: 'string', demandOption: true }).option('limit', { type: 'number', default: 10 }) as unknown as Argv<StatusArgs & { prefix: string }>,
   handler: async (args) => {
     const { config, redis, cutover, close } = await open(args);
@@ -122,9 +125,17 @@ export const diffCommand: CommandModule<GlobalArgs, StatusArgs & { prefix: strin
       const keys = cutover.probe(0).keys;
       const counts = await redis.hgetall(keys.shadowCounts(service.name));
       const samples = (await redis.lrange(keys.shadowSamples(service.name), 0, args.limit - 1)).map((s) => JSON.parse(s));
-      output(args, { counts, samples }, () =>
+      // Paths legacy's own two answers to a request differed in, most often first.
+      const noisyPaths = Object.entries(await redis.hgetall(keys.shadowNoise(service.name)))
+        .map(([path, times]) => ({ path, times: Number(times) }))
+        .sort((a, b) => b.times - a.times || a.path.localeCompare(b.path));
+      output(args, { counts, noisyPaths, samples }, () =>
         [
-          `${service.prefix}: ${counts.match ?? 0} matched, ${counts.lagged ?? 0} matched once the sync caught up, ${counts.mismatch ?? 0} differed, ${counts.error ?? 0} service errors, ${counts.skipped ?? 0} skipped`,
+          `${service.prefix}: ${counts.match ?? 0} matched, ${counts.noise ?? 0} noise (differed only where legacy differed from itself), ${counts.lagged ?? 0} lagged (matched once the sync caught up), ${counts.mismatch ?? 0} real mismatches, ${counts.error ?? 0} service errors, ${counts.skipped ?? 0} skipped`,
+          noisyPaths.length
+            ? `noisy paths (legacy answered differently to itself there; not counted against the service):\n${noisyPaths.slice(0, 20).map((n) => `  ${n.path}  ${n.times}×`).join('\n')}${noisyPaths.length > 20 ? `\n  … ${noisyPaths.length - 20} more (--json)` : ''}`
+            : 'noisy paths: none seen',
+          samples.length ? 'real mismatches, newest first:' : 'real mismatches: none sampled',
           ...samples.map((s) => `\n${s.at} ${s.method} ${s.path} (request ${s.requestId})\n  legacy ${s.legacy.status}, service ${s.service?.status ?? 'no answer'}\n${s.diffs.map((d: { path: string; kind: string; legacy?: unknown; service?: unknown }) => `  ${d.kind} ${d.path}: legacy ${JSON.stringify(d.legacy)} service ${JSON.stringify(d.service)}`).join('\n')}`),
         ].join('\n'),
       );

@@ -273,6 +273,13 @@ export const configSchema = z.strictObject({
            * sync lag (`lagged`), not a mismatch. 0: a first difference is a mismatch.
            */
           recheckMs: z.number().int().min(0).max(60_000).default(2_000),
+          /**
+           * Noise cancellation (Diffy): each mirrored GET/HEAD is sent to legacy a second time,
+           * with the service's request; a difference legacy's own two answers also show (a list
+           * that grew, a counter, a generated field) is noise, not a mismatch. Costs one more
+           * legacy read per mirrored request, within the same concurrency bound.
+           */
+          cancelNoise: z.boolean().default(true),
         })
         .prefault({}),
       /** Longest a write is held while its prefix is fenced for a switchover (then 503, Retry-After). */
@@ -368,6 +375,19 @@ export const configSchema = z.strictObject({
           truncate: z.enum(['apply', 'stop']).default('apply'),
         })
         .prefault({}),
+    })
+    .prefault({}),
+  /** Defaults of the cutover commands (flags override them). */
+  cutover: z
+    .strictObject({
+      /**
+       * After a switch (--full, or a progressive canary reaching 100), keep analysing the prefix
+       * this long (service errors against legacy's figures before the switch, available
+       * instances) and roll back by itself on failure. 0: no bake. `--bake 5m` overrides it.
+       */
+      bakeSeconds: z.number().int().min(0).max(7 * 24 * 3600).default(0),
+      /** Traffic analysed per bake analysis (and for legacy's baseline before the switch, at least 5 minutes). */
+      bakeIntervalSeconds: z.number().int().min(1).max(3600).default(30),
     })
     .prefault({}),
   /** How service instances register themselves (discovery: registry). */
