@@ -159,7 +159,7 @@ async function seed(args: DevArgs): Promise<void> {
   if (!readDevState() && !args.postgresUrl && !process.env.STRANGLER_POSTGRES_URL) {
     throw new StranglerError('no dev stack is running and no --postgres-url given; run: strangler dev up --detach', 'NOT_READY');
   }
-  const { seedLegacy } = await import('../../legacy-adapter/index.ts');
+  const { seedLegacy } = await import('../../examples/reference/monolith/index.ts');
   const started = Date.now();
   await seedLegacy(config.legacy.databaseUrl, { users: args.users, invoices: args.invoices, seed: args.seed });
   output(args, { users: args.users, invoices: args.invoices, seed: args.seed, ms: Date.now() - started }, () =>

@@ -1,11 +1,11 @@
 import type { ConfigOverrides, ResolvedConfig } from '../../core/config/load.ts';
 import { generateSecret, SECRETS, secretValue, type SecretName } from '../../core/config/secrets.ts';
 import type { Logger } from '../../core/logger.ts';
-import { migrateLegacy, seedLegacy, startLegacyApp } from '../../legacy-adapter/index.ts';
+import { migrateLegacy, seedLegacy, startLegacyApp } from '../../examples/reference/monolith/index.ts';
 import { LocalStack } from '../../stack/index.ts';
 import { migrateControl } from '../../migrations/control/index.ts';
 import { startGateway } from '../../gateway/start.ts';
-import { startService } from '../../services/app.ts';
+import { startService } from '../../examples/reference/services/app.ts';
 
 export interface RunningComponent {
   name: string;
