@@ -9,7 +9,7 @@ import { stringify } from 'yaml';
 import type { ResolvedConfig } from '../core/config/load.ts';
 import { silentLogger } from '../core/logger.ts';
 import { startGateway, type RunningGateway } from '../gateway/start.ts';
-import { seedLegacy } from '../examples/reference/monolith/seed.ts';
+import { seedLegacy } from '../test/reference.ts';
 import { cleanupPipeline } from '../migrations/sync/status.ts';
 import { recordVerification, verifyPipeline } from '../migrations/sync/verify.ts';
 import { SyncWorker } from '../migrations/sync/worker.ts';

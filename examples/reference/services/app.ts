@@ -44,7 +44,7 @@ export interface ServiceAppOptions {
   /** Auth: how long signing keys overlap (default: from the token lifetime, services/auth/keys.ts). */
   signingKeyPolicy?: KeyPolicy;
   ocr?: OcrEngine;
-  /** OCR: workers run inside the service process (0: only separate `strangler ocr worker` processes). */
+  /** OCR: workers run inside the service process (0: only separate `reference ocr worker` processes). */
   ocrWorkers?: number;
   /** OCR: how long the synchronous POST waits for its job. */
   ocrWaitMs?: number;
@@ -135,7 +135,7 @@ export interface RunningService extends RunningServer {
   registration?: InstanceRegistration;
 }
 
-/** `strangler service <name>`: migrates the service database, then serves on the service port. */
+/** `reference service <name>`: migrates the service database, then serves on the service port. */
 export async function startService(config: ResolvedConfig, name: string, options: ServiceAppOptions & { port?: number; host?: string; logger?: Logger } = {}): Promise<RunningService> {
   const service = serviceByName(config, name);
   serviceSecret(config); // refused before touching its database

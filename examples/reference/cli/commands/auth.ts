@@ -12,7 +12,7 @@ interface AuthArgs extends GlobalArgs {
 const when = (d: Date | null) => (d ? d.toISOString().replace(/\.\d+Z$/, 'Z') : '-');
 
 /**
- * `strangler auth keys|rotate-keys`: the auth service's RS256 signing keys, kept in its database.
+ * `reference auth keys|rotate-keys`: the auth service's RS256 signing keys, kept in its database.
  * Every auth instance reads them there, so a rotation needs no restart.
  */
 export const authCommand: CommandModule<GlobalArgs, AuthArgs> = {
@@ -37,7 +37,7 @@ export const authCommand: CommandModule<GlobalArgs, AuthArgs> = {
     const db = openDatabase(service.databaseUrl, 2);
     try {
       if (readOnly && !(await db.schema.hasColumn('signing_keys', 'activates_at'))) {
-        throw new StranglerError(`the auth database (${service.database}) has no signing keys table yet: start the auth service once (strangler service auth) or run: strangler auth rotate-keys`, 'NOT_READY');
+        throw new StranglerError(`the auth database (${service.database}) has no signing keys table yet: start the auth service once (npm run reference -- service auth) or run: npm run reference -- auth rotate-keys`, 'NOT_READY');
       }
       const keys = signingKeys(db, keyPolicy(config.legacy.tokenTtlSeconds));
       if (args.action === 'keys') {

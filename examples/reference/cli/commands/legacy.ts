@@ -1,7 +1,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { resolveCliConfig, secretFileOptions, type GlobalArgs, untilSignal } from '../../../../cli/context.ts';
 
-/** `strangler legacy`: the reference monolith on legacy.port (migrates its database first). */
+/** `reference legacy`: the reference monolith on legacy.port (migrates its database first). */
 export const legacyCommand: CommandModule<GlobalArgs, GlobalArgs & { port?: number; host: string }> = {
   command: 'legacy',
   describe: 'run the reference monolith (migrates the legacy database first)',

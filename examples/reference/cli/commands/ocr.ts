@@ -9,7 +9,7 @@ interface OcrArgs extends GlobalArgs {
   lockMs: number;
 }
 
-/** `strangler ocr worker`: OCR workers as a separate process (on other machines in production). */
+/** `reference ocr worker`: OCR workers as a separate process (on other machines in production). */
 export const ocrCommand: CommandModule<GlobalArgs, OcrArgs> = {
   command: 'ocr <action>',
   describe: 'worker: run OCR workers on the job queue (BullMQ on the strangler Redis)',

@@ -12,7 +12,7 @@ interface ServiceArgs extends GlobalArgs {
   instanceVersion?: string;
 }
 
-/** `strangler service <name>`: run one extracted service on its port. */
+/** `reference service <name>`: run one extracted service on its port. */
 export const serviceCommand: CommandModule<GlobalArgs, ServiceArgs> = {
   command: 'service <name>',
   describe: 'run an extracted service (migrates its database first)',

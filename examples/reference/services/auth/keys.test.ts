@@ -110,12 +110,12 @@ describe('the auth service signing keys', () => {
   });
 });
 
-describe('strangler auth keys | rotate-keys', () => {
+describe('reference auth keys | rotate-keys', () => {
   const cli = async (...args: string[]) => {
     const dir = mkdtempSync(join(tmpdir(), 'auth-cli-'));
     const file = join(dir, 'strangler.yaml');
     writeFileSync(file, stringify(configYaml(config)));
-    const { stdout } = await promisify(execFile)(process.execPath, [resolve(ROOT, 'bin/strangler.js'), 'auth', ...args, '--config', file], { cwd: dir, timeout: 60_000 });
+    const { stdout } = await promisify(execFile)(process.execPath, [resolve(ROOT, 'examples/reference/bin.js'), 'auth', ...args, '--config', file], { cwd: dir, timeout: 60_000 });
     return stdout;
   };
 

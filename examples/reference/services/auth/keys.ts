@@ -34,7 +34,7 @@ const fromRow = (r: Record<string, any>): SigningKey => ({
 
 /**
  * The auth service's RS256 keys, in its own database (never in the repository): the first is
- * made at the service's first start, `strangler auth rotate-keys` adds the next. Times come from
+ * made at the service's first start, `reference auth rotate-keys` adds the next. Times come from
  * the database's clock, so every instance agrees on which key signs.
  * SECURITY: whoever reads this table can sign tokens; protect the auth database and its backups.
  */
