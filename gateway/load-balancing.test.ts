@@ -37,7 +37,7 @@ const instances = new Map<string, { child: ChildProcess; id: string; url: string
 const HC = { path: '/health', intervalMs: 300, timeoutMs: 250, healthyThreshold: 2, unhealthyThreshold: 2 };
 
 async function startInstance(name: string): Promise<{ id: string; url: string }> {
-  const child = spawn(process.execPath, [resolve(ROOT, 'bin/strangler.js'), 'service', 'invoices', '--port', '0', '--zone', `zone-${name}`, '--config', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [resolve(ROOT, 'examples/reference/bin.js'), 'service', 'invoices', '--port', '0', '--zone', `zone-${name}`, '--config', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (c) => (stderr += c));
   const started = await new Promise<{ id: string; url: string }>((ok, fail) => {
