@@ -25,7 +25,7 @@ async function run(cwd: string, args: string[], env: NodeJS.ProcessEnv = {}, bin
   try {
     const merged: NodeJS.ProcessEnv = { ...process.env, ...env };
     for (const [k, v] of Object.entries(env)) if (v === '') delete merged[k];
-    const { stdout, stderr } = await promisify(execFile)(process.execPath, [resolve(ROOT, bin), ...args], { cwd, env: merged, timeout: 150_000 });
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, [resolve(ROOT, bin), ...args], { cwd, env: merged, timeout: 280_000 });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };
@@ -116,7 +116,7 @@ describe('strangler dev', () => {
     for (const p of [port, gatewayPort, ...doc.services.map((s: { port: number }) => s.port)]) expect(await isListening(p), `port ${p}`).toBe(false);
     const after = await run(cwd, ['dev', 'status', ...config], env);
     expect(after.code).toBe(1);
-  }, 300_000);
+  }, 420_000);
 
   it('dev up runs a monolith of any language from dev.processes (with the stack in its environment), and dev down stops it all although Redis was SIGKILLed', async () => {
     const { port, gatewayPort, doc } = await ownMonolithConfig();

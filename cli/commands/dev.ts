@@ -107,14 +107,14 @@ async function upDetached(args: DevArgs): Promise<void> {
   const argv = process.argv.slice(1).filter((a) => a !== '--detach');
   const child = spawn(process.execPath, [...process.execArgv, ...argv], { detached: true, stdio: ['ignore', fd, fd] });
   child.unref();
-  const deadline = Date.now() + 120_000;
-  while (Date.now() < deadline) {
+  // No deadline of its own: the stack fails by itself when a process is not ready in time (dev.processes[].readyTimeoutMs).
+  for (;;) {
     const state = readDevState();
     if (state) {
       output(args, publicDevState(state), () => `${upMessage(state)} (pid ${state.pid}, log ${log}); stop with: strangler dev down`);
       return;
     }
-    if (child.exitCode !== null) break;
+    if (child.exitCode !== null || child.signalCode !== null) break;
     await new Promise((r) => setTimeout(r, 200));
   }
   throw new StranglerError(`the local stack did not come up; see ${log}`, 'STACK_FAILED');
