@@ -12,7 +12,7 @@
 import pg from 'pg';
 import { loadConfig } from '../core/config/load.ts';
 import { silentLogger } from '../core/logger.ts';
-import { migrateLegacy } from '../legacy-adapter/migrate.ts';
+import { migrateLegacy } from '../test/reference.ts';
 import { readSourceTables } from '../migrations/sync/catalog.ts';
 import { buildSyncPlan, targetTableDdl } from '../migrations/sync/plan.ts';
 import { SyncWorker } from '../migrations/sync/worker.ts';

@@ -34,6 +34,12 @@ export interface DevStackState {
   redisUrl: string;
   startedAt: string;
   components: Record<string, string>;
+  /** Processes to kill when the stack's own process cannot stop it: Postgres, Redis, each dev process (negative: a process group). */
+  pids?: Record<string, number>;
+  /** Started with --infra-only: Postgres and Redis alone. */
+  infraOnly?: boolean;
+  /** What a monolith or service run by hand needs to use the stack (printed as lines to export). */
+  exports?: Record<string, string>;
   /** The stack's own secrets, generated at `dev up` (the file is readable by its owner only). */
   secrets?: Record<SecretName, string>;
 }
@@ -45,12 +51,13 @@ export function publicDevState(state: DevStackState): Omit<DevStackState, 'secre
   return rest;
 }
 
-export function readDevState(cwd = process.cwd()): DevStackState | null {
+/** The running dev stack of this folder; `evenIfStopped`: also one whose process is gone (dev down cleans up after it). */
+export function readDevState(cwd = process.cwd(), o: { evenIfStopped?: boolean } = {}): DevStackState | null {
   const file = resolve(cwd, DEV_STATE_FILE);
   if (!existsSync(file)) return null;
   try {
     const state = JSON.parse(readFileSync(file, 'utf8')) as DevStackState;
-    process.kill(state.pid, 0);
+    if (!o.evenIfStopped) process.kill(state.pid, 0);
     return state;
   } catch {
     return null;

@@ -1,49 +1,5 @@
-import yargs from 'yargs';
-import { hideBin } from 'yargs/helpers';
-import { explainDependencyFault } from '../core/dependency-faults.ts';
-import { exitCodeFor, StranglerError } from '../core/errors.ts';
-import { lastResolvedConfig } from './context.ts';
 import { commands } from './commands/index.ts';
+import { runCli } from './run.ts';
 
-/**
- * The `strangler` command. Each command is one module in cli/commands/; this file only wires
- * the global options and turns errors into one line and an exit code: 2 refused (checks, bad
- * input, a dependency a refusal needs), 3 applied but not confirmed by every gateway (set by the
- * command), 1 anything else. Expected infrastructure faults are said in one line, without a
- * stack trace (--verbose shows it).
- */
-const cli = yargs(hideBin(process.argv))
-  .scriptName('strangler')
-  .usage('$0 <command> [options]\n\nMove a monolith to services one route prefix at a time.')
-  .option('config', { alias: 'c', type: 'string', default: process.env.STRANGLER_CONFIG ?? 'strangler.yaml', describe: 'path of strangler.yaml', global: true })
-  .option('json', { type: 'boolean', describe: 'print machine-readable JSON', global: true })
-  .option('postgres-url', { type: 'string', describe: 'PostgreSQL cluster URL (overrides postgres.url; env STRANGLER_POSTGRES_URL)', global: true })
-  .option('redis-url', { type: 'string', describe: 'Redis URL (overrides redis.url; env REDIS_URL)', global: true })
-  .option('verbose', { type: 'boolean', describe: 'print the stack trace of an error', global: true })
-  .command(commands)
-  .demandCommand(1, 'name a command; see strangler --help')
-  .strict()
-  .recommendCommands()
-  .help()
-  .wrap(Math.min(110, process.stdout.columns || 110))
-  .fail((msg, err, y) => {
-    if (err) throw err;
-    void y;
-    process.stderr.write(`error: ${msg}\nrun: strangler --help\n`);
-    process.exit(2);
-  });
-
-try {
-  await cli.parseAsync();
-  // A command that finished has nothing left to do: do not let a stray handle keep the CLI alive.
-  process.exit(process.exitCode ?? 0);
-} catch (caught) {
-  const explained = explainDependencyFault(caught, lastResolvedConfig());
-  const err = explained ?? caught;
-  const code = err instanceof StranglerError ? err.code : 'INTERNAL';
-  process.stderr.write(`error [${code}]: ${(err as Error).message}\n`);
-  // An unexpected error shows where it came from; an expected one only when asked.
-  const stack = (caught as Error)?.stack;
-  if (stack && (process.argv.includes('--verbose') || !(err instanceof StranglerError))) process.stderr.write(`${stack}\n`);
-  process.exit(exitCodeFor(err));
-}
+/** The `strangler` command. Each command is one module in cli/commands/ (cli/run.ts wires them). */
+await runCli('strangler', 'Move a monolith to services one route prefix at a time.', commands);

@@ -12,9 +12,9 @@ const SHIPPED = resolve(ROOT, 'strangler.yaml');
 /** The environment of a user who has set no secret (and no dev stack runs in the empty folder). */
 const bare = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('STRANGLER_')));
 
-async function run(args: string[], env: NodeJS.ProcessEnv = {}, cwd = mkdtempSync(join(tmpdir(), 'secrets-cli-'))) {
+async function run(args: string[], env: NodeJS.ProcessEnv = {}, cwd = mkdtempSync(join(tmpdir(), 'secrets-cli-')), bin = 'bin/strangler.js') {
   try {
-    const { stdout, stderr } = await promisify(execFile)(process.execPath, [resolve(ROOT, 'bin/strangler.js'), ...args], { cwd, env: { ...bare, ...env }, timeout: 60_000 });
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, [resolve(ROOT, bin), ...args], { cwd, env: { ...bare, ...env }, timeout: 60_000 });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };
@@ -27,11 +27,11 @@ describe('commands that need a secret', () => {
   const at = () => ['--config', SHIPPED, '--postgres-url', sharedStack().pgBaseUrl, '--redis-url', sharedStack().redisUrl];
 
   it.each([
-    ['gateway', ['gateway', '--port', '0']],
-    ['service', ['service', 'invoices', '--port', '0']],
-    ['legacy', ['legacy', '--port', '0']],
-  ])('strangler %s refuses to start without legacy.jwtSecret: exit 2, one line saying how to set it', async (_name, args) => {
-    const r = await run([...args, ...at()]);
+    ['strangler gateway', ['gateway', '--port', '0'], 'bin/strangler.js'],
+    ['the reference example\'s service', ['service', 'invoices', '--port', '0'], 'examples/reference/bin.js'],
+    ['the reference example\'s legacy', ['legacy', '--port', '0'], 'examples/reference/bin.js'],
+  ])('%s refuses to start without legacy.jwtSecret: exit 2, one line saying how to set it', async (_name, args, bin) => {
+    const r = await run([...args, ...at()], {}, undefined, bin);
     expect(r.code).toBe(2);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toMatch(/^error \[CONFIG_INVALID\]: legacy\.jwtSecret is not set and .*; set STRANGLER_LEGACY_JWT_SECRET="\$\(openssl rand -base64 48\)" in the environment, pass --legacy-jwt-secret-file <file>, or set legacy\.jwtSecret in a strangler\.yaml kept out of version control\n$/);

@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { stringify } from 'yaml';
-import { seedLegacy } from '../legacy-adapter/seed.ts';
+import { seedLegacy } from '../test/reference.ts';
 import { configYaml, createTestDatabase, dropTestDatabase, legacyTestConfig, ROOT } from '../test/harness.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'sync-cli-'));

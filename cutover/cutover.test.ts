@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ResolvedConfig } from '../core/config/load.ts';
 import { silentLogger } from '../core/logger.ts';
 import { startGateway, type RunningGateway } from '../gateway/start.ts';
-import { seedLegacy } from '../legacy-adapter/seed.ts';
+import { seedLegacy } from '../test/reference.ts';
 import { cleanupPipeline } from '../migrations/sync/status.ts';
 import { recordVerification, verifyPipeline } from '../migrations/sync/verify.ts';
 import { SyncWorker } from '../migrations/sync/worker.ts';

@@ -6,11 +6,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ResolvedConfig } from '../core/config/load.ts';
 import { silentLogger } from '../core/logger.ts';
 import { startGateway, type RunningGateway } from '../gateway/start.ts';
-import { startLegacyApp } from '../legacy-adapter/app.ts';
-import { seedLegacy } from '../legacy-adapter/seed.ts';
 import { cleanupPipeline } from '../migrations/sync/status.ts';
 import { SyncWorker } from '../migrations/sync/worker.ts';
 import { createTestDatabase, dropTestDatabase, gatewayTestEnv, ROOT } from '../test/harness.ts';
+import { migrateLegacy, seedLegacy, startLegacyApp } from '../test/reference.ts';
 import { runBake, type BakeEvent } from './bake.ts';
 import { openCutover } from './executor.ts';
 import { runProgressive, type ProgressEvent } from './progressive.ts';
@@ -127,7 +126,6 @@ describe('a service that dies during the bake after its switch', () => {
 
   beforeAll(async () => {
     env = await gatewayTestEnv('bake', []);
-    const { migrateLegacy } = await import('../legacy-adapter/migrate.ts');
     legacyDb = await createTestDatabase('bake_legacy');
     await migrateLegacy(legacyDb);
     await seedLegacy(legacyDb, { users: 3, invoices: 20, seed: 3 });

@@ -8,8 +8,7 @@ import { stringify } from 'yaml';
 import type { ResolvedConfig } from '../core/config/load.ts';
 import { createRedisRegistry } from '../core/registry/redis-registry.ts';
 import type { ServiceRegistry } from '../core/registry/registry.ts';
-import { migrateService } from '../migrations/services/index.ts';
-import { signLegacyToken } from '../services/kit/jwt.ts';
+import { migrateService, signLegacyToken } from '../test/reference.ts';
 import { waitFor } from '../stack/ports.ts';
 import { adminHeaders, configYaml, createTestDatabase, dropTestDatabase, gatewayTestEnv, ROOT } from '../test/harness.ts';
 import { routeWriter } from '../test/routes.ts';
@@ -38,7 +37,7 @@ const instances = new Map<string, { child: ChildProcess; id: string; url: string
 const HC = { path: '/health', intervalMs: 300, timeoutMs: 250, healthyThreshold: 2, unhealthyThreshold: 2 };
 
 async function startInstance(name: string): Promise<{ id: string; url: string }> {
-  const child = spawn(process.execPath, [resolve(ROOT, 'bin/strangler.js'), 'service', 'invoices', '--port', '0', '--zone', `zone-${name}`, '--config', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [resolve(ROOT, 'examples/reference/bin.js'), 'service', 'invoices', '--port', '0', '--zone', `zone-${name}`, '--config', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (c) => (stderr += c));
   const started = await new Promise<{ id: string; url: string }>((ok, fail) => {

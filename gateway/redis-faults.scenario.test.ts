@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import type { ResolvedConfig } from '../core/config/load.ts';
 import { silentLogger } from '../core/logger.ts';
-import { registerInstance, type InstanceRegistration } from '../services/kit/registration.ts';
+import { registerInstance, type InstanceRegistration } from '../sdk/registration.ts';
 import { RedisServer } from '../stack/redis-server.ts';
 import { freePort, waitFor } from '../stack/ports.ts';
 import { adminHeaders, configYaml, gatewayTestEnv, ROOT } from '../test/harness.ts';

@@ -1,4 +1,5 @@
 import type { ResolvedConfig } from '../core/config/load.ts';
+import { databaseName, ensureDatabase } from '../core/databases.ts';
 import { PostgresCluster, type PostgresClusterOptions } from './postgres-cluster.ts';
 import { RedisServer } from './redis-server.ts';
 
@@ -38,18 +39,20 @@ export class LocalStack {
     return { postgresUrl: this.postgres.baseUrl, redisUrl: this.redisUrl };
   }
 
-  /** Creates the legacy database, the control database and one database per service. */
+  /**
+   * Creates, when missing, the databases strangler.yaml names on this stack's cluster: the
+   * legacy database, the control database and one per service (core/databases.ts).
+   */
   async createDatabases(config: ResolvedConfig): Promise<string[]> {
-    const names = new Set<string>();
-    const add = (url: string) => {
-      const u = new URL(url);
-      if (Number(u.port) === this.postgres.port) names.add(decodeURIComponent(u.pathname.slice(1)));
+    const urls = new Map<string, { url: string; purpose: string }>();
+    const add = (url: string, purpose: string) => {
+      if (Number(new URL(url).port) === this.postgres.port && !urls.has(databaseName(url))) urls.set(databaseName(url), { url, purpose });
     };
-    add(config.legacy.databaseUrl);
-    add(config.control.databaseUrl);
-    for (const s of config.services) add(s.databaseUrl);
-    for (const name of names) await this.postgres.createDatabase(name);
-    return [...names];
+    add(config.legacy.databaseUrl, 'the legacy database');
+    add(config.control.databaseUrl, 'the control database');
+    for (const s of config.services) add(s.databaseUrl, `the database of ${s.name}`);
+    for (const { url, purpose } of urls.values()) await ensureDatabase(url, purpose);
+    return [...urls.keys()];
   }
 
   async stop(): Promise<void> {

@@ -77,6 +77,11 @@ export class PostgresCluster {
   }
 
   /** URL of the cluster without a database (what strangler.yaml's postgres.url takes). */
+  /** The server's process id while it runs (dev down kills it when its owner cannot stop it). */
+  get pid(): number | null {
+    return this.child?.pid ?? null;
+  }
+
   get baseUrl(): string {
     return `postgres://postgres@127.0.0.1:${this.port}`;
   }

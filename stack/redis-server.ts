@@ -27,6 +27,11 @@ export class RedisServer {
     this.dir = mkdtempSync(join(tmpdir(), 'strangler-redis-'));
   }
 
+  /** The server's process id while it runs (dev down kills it when its owner cannot stop it). */
+  get pid(): number | null {
+    return this.child?.pid ?? null;
+  }
+
   static async start(options: RedisServerOptions = {}): Promise<RedisServer> {
     const server = new RedisServer(options.port ?? (await freePort()), options.binary ?? 'redis-server');
     await server.startServer();

@@ -60,12 +60,16 @@ describe('docker-compose commands', () => {
     for (const name of ['legacy', ...local.services.map((s) => s.name)]) expect(compose.services[name].environment?.STRANGLER_HOST, name).toBe('0.0.0.0');
   });
 
-  it('runs only strangler commands that exist', async () => {
+  it('runs only commands that exist: strangler\'s, or the reference example\'s through its own entry point', async () => {
     const { commands } = await import('../cli/commands/index.ts');
-    const names = new Set(commands.map((c) => String(c.command).split(' ')[0]));
-    for (const [name, svc] of Object.entries(compose.services as Record<string, { image?: string; command?: string[] }>)) {
+    const { referenceCommands } = await import('../examples/reference/cli/commands/index.ts');
+    const namesOf = (list: Array<{ command?: unknown }>) => new Set(list.map((c) => String(c.command).split(' ')[0]));
+    const strangler = namesOf(commands);
+    const reference = namesOf(referenceCommands);
+    for (const [name, svc] of Object.entries(compose.services as Record<string, { image?: string; command?: string[]; entrypoint?: string[] }>)) {
       if (!svc.command || svc.image?.startsWith('postgres') || svc.image?.startsWith('redis')) continue;
-      expect(names.has(svc.command[0]), `${name}: strangler ${svc.command[0]}`).toBe(true);
+      const example = svc.entrypoint?.join(' ') === 'node examples/reference/bin.js';
+      expect((example ? reference : strangler).has(svc.command[0]), `${name}: ${example ? 'reference' : 'strangler'} ${svc.command[0]}`).toBe(true);
     }
   });
 });

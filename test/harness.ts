@@ -103,7 +103,7 @@ export async function legacyTestConfig(label: string): Promise<{ config: Resolve
   const { pgBaseUrl, redisUrl } = sharedStack();
   const base = loadConfig(resolve(ROOT, 'strangler.yaml'), { postgresUrl: pgBaseUrl, redisUrl, logLevel: 'silent', ...testSecrets });
   const databaseUrl = await createTestDatabase(label);
-  const { migrateLegacy } = await import('../legacy-adapter/migrate.ts');
+  const { migrateLegacy } = await import('../examples/reference/monolith/migrate.ts');
   await migrateLegacy(databaseUrl);
   return {
     config: { ...base, redis: { ...base.redis, url: redisUrl, keyPrefix: `${uniqueName(label)}:` }, legacy: { ...base.legacy, databaseUrl } },

@@ -5,7 +5,7 @@
 import pg from 'pg';
 import type { ResolvedConfig, ResolvedService } from '../core/config/load.ts';
 import { createLogger, silentLogger } from '../core/logger.ts';
-import { seedLegacy } from '../legacy-adapter/seed.ts';
+import { seedLegacy } from '../examples/reference/monolith/seed.ts';
 import { cleanupPipeline } from '../migrations/sync/status.ts';
 import { SyncWorker } from '../migrations/sync/worker.ts';
 import { createTestDatabase, dropTestDatabase, legacyTestConfig } from './harness.ts';

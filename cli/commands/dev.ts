@@ -1,33 +1,34 @@
 import { spawn } from 'node:child_process';
-import { mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { mkdirSync, openSync, rmSync } from 'node:fs';
+import { resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { loadConfig } from '../../core/config/load.ts';
 import { StranglerError } from '../../core/errors.ts';
 import { createLogger } from '../../core/logger.ts';
-import { DEV_STATE_FILE, output, publicDevState, readDevState, resolveCliConfig, secretOverrides, type DevStackState, type GlobalArgs } from '../context.ts';
+import { DEV_STATE_FILE, output, publicDevState, readDevState, secretOverrides, type DevStackState, type GlobalArgs } from '../context.ts';
+import type { Topology } from '../dev/topology.ts';
 
 interface DevArgs extends GlobalArgs {
-  action: 'up' | 'down' | 'status' | 'seed';
-  users: number;
-  invoices: number;
-  seed: number;
+  action: 'up' | 'down' | 'status';
   detach?: boolean;
+  infraOnly?: boolean;
 }
 
-/** `strangler dev up|down|status|seed`: the local stack on this machine. */
+/** `strangler dev up|down|status`: the local stack on this machine. */
 export const devCommand: CommandModule<GlobalArgs, DevArgs> = {
   command: 'dev <action>',
-  describe: 'the local stack: up (start, in the foreground unless --detach) | down | status | seed',
+  describe:
+    'the local stack: up (in the foreground unless --detach) | down | status. up starts a private PostgreSQL (wal_level=logical) and Redis on free ports, ' +
+    "creates the databases strangler.yaml names, runs its dev.setup commands, starts its dev.processes in order (your monolith and services, any language; " +
+    'the reference example in the shipped strangler.yaml) and the gateway on gateway.port. --infra-only: Postgres and Redis and the databases alone.',
   builder: (y: Argv<GlobalArgs>) =>
     y
-      .positional('action', { choices: ['up', 'down', 'status', 'seed'] as const, demandOption: true })
-      .option('users', { type: 'number', default: 50, describe: 'seed: users to create' })
-      .option('invoices', { type: 'number', default: 500, describe: 'seed: invoices to create' })
-      .option('seed', { type: 'number', default: 42, describe: 'seed: PRNG seed (same seed, same data)' })
+      .positional('action', { choices: ['up', 'down', 'status'] as const, demandOption: true })
       .option('detach', { type: 'boolean', describe: 'up: run in the background; stop with `strangler dev down`' })
-      .example('$0 dev up --detach', 'start Postgres, Redis and the monolith on 5001, then return')
-      .example('$0 dev seed --users 100 --invoices 2000', 'fill the running legacy database') as unknown as Argv<DevArgs>,
+      .option('infra-only', { type: 'boolean', describe: 'up: only the private Postgres (wal_level=logical) and Redis, with the databases of strangler.yaml; prints their URLs and the lines to export' })
+      .example('$0 dev up --detach', 'Postgres, Redis, the databases, dev.setup, dev.processes and the gateway, then return')
+      .example('$0 dev up --infra-only --detach', 'just Postgres and Redis, for a monolith you run yourself')
+      .example('$0 dev down', 'stop everything dev up started, even when its Redis or Postgres is already gone') as unknown as Argv<DevArgs>,
   handler: async (args) => {
     switch (args.action) {
       case 'up':
@@ -36,8 +37,6 @@ export const devCommand: CommandModule<GlobalArgs, DevArgs> = {
         return down(args);
       case 'status':
         return status(args);
-      case 'seed':
-        return seed(args);
     }
   },
 };
@@ -48,41 +47,54 @@ async function up(args: DevArgs): Promise<void> {
   const fileConfig = loadConfig(args.config); // validate before starting anything
   const logger = createLogger('dev', fileConfig.logLevel === 'info' ? 'warn' : fileConfig.logLevel);
   const print = (line: string) => process.stderr.write(`  ${line}\n`);
-  process.stderr.write('starting the local stack\n');
+  process.stderr.write(args.infraOnly ? 'starting Postgres and Redis\n' : 'starting the local stack\n');
   // Heavy modules load only when the command runs, so `strangler --help` stays fast.
   const { startTopology } = await import('../dev/topology.ts');
+  const { recordDevStack } = await import('../dev/state.ts');
   // Secrets set in the environment are the stack's too (recorded in its state); the rest are generated.
   const topology = await startTopology((o) => loadConfig(args.config, { ...secretOverrides(args, process.env), ...o }), {
     logger,
-    seed: { users: args.users, invoices: args.invoices, seed: args.seed },
     redisUrl: process.env.REDIS_URL,
     onStep: print,
+    infraOnly: args.infraOnly,
+    logDir: resolve('.strangler/logs'),
   });
-  const state: DevStackState = {
-    pid: process.pid,
-    postgresUrl: topology.stack.postgres.baseUrl,
-    redisUrl: topology.stack.redisUrl,
-    startedAt: new Date().toISOString(),
-    components: topology.where(),
-    secrets: topology.secrets,
-  };
-  const stateFile = resolve(DEV_STATE_FILE);
-  mkdirSync(dirname(stateFile), { recursive: true });
-  // SECURITY: the state holds the stack's secrets: created anew (a stale file keeps its mode), readable by its owner only.
-  rmSync(stateFile, { force: true });
-  writeFileSync(stateFile, JSON.stringify(state, null, 2), { mode: 0o600 });
-  output(args, publicDevState(state), () => `\nthe local stack is up:\n${table(state.components)}\n\nstrangler commands in this folder now use it; stop with Ctrl-C or: strangler dev down`);
+  const { state, remove } = recordDevStack(topology, { infraOnly: args.infraOnly, exports: infraEnv(topology) });
+  output(args, publicDevState(state), () => `\n${upMessage(state)}; stop with Ctrl-C or: strangler dev down`);
 
+  // Stay up until told (with --infra-only nothing else keeps this process alive).
+  const alive = setInterval(() => undefined, 60_000);
   await new Promise<void>((resolveStop) => {
     const onSignal = () => resolveStop();
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
   });
+  clearInterval(alive);
   process.stderr.write('stopping the local stack\n');
   await topology.stop();
-  rmSync(stateFile, { force: true });
+  remove();
   process.stderr.write('stopped\n');
   process.exit(0);
+}
+
+/** What a monolith run by hand needs to use the stack (dev up --infra-only). */
+function infraEnv(topology: Topology): Record<string, string> {
+  const { STRANGLER_POSTGRES_URL, REDIS_URL, STRANGLER_LEGACY_DATABASE_URL, STRANGLER_CONTROL_DATABASE_URL } = topology.env;
+  const services = Object.fromEntries(Object.entries(topology.env).filter(([k]) => /^STRANGLER_.+_DATABASE_URL$/.test(k) && !['STRANGLER_LEGACY_DATABASE_URL', 'STRANGLER_CONTROL_DATABASE_URL'].includes(k)));
+  return { STRANGLER_POSTGRES_URL, REDIS_URL, STRANGLER_LEGACY_DATABASE_URL, STRANGLER_CONTROL_DATABASE_URL, ...services };
+}
+
+/** Where each part listens and, for --infra-only, the lines to export. */
+function upMessage(state: DevStackState): string {
+  return state.infraOnly
+    ? `Postgres and Redis are up:\n${table(state.components)}\n\nfor your monolith and services:\n${exportLines(state.exports ?? {})}\n\nstrangler commands in this folder now use them`
+    : `the local stack is up:\n${table(state.components)}\n\nstrangler commands in this folder now use it`;
+}
+
+function exportLines(env: Record<string, string>): string {
+  return Object.entries(env)
+    .map(([k, v]) => `  export ${k}='${v}'`)
+    .join('\n');
 }
 
 async function upDetached(args: DevArgs): Promise<void> {
@@ -95,38 +107,64 @@ async function upDetached(args: DevArgs): Promise<void> {
   const argv = process.argv.slice(1).filter((a) => a !== '--detach');
   const child = spawn(process.execPath, [...process.execArgv, ...argv], { detached: true, stdio: ['ignore', fd, fd] });
   child.unref();
-  const deadline = Date.now() + 120_000;
-  while (Date.now() < deadline) {
+  // No deadline of its own: the stack fails by itself when a process is not ready in time (dev.processes[].readyTimeoutMs).
+  for (;;) {
     const state = readDevState();
     if (state) {
-      output(args, publicDevState(state), () => `the local stack is up (pid ${state.pid}, log ${log}):\n${table(state.components)}\nstop with: strangler dev down`);
+      output(args, publicDevState(state), () => `${upMessage(state)} (pid ${state.pid}, log ${log}); stop with: strangler dev down`);
       return;
     }
-    if (child.exitCode !== null) break;
+    if (child.exitCode !== null || child.signalCode !== null) break;
     await new Promise((r) => setTimeout(r, 200));
   }
   throw new StranglerError(`the local stack did not come up; see ${log}`, 'STACK_FAILED');
 }
 
+/** How long `dev down` lets the stack stop itself before killing what it recorded. */
+const DOWN_GRACE_MS = 45_000;
+
+/**
+ * Stops the stack dev up runs: SIGTERM to dev up, which stops the gateway, its processes and
+ * Postgres and Redis, each within a deadline. Should dev up not be done in time (or be gone),
+ * every process it recorded is killed here, so nothing it started keeps a port.
+ */
 async function down(args: DevArgs): Promise<void> {
-  const state = readDevState();
+  const state = readDevState(process.cwd(), { evenIfStopped: true });
   if (!state) {
-    rmSync(resolve(DEV_STATE_FILE), { force: true });
     output(args, { stopped: false }, () => 'no dev stack is running');
     return;
   }
-  process.kill(state.pid, 'SIGTERM');
-  const deadline = Date.now() + 60_000;
-  while (Date.now() < deadline) {
+  const alive = (pid: number) => {
     try {
-      process.kill(state.pid, 0);
+      process.kill(pid, 0);
+      return true;
     } catch {
-      output(args, { stopped: true, pid: state.pid }, () => `stopped the dev stack (pid ${state.pid})`);
-      return;
+      return false;
     }
-    await new Promise((r) => setTimeout(r, 200));
+  };
+  let killed = false;
+  if (alive(state.pid)) {
+    process.kill(state.pid, 'SIGTERM');
+    const deadline = Date.now() + DOWN_GRACE_MS;
+    while (alive(state.pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    if (alive(state.pid)) {
+      process.kill(state.pid, 'SIGKILL');
+      killed = true;
+    }
   }
-  throw new StranglerError(`the dev stack (pid ${state.pid}) did not stop within 60 s; kill it with: kill ${state.pid}`, 'STACK_FAILED');
+  // Killed: what it had not stopped yet goes too (its processes, Postgres, Redis). Only now, while
+  // these ids are still theirs: a stack whose process is long gone was reaped with it (stack/reaper.ts).
+  if (killed) {
+    for (const pid of Object.values(state.pids ?? {})) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already stopped
+      }
+    }
+  }
+  rmSync(resolve(DEV_STATE_FILE), { force: true });
+  output(args, { stopped: true, pid: state.pid, killed }, () => `stopped the dev stack (pid ${state.pid})${killed ? '; what did not stop in time was killed' : ''}`);
 }
 
 async function status(args: DevArgs): Promise<void> {
@@ -151,19 +189,6 @@ async function status(args: DevArgs): Promise<void> {
   }
   output(args, { running: true, ...publicDevState(state), health }, () =>
     `dev stack pid ${state.pid}, up since ${state.startedAt}\n${table(state.components, health)}`,
-  );
-}
-
-async function seed(args: DevArgs): Promise<void> {
-  const config = resolveCliConfig(args);
-  if (!readDevState() && !args.postgresUrl && !process.env.STRANGLER_POSTGRES_URL) {
-    throw new StranglerError('no dev stack is running and no --postgres-url given; run: strangler dev up --detach', 'NOT_READY');
-  }
-  const { seedLegacy } = await import('../../legacy-adapter/index.ts');
-  const started = Date.now();
-  await seedLegacy(config.legacy.databaseUrl, { users: args.users, invoices: args.invoices, seed: args.seed });
-  output(args, { users: args.users, invoices: args.invoices, seed: args.seed, ms: Date.now() - started }, () =>
-    `seeded ${args.users} users and ${args.invoices} invoices (seed ${args.seed}) into ${config.legacy.databaseUrl} in ${Date.now() - started} ms`,
   );
 }
 

@@ -1,5 +1,4 @@
 import type { CommandModule } from 'yargs';
-import { authCommand } from './auth.ts';
 import { composeCommand } from './compose.ts';
 import { configCommand } from './config.ts';
 import { devCommand } from './dev.ts';
@@ -7,10 +6,7 @@ import { cutoverCommand, finalizeCommand, promoteCommand, rollbackCommand } from
 import { doctorCommand } from './doctor.ts';
 import { gatewayCommand } from './gateway.ts';
 import { initCommand } from './init.ts';
-import { legacyCommand } from './legacy.ts';
-import { ocrCommand } from './ocr.ts';
 import { controlCommand, diffCommand, historyCommand, planCommand, statusCommand } from './status.ts';
-import { serviceCommand } from './service.ts';
 import { servicesCommand } from './services.ts';
 import { syncCommand } from './sync.ts';
 
@@ -24,11 +20,7 @@ export const commands = [
   doctorCommand,
   syncCommand,
   gatewayCommand,
-  legacyCommand,
-  serviceCommand,
   servicesCommand,
-  authCommand,
-  ocrCommand,
   statusCommand,
   planCommand,
   cutoverCommand,

@@ -93,6 +93,27 @@ export const serviceSchema = z.strictObject({
   ignorePaths: z.array(z.string()).default([]),
 });
 
+/**
+ * A process `strangler dev up` runs, as a Procfile line: the monolith or a service, in any
+ * language. It gets the stack's values in its environment (STRANGLER_POSTGRES_URL, REDIS_URL,
+ * STRANGLER_LEGACY_DATABASE_URL, the secrets …; docs/runbook.md#the-local-stack).
+ */
+export const devProcessSchema = z.strictObject({
+  name,
+  /** A shell command line; `$VAR` takes the stack's values, as in a Procfile. */
+  command: z.string().min(1),
+  /** More environment; `${VAR}` in a value takes one of the stack's values. */
+  env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name such as DATABASE_URL'), z.string()).default({}),
+  /** Directory it runs in, relative to strangler.yaml's (default: dev.cwd). */
+  cwd: z.string().min(1).optional(),
+  /** The port it listens on (also given as $PORT): dev up refuses to start when something else holds it, and waits for it before the next process. */
+  port: port.optional(),
+  /** A path answering 2xx once it is ready (needs port). */
+  health: z.string().regex(/^\//, 'expected a path starting with /').optional(),
+  /** Longest wait for it to listen (and answer health). */
+  readyTimeoutMs: z.number().int().min(100).default(60_000),
+});
+
 /** A credential limit: at most `limit` counted attempts per key in each window of windowMs. */
 const credentialRule = z.strictObject({ limit: z.number().int().min(1), windowMs: z.number().int().min(1_000) });
 
@@ -166,10 +187,8 @@ export const configSchema = z.strictObject({
       adminToken: bearerSecret.optional(),
       /** Proxies trusted to set X-Forwarded-For (CIDRs or addresses). Empty: trust none. */
       trustedProxies: z.array(z.string()).default([]),
-      /** Paths reachable without a token. */
-      publicPaths: z
-        .array(z.string())
-        .default(['/api/auth/login', '/api/auth/register', '/api/auth/.well-known/jwks.json', '/health']),
+      /** Paths under protectedPrefixes reachable without a token: your monolith's login and registration. */
+      publicPaths: z.array(z.string()).default([]),
       bodyLimitBytes: z.number().int().min(1024).default(10 * 1024 * 1024),
       upstreamTimeoutMs: z.number().int().min(10).default(30_000),
       snapshotFile: z.string().default('.strangler/gateway-routes.json'),
@@ -405,6 +424,20 @@ export const configSchema = z.strictObject({
       allowedHosts: z.array(z.string().min(1)).default([]),
     })
     .prefault({}),
+  /**
+   * What `strangler dev up` runs besides the private Postgres and Redis, the databases named
+   * here and the gateway. Nothing by default: the toolkit assumes no monolith.
+   */
+  dev: z
+    .strictObject({
+      /** Where setup commands and processes run, relative to strangler.yaml's directory. */
+      cwd: z.string().min(1).default('.'),
+      /** Shell commands run once, in order, once the databases exist and before any process starts (schema, seed data). */
+      setup: z.array(z.string().min(1)).default([]),
+      /** Started in order, each waited for (port, health) before the next; stopped in reverse. */
+      processes: z.array(devProcessSchema).default([]),
+    })
+    .prefault({}),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   services: z.array(serviceSchema).default([]),
 });
@@ -412,3 +445,4 @@ export const configSchema = z.strictObject({
 export type StranglerConfig = z.infer<typeof configSchema>;
 export type ServiceConfig = z.infer<typeof serviceSchema>;
 export type TableMapping = z.infer<typeof tableMappingSchema>;
+export type DevProcessConfig = z.infer<typeof devProcessSchema>;

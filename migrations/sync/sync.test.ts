@@ -4,7 +4,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ResolvedConfig, ResolvedService } from '../../core/config/load.ts';
 import { silentLogger } from '../../core/logger.ts';
-import { seedLegacy } from '../../legacy-adapter/seed.ts';
+import { seedLegacy } from '../../test/reference.ts';
 import { waitFor } from '../../stack/ports.ts';
 import { dropTestDatabase, ROOT } from '../../test/harness.ts';
 import { syncEnv, syncWorker, syncWorkers, type SyncEnv } from '../../test/sync-env.ts';
@@ -404,7 +404,7 @@ describe('sync: crashes', () => {
 /** A legacy database with the reference schema and the invoices service's database, on a private server of their own. */
 async function privateServer(invoices: number): Promise<{ cluster: import('../../stack/postgres-cluster.ts').PostgresCluster; config: ResolvedConfig; service: ResolvedService }> {
   const { PostgresCluster } = await import('../../stack/postgres-cluster.ts');
-  const { migrateLegacy } = await import('../../legacy-adapter/migrate.ts');
+  const { migrateLegacy } = await import('../../test/reference.ts');
   const { loadConfig } = await import('../../core/config/load.ts');
   const cluster = await PostgresCluster.start({ ephemeral: true });
   await cluster.createDatabase('legacy');
@@ -498,7 +498,7 @@ describe('sync: both directions', () => {
   it('carries service writes back to legacy, and nothing echoes (replication origins)', async () => {
     const e = await env('sync_reverse');
     try {
-      const { migrateService } = await import('../services/index.ts');
+      const { migrateService } = await import('../../test/reference.ts');
       await migrateService(e.service); // the service's own schema: defaults and its id range
       const forward = worker(e);
       await forward.start();
@@ -536,7 +536,7 @@ describe('sync: both directions', () => {
   it('detects a row written on both sides within the lag: the later commit wins on both sides, and the conflict is recorded', async () => {
     const e = await env('sync_conflict');
     try {
-      const { migrateService } = await import('../services/index.ts');
+      const { migrateService } = await import('../../test/reference.ts');
       await migrateService(e.service);
       const forward = worker(e);
       await forward.start();
@@ -567,7 +567,7 @@ describe('sync: both directions', () => {
   it('keeps a target write that was still in progress when an older source change arrived (no lost update)', async () => {
     const e = await env('sync_conflict_inflight');
     try {
-      const { migrateService } = await import('../services/index.ts');
+      const { migrateService } = await import('../../test/reference.ts');
       await migrateService(e.service);
       const forward = worker(e);
       await forward.start();

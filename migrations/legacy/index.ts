@@ -1,8 +1,0 @@
-import type { MigrationSet } from '../runner.ts';
-import * as initial from './001_initial.ts';
-
-/** The legacy monolith's database. */
-export const legacyMigrations: MigrationSet = {
-  name: 'legacy',
-  migrations: { '001_initial': initial },
-};
