@@ -1,4 +1,6 @@
+import { healthCheckUrl, type HealthObservation, type ResolvedHealthCheck } from '../core/health-check.ts';
 import type { CheckName, CheckResult, Phase } from './state-machine.ts';
+
 
 /**
  * Preflight checks. Each is a pure evaluation of observations gathered by a probe, returning
@@ -47,22 +49,21 @@ export const DEFAULT_THRESHOLDS: CheckThresholds = {
 export const pass = (name: CheckName, reason: string): CheckResult => ({ name, ok: true, retriable: false, reason });
 export const fail = (name: CheckName, reason: string, retriable: boolean): CheckResult => ({ name, ok: false, retriable, reason });
 
-export interface HealthObservation {
-  ok: boolean;
-  status?: number;
-  latencyMs?: number;
-  error?: string;
-}
-
-/** Passes when at least one instance answers /health; says how many of them do. */
-export function checkServiceHealth(service: string, instances: Array<HealthObservation & { url: string }>): CheckResult {
+/**
+ * Passes when at least one instance answers its health check as configured (the same settings
+ * and request the gateway uses: core/health-check.ts); says how many of them do. With the checks
+ * off (healthCheck.enabled: false) instances are not asked, only needed.
+ */
+export function checkServiceHealth(service: string, instances: Array<HealthObservation & { url: string }>, hc: Pick<ResolvedHealthCheck, 'enabled' | 'path' | 'expect'>): CheckResult {
   if (instances.length === 0) return fail('service-health', `no instance of ${service} is registered; start one: strangler service ${service}`, true);
+  if (!hc.enabled) return pass('service-health', `${instances.length} instance${instances.length === 1 ? '' : 's'} of ${service}, not asked: its health checks are off (healthCheck.enabled: false)`);
+  const at = (url: string) => healthCheckUrl(url, hc);
   const healthy = instances.filter((h) => h.ok);
-  const why = (h: HealthObservation & { url: string }) => `${h.url}/health: ${h.error ?? `status ${h.status}`}`;
-  if (healthy.length === 0) return fail('service-health', `${service} did not answer ${instances.map(why).join('; ')}; start it: strangler service ${service}`, true);
-  if (instances.length === 1) return pass('service-health', `${service} answered ${instances[0].url}/health in ${instances[0].latencyMs ?? '?'} ms`);
+  const why = (h: HealthObservation & { url: string }) => `${at(h.url)}: ${h.error ?? `status ${h.status}, expected ${hc.expect}`}`;
+  if (healthy.length === 0) return fail('service-health', `${service} did not answer ${instances.map(why).join('; ')}; start it (strangler service ${service}) or set its healthCheck (path, expect) in strangler.yaml`, true);
+  if (instances.length === 1) return pass('service-health', `${service} answered ${at(instances[0].url)} in ${instances[0].latencyMs ?? '?'} ms`);
   const sick = instances.filter((h) => !h.ok);
-  return pass('service-health', `${healthy.length}/${instances.length} instances of ${service} answered /health${sick.length ? ` (not: ${sick.map(why).join('; ')})` : ''}`);
+  return pass('service-health', `${healthy.length}/${instances.length} instances of ${service} answered ${hc.path}${sick.length ? ` (not: ${sick.map(why).join('; ')})` : ''}`);
 }
 
 /** What the sync engine reports for a service; null when no sync engine answers for it. */

@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { ResolvedConfig, ResolvedService } from '../core/config/load.ts';
+import { probeHealth } from '../core/health-check.ts';
 import { createRedisRegistry } from '../core/registry/redis-registry.ts';
 import { readRouteFigures } from '../gateway/metrics.ts';
 import type { RedisKeys } from '../gateway/redis-keys.ts';
@@ -85,19 +86,9 @@ async function runCheck(ctx: ProbeContext, service: ResolvedService, name: Check
         service.discovery === 'registry'
           ? (await createRedisRegistry({ redis: ctx.redis, keyPrefix: ctx.config.redis.keyPrefix }).list(service.name)).map((i) => i.url)
           : [service.url, ...service.instances];
-      const observed = await Promise.all(
-        urls.map(async (url) => {
-          const started = Date.now();
-          try {
-            const res = await fetch(`${url}/health`, { signal: AbortSignal.timeout(2_000) });
-            await res.arrayBuffer();
-            return { url, ok: res.ok, status: res.status, latencyMs: Date.now() - started };
-          } catch (err) {
-            return { url, ok: false, error: (err as Error).message };
-          }
-        }),
-      );
-      return checkServiceHealth(service.name, observed);
+      // The gateway's own health check (core/health-check.ts), with the service's settings.
+      const observed = await Promise.all(urls.map(async (url) => ({ url, ...(await probeHealth(url, service.healthCheck)) })));
+      return checkServiceHealth(service.name, observed, service.healthCheck);
     }
     case 'sync-lag':
       return checkSyncLag(service.name, await syncObs(), ctx.thresholds);
