@@ -1,3 +1,4 @@
+import type { IdRangeFinding } from '../migrations/sync/id-ranges.ts';
 import { healthCheckUrl, type HealthObservation, type ResolvedHealthCheck } from '../core/health-check.ts';
 import type { CheckName, CheckResult, Phase } from './state-machine.ts';
 
@@ -150,4 +151,25 @@ export function checkGateways(redisUp: boolean, live: number): CheckResult {
   if (!redisUp) return fail('gateways-reachable', 'Redis is unreachable, so gateways cannot be notified; fix Redis first', true);
   if (live === 0) return fail('gateways-reachable', 'no live gateway (no heartbeat in the last seconds); start one: strangler gateway', true);
   return pass('gateways-reachable', `Redis up, ${live} live gateway(s)`);
+}
+
+/**
+ * Before the service takes writes (canary, switch): every generated key of its tables comes from
+ * a range the monolith's ids cannot reach (migrations/sync/id-ranges.ts, as sync start and doctor
+ * check it), else a row created on each side could get the same id and the reverse sync would
+ * stop on it. `findings` null: the service database does not exist.
+ */
+export function checkIdRanges(service: { name: string; readOnly: boolean }, findings: ReadonlyArray<IdRangeFinding> | null): CheckResult {
+  if (service.readOnly) return pass('id-ranges', `${service.name} is read-only: it creates no ids`);
+  if (findings === null) return fail('id-ranges', `the database of ${service.name} does not exist; create it and its tables: strangler sync start ${service.name}`, false);
+  const bad = findings.filter((f) => !f.ok);
+  if (bad.length) {
+    const fixes = bad.flatMap((f) => f.fix);
+    return fail(
+      'id-ranges',
+      `the ids ${service.name} creates could collide with the monolith's: ${bad.map((f) => f.detail).join('; ')}${fixes.length ? `; run on ${service.name}'s database: ${fixes.join(' ')} (or: strangler sync start ${service.name} --fix-sequences)` : ''}`,
+      false,
+    );
+  }
+  return pass('id-ranges', findings.length ? `${findings.map((f) => f.table).join(', ')}: ids from the service's own range` : `${service.name} has no table with a generated key`);
 }

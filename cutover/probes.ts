@@ -5,11 +5,13 @@ import { createRedisRegistry } from '../core/registry/redis-registry.ts';
 import { readRouteFigures } from '../gateway/metrics.ts';
 import type { RedisKeys } from '../gateway/redis-keys.ts';
 import { runDoctor } from '../migrations/sync/doctor.ts';
+import { serviceIdRangesFromLegacy } from '../migrations/sync/id-ranges.ts';
 import { syncStatus } from '../migrations/sync/status.ts';
 import {
   checkCanaryAnalysis,
   checkDependsOn,
   checkGateways,
+  checkIdRanges,
   checkServiceHealth,
   checkShadowMismatch,
   checkSyncLag,
@@ -120,6 +122,8 @@ async function runCheck(ctx: ProbeContext, service: ResolvedService, name: Check
       );
       return checkDependsOn(service.name, deps);
     }
+    case 'id-ranges':
+      return checkIdRanges(service, service.readOnly ? [] : await serviceIdRangesFromLegacy(ctx.config, service));
     case 'gateways-reachable': {
       let up = false;
       try {

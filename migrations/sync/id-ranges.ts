@@ -1,5 +1,8 @@
-import type pg from 'pg';
-import { quoteIdent as q, type TablePlan } from './plan.ts';
+import pg from 'pg';
+import type { ResolvedConfig, ResolvedService } from '../../core/config/load.ts';
+import { isMissingDatabase } from '../../core/databases.ts';
+import { readSourceTables } from './catalog.ts';
+import { buildSyncPlan, quoteIdent as q, tableProblem, type SourceTable, type TablePlan } from './plan.ts';
 
 /**
  * Ids created on either side while both take writes (a canary) must never collide: the
@@ -109,4 +112,49 @@ export async function readLegacyMax(source: pg.Client, keys: ReadonlyArray<{ tab
     out.set(k.table.target, rows[0].m === null ? null : BigInt(rows[0].m));
   }
   return out;
+}
+
+/**
+ * A writing service's key generators against the monolith's ids, as `doctor` and the canary
+ * preflight ask (sync start asks through its own plan): [] when it takes no writes or has no
+ * generated key, null when its database does not exist. Tables the monolith cannot sync (no key)
+ * are left to the table checks.
+ */
+export async function serviceIdRanges(config: ResolvedConfig, service: ResolvedService, legacy: pg.Client, catalog: ReadonlyMap<string, SourceTable>): Promise<IdRangeFinding[] | null> {
+  if (service.readOnly) return [];
+  const tables = service.tables.filter((t) => !t.replica && catalog.has(t.source) && !tableProblem(catalog.get(t.source), t.source, t.exclude));
+  if (!tables.length) return [];
+  let plan;
+  try {
+    plan = buildSyncPlan({ ...service, tables }, catalog as Map<string, SourceTable>, config.legacy.databaseUrl);
+  } catch {
+    return []; // the table checks say why
+  }
+  const keys = generatedKeys(plan.tables);
+  if (!keys.length) return [];
+  const target = new pg.Client({ connectionString: service.databaseUrl });
+  try {
+    await target.connect();
+  } catch (err) {
+    await target.end().catch(() => undefined);
+    if (isMissingDatabase(err)) return null;
+    throw err;
+  }
+  try {
+    const start = BigInt(config.sync.idRangeStart);
+    return idRangeFindings(await readKeyGenerators(target, keys), await readLegacyMax(legacy, keys), start, (t) => plan.tables.find((x) => x.target === t)?.source ?? t);
+  } finally {
+    await target.end().catch(() => undefined);
+  }
+}
+
+/** The same, opening the monolith's database and reading its catalog (the canary preflight). */
+export async function serviceIdRangesFromLegacy(config: ResolvedConfig, service: ResolvedService): Promise<IdRangeFinding[] | null> {
+  const legacy = new pg.Client({ connectionString: config.legacy.databaseUrl });
+  await legacy.connect();
+  try {
+    return await serviceIdRanges(config, service, legacy, await readSourceTables(legacy, service.tables.map((t) => t.source)));
+  } finally {
+    await legacy.end().catch(() => undefined);
+  }
 }
