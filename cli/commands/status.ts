@@ -142,8 +142,11 @@ export const controlCommand: CommandModule<GlobalArgs, GlobalArgs & { action: st
   handler: async (args) => {
     const config = resolveCliConfig(args);
     const { migrateControl } = await import('../../migrations/control/index.ts');
+    const { ensureDatabase } = await import('../../core/databases.ts');
+    // A monolith's own cluster has no control database yet: made here, or the error says how.
+    const created = await ensureDatabase(config.control.databaseUrl, 'the control database');
     const applied = await migrateControl(config.control.databaseUrl, config.control.schema);
-    output(args, { applied }, () => (applied.length ? `control database ready (applied ${applied.join(', ')})` : 'control database already up to date'));
+    output(args, { created, applied }, () => `${created ? 'control database created; ' : ''}${applied.length ? `control database ready (applied ${applied.join(', ')})` : 'control database already up to date'}`);
   },
 };
 
