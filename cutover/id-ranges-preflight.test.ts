@@ -70,6 +70,16 @@ describe('the canary preflight checks the ids the service will create (id-ranges
     expect(await idCheck()).toMatchObject({ ok: true, reason: "notes: ids from the service's own range" });
   });
 
+  it("counts ids the reverse sync copied back from the service as the service's, not the monolith's (regression: the switch after a canary was refused)", async () => {
+    // A note the service created during the canary, copied back into the monolith's table.
+    await sql(legacyUrl, `INSERT INTO notes (id, account_id, body) VALUES (1000000005, 1, 'made by the service')`);
+    expect(await idCheck()).toMatchObject({ ok: true });
+    // The monolith's own sequence reaching the range is still a collision.
+    await sql(legacyUrl, `SELECT setval('notes_id_seq', 1000000002)`);
+    expect(await idCheck()).toMatchObject({ ok: false, reason: expect.stringContaining("the monolith's notes already has ids up to 1000000002") });
+    await sql(legacyUrl, `SELECT setval('notes_id_seq', 40)`);
+  });
+
   it('passes a read-only service without asking, and refuses a service whose database does not exist', async () => {
     expect(await idCheck(config.services[1])).toMatchObject({ ok: true, reason: 'reports is read-only: it creates no ids' });
     const gone = { ...config.services[0], databaseUrl: serviceUrl.replace(/[^/]+$/, 't_idpre_never_created') };

@@ -104,12 +104,24 @@ export async function readKeyGenerators(target: pg.Client, keys: ReadonlyArray<{
   return out;
 }
 
-/** The largest key the monolith has in each of the tables (target name → max). */
-export async function readLegacyMax(source: pg.Client, keys: ReadonlyArray<{ table: TablePlan }>): Promise<Map<string, bigint | null>> {
+/**
+ * The largest id the monolith itself has handed out in each of the tables (target name → max):
+ * its keys below `start`, and where its own sequence stands. Keys at or above `start` are the
+ * service's, copied back by the reverse sync once it took writes (a canary): counting them would
+ * refuse the very state the id ranges exist for. The monolith's generator reaching `start` is
+ * still seen, through its sequence.
+ */
+export async function readLegacyMax(source: pg.Client, keys: ReadonlyArray<{ table: TablePlan }>, start: bigint): Promise<Map<string, bigint | null>> {
   const out = new Map<string, bigint | null>();
   for (const k of keys) {
-    const { rows } = await source.query(`SELECT max(${q(k.table.key[0])})::text AS m FROM ${q(k.table.source)}`);
-    out.set(k.table.target, rows[0].m === null ? null : BigInt(rows[0].m));
+    const key = q(k.table.key[0]);
+    const { rows } = await source.query(
+      `SELECT (SELECT max(${key}) FROM ${q(k.table.source)} WHERE ${key} < $1::numeric)::text AS m,
+              (SELECT last_value FROM pg_sequences WHERE format('%I.%I', schemaname, sequencename)::regclass = pg_get_serial_sequence($2, $3)::regclass)::text AS seq`,
+      [start.toString(), `public.${q(k.table.source)}`, k.table.key[0]],
+    );
+    const values = [rows[0].m, rows[0].seq].filter((v): v is string => v !== null).map((v) => BigInt(v));
+    out.set(k.table.target, values.length ? values.reduce((a, b) => (a > b ? a : b)) : null);
   }
   return out;
 }
@@ -142,7 +154,7 @@ export async function serviceIdRanges(config: ResolvedConfig, service: ResolvedS
   }
   try {
     const start = BigInt(config.sync.idRangeStart);
-    return idRangeFindings(await readKeyGenerators(target, keys), await readLegacyMax(legacy, keys), start, (t) => plan.tables.find((x) => x.target === t)?.source ?? t);
+    return idRangeFindings(await readKeyGenerators(target, keys), await readLegacyMax(legacy, keys, start), start, (t) => plan.tables.find((x) => x.target === t)?.source ?? t);
   } finally {
     await target.end().catch(() => undefined);
   }
