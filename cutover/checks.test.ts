@@ -79,10 +79,19 @@ describe('preflight checks', () => {
   it('service-health passes with one healthy instance of several, names the sick ones, and fails with none registered', () => {
     const up = (url: string) => ({ url, ok: true, status: 200, latencyMs: 3 });
     const down = (url: string) => ({ url, ok: false, error: 'ECONNREFUSED' });
-    expect(checkServiceHealth('invoices', [up('http://a')])).toMatchObject({ ok: true, reason: 'invoices answered http://a/health in 3 ms' });
-    expect(checkServiceHealth('invoices', [up('http://a'), down('http://b')])).toMatchObject({ ok: true, reason: '1/2 instances of invoices answered /health (not: http://b/health: ECONNREFUSED)' });
-    expect(checkServiceHealth('invoices', [down('http://a')])).toMatchObject({ ok: false, retriable: true, reason: 'invoices did not answer http://a/health: ECONNREFUSED; start it: strangler service invoices' });
-    expect(checkServiceHealth('invoices', [])).toMatchObject({ ok: false, retriable: true, reason: 'no instance of invoices is registered; start one: strangler service invoices' });
+    const hc = { enabled: true, path: '/health', expect: '2xx' };
+    expect(checkServiceHealth('invoices', [up('http://a')], hc)).toMatchObject({ ok: true, reason: 'invoices answered http://a/health in 3 ms' });
+    expect(checkServiceHealth('invoices', [up('http://a'), down('http://b')], hc)).toMatchObject({ ok: true, reason: '1/2 instances of invoices answered /health (not: http://b/health: ECONNREFUSED)' });
+    expect(checkServiceHealth('invoices', [down('http://a')], hc)).toMatchObject({ ok: false, retriable: true, reason: 'invoices did not answer http://a/health: ECONNREFUSED; start it (strangler service invoices) or set its healthCheck (path, expect) in strangler.yaml' });
+    expect(checkServiceHealth('invoices', [], hc)).toMatchObject({ ok: false, retriable: true, reason: 'no instance of invoices is registered; start one: strangler service invoices' });
+  });
+
+  it('service-health names the configured path and expected status, and passes without asking when the checks are off', () => {
+    const hc = { enabled: true, path: '/status', expect: 204 };
+    expect(checkServiceHealth('notes', [{ url: 'http://a:81', ok: false, status: 200 }], hc)).toMatchObject({ ok: false, reason: expect.stringContaining('http://a:81/status: status 200, expected 204') });
+    expect(checkServiceHealth('notes', [{ url: 'http://a:81', ok: true, status: 204, latencyMs: 2 }], hc)).toMatchObject({ ok: true, reason: 'notes answered http://a:81/status in 2 ms' });
+    expect(checkServiceHealth('notes', [{ url: 'http://a:81', ok: true }], { ...hc, enabled: false })).toMatchObject({ ok: true, reason: expect.stringContaining('not asked: its health checks are off') });
+    expect(checkServiceHealth('notes', [], { ...hc, enabled: false })).toMatchObject({ ok: false });
   });
 
   it('depends-on-switched names the dependencies not yet switched (analytics after invoices)', () => {

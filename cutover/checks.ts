@@ -1,4 +1,7 @@
+import type { IdRangeFinding } from '../migrations/sync/id-ranges.ts';
+import { healthCheckUrl, type HealthObservation, type ResolvedHealthCheck } from '../core/health-check.ts';
 import type { CheckName, CheckResult, Phase } from './state-machine.ts';
+
 
 /**
  * Preflight checks. Each is a pure evaluation of observations gathered by a probe, returning
@@ -47,22 +50,21 @@ export const DEFAULT_THRESHOLDS: CheckThresholds = {
 export const pass = (name: CheckName, reason: string): CheckResult => ({ name, ok: true, retriable: false, reason });
 export const fail = (name: CheckName, reason: string, retriable: boolean): CheckResult => ({ name, ok: false, retriable, reason });
 
-export interface HealthObservation {
-  ok: boolean;
-  status?: number;
-  latencyMs?: number;
-  error?: string;
-}
-
-/** Passes when at least one instance answers /health; says how many of them do. */
-export function checkServiceHealth(service: string, instances: Array<HealthObservation & { url: string }>): CheckResult {
-  if (instances.length === 0) return fail('service-health', `no instance of ${service} is registered; start one: strangler service ${service}`, true);
+/**
+ * Passes when at least one instance answers its health check as configured (the same settings
+ * and request the gateway uses: core/health-check.ts); says how many of them do. With the checks
+ * off (healthCheck.enabled: false) instances are not asked, only needed.
+ */
+export function checkServiceHealth(service: string, instances: Array<HealthObservation & { url: string }>, hc: Pick<ResolvedHealthCheck, 'enabled' | 'path' | 'expect'>): CheckResult {
+  if (instances.length === 0) return fail('service-health', `no instance of ${service} is registered; start one (it registers itself with the registry, or list it under services[].url)`, true);
+  if (!hc.enabled) return pass('service-health', `${instances.length} instance${instances.length === 1 ? '' : 's'} of ${service}, not asked: its health checks are off (healthCheck.enabled: false)`);
+  const at = (url: string) => healthCheckUrl(url, hc);
   const healthy = instances.filter((h) => h.ok);
-  const why = (h: HealthObservation & { url: string }) => `${h.url}/health: ${h.error ?? `status ${h.status}`}`;
-  if (healthy.length === 0) return fail('service-health', `${service} did not answer ${instances.map(why).join('; ')}; start it: strangler service ${service}`, true);
-  if (instances.length === 1) return pass('service-health', `${service} answered ${instances[0].url}/health in ${instances[0].latencyMs ?? '?'} ms`);
+  const why = (h: HealthObservation & { url: string }) => `${at(h.url)}: ${h.error ?? `status ${h.status}, expected ${hc.expect}`}`;
+  if (healthy.length === 0) return fail('service-health', `${service} did not answer ${instances.map(why).join('; ')}; start it or set its healthCheck (path, expect) in strangler.yaml`, true);
+  if (instances.length === 1) return pass('service-health', `${service} answered ${at(instances[0].url)} in ${instances[0].latencyMs ?? '?'} ms`);
   const sick = instances.filter((h) => !h.ok);
-  return pass('service-health', `${healthy.length}/${instances.length} instances of ${service} answered /health${sick.length ? ` (not: ${sick.map(why).join('; ')})` : ''}`);
+  return pass('service-health', `${healthy.length}/${instances.length} instances of ${service} answered ${hc.path}${sick.length ? ` (not: ${sick.map(why).join('; ')})` : ''}`);
 }
 
 /** What the sync engine reports for a service; null when no sync engine answers for it. */
@@ -212,4 +214,25 @@ export function checkGateways(redisUp: boolean, live: number): CheckResult {
   if (!redisUp) return fail('gateways-reachable', 'Redis is unreachable, so gateways cannot be notified; fix Redis first', true);
   if (live === 0) return fail('gateways-reachable', 'no live gateway (no heartbeat in the last seconds); start one: strangler gateway', true);
   return pass('gateways-reachable', `Redis up, ${live} live gateway(s)`);
+}
+
+/**
+ * Before the service takes writes (canary, switch): every generated key of its tables comes from
+ * a range the monolith's ids cannot reach (migrations/sync/id-ranges.ts, as sync start and doctor
+ * check it), else a row created on each side could get the same id and the reverse sync would
+ * stop on it. `findings` null: the service database does not exist.
+ */
+export function checkIdRanges(service: { name: string; readOnly: boolean }, findings: ReadonlyArray<IdRangeFinding> | null): CheckResult {
+  if (service.readOnly) return pass('id-ranges', `${service.name} is read-only: it creates no ids`);
+  if (findings === null) return fail('id-ranges', `the database of ${service.name} does not exist; create it and its tables: strangler sync start ${service.name}`, false);
+  const bad = findings.filter((f) => !f.ok);
+  if (bad.length) {
+    const fixes = bad.flatMap((f) => f.fix);
+    return fail(
+      'id-ranges',
+      `the ids ${service.name} creates could collide with the monolith's: ${bad.map((f) => f.detail).join('; ')}${fixes.length ? `; run on ${service.name}'s database: ${fixes.join(' ')} (or: strangler sync start ${service.name} --fix-sequences)` : ''}`,
+      false,
+    );
+  }
+  return pass('id-ranges', findings.length ? `${findings.map((f) => f.table).join(', ')}: ids from the service's own range` : `${service.name} has no table with a generated key`);
 }

@@ -181,7 +181,7 @@ describe('cutover end to end, against real gateways, sync and control database',
     expect(history[1]).toMatchObject({ to_route: { mode: 'canary', weight: 20, fenced: true } });
     expect(back.writeHoldMs).toBeGreaterThanOrEqual(0);
     const checks = await ctl.pool.query(`SELECT name, ok FROM "${config.control.schema}".check_results WHERE audit_id = $1 ORDER BY id`, [history[2].id]);
-    expect(checks.rows.map((r) => r.name)).toEqual(['service-health', 'sync-lag', 'sync-verified', 'depends-on-switched', 'gateways-reachable', 'shadow-mismatch']);
+    expect(checks.rows.map((r) => r.name)).toEqual(['service-health', 'sync-lag', 'sync-verified', 'depends-on-switched', 'gateways-reachable', 'id-ranges', 'shadow-mismatch']);
   });
 
   it('refuses a second change of a prefix that is being changed', async () => {

@@ -1,14 +1,17 @@
 import type { Redis } from 'ioredis';
 import type { ResolvedConfig, ResolvedService } from '../core/config/load.ts';
+import { probeHealth } from '../core/health-check.ts';
 import { createRedisRegistry } from '../core/registry/redis-registry.ts';
 import { readRouteFigures, type WindowFigures } from '../gateway/metrics.ts';
 import type { RedisKeys } from '../gateway/redis-keys.ts';
 import { runDoctor } from '../migrations/sync/doctor.ts';
+import { serviceIdRangesFromLegacy } from '../migrations/sync/id-ranges.ts';
 import { syncStatus } from '../migrations/sync/status.ts';
 import {
   checkCanaryAnalysis,
   checkDependsOn,
   checkGateways,
+  checkIdRanges,
   checkServiceHealth,
   checkShadowMismatch,
   checkSyncLag,
@@ -106,19 +109,9 @@ async function runCheck(ctx: ProbeContext, service: ResolvedService, name: Check
         service.discovery === 'registry'
           ? (await createRedisRegistry({ redis: ctx.redis, keyPrefix: ctx.config.redis.keyPrefix }).list(service.name)).map((i) => i.url)
           : [service.url, ...service.instances];
-      const observed = await Promise.all(
-        urls.map(async (url) => {
-          const started = Date.now();
-          try {
-            const res = await fetch(`${url}/health`, { signal: AbortSignal.timeout(2_000) });
-            await res.arrayBuffer();
-            return { url, ok: res.ok, status: res.status, latencyMs: Date.now() - started };
-          } catch (err) {
-            return { url, ok: false, error: (err as Error).message };
-          }
-        }),
-      );
-      return checkServiceHealth(service.name, observed);
+      // The gateway's own health check (core/health-check.ts), with the service's settings.
+      const observed = await Promise.all(urls.map(async (url) => ({ url, ...(await probeHealth(url, service.healthCheck)) })));
+      return checkServiceHealth(service.name, observed, service.healthCheck);
     }
     case 'sync-lag':
       return checkSyncLag(service.name, await syncObs(), ctx.thresholds);
@@ -153,6 +146,8 @@ async function runCheck(ctx: ProbeContext, service: ResolvedService, name: Check
       );
       return checkDependsOn(service.name, deps);
     }
+    case 'id-ranges':
+      return checkIdRanges(service, service.readOnly ? [] : await serviceIdRangesFromLegacy(ctx.config, service));
     case 'gateways-reachable': {
       let up = false;
       try {

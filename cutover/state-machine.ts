@@ -48,6 +48,8 @@ export const CHECKS = [
   'gateways-reachable',
   /** After the switch: the switched prefix analysed against legacy's figures from before it (cutover/bake.ts). */
   'bake-analysis',
+  /** Before the service takes writes: its tables' id generators cannot meet the monolith's ids. */
+  'id-ranges',
 ] as const;
 export type CheckName = (typeof CHECKS)[number];
 
@@ -78,7 +80,8 @@ interface Transition {
   checks: readonly CheckName[];
 }
 
-const TRAFFIC_CHECKS = ['service-health', 'sync-lag', 'sync-verified', 'depends-on-switched', 'gateways-reachable'] as const;
+/** Before a share of users is served by the service, which then takes their writes too. */
+const TRAFFIC_CHECKS = ['service-health', 'sync-lag', 'sync-verified', 'depends-on-switched', 'gateways-reachable', 'id-ranges'] as const;
 
 /**
  * Every allowed transition. A (phase, command) pair not listed is refused, and the refusal

@@ -34,7 +34,7 @@ let registry: ServiceRegistry;
 let token: string;
 const instances = new Map<string, { child: ChildProcess; id: string; url: string; stderr: () => string }>();
 
-const HC = { path: '/health', intervalMs: 300, timeoutMs: 250, healthyThreshold: 2, unhealthyThreshold: 2 };
+const HC = { enabled: true, path: '/health', expect: '2xx', intervalMs: 300, timeoutMs: 250, healthyThreshold: 2, unhealthyThreshold: 2 };
 
 async function startInstance(name: string): Promise<{ id: string; url: string }> {
   const child = spawn(process.execPath, [resolve(ROOT, 'examples/reference/bin.js'), 'service', 'invoices', '--port', '0', '--zone', `zone-${name}`, '--config', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });

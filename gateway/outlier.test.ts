@@ -107,7 +107,7 @@ describe('strangler services: merging the registry and the gateways', () => {
 });
 
 describe('choosing an instance', () => {
-  const options = { outlier: od, healthCheck: { path: '/health', intervalMs: 60_000, timeoutMs: 100, ...hc } };
+  const options = { outlier: od, healthCheck: { enabled: true, path: '/health', expect: '2xx', intervalMs: 60_000, timeoutMs: 100, ...hc } };
   const statics = ['a', 'b', 'c'].map((id) => ({ id, url: `http://127.0.0.1:9/${id}`, source: 'static' as const }));
 
   it('least-outstanding sends to the least busy instance, and spreads ties', async () => {
@@ -166,7 +166,7 @@ describe('slow start', () => {
 
   it('sends less to an instance still warming (least outstanding, weighted), and its full share after', async () => {
     const statics = ['old', 'new'].map((id) => ({ id, url: `http://127.0.0.1:9/${id}`, source: 'static' as const }));
-    const c = new Cluster('invoices', { outlier: od, healthCheck: { path: '/health', intervalMs: 60_000, timeoutMs: 100, ...hc }, policy: 'least-outstanding', slowStart: slow }, statics);
+    const c = new Cluster('invoices', { outlier: od, healthCheck: { enabled: true, path: '/health', expect: '2xx', intervalMs: 60_000, timeoutMs: 100, ...hc }, policy: 'least-outstanding', slowStart: slow }, statics);
     const [old, fresh] = c.endpoints;
     old.outstanding = 3;
     fresh.health.healthySince = Date.now() - 1_000; // 1 s into a 10 s window: weight 0.1
@@ -189,7 +189,7 @@ describe('retry budget', () => {
 
   it('counts retries in flight per cluster: a retry ended frees its place', async () => {
     const statics = ['a', 'b'].map((id) => ({ id, url: `http://127.0.0.1:9/${id}`, source: 'static' as const }));
-    const c = new Cluster('invoices', { outlier: od, healthCheck: { path: '/health', intervalMs: 60_000, timeoutMs: 100, ...hc }, policy: 'least-outstanding', retryBudget: { percent: 50, minConcurrency: 1 } }, statics);
+    const c = new Cluster('invoices', { outlier: od, healthCheck: { enabled: true, path: '/health', expect: '2xx', intervalMs: 60_000, timeoutMs: 100, ...hc }, policy: 'least-outstanding', retryBudget: { percent: 50, minConcurrency: 1 } }, statics);
     c.endpoints[0].outstanding = 4; // 50 % of 4 in flight: 2 retries
     const first = c.startRetry();
     const second = c.startRetry();
@@ -209,7 +209,7 @@ describe('zone-aware routing', () => {
     { id: 'b1', zone: 'b' },
     { id: 'b2', zone: 'b' },
   ].map((x) => ({ ...x, url: `http://127.0.0.1:9/${x.id}`, source: 'static' as const }));
-  const options = { outlier: od, healthCheck: { path: '/health', intervalMs: 60_000, timeoutMs: 100, ...hc }, policy: 'round-robin' as const };
+  const options = { outlier: od, healthCheck: { enabled: true, path: '/health', expect: '2xx', intervalMs: 60_000, timeoutMs: 100, ...hc }, policy: 'round-robin' as const };
   const zoned = (minAvailable: number) => new Cluster('invoices', { ...options, localZone: { zone: 'a', minAvailable } }, specs);
 
   it('keeps to the local zone while enough of it is available, and goes to any zone otherwise', async () => {

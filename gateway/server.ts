@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Redis } from 'ioredis';
 import type { ResolvedConfig } from '../core/config/load.ts';
 import { requireSecret } from '../core/config/secrets.ts';
+import type { ResolvedHealthCheck } from '../core/health-check.ts';
 import { errorBody } from '../core/errors.ts';
 import { StranglerError } from '../core/errors.ts';
 import type { Logger } from '../core/logger.ts';
@@ -102,7 +103,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
   figures.start();
 
   // One cluster of instances per upstream: static ones from strangler.yaml, or the registry's.
-  const clusterOptions = (healthCheck: typeof g.healthCheck) => ({
+  const clusterOptions = (healthCheck: ResolvedHealthCheck) => ({
     policy: g.loadBalancer.policy,
     retryBudget: g.loadBalancer.retryBudget,
     slowStart: g.loadBalancer.slowStart,
@@ -114,7 +115,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     logger,
   });
   // Legacy has nowhere to fall back to: with its only instance marked down it is still tried.
-  const legacy = new Cluster('legacy', { ...clusterOptions(g.healthCheck), panic: true }, [staticSpec(config.legacy.url)]);
+  const legacy = new Cluster('legacy', { ...clusterOptions(config.legacy.healthCheck), panic: true }, [staticSpec(config.legacy.url)]);
   const upstreams = new Map<string, Cluster>([['legacy', legacy]]);
   for (const s of config.services) {
     upstreams.set(s.name, new Cluster(s.name, clusterOptions(s.healthCheck), s.discovery === 'static' ? [s.url, ...s.instances].map(staticSpec) : []));

@@ -1,11 +1,10 @@
 import { Pool } from 'undici';
-import type { ResolvedService } from '../core/config/load.ts';
+import { probeHealth, type ResolvedHealthCheck } from '../core/health-check.ts';
 import type { Logger } from '../core/logger.ts';
 import { statusClass, type GatewayMetrics } from './metrics.ts';
 import { isAvailable, isEjected, newHealth, readmitIfDue, recordCheck, recordOutcome, slowStartWeight, type InstanceHealth, type OutlierConfig, type SlowStartConfig } from './outlier.ts';
 
-/** Sent with every active health check, so an instance (or a test) can tell them from traffic. */
-export const HEALTH_CHECK_USER_AGENT = 'strangler-health-check';
+export { HEALTH_CHECK_USER_AGENT } from '../core/health-check.ts';
 
 /** Requests and failures of the last minute, in six 10 s buckets. */
 class RecentCounts {
@@ -74,7 +73,8 @@ export function retryBudgetAllows(budget: RetryBudget, active: number, retrying:
 export interface ClusterOptions {
   policy: 'least-outstanding' | 'round-robin';
   outlier: OutlierConfig;
-  healthCheck: ResolvedService['healthCheck'];
+  /** Legacy's or the service's (strangler.yaml); with enabled: false every instance counts as healthy. */
+  healthCheck: ResolvedHealthCheck;
   connections?: number;
   connectTimeoutMs?: number;
   /** With no instance available, still send to one (legacy: there is nowhere else to go). */
@@ -109,6 +109,11 @@ export class Cluster {
     for (const s of statics) this.#add(s, 'healthy');
   }
 
+  /** Whether the active health checks run: off, an instance is healthy from the start. */
+  get #checked(): boolean {
+    return this.#o.healthCheck.enabled;
+  }
+
   get endpoints(): Endpoint[] {
     return this.#list;
   }
@@ -124,7 +129,8 @@ export class Cluster {
     for (const s of specs) {
       const known = this.#list.find((e) => e.id === s.id);
       if (known) Object.assign(known, { version: s.version, zone: s.zone });
-      else checks.push(this.#check(this.#add(s, 'unknown')));
+      else if (this.#checked) checks.push(this.#check(this.#add(s, 'unknown')));
+      else this.#add(s, 'healthy');
     }
     return Promise.all(checks).then(() => undefined);
   }
@@ -228,7 +234,7 @@ export class Cluster {
    * interval_jitter, so many gateways do not ask every instance in the same instant).
    */
   startHealthChecks(): void {
-    if (this.#timer) return;
+    if (this.#timer || !this.#checked) return;
     const schedule = () => {
       const jitter = this.#o.healthCheck.intervalMs * 0.1 * (2 * Math.random() - 1);
       this.#timer = setTimeout(() => {
@@ -303,11 +309,8 @@ export class Cluster {
     const hc = this.#o.healthCheck;
     let ok = false;
     try {
-      const res = await e.pool.request({ method: 'GET', path: hc.path, headers: { 'user-agent': HEALTH_CHECK_USER_AGENT }, headersTimeout: hc.timeoutMs, bodyTimeout: hc.timeoutMs, signal: AbortSignal.timeout(hc.timeoutMs) });
-      await res.body.dump();
-      ok = res.statusCode >= 200 && res.statusCode < 300;
-    } catch {
-      ok = false;
+      // The same request, status rule and deadline as the cutover preflight's (core/health-check.ts).
+      ok = (await probeHealth(e.url, hc, e.pool)).ok;
     } finally {
       e.checking = false;
     }

@@ -152,9 +152,10 @@ export const controlCommand: CommandModule<GlobalArgs, GlobalArgs & { action: st
   builder: (y: Argv<GlobalArgs>) => y.positional('action', { choices: ['init'] as const, demandOption: true }) as unknown as Argv<GlobalArgs & { action: string }>,
   handler: async (args) => {
     const config = resolveCliConfig(args);
-    const { ensureDatabase } = await import('../../core/databases.ts');
-    const created = await ensureDatabase(config.control.databaseUrl, 'the control database');
     const { migrateControl } = await import('../../migrations/control/index.ts');
+    const { ensureDatabase } = await import('../../core/databases.ts');
+    // A monolith's own cluster has no control database yet: made here, or the error says how.
+    const created = await ensureDatabase(config.control.databaseUrl, 'the control database');
     const applied = await migrateControl(config.control.databaseUrl, config.control.schema);
     output(args, { created, applied }, () => `${created ? 'control database created; ' : ''}${applied.length ? `control database ready (applied ${applied.join(', ')})` : 'control database already up to date'}`);
   },

@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { z } from 'zod';
 import { StranglerError } from '../errors.ts';
+import type { ResolvedHealthCheck } from '../health-check.ts';
 import { configSchema, type ServiceConfig, type StranglerConfig, type TableMapping } from './schema.ts';
 import { formatIssues } from './format-issues.ts';
 import { SECRETS, secretProblem, type SecretName } from './secrets.ts';
@@ -37,7 +38,7 @@ export interface ResolvedTableMapping {
 export interface ResolvedService extends Omit<ServiceConfig, 'url' | 'database' | 'tables' | 'healthCheck'> {
   url: string;
   /** gateway.healthCheck with the service's overrides. */
-  healthCheck: StranglerConfig['gateway']['healthCheck'];
+  healthCheck: ResolvedHealthCheck;
   database: string;
   databaseUrl: string;
   tables: ResolvedTableMapping[];
@@ -46,7 +47,7 @@ export interface ResolvedService extends Omit<ServiceConfig, 'url' | 'database' 
 /** The configuration every component receives. Nothing below the entry points reads process.env. */
 export interface ResolvedConfig extends Omit<StranglerConfig, 'legacy' | 'control' | 'services'> {
   file: string | null;
-  legacy: StranglerConfig['legacy'] & { url: string; databaseUrl: string };
+  legacy: Omit<StranglerConfig['legacy'], 'healthCheck'> & { url: string; databaseUrl: string; healthCheck: ResolvedHealthCheck };
   control: StranglerConfig['control'] & { databaseUrl: string };
   services: ResolvedService[];
 }
@@ -104,6 +105,7 @@ function applyOverrides(config: StranglerConfig, o: ConfigOverrides, file: strin
       ...config.legacy,
       jwtSecret: o.legacyJwtSecret ?? config.legacy.jwtSecret,
       url: config.legacy.url ?? `http://127.0.0.1:${config.legacy.port}`,
+      healthCheck: { ...config.gateway.healthCheck, ...config.legacy.healthCheck },
       databaseUrl: dbUrl(config.legacy.database),
     },
     control: { ...config.control, databaseUrl: dbUrl(config.control.database) },

@@ -47,10 +47,23 @@ export const tableMappingSchema = z.strictObject({
   truncate: z.enum(['apply', 'stop']).optional(),
 });
 
-/** Active health checks: the gateway asks every instance, healthy or not, on this interval. */
+/** The statuses of a healthy answer: one (200), a range ("200-399") or a class ("2xx"). */
+const expectStatus = z.union([
+  z.number().int().min(100).max(599),
+  z.string().regex(/^([1-5]xx|[1-5]\d\d(-[1-5]\d\d)?)$/, 'expected a status (200), a range ("200-399") or a class ("2xx")')
+    .refine((v) => !v.includes('-') || Number(v.slice(0, 3)) <= Number(v.slice(4)), 'expected a range from the lower status to the higher, such as "200-399"'),
+]);
+
+/**
+ * Active health checks: the gateway asks every instance, healthy or not, on this interval, and
+ * the cutover preflight asks the same way (core/health-check.ts).
+ */
 const healthCheckFields = {
-  /** Answered 2xx by a healthy instance (the service kit's /health checks its database). */
+  /** false: instances are never asked and count as healthy (passive outlier detection still takes failing ones out). */
+  enabled: z.boolean().default(true),
+  /** Answered with an `expect` status by a healthy instance (the service kit's /health checks its database); a monolith without one: "/" or any cheap page. */
   path: z.string().regex(/^\//, 'expected a path starting with /').default('/health'),
+  expect: expectStatus.default('2xx'),
   intervalMs: z.number().int().min(100).default(2_000),
   timeoutMs: z.number().int().min(10).default(1_000),
   /** Consecutive passes that bring an unhealthy instance back (a new instance needs one). */
@@ -59,7 +72,7 @@ const healthCheckFields = {
   unhealthyThreshold: z.number().int().min(1).default(2),
 };
 export const healthCheckSchema = z.strictObject(healthCheckFields);
-/** The same fields without defaults: a service overrides only what it names. */
+/** The same fields without defaults: legacy or a service overrides only what it names. */
 const healthCheckOverride = z.strictObject(Object.fromEntries(Object.entries(healthCheckFields).map(([k, v]) => [k, v.unwrap().optional()])) as {
   [K in keyof typeof healthCheckFields]: z.ZodOptional<ReturnType<(typeof healthCheckFields)[K]['unwrap']>>;
 });
@@ -142,6 +155,8 @@ export const configSchema = z.strictObject({
       port: port.default(5001),
       url: httpUrl.optional(),
       database: database.default('legacy'),
+      /** Overrides of gateway.healthCheck for the monolith (a monolith without /health: `{ path: /, expect: 200 }`, or `{ enabled: false }`). */
+      healthCheck: healthCheckOverride.optional(),
       /**
        * The HS256 secret the monolith signs its tokens with. No default: the gateway, the services
        * and the monolith refuse to start without it. Set it outside version control:

@@ -1,9 +1,8 @@
 import pg from 'pg';
 import type { ResolvedConfig } from '../../core/config/load.ts';
 import { readSourceTables } from './catalog.ts';
-import { isMissingDatabase } from '../../core/databases.ts';
-import { generatedKeys, idRangeFindings, readKeyGenerators, readLegacyMax } from './id-ranges.ts';
-import { buildSyncPlan, tableProblem, type SourceTable } from './plan.ts';
+import { serviceIdRanges } from './id-ranges.ts';
+import { tableProblem, type SourceTable } from './plan.ts';
 
 export interface DoctorFinding {
   check: string;
@@ -87,31 +86,9 @@ export async function runDoctor(config: ResolvedConfig): Promise<DoctorFinding[]
  */
 async function idRangeFindingsOf(config: ResolvedConfig, legacy: pg.Client, catalog: Map<string, SourceTable>): Promise<DoctorFinding[]> {
   const findings: DoctorFinding[] = [];
-  for (const service of config.services.filter((s) => !s.readOnly && s.tables.some((t) => !t.replica))) {
-    const tables = service.tables.filter((t) => !t.replica && catalog.has(t.source) && !tableProblem(catalog.get(t.source), t.source, t.exclude));
-    if (!tables.length) continue;
-    let plan;
-    try {
-      plan = buildSyncPlan({ ...service, tables }, catalog, config.legacy.databaseUrl);
-    } catch {
-      continue; // the table findings above say why
-    }
-    const keys = generatedKeys(plan.tables);
-    if (!keys.length) continue;
-    const target = new pg.Client({ connectionString: service.databaseUrl });
-    try {
-      await target.connect();
-    } catch (err) {
-      if (isMissingDatabase(err)) continue;
-      throw err;
-    }
-    try {
-      const start = BigInt(config.sync.idRangeStart);
-      for (const f of idRangeFindings(await readKeyGenerators(target, keys), await readLegacyMax(legacy, keys), start, (t) => plan.tables.find((x) => x.target === t)?.source ?? t)) {
-        findings.push({ check: `ids ${service.name}.${f.table}`, ok: f.ok, detail: f.detail, fix: f.ok ? undefined : f.fix.length ? `${f.fix.join(' ')}  (or: strangler sync start ${service.name} --fix-sequences)` : undefined });
-      }
-    } finally {
-      await target.end().catch(() => undefined);
+  for (const service of config.services) {
+    for (const f of (await serviceIdRanges(config, service, legacy, catalog)) ?? []) {
+      findings.push({ check: `ids ${service.name}.${f.table}`, ok: f.ok, detail: f.detail, fix: f.ok ? undefined : f.fix.length ? `${f.fix.join(' ')}  (or: strangler sync start ${service.name} --fix-sequences)` : undefined });
     }
   }
   return findings;

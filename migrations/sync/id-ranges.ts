@@ -1,5 +1,8 @@
-import type pg from 'pg';
-import { quoteIdent as q, type TablePlan } from './plan.ts';
+import pg from 'pg';
+import type { ResolvedConfig, ResolvedService } from '../../core/config/load.ts';
+import { isMissingDatabase } from '../../core/databases.ts';
+import { readSourceTables } from './catalog.ts';
+import { buildSyncPlan, quoteIdent as q, tableProblem, type SourceTable, type TablePlan } from './plan.ts';
 
 /**
  * Ids created on either side while both take writes (a canary) must never collide: the
@@ -101,12 +104,69 @@ export async function readKeyGenerators(target: pg.Client, keys: ReadonlyArray<{
   return out;
 }
 
-/** The largest key the monolith has in each of the tables (target name → max). */
-export async function readLegacyMax(source: pg.Client, keys: ReadonlyArray<{ table: TablePlan }>): Promise<Map<string, bigint | null>> {
+/**
+ * The largest id the monolith itself has handed out in each of the tables (target name → max):
+ * its keys below `start`, and where its own sequence stands. Keys at or above `start` are the
+ * service's, copied back by the reverse sync once it took writes (a canary): counting them would
+ * refuse the very state the id ranges exist for. The monolith's generator reaching `start` is
+ * still seen, through its sequence.
+ */
+export async function readLegacyMax(source: pg.Client, keys: ReadonlyArray<{ table: TablePlan }>, start: bigint): Promise<Map<string, bigint | null>> {
   const out = new Map<string, bigint | null>();
   for (const k of keys) {
-    const { rows } = await source.query(`SELECT max(${q(k.table.key[0])})::text AS m FROM ${q(k.table.source)}`);
-    out.set(k.table.target, rows[0].m === null ? null : BigInt(rows[0].m));
+    const key = q(k.table.key[0]);
+    const { rows } = await source.query(
+      `SELECT (SELECT max(${key}) FROM ${q(k.table.source)} WHERE ${key} < $1::numeric)::text AS m,
+              (SELECT last_value FROM pg_sequences WHERE format('%I.%I', schemaname, sequencename)::regclass = pg_get_serial_sequence($2, $3)::regclass)::text AS seq`,
+      [start.toString(), `public.${q(k.table.source)}`, k.table.key[0]],
+    );
+    const values = [rows[0].m, rows[0].seq].filter((v): v is string => v !== null).map((v) => BigInt(v));
+    out.set(k.table.target, values.length ? values.reduce((a, b) => (a > b ? a : b)) : null);
   }
   return out;
+}
+
+/**
+ * A writing service's key generators against the monolith's ids, as `doctor` and the canary
+ * preflight ask (sync start asks through its own plan): [] when it takes no writes or has no
+ * generated key, null when its database does not exist. Tables the monolith cannot sync (no key)
+ * are left to the table checks.
+ */
+export async function serviceIdRanges(config: ResolvedConfig, service: ResolvedService, legacy: pg.Client, catalog: ReadonlyMap<string, SourceTable>): Promise<IdRangeFinding[] | null> {
+  if (service.readOnly) return [];
+  const tables = service.tables.filter((t) => !t.replica && catalog.has(t.source) && !tableProblem(catalog.get(t.source), t.source, t.exclude));
+  if (!tables.length) return [];
+  let plan;
+  try {
+    plan = buildSyncPlan({ ...service, tables }, catalog as Map<string, SourceTable>, config.legacy.databaseUrl);
+  } catch {
+    return []; // the table checks say why
+  }
+  const keys = generatedKeys(plan.tables);
+  if (!keys.length) return [];
+  const target = new pg.Client({ connectionString: service.databaseUrl });
+  try {
+    await target.connect();
+  } catch (err) {
+    await target.end().catch(() => undefined);
+    if (isMissingDatabase(err)) return null;
+    throw err;
+  }
+  try {
+    const start = BigInt(config.sync.idRangeStart);
+    return idRangeFindings(await readKeyGenerators(target, keys), await readLegacyMax(legacy, keys, start), start, (t) => plan.tables.find((x) => x.target === t)?.source ?? t);
+  } finally {
+    await target.end().catch(() => undefined);
+  }
+}
+
+/** The same, opening the monolith's database and reading its catalog (the canary preflight). */
+export async function serviceIdRangesFromLegacy(config: ResolvedConfig, service: ResolvedService): Promise<IdRangeFinding[] | null> {
+  const legacy = new pg.Client({ connectionString: config.legacy.databaseUrl });
+  await legacy.connect();
+  try {
+    return await serviceIdRanges(config, service, legacy, await readSourceTables(legacy, service.tables.map((t) => t.source)));
+  } finally {
+    await legacy.end().catch(() => undefined);
+  }
 }

@@ -201,7 +201,7 @@ async function checkIdRanges(o: PrepareOptions, source: pg.Client, target: pg.Cl
   const keys = generatedKeys(plan.tables);
   if (keys.length === 0) return;
   const start = BigInt(o.config.sync.idRangeStart ?? 1_000_000_001);
-  const findings = idRangeFindings(await readKeyGenerators(target, keys), await readLegacyMax(source, keys), start, (t) => plan.tables.find((x) => x.target === t)?.source ?? t);
+  const findings = idRangeFindings(await readKeyGenerators(target, keys), await readLegacyMax(source, keys, start), start, (t) => plan.tables.find((x) => x.target === t)?.source ?? t);
   const bad = findings.filter((f) => !f.ok);
   const fixable = bad.filter((f) => f.fix.length && (created.has(f.table) || o.fixSequences));
   for (const f of fixable) {
