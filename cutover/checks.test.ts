@@ -82,8 +82,8 @@ describe('preflight checks', () => {
     const hc = { enabled: true, path: '/health', expect: '2xx' };
     expect(checkServiceHealth('invoices', [up('http://a')], hc)).toMatchObject({ ok: true, reason: 'invoices answered http://a/health in 3 ms' });
     expect(checkServiceHealth('invoices', [up('http://a'), down('http://b')], hc)).toMatchObject({ ok: true, reason: '1/2 instances of invoices answered /health (not: http://b/health: ECONNREFUSED)' });
-    expect(checkServiceHealth('invoices', [down('http://a')], hc)).toMatchObject({ ok: false, retriable: true, reason: 'invoices did not answer http://a/health: ECONNREFUSED; start it (strangler service invoices) or set its healthCheck (path, expect) in strangler.yaml' });
-    expect(checkServiceHealth('invoices', [], hc)).toMatchObject({ ok: false, retriable: true, reason: 'no instance of invoices is registered; start one: strangler service invoices' });
+    expect(checkServiceHealth('invoices', [down('http://a')], hc)).toMatchObject({ ok: false, retriable: true, reason: 'invoices did not answer http://a/health: ECONNREFUSED; start it or set its healthCheck (path, expect) in strangler.yaml' });
+    expect(checkServiceHealth('invoices', [], hc)).toMatchObject({ ok: false, retriable: true, reason: 'no instance of invoices is registered; start one (it registers itself with the registry, or list it under services[].url)' });
   });
 
   it('service-health names the configured path and expected status, and passes without asking when the checks are off', () => {
