@@ -5,7 +5,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { freePort, waitFor } from '../stack/ports.ts';
-import { gatewayTestEnv, ROOT, sharedStack, testSecrets } from '../test/harness.ts';
+import { gatewayCliYaml, gatewayTestEnv, ROOT, testSecrets } from '../test/harness.ts';
 import { liveGateways } from '../cutover/route-change.ts';
 import { redisKeys } from './redis-keys.ts';
 
@@ -20,18 +20,7 @@ afterAll(async () => {
 it('strangler gateway --workers 2 --zone z-1 runs two processes on one port that both acknowledge the route table in that zone, and stops on SIGTERM', async () => {
   const port = await freePort();
   const file = join(env.dir, 'strangler.yaml');
-  writeFileSync(
-    file,
-    stringify({
-      postgres: { url: sharedStack().pgBaseUrl },
-      redis: { url: env.config.redis.url, keyPrefix: env.config.redis.keyPrefix },
-      legacy: { port: await freePort(), url: env.legacy.url },
-      control: { database: new URL(env.config.control.databaseUrl).pathname.slice(1) },
-      gateway: { port, snapshotFile: join(env.dir, 'snap.json'), heartbeatIntervalMs: 200 },
-      logLevel: 'warn',
-      services: [{ name: 'invoices', prefix: '/api/invoices', port: await freePort(), url: env.upstreams.invoices.url, database: 'svc_invoices', order: 1 }],
-    }),
-  );
+  writeFileSync(file, stringify(await gatewayCliYaml(env, port, { heartbeatIntervalMs: 200 })));
   const child = spawn(process.execPath, [resolve(ROOT, 'bin/strangler.js'), 'gateway', '--workers', '2', '--zone', 'z-1', '--config', file], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, STRANGLER_LEGACY_JWT_SECRET: testSecrets.legacyJwtSecret, STRANGLER_ADMIN_TOKEN: testSecrets.adminToken },

@@ -132,3 +132,28 @@ describe('docker-compose.yml exposes only the gateway and holds no secret', () =
     }
   });
 });
+
+describe('the image compose builds (Dockerfile)', () => {
+  const dockerfile = readFileSync(resolve(ROOT, 'Dockerfile'), 'utf8');
+  const stages = dockerfile.split(/^FROM /m).slice(1).map((s) => `FROM ${s}`);
+
+  it('builds in one stage and runs on a current Node LTS slim image as a non-root user, with a HEALTHCHECK', () => {
+    expect(stages.length).toBe(2);
+    const runtime = stages[1];
+    expect(runtime).toMatch(/^FROM node:(22|24|26)-[a-z]+-slim\s*$/m);
+    expect(runtime).toMatch(/^USER (?!root)\S+/m);
+    expect(runtime).toMatch(/^HEALTHCHECK /m);
+    expect(runtime).toContain('/src/dist');
+    expect(runtime).not.toMatch(/tsx|npm (ci|install)/);
+    expect(stages[0]).toMatch(/npm run build/);
+    expect(stages[0]).toMatch(/npm prune --omit=dev/);
+  });
+
+  it('copies into the build stage every folder the builds compile (the toolkit and the reference example it runs)', () => {
+    const build = JSON.parse(readFileSync(resolve(ROOT, 'tsconfig.build.json'), 'utf8')) as { include: string[] };
+    for (const dir of [...build.include, 'examples/reference']) expect(stages[0], dir).toMatch(new RegExp(`^COPY ${dir} \\./${dir}$`, 'm'));
+    expect(stages[0]).toContain('tsc -p examples/reference/tsconfig.build.json');
+    // The compose file runs the reference services through the example's entry point.
+    expect(stages[1]).toContain('examples/reference/bin.js');
+  });
+});

@@ -189,3 +189,21 @@ export function configYaml(config: ResolvedConfig): Record<string, unknown> {
     })),
   };
 }
+
+/**
+ * A strangler.yaml for a gateway CLI process over a gatewayTestEnv: its Redis namespace and
+ * control database, legacy and the `invoices` echo upstream, on `port`.
+ */
+export async function gatewayCliYaml(env: Awaited<ReturnType<typeof gatewayTestEnv>>, port: number, gateway: Record<string, unknown> = {}): Promise<Record<string, unknown>> {
+  const { freePort } = await import('../stack/ports.ts');
+  const { join } = await import('node:path');
+  return {
+    postgres: { url: sharedStack().pgBaseUrl },
+    redis: { url: env.config.redis.url, keyPrefix: env.config.redis.keyPrefix },
+    legacy: { port: await freePort(), url: env.legacy.url },
+    control: { database: new URL(env.config.control.databaseUrl).pathname.slice(1) },
+    gateway: { port, snapshotFile: join(env.dir, `snap-${port}.json`), ...gateway },
+    logLevel: 'warn',
+    services: [{ name: 'invoices', prefix: '/api/invoices', port: await freePort(), url: env.upstreams.invoices.url, database: 'svc_invoices', order: 1 }],
+  };
+}
