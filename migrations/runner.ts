@@ -36,8 +36,19 @@ function migratorConfig(set: MigrationSet): Knex.MigratorConfig {
   };
 }
 
-export function createKnex(databaseUrl: string, pool: { min?: number; max?: number } = {}): Knex {
-  return knexFactory({ client: 'pg', connection: databaseUrl, pool: { min: pool.min ?? 0, max: pool.max ?? 10 } });
+/**
+ * A knex over PostgreSQL. With `deadlines`, a database that hangs (a frozen host, a network
+ * black hole: the connection stays open, nothing answers) fails the query instead of holding it
+ * and its pooled connection for ever: connect, pool acquire and each query get a time limit.
+ */
+export function createKnex(databaseUrl: string, pool: { min?: number; max?: number } = {}, deadlines?: { connectTimeoutMs: number; queryTimeoutMs: number }): Knex {
+  if (!deadlines) return knexFactory({ client: 'pg', connection: databaseUrl, pool: { min: pool.min ?? 0, max: pool.max ?? 10 } });
+  return knexFactory({
+    client: 'pg',
+    connection: { connectionString: databaseUrl, connectionTimeoutMillis: deadlines.connectTimeoutMs, query_timeout: deadlines.queryTimeoutMs, keepAlive: true } as Knex.PgConnectionConfig,
+    pool: { min: pool.min ?? 0, max: pool.max ?? 10 },
+    acquireConnectionTimeout: deadlines.connectTimeoutMs + deadlines.queryTimeoutMs,
+  });
 }
 
 /** Applies every pending migration of a set; returns the names applied. */

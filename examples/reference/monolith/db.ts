@@ -7,6 +7,9 @@ import { createKnex } from '../../../migrations/runner.ts';
 pg.types.setTypeParser(pg.types.builtins.DATE, (value: string) => value);
 
 /** The knex instance of an app's database. */
-export function openDatabase(databaseUrl: string, maxConnections = 10): Knex {
-  return createKnex(databaseUrl, { min: 0, max: maxConnections });
+/** Deadlines of the monolith's and services' database calls: a hung database fails requests and the events relay's polls instead of wedging them. */
+export const DATABASE_DEADLINES = { connectTimeoutMs: 5_000, queryTimeoutMs: 30_000 };
+
+export function openDatabase(databaseUrl: string, maxConnections = 10, deadlines = DATABASE_DEADLINES): Knex {
+  return createKnex(databaseUrl, { min: 0, max: maxConnections }, deadlines);
 }
