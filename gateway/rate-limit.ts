@@ -82,8 +82,27 @@ export function createRateLimiter(o: RateLimiterOptions) {
   const redisKey = (rule: Rule, window: number, clientKey: string) => `${rule.keyPrefix}${window}:${clientKey}`;
   const expireAt = (rule: Rule, window: number) => (window + 1) * rule.windowMs + 1_000;
 
-  /** Adds every pending count to Redis in one pipeline and takes back the shared totals. */
-  async function flush(): Promise<void> {
+  /**
+   * Adds every pending count to Redis in one pipeline and takes back the shared totals. One at
+   * a time: two flushes at once would both send the same pending counts, and Redis would count
+   * them twice (clients limited early). A timer tick while one runs is skipped; an explicit
+   * flush waits for it and then sends what is left.
+   */
+  let flushing: Promise<void> = Promise.resolve();
+  let busy = false;
+  function flush(): Promise<void> {
+    flushing = flushing.catch(() => undefined).then(async () => {
+      busy = true;
+      try {
+        await flushOnce();
+      } finally {
+        busy = false;
+      }
+    });
+    return flushing;
+  }
+
+  async function flushOnce(): Promise<void> {
     const batch: Array<{ c: Counter; n: number }> = [];
     const multi = redis.multi();
     const now = Date.now();
@@ -119,7 +138,7 @@ export function createRateLimiter(o: RateLimiterOptions) {
   // Flushes, and forgets the counters of past windows (also when every hit is synchronous).
   let timer: NodeJS.Timeout | null = null;
   if (compiled.length) {
-    timer = setInterval(() => void flush(), sync.intervalMs || 1_000);
+    timer = setInterval(() => void (busy || flush()), sync.intervalMs || 1_000);
     timer.unref();
   }
 

@@ -47,6 +47,22 @@ describe('the gateway while Redis is unavailable', () => {
     }
   });
 
+  it('sends each counted hit to Redis once when flushes overlap (a slow Redis, a timer tick during an explicit flush)', async () => {
+    const keys = redisKeys(`${uniqueName('rl_overlap')}:`);
+    const limit = createRateLimiter({ rules: [{ prefix: '/api', limit: 1_000, windowMs: 86_400_000 }], redis, keyPrefix: keys.rateLimit, onStoreError: () => undefined, sync: { intervalMs: 60_000, exactWithin: 0 }, health: switchableHealth() });
+    try {
+      // The first hit of a key asks Redis; the next ones are counted here until a flush.
+      await limit('/api/x', 'ip:2');
+      const later = Array.from({ length: 4 }, () => limit('/api/x', 'ip:2'));
+      expect(later.some((d) => d instanceof Promise)).toBe(false);
+      await Promise.all([limit.flush(), limit.flush(), limit.flush()]);
+      const [key] = await redis.keys(`${keys.rateLimit('/api')}*`);
+      expect(Number(await redis.get(key))).toBe(5);
+    } finally {
+      limit.stop();
+    }
+  });
+
   it('holds route figures back while Redis is unavailable and adds them to the bucket they belong to once it is back', async () => {
     const keys = redisKeys(`${uniqueName('rf_down')}:`);
     const health = switchableHealth();
