@@ -9,7 +9,11 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'p
  * removed first, so a service that trusts them can never be told who the caller is by the caller.
  */
 export const IDENTITY_HEADERS = ['x-user-id', 'x-user-email', 'x-user-issuer', 'x-authenticated-user', 'x-forwarded-user'] as const;
-const STRIPPED = new Set<string>([...HOP_BY_HOP, ...IDENTITY_HEADERS, 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'x-real-ip']);
+/**
+ * Also never sent upstream: Expect (the gateway answers 100-continue itself, and undici refuses
+ * it) and, SECURITY, `Proxy` (httpoxy: CGI-style upstreams read it as HTTP_PROXY).
+ */
+const STRIPPED = new Set<string>([...HOP_BY_HOP, ...IDENTITY_HEADERS, 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'x-real-ip', 'expect', 'proxy']);
 /** Upstream response headers never passed on: hop-by-hop ones (Content-Length stays) and X-Request-Id (ours replaces it). */
 const DROPPED_DOWNSTREAM = new Set<string>([...[...HOP_BY_HOP].filter((h) => h !== 'content-length'), 'x-request-id']);
 
@@ -32,7 +36,7 @@ export function upstreamHeaders(incoming: IncomingHttpHeaders, ctx: ForwardConte
   const connection = incoming.connection;
   const listed = connection ? new Set(connection.toLowerCase().split(',').map((t) => t.trim())) : null;
   for (const name in incoming) {
-    if (STRIPPED.has(name) || listed?.has(name)) continue;
+    if (STRIPPED.has(name) || listed?.has(name) || name.startsWith('proxy-')) continue;
     const value = incoming[name];
     if (value !== undefined) out[name] = value;
   }
