@@ -91,6 +91,31 @@ async function seenOnce(ctx: RowContext, before: number, path: string, what: str
   return found!;
 }
 
+/**
+ * A client that goes away (`drive` writes, then destroys the socket; `reached` waits for the
+ * upstream to have the request): the upstream sees its request broken off, and the data plane
+ * counts a client abort, not an upstream error.
+ */
+const abandoned = (name: string, path: string, drive: (socket: Socket, reached: () => Promise<unknown>) => void | Promise<void>) =>
+  row({
+    name: `${name}; counted as a client abort, not an upstream error`,
+    throughOnly: true,
+    async exchange(to, ctx) {
+      const before = ctx.upstream.seen.length;
+      const counts = await ctx.plane.counts();
+      const reached = () => seenOnce(ctx, before, path, 'the request to reach the upstream', () => true);
+      await rawExchange(to, (socket: Socket) => drive(socket, reached), { expect: 1 }).catch(() => undefined);
+      const seen = await seenOnce(ctx, before, path, 'the upstream to see the request broken off', (s) => s.aborted);
+      await waitFor('the abort to be counted', async () => (await ctx.plane.counts()).clientAborts > counts.clientAborts, 5_000, 20);
+      return { seen, counts, after: await ctx.plane.counts() };
+    },
+    check({ seen, counts, after }) {
+      expect(seen.aborted).toBe(true);
+      expect(after.clientAborts).toBe(counts.clientAborts + 1);
+      expect(after.upstreamErrors).toBe(counts.upstreamErrors);
+    },
+  });
+
 const report = (what: string, m: { rssGrowthMB: number; heapGrowthMB: number }) => console.info(`[conformance] ${what}: RSS +${m.rssGrowthMB.toFixed(1)} MB, heap +${m.heapGrowthMB.toFixed(1)} MB`);
 
 conformanceSuite('HTTP conformance, large bodies and clients that go away', { bodyLimitBytes: 128 * MB }, [
@@ -114,58 +139,18 @@ conformanceSuite('HTTP conformance, large bodies and clients that go away', { bo
       expect(through.rssGrowthMB).toBeLessThan((3 * DOWNLOAD) / MB);
     },
   }),
-  row({
-    name: 'a client that goes away mid-upload: the upstream sees its request broken off, counted as a client abort, not an upstream error',
-    throughOnly: true,
-    async exchange(to, ctx) {
-      const before = ctx.upstream.seen.length;
-      const counts = await ctx.plane.counts();
-      await rawExchange(
-        to,
-        async (socket: Socket) => {
-          socket.write(head('POST', '/echo/abandoned-upload', [['Content-Length', String(10 * MB)]]));
-          socket.write(Buffer.from(BLOCK).subarray(0, 32 * 1024));
-          await seenOnce(ctx, before, '/echo/abandoned-upload', 'the upload to reach the upstream', () => true);
-          socket.destroy();
-        },
-        { expect: 0 },
-      ).catch(() => undefined);
-      const seen = await seenOnce(ctx, before, '/echo/abandoned-upload', 'the upstream to see the upload break off', (s) => s.aborted);
-      await waitFor('the abort to be counted', async () => (await ctx.plane.counts()).clientAborts > counts.clientAborts, 5_000, 20);
-      return { seen, counts, after: await ctx.plane.counts() };
-    },
-    check({ seen, counts, after }) {
-      expect(seen.aborted).toBe(true);
-      expect(after.clientAborts).toBe(counts.clientAborts + 1);
-      expect(after.upstreamErrors).toBe(counts.upstreamErrors);
-    },
+  abandoned('a client that goes away mid-upload: the upstream sees its request broken off', '/echo/abandoned-upload', async (socket, reached) => {
+    socket.write(head('POST', '/echo/abandoned-upload', [['Content-Length', String(10 * MB)]]));
+    socket.write(Buffer.from(BLOCK).subarray(0, 32 * 1024));
+    await reached();
+    socket.destroy();
   }),
-  row({
-    name: 'a client that goes away mid-download: the upstream sees its answer broken off, counted as a client abort, not an upstream error',
-    throughOnly: true,
-    async exchange(to, ctx) {
-      const before = ctx.upstream.seen.length;
-      const counts = await ctx.plane.counts();
-      await rawExchange(
-        to,
-        (socket: Socket) => {
-          socket.write(head('GET', '/drip'));
-          let got = 0;
-          socket.on('data', (c: Buffer) => {
-            if ((got += c.length) > 4096) socket.destroy();
-          });
-        },
-        { expect: 1 },
-      ).catch(() => undefined);
-      const seen = await seenOnce(ctx, before, '/drip', 'the upstream to see its answer broken off', (s) => s.aborted);
-      await waitFor('the abort to be counted', async () => (await ctx.plane.counts()).clientAborts > counts.clientAborts, 5_000, 20);
-      return { seen, counts, after: await ctx.plane.counts() };
-    },
-    check({ seen, counts, after }) {
-      expect(seen.aborted).toBe(true);
-      expect(after.clientAborts).toBe(counts.clientAborts + 1);
-      expect(after.upstreamErrors).toBe(counts.upstreamErrors);
-    },
+  abandoned('a client that goes away mid-download: the upstream sees its answer broken off', '/drip', (socket) => {
+    socket.write(head('GET', '/drip'));
+    let got = 0;
+    socket.on('data', (c: Buffer) => {
+      if ((got += c.length) > 4096) socket.destroy();
+    });
   }),
 ]);
 

@@ -7,7 +7,7 @@ import { startConformanceUpstream, type ConformanceUpstream } from './conformanc
 import type { Endpoint } from './raw-http.ts';
 
 /** The gateway settings a conformance suite runs a data plane with (the rest: strangler.yaml's defaults). */
-export type PlaneSettings = Partial<Pick<ResolvedConfig["gateway"], "bodyLimitBytes" | 'trustedProxies' | 'rateLimits' | 'protectedPrefixes'>>;
+export type PlaneSettings = Partial<Pick<ResolvedConfig['gateway'], 'bodyLimitBytes' | 'maxHeaderBytes' | 'headersTimeoutMs' | 'requestTimeoutMs' | 'keepAliveTimeoutMs' | 'trustedProxies' | 'rateLimits' | 'protectedPrefixes'>>;
 
 /** A data plane running in front of one upstream (every path routed to it as legacy). */
 export interface RunningPlane extends Endpoint {
