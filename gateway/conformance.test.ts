@@ -384,5 +384,19 @@ conformanceSuite(
         expect(seen[0].headers['http2-settings']).toBeUndefined();
       },
     }),
+    row({
+      name: 'SECURITY: an Upgrade other than websocket with a body: 400, never forwarded',
+      throughOnly: true,
+      async exchange(to, ctx) {
+        const before = ctx.upstream.seen.length;
+        const x = await one(to, `${head('POST', '/echo/h2c-body', [['Connection', 'Upgrade'], ['Upgrade', 'h2c'], ['Content-Length', '5']])}hello`, { untilClose: true });
+        return { x, seen: seenSince(ctx, before) };
+      },
+      check({ x, seen }) {
+        expect(x.responses[0].status).toBe(400);
+        expect(x.closed).toBe(true);
+        expect(seen).toEqual([]);
+      },
+    }),
   ],
 );
