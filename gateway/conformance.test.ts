@@ -217,6 +217,16 @@ conformanceSuite(
       },
     }),
     row({
+      name: 'response trailers passed on after the body (never one a trailer must not carry)',
+      exchange: async (to) => [await one(to, head('GET', '/trailers')), await one(to, head('GET', '/trailers', [], { version: '1.0', host: false }), { untilClose: true })],
+      check([through, through10], direct) {
+        expect(direct![0].responses[0].trailers).toEqual([['X-Checksum', 'sha256=abc'], ['Set-Cookie', 'sneaky=1']]);
+        expect(through.responses[0].body.toString()).toBe('with trailers');
+        expect(through.responses[0].trailers).toEqual([['X-Checksum', 'sha256=abc']]);
+        expect(through10.responses[0].body.toString()).toBe('with trailers'); // HTTP/1.0: no chunks, no trailers
+      },
+    }),
+    row({
       name: 'a 10 kB response header passes intact',
       exchange: (to) => one(to, head('GET', '/long-header')),
       check: (through, direct) => expect(header(through.responses[0], 'x-long')).toBe(header(direct!.responses[0], 'x-long')),

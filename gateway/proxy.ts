@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Transform, type Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { StranglerError } from '../core/errors.ts';
-import { downstreamHeaders } from './headers.ts';
+import { downstreamHeaders, downstreamTrailers } from './headers.ts';
 import type { CapturedResponse } from './shadow.ts';
 import type { Endpoint } from './upstreams.ts';
 
@@ -157,9 +157,14 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     return this.res.write(chunk);
   }
 
-  onComplete(): void {
+  onComplete(trailers: string[] | null): void {
     this.#finish();
     if (this.#retry) return this.reject(new RetryableStatus(this.#status));
+    // The upstream's trailers follow the body (Node sends them on a chunked answer, drops them for HTTP/1.0).
+    if (trailers?.length) {
+      const passed = downstreamTrailers(trailers);
+      if (passed.length) this.res.addTrailers(passed);
+    }
     this.res.end();
     const captured = this.#chunks && this.#size <= (this.o.captureBytes ?? 0);
     this.resolve({ status: this.#status, contentType: this.#contentType, body: captured ? Buffer.concat(this.#chunks!) : null });

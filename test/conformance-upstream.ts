@@ -47,6 +47,7 @@ const LAST_MODIFIED = 'Wed, 21 Oct 2026 07:28:00 GMT';
  *   /cookies       three Set-Cookie headers (one with a comma in its Expires)
  *   /hop-by-hop    an answer carrying hop-by-hop headers a proxy must not pass on
  *   /early-hints   103 Early Hints (Link), then the answer; /processing: 102, then the answer
+ *   /trailers      a chunked answer with trailers (one, Set-Cookie, a trailer must not carry)
  *   /long-header   a 10 kB response header
  */
 export async function startConformanceUpstream(): Promise<ConformanceUpstream> {
@@ -140,6 +141,13 @@ async function answer(req: IncomingMessage, res: ServerResponse, entry: SeenRequ
   if (path === '/processing') {
     res.writeProcessing();
     return void res.writeHead(200, { 'content-type': 'text/plain' }).end('processed');
+  }
+  if (path === '/trailers') {
+    const chunked = req.httpVersion !== '1.0';
+    res.writeHead(200, { 'content-type': 'text/plain', ...(chunked ? { trailer: 'X-Checksum, Set-Cookie' } : {}) });
+    res.write('with ');
+    if (chunked) res.addTrailers([['X-Checksum', 'sha256=abc'], ['Set-Cookie', 'sneaky=1']]);
+    return void res.end('trailers');
   }
   if (path === '/long-header') return void res.writeHead(200, { 'x-long': 'v'.repeat(10 * 1024) }).end('long');
   const body = JSON.stringify({ method: entry.method, url: entry.url, httpVersion: entry.httpVersion, headers: entry.headers, trailers: entry.trailers, bodyLength: entry.bodyLength, sha256: entry.sha256 });
