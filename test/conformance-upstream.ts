@@ -163,8 +163,11 @@ async function sendBytes(res: ServerResponse, n: number, withLength: boolean): P
   for (let left = n; left > 0 && !res.destroyed; left -= block.length) {
     if (!res.write(left >= block.length ? block : block.subarray(0, left))) {
       await new Promise<void>((ok) => {
-        res.once('drain', ok);
-        res.once('close', ok);
+        const go = () => {
+          res.off('drain', go).off('close', go);
+          ok();
+        };
+        res.on('drain', go).on('close', go);
       });
     }
   }
