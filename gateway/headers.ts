@@ -9,8 +9,16 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'p
  * removed first, so a service that trusts them can never be told who the caller is by the caller.
  */
 export const IDENTITY_HEADERS = ['x-user-id', 'x-user-email', 'x-user-issuer', 'x-authenticated-user', 'x-forwarded-user'] as const;
-const STRIPPED = new Set<string>([...HOP_BY_HOP, ...IDENTITY_HEADERS, 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'x-real-ip']);
-/** Upstream response headers never passed on: hop-by-hop ones (Content-Length stays) and X-Request-Id (ours replaces it). */
+/**
+ * Also never sent upstream: Expect (the gateway answers 100-continue itself, and undici refuses
+ * it) and, SECURITY, `Proxy` (httpoxy: CGI-style upstreams read it as HTTP_PROXY).
+ */
+const STRIPPED = new Set<string>([...HOP_BY_HOP, ...IDENTITY_HEADERS, 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'forwarded', 'x-real-ip', 'expect', 'proxy']);
+/**
+ * Upstream response headers never passed on: hop-by-hop ones (Content-Length stays) and
+ * X-Request-Id (ours replaces it). Trailer goes too: Node refuses to write it to a client it
+ * cannot send chunks to (HTTP/1.0); the trailers themselves are passed on when it can.
+ */
 const DROPPED_DOWNSTREAM = new Set<string>([...[...HOP_BY_HOP].filter((h) => h !== 'content-length'), 'x-request-id']);
 
 export interface ForwardContext {
@@ -32,7 +40,7 @@ export function upstreamHeaders(incoming: IncomingHttpHeaders, ctx: ForwardConte
   const connection = incoming.connection;
   const listed = connection ? new Set(connection.toLowerCase().split(',').map((t) => t.trim())) : null;
   for (const name in incoming) {
-    if (STRIPPED.has(name) || listed?.has(name)) continue;
+    if (STRIPPED.has(name) || listed?.has(name) || name.startsWith('proxy-')) continue;
     const value = incoming[name];
     if (value !== undefined) out[name] = value;
   }
@@ -81,6 +89,19 @@ export function downstreamHeaders(raw: Buffer[], requestId: string, extra?: Reco
       if (Array.isArray(value)) for (const v of value) out.push(name, v);
       else out.push(name, value);
     }
+  }
+  return out;
+}
+
+/** Fields never taken from an upstream's trailers: framing, routing and hop-by-hop ones (RFC 9110 §6.5.1). */
+const NOT_IN_TRAILERS = new Set([...HOP_BY_HOP, 'content-encoding', 'content-type', 'content-range', 'set-cookie', 'authorization', 'cache-control', 'expect', 'max-forwards', 'x-request-id']);
+
+/** An upstream's raw trailers as [name, value] pairs for addTrailers, minus those a trailer must not carry. */
+export function downstreamTrailers(raw: Array<string | Buffer>): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = String(raw[i]);
+    if (!NOT_IN_TRAILERS.has(name.toLowerCase())) out.push([name, String(raw[i + 1])]);
   }
   return out;
 }

@@ -129,13 +129,13 @@ export function createPipeline(o: PipelineOptions) {
       return d instanceof Promise ? d.then((x) => credentialDecision(a, x, 'account')) : credentialDecision(a, d, 'account');
     },
 
-    /** The headers sent upstream: the client's minus hop-by-hop and identity ones, X-Forwarded-* by the trusted-proxy rule. */
+    /** The headers sent upstream: the client's minus hop-by-hop and identity ones, X-Forwarded-* by the trusted-proxy rule (a trusted proxy's Proto and Host kept). */
     forwardHeaders(req: IncomingMessage, a: Admitted): Record<string, string | string[]> {
       return upstreamHeaders(req.headers, {
         requestId: a.requestId,
         forwardedFor: a.viaProxy && req.headers['x-forwarded-for'] ? `${req.headers['x-forwarded-for']}, ${a.remote}` : a.remote,
         proto: a.viaProxy && typeof req.headers['x-forwarded-proto'] === 'string' ? req.headers['x-forwarded-proto'] : 'http',
-        host: req.headers.host,
+        host: a.viaProxy && typeof req.headers['x-forwarded-host'] === 'string' ? req.headers['x-forwarded-host'] : req.headers.host,
         identity: a.identity,
         traceparent: traceparentFor(req.headers.traceparent),
       });

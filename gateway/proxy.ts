@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Transform, type Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { StranglerError } from '../core/errors.ts';
-import { downstreamHeaders } from './headers.ts';
+import { downstreamHeaders, downstreamTrailers } from './headers.ts';
 import type { CapturedResponse } from './shadow.ts';
 import type { Endpoint } from './upstreams.ts';
 
@@ -79,6 +79,18 @@ export function forward(upstream: Pick<Endpoint, 'pool'>, res: ServerResponse, o
   });
 }
 
+function passEarlyHints(res: ServerResponse, raw: Buffer[]): void {
+  if (res.headersSent || res.req.httpVersionMinor === 0 || res.req.httpVersionMajor !== 1) return;
+  const link: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) if (raw[i].toString('latin1').toLowerCase() === 'link') link.push(raw[i + 1].toString('latin1'));
+  if (link.length === 0) return;
+  try {
+    res.writeEarlyHints({ link });
+  } catch {
+    // A Link value Node refuses to write: the hint is dropped, the answer still comes.
+  }
+}
+
 class ForwardHandler implements Dispatcher.DispatchHandler {
   #status = 0;
   #retry = false;
@@ -109,7 +121,14 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   onHeaders(statusCode: number, raw: Buffer[], resume: () => void): boolean {
-    if (statusCode < 200) return true; // 1xx: informational, the final answer follows
+    if (statusCode < 200) {
+      // 1xx: informational, the final answer follows. 103 Early Hints is passed on (its Link
+      // headers only, and never to an HTTP/1.0 client, which cannot read a 1xx); others (102) are
+      // dropped: they mean something to one connection only. (A 100 the gateway never asked
+      // for ends the request in undici: the upstream never sees Expect.)
+      if (statusCode === 103) passEarlyHints(this.res, raw);
+      return true;
+    }
     this.#status = statusCode;
     if (this.o.retryOn?.(statusCode)) {
       this.#retry = true; // the body is read and dropped; another instance gets the request
@@ -138,9 +157,14 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     return this.res.write(chunk);
   }
 
-  onComplete(): void {
+  onComplete(trailers: string[] | null): void {
     this.#finish();
     if (this.#retry) return this.reject(new RetryableStatus(this.#status));
+    // The upstream's trailers follow the body (Node sends them on a chunked answer, drops them for HTTP/1.0).
+    if (trailers?.length) {
+      const passed = downstreamTrailers(trailers);
+      if (passed.length) this.res.addTrailers(passed);
+    }
     this.res.end();
     const captured = this.#chunks && this.#size <= (this.o.captureBytes ?? 0);
     this.resolve({ status: this.#status, contentType: this.#contentType, body: captured ? Buffer.concat(this.#chunks!) : null });

@@ -1,4 +1,5 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, ServerResponse, type IncomingMessage, type Server } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Redis } from 'ioredis';
 import type { ResolvedConfig } from '../core/config/load.ts';
 import { requireSecret } from '../core/config/secrets.ts';
@@ -56,11 +57,17 @@ const RETRY_STATUSES = [502, 503, 504] as const;
 
 const staticSpec = (url: string): EndpointSpec => ({ id: new URL(url).host, url, source: 'static' });
 
+/** Requests with `Expect: 100-continue` whose client has not been asked for its body yet. */
+const awaitingContinue = new WeakSet<ServerResponse>();
+
 function sendError(res: ServerResponse, status: number, code: string, message: string, requestId: string, headers: Record<string, string> = {}): void {
   if (res.headersSent) {
     res.destroy();
     return;
   }
+  // A refusal instead of 100 Continue: the body was never asked for, so the connection closes
+  // (an unread body must never be read as the next request).
+  if (awaitingContinue.has(res)) headers = { ...headers, connection: 'close' };
   const body = JSON.stringify(errorBody(code, message));
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-request-id': requestId, ...headers });
   res.end(body);
@@ -215,6 +222,10 @@ export function createGateway(deps: GatewayDeps): Gateway {
     // attempt, is read first (bounded); others stream.
     let body: Body = null;
     const hasBody = !BODYLESS.has(method) || length > 0 || req.headers['transfer-encoding'] !== undefined;
+    // Expect: 100-continue: every check that may refuse the request (route table, auth, rate and
+    // credential limits, fence, declared size) has passed; only now is the client asked for its
+    // body. The upstream never sees the Expect header (headers.ts): the gateway answers it.
+    if (awaitingContinue.delete(res) && hasBody) res.writeContinue();
     if (hasBody) {
       try {
         body = choice.fallback || (a.credential && credentials.readsBody) ? await readBody(req, g.bodyLimitBytes) : limitBody(req, g.bodyLimitBytes);
@@ -352,13 +363,41 @@ export function createGateway(deps: GatewayDeps): Gateway {
     if (service) figures.record(service, target, status, ms);
   }
 
-  const server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, (req, res) => {
+  const serve = (req: IncomingMessage, res: ServerResponse) => {
     handle(req, res).catch((err) => {
       logger.error({ err }, 'gateway request failed');
       sendError(res, 500, 'INTERNAL', 'internal gateway error', String(res.getHeader('x-request-id') ?? ''));
     });
+  };
+  // SECURITY: the limits on what a client may send and how slowly (gateway.maxHeaderBytes → 431,
+  // headersTimeoutMs and requestTimeoutMs → 408, slowloris and slow uploads), checked often
+  // enough that a connection is cut soon after its deadline.
+  const checkEveryMs = Math.min(30_000, Math.max(100, Math.floor(Math.min(g.headersTimeoutMs, g.requestTimeoutMs || Infinity) / 4)));
+  const server = createServer(
+    { maxHeaderSize: g.maxHeaderBytes, headersTimeout: g.headersTimeoutMs, requestTimeout: g.requestTimeoutMs, keepAliveTimeout: g.keepAliveTimeoutMs, connectionsCheckingInterval: checkEveryMs },
+    serve,
+  );
+  // Expect: 100-continue (curl for bodies over 1 MB, .NET, Java): handled like any request, the
+  // 100 sent once it may proceed (handle), a refusal sent instead without reading the body.
+  server.on('checkContinue', (req, res) => {
+    awaitingContinue.add(res);
+    serve(req, res);
   });
   server.on('upgrade', (req, socket, head) => {
+    // SECURITY: only WebSocket is tunnelled. Another protocol (h2c) would open a tunnel to the
+    // upstream past every rule of the gateway (h2c smuggling): such a request is served as a
+    // plain one, its Upgrade ignored (RFC 9110 §7.8), on a connection closed after it.
+    if (!/(^|,)\s*websocket\s*(,|$)/i.test(req.headers.upgrade ?? '')) {
+      const res = new ServerResponse(req);
+      res.shouldKeepAlive = false;
+      res.assignSocket(socket as Socket);
+      res.on('finish', () => (socket as Socket).destroySoon());
+      // Its body has already been taken off the connection with the head: refused, not half-read.
+      if (head.length > 0 || Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined) {
+        return sendError(res, 400, 'BAD_INPUT', `an Upgrade to "${req.headers.upgrade}" with a body is not accepted; send the request without Upgrade`, pipeline.requestId(req));
+      }
+      return serve(req, res);
+    }
     proxyUpgrade(req, socket, head, { pipeline, upstreams, logger }).catch((err) => {
       logger.warn({ err }, 'websocket upgrade failed');
       socket.destroy();

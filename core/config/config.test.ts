@@ -80,6 +80,12 @@ describe('strangler.yaml validation', () => {
     expect(resolveConfig({ ...base(), legacy: { ...base().legacy, jwtIssuer: null } }).legacy.jwtIssuer).toBeNull();
   });
 
+  it('takes the HTTP limits of the gateway with their defaults, and refuses a request deadline shorter than the head deadline', () => {
+    expect(resolveConfig({}).gateway).toMatchObject({ maxHeaderBytes: 16_384, headersTimeoutMs: 20_000, requestTimeoutMs: 300_000, keepAliveTimeoutMs: 65_000, bodyLimitBytes: 10 * 1024 * 1024 });
+    expect(resolveConfig({ gateway: { requestTimeoutMs: 0 } }).gateway.requestTimeoutMs).toBe(0);
+    expect(errorOf({ gateway: { headersTimeoutMs: 30_000, requestTimeoutMs: 10_000 } }).message).toMatch(/gateway\.requestTimeoutMs \(10000\) must be 0 \(none\) or at least gateway\.headersTimeoutMs \(30000\)/);
+  });
+
   it('says which file is missing and what to do', () => {
     expect(() => loadConfig('/nonexistent/strangler.yaml')).toThrow(/not found; create it or pass --config/);
   });

@@ -143,6 +143,8 @@ function crossCheck(config: StranglerConfig): string[] {
     [config.legacy.port, 'legacy.port'],
   ]);
   const owners = new Map<string, string>();
+  const g = config.gateway;
+  if (g.requestTimeoutMs > 0 && g.requestTimeoutMs < g.headersTimeoutMs) problems.push(`gateway.requestTimeoutMs (${g.requestTimeoutMs}) must be 0 (none) or at least gateway.headersTimeoutMs (${g.headersTimeoutMs}): the head is part of the request`);
   config.gateway.auth.issuers.forEach((iss, i) => {
     const at = `gateway.auth.issuers[${i}]`;
     const sources = [iss.jwksUrl && 'jwksUrl', iss.publicKeyFile && 'publicKeyFile', iss.secretFile && 'secretFile'].filter(Boolean);

@@ -204,7 +204,19 @@ export const configSchema = z.strictObject({
       trustedProxies: z.array(z.string()).default([]),
       /** Paths under protectedPrefixes reachable without a token: your monolith's login and registration. */
       publicPaths: z.array(z.string()).default([]),
+      /** Largest request body; larger ones get 413 (at once when Content-Length says so, before any is read). */
       bodyLimitBytes: z.number().int().min(1024).default(10 * 1024 * 1024),
+      /** Largest request head (request line and headers) a client may send; larger ones get 431. */
+      maxHeaderBytes: z.number().int().min(1024).max(1024 * 1024).default(16 * 1024),
+      /**
+       * SECURITY: time a client has to send its whole request head (slowloris); past it, 408 and
+       * the connection is closed.
+       */
+      headersTimeoutMs: z.number().int().min(100).max(600_000).default(20_000),
+      /** Time a client has to send its whole request, body included (slow uploads); 0: none. Past it, 408. */
+      requestTimeoutMs: z.number().int().min(0).max(3_600_000).default(300_000),
+      /** How long an idle client connection is kept open for its next request. */
+      keepAliveTimeoutMs: z.number().int().min(0).max(600_000).default(65_000),
       upstreamTimeoutMs: z.number().int().min(10).default(30_000),
       snapshotFile: z.string().default('.strangler/gateway-routes.json'),
       pollIntervalMs: z.number().int().min(100).default(2_000),
