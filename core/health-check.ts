@@ -17,8 +17,10 @@ export interface ResolvedHealthCheck {
   unhealthyThreshold: number;
 }
 
-/** Sent with every health check, so an instance (or a test) can tell them from traffic. */
+/** Sent with every health check of a gateway, so an instance (or a test) can tell them from traffic. */
 export const HEALTH_CHECK_USER_AGENT = 'strangler-health-check';
+/** Sent by a cutover's preflight (same path and expectations, another asker: its logs tell them apart). */
+export const PREFLIGHT_USER_AGENT = 'strangler-preflight';
 
 export interface HealthObservation {
   ok: boolean;
@@ -52,13 +54,13 @@ export function healthCheckUrl(url: string, hc: Pick<ResolvedHealthCheck, 'path'
  * and it answers within timeoutMs. `dispatcher`: the gateway's connection pool of the instance.
  * A disabled check is not asked and passes.
  */
-export async function probeHealth(url: string, hc: ResolvedHealthCheck, dispatcher?: Dispatcher): Promise<HealthObservation> {
+export async function probeHealth(url: string, hc: ResolvedHealthCheck, dispatcher?: Dispatcher, userAgent = HEALTH_CHECK_USER_AGENT): Promise<HealthObservation> {
   if (!hc.enabled) return { ok: true };
   const started = Date.now();
   try {
     const res = await request(healthCheckUrl(url, hc), {
       method: 'GET',
-      headers: { 'user-agent': HEALTH_CHECK_USER_AGENT },
+      headers: { 'user-agent': userAgent },
       headersTimeout: hc.timeoutMs,
       bodyTimeout: hc.timeoutMs,
       signal: AbortSignal.timeout(hc.timeoutMs),

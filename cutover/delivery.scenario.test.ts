@@ -198,7 +198,7 @@ describe('a service that dies during the bake after its switch', () => {
       for (const w of writers) await w.stop();
     }
     const failed = events.filter((e): e is Extract<BakeEvent, { kind: 'analysis' }> => e.kind === 'analysis' && !e.result.ok);
-    expect(failed.map((e) => e.result.reason).join('\n')).toMatch(/invoices has 0 available instances \(of 1\)|service error rate/);
+    expect(failed.map((e) => e.result.reason).join('\n')).toMatch(/invoices has 0 available instances \(of 1\)|requests on \/api\/invoices could not be served by it \(\d+ found no instance|service error rate/);
     expect(gateway.routes.current().routes.find((r) => r.prefix === PREFIX)).toMatchObject({ mode: 'legacy', fenced: false });
     const history = await ctl.cutover.store.history(PREFIX, 3);
     expect(history.map((h) => `${h.command}:${h.outcome}`)).toEqual(['rollback (automatic):applied', 'fence: hold writes:applied', 'full:applied']);

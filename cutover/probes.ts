@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { ResolvedConfig, ResolvedService } from '../core/config/load.ts';
-import { probeHealth } from '../core/health-check.ts';
+import { PREFLIGHT_USER_AGENT, probeHealth } from '../core/health-check.ts';
 import { createRedisRegistry } from '../core/registry/redis-registry.ts';
 import { readRouteFigures, type WindowFigures } from '../gateway/metrics.ts';
 import type { RedisKeys } from '../gateway/redis-keys.ts';
@@ -110,7 +110,7 @@ async function runCheck(ctx: ProbeContext, service: ResolvedService, name: Check
           ? (await createRedisRegistry({ redis: ctx.redis, keyPrefix: ctx.config.redis.keyPrefix }).list(service.name)).map((i) => i.url)
           : [service.url, ...service.instances];
       // The gateway's own health check (core/health-check.ts), with the service's settings.
-      const observed = await Promise.all(urls.map(async (url) => ({ url, ...(await probeHealth(url, service.healthCheck)) })));
+      const observed = await Promise.all(urls.map(async (url) => ({ url, ...(await probeHealth(url, service.healthCheck, undefined, PREFLIGHT_USER_AGENT)) })));
       return checkServiceHealth(service.name, observed, service.healthCheck);
     }
     case 'sync-lag':
