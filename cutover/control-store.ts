@@ -44,7 +44,7 @@ export function controlStore(pool: pg.Pool, schema: string) {
   return {
     async status(service: string, prefix: string): Promise<StoredStatus> {
       const { rows } = await pool.query(
-        `SELECT st.phase, st.phase_since, st.progress, r.weight::float8 AS weight, coalesce(r.version, 0)::int AS route_version
+        `SELECT st.phase, st.phase_since, st.progress, r.weight::float8 AS weight, r.methods, coalesce(r.version, 0)::int AS route_version
            FROM (SELECT 1) one LEFT JOIN ${s}.service_state st ON st.service = $1 LEFT JOIN ${s}.routes r ON r.prefix = $2`,
         [service, prefix],
       );
@@ -53,7 +53,8 @@ export function controlStore(pool: pg.Pool, schema: string) {
       const phase = rows[0].phase as Phase;
       // The progress column holds a progressive canary's steps, or once switched, its bake.
       const bake = phase === 'switched' && rows[0].progress?.bake ? (rows[0].progress.bake as Bake) : null;
-      return { service, prefix, phase, weight: phase === 'canary' ? Number(rows[0].weight ?? 0) : phase === 'switched' || phase === 'finalized' ? 100 : 0, phaseSince: rows[0].phase_since, progress: bake ? null : rows[0].progress, bake, planned: { phase, routeVersion } };
+      const methods = phase === 'canary' ? ((rows[0].methods as string[] | null) ?? null) : null;
+      return { service, prefix, phase, weight: phase === 'canary' ? Number(rows[0].weight ?? 0) : phase === 'switched' || phase === 'finalized' ? 100 : 0, methods, phaseSince: rows[0].phase_since, progress: bake ? null : rows[0].progress, bake, planned: { phase, routeVersion } };
     },
 
     /** Records (or clears) the bake of a switched service; a no-op once it left the switched phase (rolled back). */

@@ -93,7 +93,7 @@ async function startFrom(phase: 'legacy' | 'rolled-back'): Promise<number> {
     const { rows } = await c.query(`UPDATE ${s}.route_version SET version = version + 1 RETURNING version::int AS v`);
     await c.query(
       `INSERT INTO ${s}.routes (prefix, service, mode, weight, fenced, version) VALUES ($1, 'analytics', 'legacy', 0, false, $2)
-       ON CONFLICT (prefix) DO UPDATE SET mode = 'legacy', weight = 0, fenced = false, version = excluded.version`,
+       ON CONFLICT (prefix) DO UPDATE SET mode = 'legacy', weight = 0, methods = null, fenced = false, version = excluded.version`,
       [PREFIX, rows[0].v],
     );
     await c.query(`INSERT INTO ${s}.service_state (service, prefix, phase) VALUES ('analytics', $1, $2) ON CONFLICT (service) DO UPDATE SET phase = excluded.phase, progress = null`, [PREFIX, phase]);
@@ -166,7 +166,7 @@ describe('cutover end to end, against real gateways, sync and control database',
     await traffic(30);
     await shadowed(25); // shadow comparisons finish in the background
     const canary = await ctl.cutover.change(PREFIX, { kind: 'canary', weight: 20 });
-    expect(canary.to).toEqual({ phase: 'canary', weight: 20 });
+    expect(canary.to).toEqual({ phase: 'canary', weight: 20, methods: null });
     expect(canary.propagation).toMatchObject({ acknowledged: 2, live: 2, complete: true });
     expect(gateways.every((g) => g.routes.current().routes.some((r) => r.prefix === PREFIX && r.mode === 'canary' && r.weight === 20))).toBe(true);
     await expect(ctl.cutover.rollback(PREFIX, '')).rejects.toThrow(/rollback needs --reason/);
@@ -182,6 +182,44 @@ describe('cutover end to end, against real gateways, sync and control database',
     expect(back.writeHoldMs).toBeGreaterThanOrEqual(0);
     const checks = await ctl.pool.query(`SELECT name, ok FROM "${config.control.schema}".check_results WHERE audit_id = $1 ORDER BY id`, [history[2].id]);
     expect(checks.rows.map((r) => r.name)).toEqual(['service-health', 'sync-lag', 'sync-verified', 'depends-on-switched', 'gateways-reachable', 'id-ranges', 'shadow-mismatch']);
+  });
+
+  it('a read-only canary sends no write to the service: GETs go to it, POSTs stay on legacy, and a rollback clears the scope', async () => {
+    await startFrom('rolled-back');
+    const reads = await ctl.cutover.change(PREFIX, { kind: 'canary', weight: 100, methods: ['GET', 'HEAD'] });
+    expect(reads.to).toEqual({ phase: 'canary', weight: 100, methods: ['GET', 'HEAD'] });
+    expect(reads.actions.map((a) => a.kind)).toEqual(['set-route', 'record-phase']);
+    expect(reads.checks.map((c) => c.name)).not.toContain('id-ranges');
+    expect(reads.propagation).toMatchObject({ acknowledged: 2, live: 2, complete: true });
+    expect((await ctl.cutover.store.status('analytics', PREFIX)).methods).toEqual(['GET', 'HEAD']);
+    // What status and plan show: the scope, and a next step that keeps it.
+    const { overview } = await import('./overview.ts');
+    const row = (await overview(ctl.cutover, ctl.redis, ctl.cutover.probe(0).keys, config)).find((r) => r.prefix === PREFIX)!;
+    expect(row).toMatchObject({ mode: 'canary', weight: 100, methods: ['GET', 'HEAD'], next: { refused: expect.stringMatching(/the other methods follow with their own canary/) } });
+    const service = gwEnv.upstreams.analytics.seen;
+    const legacy = gwEnv.legacy.seen;
+    service.length = 0;
+    legacy.length = 0;
+    for (let i = 0; i < 12; i++) {
+      const g = gateways[i % gateways.length];
+      const headers = { authorization: `Bearer ${await token(`u${i}`)}`, 'content-type': 'application/json' };
+      for (const method of ['GET', 'POST', 'HEAD', 'DELETE']) {
+        const res = await fetch(`${g.url}${PREFIX}/reads-first`, { method, headers, body: method === 'POST' ? '{"x":1}' : undefined });
+        await res.arrayBuffer();
+      }
+    }
+    const onService = service.filter((r) => r.url.startsWith(PREFIX)).map((r) => r.method);
+    const onLegacy = legacy.filter((r) => r.url.startsWith(PREFIX)).map((r) => r.method);
+    expect(onService.filter((m) => m === 'GET')).toHaveLength(12);
+    expect(onService.filter((m) => m === 'HEAD')).toHaveLength(12);
+    expect(onService.filter((m) => m !== 'GET' && m !== 'HEAD')).toEqual([]);
+    expect(onLegacy.filter((m) => m === 'POST')).toHaveLength(12);
+    expect(onLegacy.filter((m) => m === 'DELETE')).toHaveLength(12);
+    expect(onLegacy.filter((m) => m === 'GET' || m === 'HEAD')).toEqual([]);
+    const back = await ctl.cutover.rollback(PREFIX, 'test: reads back to legacy');
+    // Nobody wrote on the service: nothing to hold.
+    expect(back.actions.map((a) => a.kind)).toEqual(['set-route', 'record-phase']);
+    expect(await ctl.cutover.routeOf(PREFIX)).toMatchObject({ mode: 'legacy', methods: null });
   });
 
   it('refuses a second change of a prefix that is being changed', async () => {
@@ -254,7 +292,16 @@ describe('the cutover commands', () => {
     await expect(validateChange(args({ progressive: true, steps: '5,50' }), config, 'cutover')).rejects.toThrow(/--steps must end at 100/);
     await expect(validateChange(args({}), config, 'rollback')).rejects.toThrow(/rollback needs --reason/);
     await expect(validateChange(args({ shadow: true, force: true }), config, 'cutover')).rejects.toThrow(/--force needs --reason/);
-    expect(await validateChange(args({ canary: 10 }), config, 'cutover')).toEqual({ kind: 'canary', weight: 10 });
+    expect(await validateChange(args({ canary: 10 }), config, 'cutover')).toEqual({ kind: 'canary', weight: 10, methods: null });
+    // --methods: known HTTP methods only, uppercased, on a step that moves traffic.
+    expect(await validateChange(args({ canary: 25, methods: 'get, head,GET' }), config, 'cutover')).toEqual({ kind: 'canary', weight: 25, methods: ['GET', 'HEAD'] });
+    expect(await validateChange(args({ canary: 100, methods: 'GET,HEAD' }), config, 'cutover')).toEqual({ kind: 'canary', weight: 100, methods: ['GET', 'HEAD'] });
+    expect(await validateChange(args({ full: true, methods: 'GET' }), config, 'cutover')).toEqual({ kind: 'full', methods: ['GET'] });
+    await expect(validateChange(args({ canary: 25, methods: 'GET,FETCH' }), config, 'cutover')).rejects.toThrow(/unknown HTTP method FETCH in --methods; use any of GET, HEAD/);
+    await expect(validateChange(args({ canary: 25, methods: ' , ' }), config, 'cutover')).rejects.toThrow(/--methods is empty/);
+    await expect(validateChange(args({ shadow: true, methods: 'GET' }), config, 'cutover')).rejects.toThrow(/--methods scopes a step that moves traffic/);
+    await expect(validateChange(args({ progressive: true, methods: 'GOT' }), config, 'cutover')).rejects.toThrow(/unknown HTTP method GOT/);
+    await expect(validateChange(args({ full: true, methods: 'GET', bake: '5m' }), config, 'cutover')).rejects.toThrow(/no switch to bake/);
   });
 
   it('exit 2 with the reason on refusals and bad input; status, plan, history and diff print', async () => {
@@ -269,6 +316,10 @@ describe('the cutover commands', () => {
     expect(canary.code, canary.stderr).toBe(0);
     expect(canary.stdout).toMatch(/dry run: would canary 10 \/api\/analytics \(analytics\): rolled-back → canary 10%/);
     expect(canary.stdout).toMatch(/actions: start-reverse-sync → set-route canary 10% → record-phase/);
+    const reads = await run('cutover', PREFIX, '--canary', '25', '--methods', 'get,head', '--dry-run');
+    expect(reads.code, reads.stderr).toBe(0);
+    expect(reads.stdout).toMatch(/dry run: would canary 25 \(GET,HEAD\) \/api\/analytics \(analytics\): rolled-back → canary 25% \(GET,HEAD\)/);
+    expect(reads.stdout).toMatch(/actions: set-route canary 25% \(GET,HEAD\) → record-phase/);
     const status = await run('status');
     expect(status.code, status.stderr).toBe(0);
     expect(status.stdout).toMatch(/\/api\/analytics\s+analytics\s+rolled-back\s+-\s+legacy/);
@@ -295,6 +346,16 @@ describe('reverse sync before writes', () => {
     expect(problems).toHaveLength(1);
     expect(problems[0]).toMatch(/reverse sync \(invoices → legacy\) does not run.*strangler sync start invoices --reverse/);
     expect(await actionProblems(config, [{ kind: 'start-reverse-sync' }], config.services.find((s) => s.name === 'analytics')!)).toEqual([]);
+  });
+
+  it('lets a reads-only canary of a writing service go without its reverse sync; its writes\' own canary needs it', async () => {
+    const { actionProblems } = await import('./executor.ts');
+    const { plan } = await import('./state-machine.ts');
+    const invoices = { ...config.services.find((s) => s.name === 'invoices')!, databaseUrl: analyticsDb };
+    const reads = plan({ phase: 'shadow', weight: 0 }, { kind: 'canary', weight: 25, methods: ['GET', 'HEAD'] });
+    expect(reads.ok && (await actionProblems(config, reads.actions, invoices))).toEqual([]);
+    const writes = plan({ phase: 'canary', weight: 25, methods: ['GET', 'HEAD'] }, { kind: 'canary', weight: 25, methods: null });
+    expect(writes.ok && (await actionProblems(config, writes.actions, invoices))).toEqual([expect.stringMatching(/reverse sync \(invoices → legacy\) does not run/)]);
   });
 });
 

@@ -12,7 +12,7 @@ import { DEFAULT_THRESHOLDS, type CheckThresholds } from './checks.ts';
 import { controlStore, type ControlStore, type Progress, type StoredStatus } from './control-store.ts';
 import { observeSync, runChecks, type ProbeContext } from './probes.ts';
 import { commitChange, type AuditEntry, type Planned, type Propagation, type WriteDeps } from './route-change.ts';
-import { next, plan, routeFor, type Action, type CheckResult, type Command, type ServiceStatus } from './state-machine.ts';
+import { next, plan, routeFor, scopeLabel, writesReachService, type Action, type CheckResult, type Command, type MethodScope, type ServiceStatus } from './state-machine.ts';
 
 export interface CutoverContext {
   config: ResolvedConfig;
@@ -123,7 +123,7 @@ export function createCutover(ctx: CutoverContext) {
       prefix: service.prefix,
       expect: fenced ? planned && fenced.planned : moved.planned,
       expectFence: !!fenced && planned !== null,
-      route: setRoute ? { mode: setRoute.mode, weight: setRoute.weight } : undefined,
+      route: setRoute ? { mode: setRoute.mode, weight: setRoute.weight, methods: setRoute.methods } : undefined,
       phase: { phase: to.phase, progress },
       audit: record(service, audit.command, from.phase, to.phase, { reason: audit.reason, forced: audit.forced, details: audit.details }),
       checks: audit.checks,
@@ -142,7 +142,7 @@ export function createCutover(ctx: CutoverContext) {
    * Lifts a fence this command set, on the route it fenced. Someone else's change since (a
    * rollback) already lifted it: then there is nothing to do.
    */
-  async function release(service: ResolvedService, from: StoredStatus, fenced: Planned, route: { mode: RouteMode; weight: number }, command: string, outcome: string): Promise<Planned> {
+  async function release(service: ResolvedService, from: StoredStatus, fenced: Planned, route: { mode: RouteMode; weight: number; methods: MethodScope }, command: string, outcome: string): Promise<Planned> {
     try {
       return (await commitChange(writes, { service: service.name, prefix: service.prefix, expect: fenced, route: { ...route, fenced: false }, audit: record(service, command, from.phase, from.phase, { outcome }) })).planned;
     } catch (err) {
@@ -160,8 +160,8 @@ export function createCutover(ctx: CutoverContext) {
    * writes past it. Ids need no step: each side's sequences live in their own range.
    */
   async function fence(service: ResolvedService, from: StoredStatus, to: ServiceStatus, planned: Planned | null): Promise<{ heldAt: number; warnings: string[]; handover: PendingHandover | null; planned: Planned }> {
-    const current = (await routeOf(service.prefix)) ?? { mode: 'legacy' as RouteMode, weight: 0 };
-    const route = { mode: current.mode as RouteMode, weight: current.weight };
+    const current = (await routeOf(service.prefix)) ?? { mode: 'legacy' as RouteMode, weight: 0, methods: null };
+    const route = { mode: current.mode as RouteMode, weight: current.weight, methods: current.methods };
     const held = await commitChange(writes, { service: service.name, prefix: service.prefix, expect: planned, route: { ...route, fenced: true }, audit: record(service, 'fence: hold writes', from.phase, from.phase) });
     const heldAt = Date.now();
     const switching = to.phase === 'switched' && planned !== null;
@@ -224,8 +224,8 @@ export function createCutover(ctx: CutoverContext) {
     const { feedStates } = await import('../migrations/sync/handover.ts');
     if (!(await feedStates(ctx.config, service)).some((f) => f.from === 'legacy')) return { warnings: [], planned };
     const fenced = await fence(service, from, from, planned);
-    const current = (await routeOf(service.prefix)) ?? { mode: 'service' as RouteMode, weight: 100 };
-    const released = await release(service, from, fenced.planned, { mode: current.mode as RouteMode, weight: current.weight }, 'fence: release (copies moved)', 'applied');
+    const current = (await routeOf(service.prefix)) ?? { mode: 'service' as RouteMode, weight: 100, methods: null };
+    const released = await release(service, from, fenced.planned, { mode: current.mode as RouteMode, weight: current.weight, methods: current.methods }, 'fence: release (copies moved)', 'applied');
     return { warnings: fenced.handover ? [...fenced.warnings, ...(await confirmCopies(fenced.handover))] : fenced.warnings, planned: planned && released };
   }
 
@@ -238,7 +238,7 @@ export function createCutover(ctx: CutoverContext) {
   /** Every change but rollback: plan → checks → decide → (dry run: stop) → act → record. */
   async function change(prefix: string, command: Command, options: ChangeOptions = {}): Promise<ChangeOutcome> {
     const service = serviceForPrefix(ctx.config, prefix);
-    const label = command.kind === 'canary' ? `canary ${command.weight}` : command.kind;
+    const label = command.kind === 'canary' ? `canary ${command.weight}${scopeLabel(command.methods)}` : `${command.kind}${command.kind === 'full' ? scopeLabel(command.methods) : ''}`;
     if (!options.dryRun && !options.locked) await store.lock(service.prefix, holder, label, 60_000);
     try {
       const from = await store.status(service.name, service.prefix);
@@ -284,7 +284,7 @@ export function createCutover(ctx: CutoverContext) {
     // A rollback always re-asserts the legacy route, even when the phase says it is there already.
     const actions: Action[] = p.actions.some((a) => a.kind === 'set-route') ? p.actions : [{ kind: 'set-route', ...routeFor(p.to) }, ...p.actions];
     const outcome: ChangeOutcome = { prefix: service.prefix, service: service.name, command: options.automatic ? 'rollback (automatic)' : 'rollback', from, to: p.to, checks: [], actions, forced: false, dryRun: !!options.dryRun, warnings: [] };
-    if ((from.phase === 'canary' || from.phase === 'switched') && (await actionProblems(ctx.config, [{ kind: 'start-reverse-sync' }], service)).length) {
+    if (writesReachService(from) && (await actionProblems(ctx.config, [{ kind: 'start-reverse-sync' }], service)).length) {
       outcome.warnings.push(`reverse sync of ${service.name} does not run: writes the service took may not be on legacy`);
     }
     if (options.dryRun) return outcome;
@@ -293,13 +293,13 @@ export function createCutover(ctx: CutoverContext) {
   }
 
   /** The route of a prefix as the control database has it, with the global version. */
-  async function routeOf(prefix: string): Promise<{ mode: string; weight: number; version: number } | null> {
+  async function routeOf(prefix: string): Promise<{ mode: string; weight: number; methods: MethodScope; version: number } | null> {
     const { rows } = await ctx.pool.query(
-      `SELECT r.mode, r.weight::float8 AS weight, v.version::int AS version FROM "${ctx.config.control.schema}".route_version v LEFT JOIN "${ctx.config.control.schema}".routes r ON r.prefix = $1`,
+      `SELECT r.mode, r.weight::float8 AS weight, r.methods, v.version::int AS version FROM "${ctx.config.control.schema}".route_version v LEFT JOIN "${ctx.config.control.schema}".routes r ON r.prefix = $1`,
       [prefix],
     );
     if (!rows[0]) return null;
-    return { mode: rows[0].mode ?? 'legacy', weight: rows[0].weight ?? 0, version: rows[0].version };
+    return { mode: rows[0].mode ?? 'legacy', weight: rows[0].weight ?? 0, methods: rows[0].methods ?? null, version: rows[0].version };
   }
 
   return { config: ctx.config, actor: ctx.actor, store, change, rollback, probe, thresholds, holder, liveWithinMs, routeOf };

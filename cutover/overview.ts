@@ -3,7 +3,7 @@ import { readRouteFigures } from '../gateway/metrics.ts';
 import { observeSync, shadowCompared } from './probes.ts';
 import { liveGateways } from './route-change.ts';
 import type { Cutover } from './executor.ts';
-import { legalCommands, plan, type Phase } from './state-machine.ts';
+import { legalCommands, plan, scopeLabel, type Phase } from './state-machine.ts';
 
 export interface PrefixOverview {
   prefix: string;
@@ -12,6 +12,8 @@ export interface PrefixOverview {
   phase: Phase;
   mode: string;
   weight: number;
+  /** The route's method scope (null: all methods). */
+  methods: readonly string[] | null;
   gateways: { acknowledged: number; live: number; version: number };
   /** Instances the gateways may send to now, of those known (registry or strangler.yaml); null without a gateway reporting. */
   instances: { available: number; total: number } | null;
@@ -56,6 +58,7 @@ export async function overview(cutover: Cutover, redis: import('ioredis').Redis,
       phase: status.phase,
       mode: routes?.mode ?? 'legacy',
       weight: routes?.weight ?? 0,
+      methods: routes?.methods ?? null,
       gateways: { acknowledged: gateways.filter((g) => g.version >= version).length, live: gateways.length, version },
       instances: ((i) => (i && i.gateways.length ? { available: i.available, total: i.instances.filter((r) => r.registry !== 'gone').length } : null))(instances.find((i) => i.service === service.name)),
       sync: { state: sync?.state ?? 'not started', lagBytes: sync?.lagBytes ?? null, lagSeconds: sync?.lagSeconds ?? null, lastVerify: sync?.lastVerify ? `${sync.lastVerify.ok ? 'passed' : 'FAILED'} ${sync.lastVerify.at}` : null },
@@ -63,7 +66,7 @@ export async function overview(cutover: Cutover, redis: import('ioredis').Redis,
       shadow: { compared, lagged: Number(counts.lagged ?? 0), noise: Number(counts.noise ?? 0), mismatchPercent: compared ? Math.round((10_000 * Number(counts.mismatch ?? 0)) / compared) / 100 : null },
       canary: { window: `${windowMs / 1000}s`, service: side(svc), legacy: side(legacy) },
       bake: status.bake ? { state: watched ? 'baking' : 'interrupted', remainingMs, failures: status.bake.failures, threshold: status.bake.threshold } : null,
-      next: p.ok ? { command: p.command.kind === 'canary' ? `canary ${p.command.weight}` : p.command.kind, checks: p.checks } : { refused: p.reason },
+      next: p.ok ? { command: p.command.kind === 'canary' ? `canary ${p.command.weight}${scopeLabel(p.command.methods)}` : p.command.kind, checks: p.checks } : { refused: p.reason },
       legal: legalCommands(status.phase),
     });
   }

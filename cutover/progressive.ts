@@ -5,7 +5,7 @@ import type { CheckThresholds } from './checks.ts';
 import type { ChangeOutcome, Cutover } from './executor.ts';
 import { runChecks } from './probes.ts';
 import { readRouteFigures } from '../gateway/metrics.ts';
-import type { CheckResult } from './state-machine.ts';
+import type { CheckResult, MethodScope } from './state-machine.ts';
 
 export interface ProgressiveOptions {
   steps: number[];
@@ -14,6 +14,8 @@ export interface ProgressiveOptions {
   maxErrorRate?: number;
   maxP99Ms?: number;
   resume?: boolean;
+  /** The methods every step moves (--methods); absent: the canary's current scope, else all methods. */
+  methods?: MethodScope;
   reason?: string | null;
   force?: boolean;
 }
@@ -71,7 +73,7 @@ export async function runProgressive(
       progress = status.progress;
     } else {
       progress = { steps: o.steps, index: 0, failures: 0, intervalMs: o.intervalMs, threshold: o.threshold, maxErrorRate: o.maxErrorRate, maxP99Ms: o.maxP99Ms, startedAt: new Date().toISOString() };
-      const first = await cutover.change(service.prefix, progress.steps[0] >= 100 ? { kind: 'full' } : { kind: 'canary', weight: progress.steps[0] }, { reason: o.reason, force: o.force, progress, locked: true, analysisWindowMs: o.intervalMs, thresholds: limits() });
+      const first = await cutover.change(service.prefix, progress.steps[0] >= 100 ? { kind: 'full', methods: o.methods } : { kind: 'canary', weight: progress.steps[0], methods: o.methods }, { reason: o.reason, force: o.force, progress, locked: true, analysisWindowMs: o.intervalMs, thresholds: limits() });
       onEvent({ kind: 'step', weight: progress.steps[0], outcome: first });
       if (progress.steps[0] >= 100) return first;
     }
@@ -112,7 +114,7 @@ export async function runProgressive(
       const nextWeight = progress.steps[progress.index];
       let outcome: ChangeOutcome;
       try {
-        outcome = await cutover.change(service.prefix, nextWeight >= 100 ? { kind: 'full' } : { kind: 'canary', weight: nextWeight }, {
+        outcome = await cutover.change(service.prefix, nextWeight >= 100 ? { kind: 'full', methods: o.methods } : { kind: 'canary', weight: nextWeight, methods: o.methods }, {
           reason: o.reason,
           force: o.force,
           progress: nextWeight >= 100 ? null : progress,

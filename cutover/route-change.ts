@@ -57,14 +57,14 @@ async function writeRoutes(client: pg.PoolClient | pg.Client, schema: string, ro
   const version = Number(v[0].version);
   const before: Route[] = [];
   for (const route of routes) {
-    const { rows: old } = await client.query(`SELECT prefix, service, mode, weight::float8 AS weight, fenced FROM ${s}.routes WHERE prefix = $1`, [route.prefix]);
+    const { rows: old } = await client.query(`SELECT prefix, service, mode, weight::float8 AS weight, methods, fenced FROM ${s}.routes WHERE prefix = $1`, [route.prefix]);
     if (old[0]) before.push(old[0]);
     await client.query(
-      `INSERT INTO ${s}.routes (prefix, service, mode, weight, fenced, fence_expires_at, version, updated_at)
-       VALUES ($1, $2, $3, $4, $5, CASE WHEN $5 THEN now() + $6 * interval '1 millisecond' END, $7, now())
-       ON CONFLICT (prefix) DO UPDATE SET service = excluded.service, mode = excluded.mode, weight = excluded.weight, fenced = excluded.fenced,
+      `INSERT INTO ${s}.routes (prefix, service, mode, weight, methods, fenced, fence_expires_at, version, updated_at)
+       VALUES ($1, $2, $3, $4, $8, $5, CASE WHEN $5 THEN now() + $6 * interval '1 millisecond' END, $7, now())
+       ON CONFLICT (prefix) DO UPDATE SET service = excluded.service, mode = excluded.mode, weight = excluded.weight, methods = excluded.methods, fenced = excluded.fenced,
          fence_expires_at = excluded.fence_expires_at, version = excluded.version, updated_at = now()`,
-      [route.prefix, route.service, route.mode, route.weight, route.fenced ?? false, fenceLeaseMs, version],
+      [route.prefix, route.service, route.mode, route.weight, route.fenced ?? false, fenceLeaseMs, version, route.methods?.length ? [...route.methods] : null],
     );
   }
   return { version, before };
@@ -105,7 +105,7 @@ export interface ChangeWrite {
   /** The fence this change was planned under must still hold its lease (a switch after its drain). */
   expectFence?: boolean;
   /** The new route; absent when only the phase (or only the record) changes. */
-  route?: { mode: RouteMode; weight: number; fenced?: boolean };
+  route?: { mode: RouteMode; weight: number; methods?: readonly string[] | null; fenced?: boolean };
   /** The new phase (and a progressive canary's progress); absent when the phase stays. */
   phase?: { phase: Phase; progress: unknown };
   audit: AuditEntry;
@@ -164,7 +164,7 @@ export async function commitChange(deps: WriteDeps, w: ChangeWrite): Promise<Com
       if (conflict) {
         await client.query('ROLLBACK');
       } else {
-        const route: Route | undefined = w.route ? { prefix: w.prefix, service: w.service, mode: w.route.mode, weight: w.route.weight, fenced: w.route.fenced ?? false } : undefined;
+        const route: Route | undefined = w.route ? { prefix: w.prefix, service: w.service, mode: w.route.mode, weight: w.route.weight, methods: w.route.methods ?? null, fenced: w.route.fenced ?? false } : undefined;
         const written = route ? await writeRoutes(client, deps.schema, [route], deps.fenceLeaseMs) : null;
         const auditId = await insertAudit(client, deps.schema, w.audit, written && route ? { before: written.before, after: [route], version: written.version } : undefined);
         if (w.phase) {

@@ -1,4 +1,4 @@
-import type { RouteMode } from '../gateway/route-types.ts';
+import { HTTP_METHODS, readsOnly, SAFE_METHODS, type RouteMode } from '../gateway/route-types.ts';
 
 /**
  * The cutover state machine of one service, as one explicit transition table and a pure
@@ -13,7 +13,10 @@ export const PHASES = [
   'syncing',
   /** Served by legacy; safe requests mirrored to the service and the answers diffed. */
   'shadow',
-  /** A sticky share of users (the weight) is served by the service; reverse sync keeps legacy whole. */
+  /**
+   * A sticky share of users (the weight) is served by the service; reverse sync keeps legacy whole.
+   * Scoped to methods (reads only), the service takes no write and needs no reverse sync yet.
+   */
   'canary',
   /** All traffic to the service; legacy still receives every write, so rollback loses nothing. */
   'switched',
@@ -27,11 +30,17 @@ export type Phase = (typeof PHASES)[number];
 export const COMMANDS = ['sync', 'shadow', 'canary', 'full', 'promote', 'rollback', 'finalize'] as const;
 export type CommandKind = (typeof COMMANDS)[number];
 
+/**
+ * The methods a canary applies to (the rest stay on legacy): null for all methods; absent on a
+ * command, the current scope is kept (promote).
+ */
+export type MethodScope = readonly string[] | null;
+
 export type Command =
   | { kind: 'sync' }
   | { kind: 'shadow' }
-  | { kind: 'canary'; weight: number }
-  | { kind: 'full' }
+  | { kind: 'canary'; weight: number; methods?: MethodScope }
+  | { kind: 'full'; methods?: MethodScope }
   | { kind: 'promote'; steps?: readonly number[] }
   | { kind: 'rollback' }
   | { kind: 'finalize' };
@@ -65,6 +74,18 @@ export interface ServiceStatus {
   phase: Phase;
   /** Canary weight 0-100 (0 outside canary, 100 once switched). */
   weight: number;
+  /** The canary's method scope (null or absent: all methods; always null outside canary). */
+  methods?: MethodScope;
+}
+
+/** Pure: whether the service takes writes in this status (a canary scoped to reads takes none). */
+export function writesReachService(status: ServiceStatus): boolean {
+  return (status.phase === 'canary' || status.phase === 'switched') && !readsOnly(status.methods);
+}
+
+/** "" for all methods, else " (GET,HEAD)": how status, plan and outcomes print a scope. */
+export function scopeLabel(methods: MethodScope | undefined): string {
+  return methods ? ` (${methods.join(',')})` : '';
 }
 
 export type Action =
@@ -72,7 +93,7 @@ export type Action =
   | { kind: 'start-reverse-sync' }
   | { kind: 'stop-reverse-sync' }
   | { kind: 'fence-writes' }
-  | { kind: 'set-route'; mode: RouteMode; weight: number }
+  | { kind: 'set-route'; mode: RouteMode; weight: number; methods: MethodScope }
   | { kind: 'record-phase'; phase: Phase };
 
 interface Transition {
@@ -129,6 +150,16 @@ export type Plan =
 
 /** `promote` is "the next step": resolved here to a concrete command. */
 export function resolveCommand(status: ServiceStatus, command: Command): Exclude<Command, { kind: 'promote' }> | { error: string } {
+  const resolved = resolveStep(status, command);
+  if ('error' in resolved || (resolved.kind !== 'canary' && resolved.kind !== 'full')) return resolved;
+  // No scope given: the canary's own is kept (promote steps); a new canary starts with all methods.
+  const methods = resolved.methods !== undefined ? resolved.methods : status.phase === 'canary' ? (status.methods ?? null) : null;
+  // A scoped "switch" moves only those methods: a canary of all their users, the rest stay on legacy.
+  if (resolved.kind === 'full' && methods) return { kind: 'canary', weight: 100, methods };
+  return { ...resolved, methods };
+}
+
+function resolveStep(status: ServiceStatus, command: Command): Exclude<Command, { kind: 'promote' }> | { error: string } {
   if (command.kind !== 'promote') return command;
   const steps = command.steps?.length ? command.steps : DEFAULT_STEPS;
   switch (status.phase) {
@@ -140,6 +171,9 @@ export function resolveCommand(status: ServiceStatus, command: Command): Exclude
     case 'shadow':
       return { kind: 'canary', weight: steps[0] };
     case 'canary': {
+      if (status.methods && status.weight >= 100) {
+        return { error: `every user's ${status.methods.join(',')} requests are on the service already; the other methods follow with their own canary: cutover <prefix> --canary ${steps[0]} (all methods)` };
+      }
       const nextWeight = steps.find((w) => w > status.weight);
       return nextWeight === undefined || nextWeight >= 100 ? { kind: 'full' } : { kind: 'canary', weight: nextWeight };
     }
@@ -157,9 +191,16 @@ export function legalCommands(phase: Phase): CommandKind[] {
 
 /** Pure: what is wrong with a command whatever the phase (a weight out of range), or null. Checked before any I/O. */
 export function commandProblem(command: Command): string | null {
+  if (command.kind !== 'canary' && command.kind !== 'full') return null;
+  if (command.methods) {
+    if (command.methods.length === 0) return 'the method scope is empty; name the methods to move, e.g. --methods GET,HEAD';
+    const unknown = command.methods.filter((m) => !(HTTP_METHODS as readonly string[]).includes(m));
+    if (unknown.length) return `unknown HTTP method${unknown.length === 1 ? '' : 's'} ${unknown.join(', ')} in --methods; use any of ${HTTP_METHODS.join(', ')}`;
+  }
   if (command.kind !== 'canary') return null;
   if (!(Number.isInteger(command.weight) && command.weight >= 0 && command.weight <= 100)) return `weight ${command.weight} is not a whole number between 0 and 100`;
-  if (command.weight === 100) return 'a canary of 100% is a switch; run: cutover <prefix> --full (it fences writes and drains the sync)';
+  // Scoped, 100% moves only those methods; the other methods stay on legacy, so it is no switch.
+  if (command.weight === 100 && !command.methods) return 'a canary of 100% is a switch; run: cutover <prefix> --full (it fences writes and drains the sync)';
   return null;
 }
 
@@ -168,7 +209,7 @@ export function plan(status: ServiceStatus, command: Command): Plan {
   const resolved = resolveCommand(status, command);
   if ('error' in resolved) return { ok: false, reason: resolved.error };
   const problem = commandProblem(resolved);
-  if (problem && !(resolved.kind === 'canary' && resolved.weight === 100)) return { ok: false, reason: problem };
+  if (problem && !(resolved.kind === 'canary' && resolved.weight === 100 && !resolved.methods)) return { ok: false, reason: problem };
   const transition = TRANSITIONS[status.phase][resolved.kind];
   if (!transition) {
     const legal = legalCommands(status.phase);
@@ -182,14 +223,24 @@ export function plan(status: ServiceStatus, command: Command): Plan {
     };
   }
   if (problem) return { ok: false, reason: problem };
-  if (resolved.kind === 'canary' && status.phase === 'canary' && resolved.weight < status.weight) {
-    return {
-      ok: false,
-      reason: `lowering the weight from ${status.weight} to ${resolved.weight} would move users who already wrote on the service back to legacy; roll back instead: rollback <prefix> --reason ...`,
-    };
+  // Users who wrote on the service must stay there: a canary taking writes neither shrinks nor drops a write method.
+  const scope = resolved.kind === 'canary' ? (resolved.methods ?? null) : null;
+  if (resolved.kind === 'canary' && status.phase === 'canary' && writesReachService(status)) {
+    if (resolved.weight < status.weight) {
+      return {
+        ok: false,
+        reason: `lowering the weight from ${status.weight} to ${resolved.weight} would move users who already wrote on the service back to legacy; roll back instead: rollback <prefix> --reason ...`,
+      };
+    }
+    const dropped = scope ? (status.methods ?? HTTP_METHODS).filter((m) => !SAFE_METHODS.has(m) && !scope.includes(m)) : [];
+    if (dropped.length) {
+      return { ok: false, reason: `scoping the canary to ${scope!.join(',')} would move the ${dropped.join(', ')} requests of users who already wrote on the service back to legacy; roll back instead: rollback <prefix> --reason ...` };
+    }
   }
-  const to: ServiceStatus = { phase: transition.to, weight: targetWeight(transition.to, resolved) };
-  return { ok: true, command: resolved, from: status, to, checks: transition.checks, actions: actionsFor(status, to) };
+  const to: ServiceStatus = { phase: transition.to, weight: targetWeight(transition.to, resolved), methods: transition.to === 'canary' ? scope : null };
+  // A reads-only step creates no row on the service: its ids cannot meet the monolith's.
+  const checks = readsOnly(to.methods) ? transition.checks.filter((c) => c !== 'id-ranges') : transition.checks;
+  return { ok: true, command: resolved, from: status, to, checks, actions: actionsFor(status, to) };
 }
 
 /**
@@ -216,17 +267,17 @@ export function next(
 }
 
 /** The route mode a phase implies. */
-export function routeFor(status: ServiceStatus): { mode: RouteMode; weight: number } {
+export function routeFor(status: ServiceStatus): { mode: RouteMode; weight: number; methods: MethodScope } {
   switch (status.phase) {
     case 'shadow':
-      return { mode: 'shadow', weight: 0 };
+      return { mode: 'shadow', weight: 0, methods: null };
     case 'canary':
-      return { mode: 'canary', weight: status.weight };
+      return { mode: 'canary', weight: status.weight, methods: status.methods ?? null };
     case 'switched':
     case 'finalized':
-      return { mode: 'service', weight: 100 };
+      return { mode: 'service', weight: 100, methods: null };
     default:
-      return { mode: 'legacy', weight: 0 };
+      return { mode: 'legacy', weight: 0, methods: null };
   }
 }
 
@@ -237,14 +288,15 @@ function targetWeight(phase: Phase, command: Exclude<Command, { kind: 'promote' 
 }
 
 /**
- * Ordering matters: reverse sync starts before the first write can reach the service; a switch
- * or a rollback fences writes before the route flips; the route always flips before the phase
- * is recorded (rule 8: route to legacy first, then record).
+ * Ordering matters: reverse sync starts before the first write can reach the service (a canary
+ * scoped to reads sends it none, so it waits for the step that moves writes); a switch or a
+ * rollback of a service that took writes fences them before the route flips; the route always
+ * flips before the phase is recorded (rule 8: route to legacy first, then record).
  */
 function actionsFor(from: ServiceStatus, to: ServiceStatus): Action[] {
   const actions: Action[] = [];
-  const takesWritesBefore = from.phase === 'canary' || from.phase === 'switched';
-  const takesWritesAfter = to.phase === 'canary' || to.phase === 'switched';
+  const takesWritesBefore = writesReachService(from);
+  const takesWritesAfter = writesReachService(to);
   if (to.phase === 'syncing') actions.push({ kind: 'start-forward-sync' });
   if (takesWritesAfter && !takesWritesBefore) actions.push({ kind: 'start-reverse-sync' });
   if ((to.phase === 'switched' && from.phase !== 'switched') || (to.phase === 'rolled-back' && takesWritesBefore)) {
@@ -252,7 +304,7 @@ function actionsFor(from: ServiceStatus, to: ServiceStatus): Action[] {
   }
   const route = routeFor(to);
   const fromRoute = routeFor(from);
-  if (route.mode !== fromRoute.mode || route.weight !== fromRoute.weight || to.phase === 'rolled-back') {
+  if (route.mode !== fromRoute.mode || route.weight !== fromRoute.weight || scopeLabel(route.methods) !== scopeLabel(fromRoute.methods) || to.phase === 'rolled-back') {
     actions.push({ kind: 'set-route', ...route });
   }
   if (to.phase === 'finalized') actions.push({ kind: 'stop-reverse-sync' });
@@ -267,7 +319,7 @@ function describe(command: Exclude<Command, { kind: 'promote' }>): string {
     case 'shadow':
       return 'start shadowing';
     case 'canary':
-      return `set a canary of ${command.weight}%`;
+      return `set a canary of ${command.weight}%${scopeLabel(command.methods)}`;
     case 'full':
       return 'switch fully to the service';
     case 'rollback':

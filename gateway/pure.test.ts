@@ -125,6 +125,12 @@ describe('route choice', () => {
     ['canary with no instance available, for a user the canary leaves on legacy', route('canary', 0), { ...req, noInstance: true }, { target: 'legacy', shadow: false, fallback: false, why: 'canary-legacy' }],
     ['service POST without idempotency key', route('service'), { ...req, method: 'POST', retrySafe: false }, { target: 'service', shadow: false, fallback: false, why: 'service' }],
     ['unrouted', null, req, { target: 'legacy', shadow: false, fallback: false, why: 'unrouted' }],
+    // Method-scoped routes (issue 27 item 4): reads move before writes.
+    ['reads-only canary 100, GET', { ...route('canary', 100), methods: ['GET', 'HEAD'] }, req, { target: 'service', shadow: false, fallback: true, why: 'canary-service' }],
+    ['reads-only canary 100, POST stays on legacy', { ...route('canary', 100), methods: ['GET', 'HEAD'] }, { ...req, method: 'POST', retrySafe: false }, { target: 'legacy', shadow: false, fallback: false, why: 'legacy' }],
+    ['reads-only service route, DELETE stays on legacy', { ...route('service', 100), methods: ['GET'] }, { ...req, method: 'DELETE', retrySafe: false }, { target: 'legacy', shadow: false, fallback: false, why: 'legacy' }],
+    ['shadow scoped to HEAD: a GET is not mirrored', { ...route('shadow'), methods: ['HEAD'] }, req, { target: 'legacy', shadow: false, fallback: false, why: 'legacy' }],
+    ['reads-only canary with no instance: the out-of-scope POST is no service failure', { ...route('canary', 100), methods: ['GET'] }, { ...req, method: 'POST', noInstance: true, retrySafe: false }, { target: 'legacy', shadow: false, fallback: false, why: 'legacy' }],
   ])('%s', (_name, r, request, expected) => {
     expect(chooseTarget(r, request)).toEqual(expected);
   });

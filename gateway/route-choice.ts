@@ -1,6 +1,6 @@
 import { canaryBucket, onServiceSide } from './canary.ts';
 import { matchesPrefix } from './path-normalize.ts';
-import type { Route, RouteTable } from './route-types.ts';
+import { inScope, SAFE_METHODS, type Route, type RouteTable } from './route-types.ts';
 
 /** The route whose prefix is the longest match of the normalised path, or null (→ legacy). */
 export function matchRoute(table: RouteTable, matchPath: string): Route | null {
@@ -22,21 +22,21 @@ export interface Choice {
   why: 'unrouted' | 'legacy' | 'shadow' | 'canary-legacy' | 'canary-service' | 'service' | 'no-instance';
 }
 
-const SAFE = new Set(['GET', 'HEAD', 'OPTIONS']);
-
 /** GET, HEAD, OPTIONS, or a request with an Idempotency-Key: safe to send again to legacy. */
 export function safeToRetry(method: string, idempotencyKey: string | undefined): boolean {
-  return SAFE.has(method) || (typeof idempotencyKey === 'string' && idempotencyKey.length > 0);
+  return SAFE_METHODS.has(method) || (typeof idempotencyKey === 'string' && idempotencyKey.length > 0);
 }
 
 /**
  * Pure: where a request goes. `stickyKey` is the JWT subject, else the canary cookie.
  * While no instance of the service is available (all unhealthy or ejected), the canary's users
  * go to legacy (`no-instance`: the service failed them); switched ("service") traffic that is safe to retry falls back per request, the rest
- * fails fast at the gateway.
+ * fails fast at the gateway. A method outside the route's scope (`methods`) goes to legacy as if
+ * the route were in mode legacy, unshadowed: a reads-only canary sends no write to the service.
  */
 export function chooseTarget(route: Route | null, request: { method: string; stickyKey: string | null; noInstance: boolean; retrySafe: boolean }): Choice {
   if (!route) return { target: 'legacy', shadow: false, fallback: false, why: 'unrouted' };
+  if (!inScope(route, request.method)) return { target: 'legacy', shadow: false, fallback: false, why: 'legacy' };
   switch (route.mode) {
     case 'legacy':
       return { target: 'legacy', shadow: false, fallback: false, why: 'legacy' };

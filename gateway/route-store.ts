@@ -24,7 +24,7 @@ export function createPgRouteStore(databaseUrl: string, schema: string, options:
     async load() {
       const { rows } = await pool.query(
         `SELECT v.version::text AS version,
-                coalesce(json_agg(json_build_object('prefix', r.prefix, 'service', r.service, 'mode', r.mode, 'weight', r.weight::float8,
+                coalesce(json_agg(json_build_object('prefix', r.prefix, 'service', r.service, 'mode', r.mode, 'weight', r.weight::float8, 'methods', r.methods,
                                                     'fenced', coalesce(r.fenced AND r.fence_expires_at > now(), false),
                                                     'fenceMs', CASE WHEN r.fenced THEN extract(epoch FROM r.fence_expires_at - now()) * 1000 END)
                                   ORDER BY length(r.prefix) DESC) FILTER (WHERE r.prefix IS NOT NULL), '[]') AS routes
@@ -34,7 +34,10 @@ export function createPgRouteStore(databaseUrl: string, schema: string, options:
       if (rows.length === 0) throw new Error(`the control database has no ${schema}.route_version row; run: strangler control init`);
       // A fence's lease is read as time left (the database's clock) and kept as a deadline on ours.
       const now = Date.now();
-      const routes = (rows[0].routes as Array<Route & { mode: RouteMode; fenceMs: number | null }>).map(({ fenceMs, ...r }) => Object.freeze(r.fenced && fenceMs !== null ? { ...r, fenceUntil: now + fenceMs } : r));
+      // An unscoped route (methods null: all methods) is carried without the field, as before scopes.
+      const routes = (rows[0].routes as Array<Route & { mode: RouteMode; fenceMs: number | null }>).map(({ fenceMs, methods, ...r }) =>
+        Object.freeze({ ...r, ...(methods ? { methods: Object.freeze([...methods]) } : {}), ...(r.fenced && fenceMs !== null ? { fenceUntil: now + fenceMs } : {}) }),
+      );
       return { version: Number(rows[0].version), routes };
     },
     async version() {

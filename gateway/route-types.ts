@@ -14,6 +14,11 @@ export interface Route {
   mode: RouteMode;
   /** Canary share 0-100 of users sent to the service (only meaningful in canary mode). */
   weight: number;
+  /**
+   * The HTTP methods (uppercase) the mode applies to; any other method goes to legacy as if the
+   * route were in mode legacy. null or absent: all methods. Reads move before writes with it.
+   */
+  methods?: readonly string[] | null;
   /** Writes to the prefix are held at the gateway (a switchover is under way); reads go on. */
   fenced?: boolean;
   /**
@@ -21,6 +26,21 @@ export interface Route {
    * lifts the fence itself, so a command killed while holding writes cannot hold them forever.
    */
   fenceUntil?: number;
+}
+
+/** The HTTP methods a route may be scoped to (`--methods`). */
+export const HTTP_METHODS = ['GET', 'HEAD', 'OPTIONS', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
+/** Methods that change nothing: a scope of only these sends no write to the service. */
+export const SAFE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/** Pure: true when a method scope holds only safe methods (null: all methods, so writes too). */
+export function readsOnly(methods: readonly string[] | null | undefined): boolean {
+  return !!methods && methods.length > 0 && methods.every((m) => SAFE_METHODS.has(m));
+}
+
+/** Pure: whether a route's mode applies to a request's method (its scope holds it, or it has none). */
+export function inScope(route: Pick<Route, 'methods'>, method: string): boolean {
+  return !route.methods || route.methods.includes(method);
 }
 
 /** One immutable, versioned route table. A gateway swaps whole tables, never edits one. */

@@ -3,7 +3,7 @@ import type { ResolvedConfig } from '../../core/config/load.ts';
 import { serviceForPrefix } from '../../core/config/load.ts';
 import { StranglerError } from '../../core/errors.ts';
 import type { ChangeOutcome } from '../../cutover/executor.ts';
-import { commandProblem, type Command } from '../../cutover/state-machine.ts';
+import { commandProblem, scopeLabel, type Command, type MethodScope } from '../../cutover/state-machine.ts';
 import { output, resolveCliConfig, type GlobalArgs } from '../context.ts';
 
 interface ChangeArgs extends GlobalArgs {
@@ -12,6 +12,7 @@ interface ChangeArgs extends GlobalArgs {
   canary?: number;
   full?: boolean;
   progressive?: boolean;
+  methods?: string;
   steps?: string;
   interval?: string;
   maxErrorRate?: number;
@@ -45,6 +46,17 @@ const changeOptions = (y: Argv<GlobalArgs>) =>
     .option('ack-timeout', { type: 'string', default: '5s', describe: 'how long to wait for every live gateway to acknowledge' });
 
 /**
+ * `--methods GET,head` → ['GET', 'HEAD'] (uppercase, each once); absent → null (all methods), or
+ * undefined (keep the canary's scope) for a --resume. Unknown methods are refused by commandProblem.
+ */
+export function methodsOf(args: Pick<ChangeArgs, 'methods' | 'resume'>): MethodScope | undefined {
+  if (args.methods === undefined) return args.resume ? undefined : null;
+  const methods = [...new Set(String(args.methods).split(',').map((m) => m.trim().toUpperCase()).filter(Boolean))];
+  if (methods.length === 0) throw new StranglerError('--methods is empty; name the methods to move, e.g. --methods GET,HEAD', 'BAD_INPUT');
+  return methods;
+}
+
+/**
  * Every flag of a change checked before any I/O, so that bad input is exit 2 with no stack
  * running at all. Returns the command (null for progressive and rollback).
  */
@@ -58,6 +70,11 @@ export async function validateChange(args: ChangeArgs, config: ResolvedConfig, k
   if (args.full || args.progressive || args.resume) bakeOf(args, config);
   const modes = [args.sync, args.shadow, args.canary !== undefined, args.full, args.progressive || args.resume].filter(Boolean).length;
   if (modes !== 1) throw new StranglerError('say what to do with exactly one of --sync, --shadow, --canary N, --full, --progressive (or --resume)', 'BAD_INPUT');
+  if (args.methods !== undefined && (args.sync || args.shadow)) throw new StranglerError('--methods scopes a step that moves traffic: use it with --canary N, --full or --progressive', 'BAD_INPUT');
+  const methods = methodsOf(args);
+  const scopeProblem = commandProblem({ kind: 'full', methods });
+  if (scopeProblem) throw new StranglerError(scopeProblem, 'BAD_INPUT');
+  if (args.bake !== undefined && args.full && methods) throw new StranglerError('--full --methods moves only those methods (a canary of every user), no switch to bake; bake the switch that moves the rest: --full without --methods', 'BAD_INPUT');
   if (args.progressive || args.resume) {
     const { validateSteps } = await import('../../cutover/progressive.ts');
     const bad = validateSteps(stepsOf(args));
@@ -66,7 +83,7 @@ export async function validateChange(args: ChangeArgs, config: ResolvedConfig, k
     if (!Number.isInteger(args.threshold ?? 2) || (args.threshold ?? 2) < 1) throw new StranglerError(`--threshold must be a whole number ≥ 1, got ${args.threshold}`, 'BAD_INPUT');
     return null;
   }
-  const command: Command = args.sync ? { kind: 'sync' } : args.shadow ? { kind: 'shadow' } : args.full ? { kind: 'full' } : { kind: 'canary', weight: args.canary! };
+  const command: Command = args.sync ? { kind: 'sync' } : args.shadow ? { kind: 'shadow' } : args.full ? { kind: 'full', methods } : { kind: 'canary', weight: args.canary!, methods };
   const problem = commandProblem(command);
   if (problem) throw new StranglerError(problem, 'BAD_INPUT');
   return command;
@@ -87,9 +104,10 @@ async function withCutover<T>(args: ChangeArgs, kind: Parameters<typeof validate
 }
 
 function describeOutcome(o: ChangeOutcome): string {
-  const lines = [`${o.dryRun ? 'dry run: would ' : ''}${o.command} ${o.prefix} (${o.service}): ${o.from.phase}${o.from.phase === 'canary' ? ` ${o.from.weight}%` : ''} → ${o.to.phase}${o.to.phase === 'canary' ? ` ${o.to.weight}%` : ''}`];
+  const at = (s: ChangeOutcome['from']) => `${s.phase}${s.phase === 'canary' ? ` ${s.weight}%${scopeLabel(s.methods)}` : ''}`;
+  const lines = [`${o.dryRun ? 'dry run: would ' : ''}${o.command} ${o.prefix} (${o.service}): ${at(o.from)} → ${at(o.to)}`];
   if (o.checks.length) lines.push(...o.checks.map((c) => `  ${c.ok ? 'ok  ' : o.forced ? 'FORCED' : 'FAIL'} ${c.name}: ${c.reason}`));
-  if (o.dryRun) lines.push(`  actions: ${o.actions.map((a) => (a.kind === 'set-route' ? `set-route ${a.mode}${a.mode === 'canary' ? ` ${a.weight}%` : ''}` : a.kind)).join(' → ')}`);
+  if (o.dryRun) lines.push(`  actions: ${o.actions.map((a) => (a.kind === 'set-route' ? `set-route ${a.mode}${a.mode === 'canary' ? ` ${a.weight}%${scopeLabel(a.methods)}` : ''}` : a.kind)).join(' → ')}`);
   for (const w of o.warnings) lines.push(`  warning: ${w}`);
   if (o.propagation) {
     const p = o.propagation;
@@ -136,6 +154,7 @@ export const cutoverCommand: CommandModule<GlobalArgs, ChangeArgs> = {
       .option('canary', { type: 'number', describe: 'send this share (0-100) of users to the service' })
       .option('full', { type: 'boolean', describe: 'switch all traffic to the service' })
       .option('progressive', { type: 'boolean', describe: 'raise the weight step by step with analysis and automatic rollback' })
+      .option('methods', { type: 'string', describe: 'with --canary, --full, --progressive: move only these HTTP methods, e.g. GET,HEAD (reads before writes); the others stay on legacy. Default: all methods' })
       .option('steps', { type: 'string', default: '5,25,50,100', describe: 'progressive: the weights' })
       .option('interval', { type: 'string', default: '30s', describe: 'progressive: traffic analysed per step' })
       .option('max-error-rate', { type: 'number', describe: 'progressive: service error rate limit, percent' })
@@ -145,6 +164,7 @@ export const cutoverCommand: CommandModule<GlobalArgs, ChangeArgs> = {
       .option('bake', { type: 'string', describe: 'after the switch (--full, or --progressive reaching 100): keep analysing this long, rolling back on failure, e.g. 5m (default: cutover.bakeSeconds; 0: none)' })
       .option('bake-interval', { type: 'string', describe: 'bake: traffic analysed per analysis (default: cutover.bakeIntervalSeconds)' })
       .example('$0 cutover /api/auth --shadow', '')
+      .example('$0 cutover /api/invoices --canary 25 --methods GET,HEAD', 'reads first: writes stay on legacy, no reverse sync needed yet')
       .example('$0 cutover /api/invoices --progressive --steps 5,25,50,100 --interval 30s --max-error-rate 1 --max-p99-ms 800 --threshold 2 --bake 5m', '')
       .example('$0 cutover /api/invoices --full --bake 10m', '') as unknown as Argv<ChangeArgs>,
   handler: (args) =>
@@ -154,7 +174,7 @@ export const cutoverCommand: CommandModule<GlobalArgs, ChangeArgs> = {
       if (!command) {
         const steps = stepsOf(args);
         if (args.dryRun) {
-          const first = await cutover.change(args.prefix, { kind: 'canary', weight: steps[0] }, { dryRun: true, force: args.force, reason: args.reason });
+          const first = await cutover.change(args.prefix, steps[0] >= 100 ? { kind: 'full', methods: methodsOf(args) } : { kind: 'canary', weight: steps[0], methods: methodsOf(args) }, { dryRun: true, force: args.force, reason: args.reason });
           output(args, first, () => `${describeOutcome(first)}\n  then: ${steps.slice(1).join('% → ')}%, each after ${args.interval} of traffic analysed; rollback after ${args.threshold} failed analyses in a row${then}`);
           return;
         }
@@ -162,7 +182,7 @@ export const cutoverCommand: CommandModule<GlobalArgs, ChangeArgs> = {
         const outcome = await runProgressive(
           cutover,
           args.prefix,
-          { steps, intervalMs: parseDuration(args.interval ?? '30s'), threshold: args.threshold ?? 2, maxErrorRate: args.maxErrorRate, maxP99Ms: args.maxP99Ms, resume: args.resume, reason: args.reason, force: args.force },
+          { steps, intervalMs: parseDuration(args.interval ?? '30s'), threshold: args.threshold ?? 2, maxErrorRate: args.maxErrorRate, maxP99Ms: args.maxP99Ms, resume: args.resume, reason: args.reason, force: args.force, methods: methodsOf(args) },
           (e) => {
             if (args.json) return;
             if (e.kind === 'step') process.stderr.write(`\n${describeOutcome(e.outcome)}\n`);

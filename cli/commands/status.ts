@@ -1,4 +1,5 @@
 import type { Argv, CommandModule } from 'yargs';
+import { scopeLabel } from '../../cutover/state-machine.ts';
 import { output, resolveCliConfig, type GlobalArgs } from '../context.ts';
 
 interface StatusArgs extends GlobalArgs {
@@ -43,7 +44,7 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
             // The bake after a switch: time left and failed analyses in a row, or that it stopped unfinished.
             r.bake ? (r.bake.state === 'baking' ? `${duration(r.bake.remainingMs)} left${r.bake.failures ? `, ${r.bake.failures}/${r.bake.threshold} failed` : ''}` : 'interrupted') : '-',
             r.mode,
-            r.mode === 'canary' ? `${r.weight}%` : r.mode === 'service' ? '100%' : '-',
+            r.mode === 'canary' ? `${r.weight}%${scopeLabel(r.methods)}` : r.mode === 'service' ? '100%' : '-',
             `${r.gateways.acknowledged}/${r.gateways.live} @v${r.gateways.version}`,
             r.instances ? `${r.instances.available}/${r.instances.total} up` : '-',
             r.sync.state,
@@ -75,12 +76,13 @@ export const planCommand: CommandModule<GlobalArgs, StatusArgs> = {
     try {
       const { overview } = await import('../../cutover/overview.ts');
       const rows = await overview(cutover, redis, cutover.probe(0).keys, config);
-      output(args, rows.map((r) => ({ order: r.order, prefix: r.prefix, service: r.service, phase: r.phase, dependsOn: config.services.find((s) => s.name === r.service)!.dependsOn, next: r.next })), () =>
+      output(args, rows.map((r) => ({ order: r.order, prefix: r.prefix, service: r.service, phase: r.phase, methods: r.methods, dependsOn: config.services.find((s) => s.name === r.service)!.dependsOn, next: r.next })), () =>
         rows
           .map((r) => {
             const deps = config.services.find((s) => s.name === r.service)!.dependsOn;
             const next = 'refused' in r.next ? `no next step: ${r.next.refused}` : `next: ${r.next.command} (strangler promote ${r.prefix}), checks: ${r.next.checks.join(', ') || 'none'}`;
-            return `${r.order}. ${r.prefix.padEnd(16)} ${r.service.padEnd(10)} ${r.phase.padEnd(11)}${deps.length ? ` after ${deps.join(', ')}` : ''}\n     ${next}`;
+            const phase = r.phase === 'canary' && r.mode === 'canary' ? `canary ${r.weight}%${scopeLabel(r.methods)}` : r.phase;
+            return `${r.order}. ${r.prefix.padEnd(16)} ${r.service.padEnd(10)} ${phase.padEnd(11)}${deps.length ? ` after ${deps.join(', ')}` : ''}\n     ${next}`;
           })
           .join('\n'),
       );
