@@ -39,7 +39,10 @@ const fromRow = (r: Record<string, any>): SigningKey => ({
  * SECURITY: whoever reads this table can sign tokens; protect the auth database and its backups.
  */
 export function signingKeys(db: Knex, policy: KeyPolicy) {
-  const now = async (trx: Knex | Knex.Transaction = db): Promise<Date> => (await trx.raw('SELECT now() AS now')).rows[0].now;
+  // The database's clock when asked, not its transaction's start (now()): an instance that waited
+  // for the lock behind another's first key must see that key as already signing, or it makes a
+  // second one.
+  const now = async (trx: Knex | Knex.Transaction = db): Promise<Date> => (await trx.raw('SELECT clock_timestamp() AS now')).rows[0].now;
   const all = async (trx: Knex | Knex.Transaction = db) => ({ keys: (await trx(TABLE)).map(fromRow), now: await now(trx) });
   const newKey = async (activatesAt: Date) => {
     const { privateKey, publicKey } = await generateKeyPair('RS256', { extractable: true });
