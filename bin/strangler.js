@@ -1,14 +1,5 @@
 #!/usr/bin/env node
-// The `strangler` command. An installed package runs the JavaScript built into dist/ (npm run
-// build; no TypeScript loader at run time). A source checkout (cli/main.ts beside this file)
-// runs the TypeScript sources through tsx, so development never needs a build.
-import { existsSync } from 'node:fs';
+// The `strangler` command (bin/entry.js: sources in a checkout, dist/ in a package).
+import { runEntry } from './entry.js';
 
-const sources = new URL('../cli/main.ts', import.meta.url);
-if (existsSync(sources)) {
-  const { register } = await import('tsx/esm/api');
-  register();
-  await import(sources.href);
-} else {
-  await import('../dist/cli/main.js');
-}
+await runEntry(new URL('../cli/main.ts', import.meta.url), new URL('../dist/cli/main.js', import.meta.url));

@@ -1,25 +1,16 @@
-import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { promisify } from 'node:util';
+import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { loadConfig } from '../core/config/load.ts';
-import { legacyTestConfig, ROOT, sharedStack } from '../test/harness.ts';
+import { legacyTestConfig, sharedStack } from '../test/harness.ts';
+import { runCli } from '../test/cli.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'init-cli-'));
 let legacyUrl: string;
 let cleanup: () => Promise<void>;
 
-async function run(...args: string[]) {
-  try {
-    const { stdout, stderr } = await promisify(execFile)(process.execPath, [resolve(ROOT, 'bin/strangler.js'), ...args], { cwd: dir, timeout: 60_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const run = (...args: string[]) => runCli(null, args, { cwd: dir });
 
 beforeAll(async () => {
   const t = await legacyTestConfig('init_cli');

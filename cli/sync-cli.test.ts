@@ -1,28 +1,20 @@
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { seedLegacy } from '../test/reference.ts';
 import { configYaml, createTestDatabase, dropTestDatabase, legacyTestConfig, ROOT } from '../test/harness.ts';
+import { runCli } from '../test/cli.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'sync-cli-'));
 const file = join(dir, 'strangler.yaml');
 let cleanup: () => Promise<void>;
 let targetUrl: string;
 
-async function run(...args: string[]) {
-  try {
-    const { stdout, stderr } = await promisify(execFile)(process.execPath, [resolve(ROOT, 'bin/strangler.js'), ...args, '--config', file], { cwd: dir, timeout: 60_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const run = (...args: string[]) => runCli(file, args, { cwd: dir });
 
 beforeAll(async () => {
   const t = await legacyTestConfig('sync_cli');

@@ -8,6 +8,7 @@ import { silentLogger } from '../core/logger.ts';
 import { startGateway, type RunningGateway } from '../gateway/start.ts';
 import { cleanupPipeline } from '../migrations/sync/status.ts';
 import { SyncWorker } from '../migrations/sync/worker.ts';
+import { waitFor } from '../stack/ports.ts';
 import { createTestDatabase, dropTestDatabase, gatewayTestEnv, ROOT } from '../test/harness.ts';
 import { migrateLegacy, seedLegacy, startLegacyApp } from '../test/reference.ts';
 import { runBake, type BakeEvent } from './bake.ts';
@@ -180,7 +181,8 @@ describe('a service that dies during the bake after its switch', () => {
     );
     const events: BakeEvent[] = [];
     try {
-      await new Promise((r) => setTimeout(r, 1_000));
+      // Traffic before the switch: the bake's baseline is legacy's figures from before it.
+      await waitFor('writes acknowledged before the switch', async () => acknowledged.length >= 10, 30_000, 50);
       const full = await ctl.cutover.change(PREFIX, { kind: 'full' }, { force: true, reason: 'test' });
       expect(full.to.phase).toBe('switched');
       const bake = runBake(ctl.cutover, PREFIX, { durationMs: 120_000, intervalMs: 2_000, threshold: 2 }, (e) => {

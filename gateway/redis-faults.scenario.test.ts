@@ -68,7 +68,7 @@ function startLoad(perRoute: number) {
       } catch (err) {
         samples.push({ route, at, ms: Date.now() - at, status: 0, error: (err as Error).name });
       }
-      await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 20)); // pacing: about 50 requests/s per route
     }
   };
   const running = (Object.keys(ROUTES) as Array<keyof typeof ROUTES>).flatMap((route) => Array.from({ length: perRoute }, () => client(route)));
@@ -155,6 +155,7 @@ describe('the gateway when Redis hangs or dies', () => {
       expect((await readyz()).ready).toBe(true);
       // A steady-state window to compare the outage with.
       baselineFrom = Date.now();
+      // Time is the measure here: five seconds of steady traffic as the baseline of latency.
       await new Promise((r) => setTimeout(r, 5_000));
       outage = { from: Date.now(), to: 0 };
       redis.pause();
@@ -173,6 +174,7 @@ describe('the gateway when Redis hangs or dies', () => {
         const r = await readyz();
         return r.ready && r.degraded?.length === 0;
       }, 10_000, 100).then(() => (recoveredMs = Date.now() - outage.to), () => undefined);
+      // A second of traffic after the recovery, so failures right after it are counted too.
       await new Promise((r) => setTimeout(r, 1_000));
     } finally {
       await load.stop();
@@ -218,6 +220,7 @@ describe('the gateway when Redis hangs or dies', () => {
         const r = await readyz();
         return r.ready && r.degraded?.length === 0;
       }, 10_000, 100).catch(() => undefined);
+      // A second of traffic after the recovery, so failures right after it are counted too.
       await new Promise((r) => setTimeout(r, 1_000));
     } finally {
       await load.stop();

@@ -21,12 +21,14 @@ export function writeConfig(dir: string, config: ResolvedConfig, name = 'strangl
 }
 
 /**
- * Runs the real `strangler` command (a process of its own) with a config file and waits for it.
+ * Runs the real `strangler` command (a process of its own) with a config file (null: none, the
+ * command finds its own from `cwd`) and waits for it.
  * The timeout is generous: a loaded 2-core machine takes seconds to start one.
  */
-export function runCli(configFile: string, args: string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<CliResult> {
+export function runCli(configFile: string | null, args: string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cwd?: string } = {}): Promise<CliResult> {
+  const config = configFile === null ? [] : ['--config', configFile];
   return new Promise((done, fail) => {
-    execFile(process.execPath, [BIN, ...args, '--config', configFile], { timeout: options.timeoutMs ?? 60_000, env: { ...process.env, ...options.env } }, (err, stdout, stderr) => {
+    execFile(process.execPath, [BIN, ...args, ...config], { timeout: options.timeoutMs ?? 60_000, cwd: options.cwd, env: { ...process.env, ...options.env } }, (err, stdout, stderr) => {
       const e = err as (Error & { code?: number | string; killed?: boolean }) | null;
       if (e?.killed) return fail(new Error(`strangler ${args.join(' ')} did not finish: ${stderr}`));
       done({ code: e ? Number(e.code ?? 1) : 0, stdout, stderr });

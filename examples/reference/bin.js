@@ -1,13 +1,5 @@
 #!/usr/bin/env node
-// The reference example's command line. A source checkout (cli.ts beside this file) runs the
-// TypeScript through tsx; the image runs what its build compiled into dist/.
-import { existsSync } from 'node:fs';
+// The reference example's command line (bin/entry.js: sources in a checkout, dist/ in the image).
+import { runEntry } from '../../bin/entry.js';
 
-const sources = new URL('./cli.ts', import.meta.url);
-if (existsSync(sources)) {
-  const { register } = await import('tsx/esm/api');
-  register();
-  await import(sources.href);
-} else {
-  await import('../../dist/examples/reference/cli.js');
-}
+await runEntry(new URL('./cli.ts', import.meta.url), new URL('../../dist/examples/reference/cli.js', import.meta.url));

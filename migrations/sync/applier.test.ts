@@ -116,6 +116,7 @@ describe('the transaction applier', () => {
     await a.commit();
     // Row 2 is written locally, on the target, after the next source change was committed.
     const older = tx(now);
+    // The local write's commit time must be later than the source change's: time is the subject.
     await new Promise((r) => setTimeout(r, 5));
     await other.query(`UPDATE accounts SET note = 'local' WHERE id = 2`);
     await a.change(older.tx, accounts, 'update', row(1, 'a1@x', 11), null);
