@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -21,6 +21,22 @@ describe('the strangler command', () => {
     const r = await run('--help');
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/strangler dev <action>/);
+  });
+
+  it('loads neither the config schema, the YAML parser, the logger nor a database driver for --help', async () => {
+    // Start-up (issue 23): those load inside the handlers that need them. What loads is the
+    // measure here, not how long it takes (that is `npm run bench:cli`).
+    const trace = join(mkdtempSync(join(tmpdir(), 'cli-trace-')), 'modules.txt');
+    writeFileSync(trace, '');
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import', resolve(ROOT, 'test/fixtures/module-trace.mjs'), resolve(ROOT, 'bin/strangler.js'), '--help'], {
+      cwd: ROOT,
+      env: { ...process.env, MODULE_TRACE_FILE: trace },
+    });
+    expect(stdout).toMatch(/strangler sync <action>/);
+    const loaded = readFileSync(trace, 'utf8').split('\n');
+    expect(loaded.some((url) => url.includes('/node_modules/yargs/'))).toBe(true); // the trace works
+    const heavy = loaded.filter((url) => /\/node_modules\/(zod|yaml|pino|pg|ioredis|undici|knex)\/|\/core\/(config\/load|config\/schema|logger|databases)\.ts$/.test(url));
+    expect(heavy).toEqual([]);
   });
 
   it('exits 2 with the key path when strangler.yaml is invalid', async () => {

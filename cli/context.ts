@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Argv } from 'yargs';
-import { loadConfig, type ConfigOverrides, type ResolvedConfig } from '../core/config/load.ts';
+import type { ConfigOverrides, ResolvedConfig } from '../core/config/load.ts';
 import { readSecretFile, SECRETS, type SecretName } from '../core/config/secrets.ts';
 
 /** Options every command accepts. */
@@ -76,7 +76,10 @@ export function lastResolvedConfig(): ResolvedConfig | null {
  * flags > environment > a running `dev up` stack > file > defaults. Nothing deeper reads process.env.
  * `flags`: a command's own overriding flags (`strangler gateway --zone`).
  */
-export function resolveCliConfig(args: GlobalArgs, env: NodeJS.ProcessEnv = process.env, flags: ConfigOverrides = {}): ResolvedConfig {
+export async function resolveCliConfig(args: GlobalArgs, env: NodeJS.ProcessEnv = process.env, flags: ConfigOverrides = {}): Promise<ResolvedConfig> {
+  // Loaded here, not at the top: the schema and YAML parser are most of what `--help` would
+  // otherwise load (issue 23: start-up).
+  const { loadConfig } = await import('../core/config/load.ts');
   const dev = readDevState();
   const overrides: ConfigOverrides = {
     postgresUrl: args.postgresUrl ?? env.STRANGLER_POSTGRES_URL ?? dev?.postgresUrl,

@@ -1,7 +1,6 @@
 import yargs from 'yargs';
 import type { CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { explainDependencyFault } from '../core/dependency-faults.ts';
 import { exitCodeFor, StranglerError } from '../core/errors.ts';
 import { lastResolvedConfig } from './context.ts';
 
@@ -40,6 +39,8 @@ export async function runCli(name: string, usage: string, commands: CommandModul
     // A command that finished has nothing left to do: do not let a stray handle keep the CLI alive.
     process.exit(process.exitCode ?? 0);
   } catch (caught) {
+    // Loaded only on an error: it brings pg, which `--help` does not need.
+    const { explainDependencyFault } = await import('../core/dependency-faults.ts');
     const explained = explainDependencyFault(caught, lastResolvedConfig());
     const err = explained ?? caught;
     const code = err instanceof StranglerError ? err.code : 'INTERNAL';

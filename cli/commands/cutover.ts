@@ -1,6 +1,5 @@
 import type { Argv, CommandModule } from 'yargs';
 import type { ResolvedConfig } from '../../core/config/load.ts';
-import { serviceForPrefix } from '../../core/config/load.ts';
 import { StranglerError } from '../../core/errors.ts';
 import type { ChangeOutcome } from '../../cutover/executor.ts';
 import { commandProblem, scopeLabel, type Command, type MethodScope } from '../../cutover/state-machine.ts';
@@ -61,6 +60,7 @@ export function methodsOf(args: Pick<ChangeArgs, 'methods' | 'resume'>): MethodS
  * running at all. Returns the command (null for progressive and rollback).
  */
 export async function validateChange(args: ChangeArgs, config: ResolvedConfig, kind: 'cutover' | 'promote' | 'rollback' | 'finalize'): Promise<Command | null> {
+  const { serviceForPrefix } = await import('../../core/config/load.ts');
   serviceForPrefix(config, args.prefix);
   parseDuration(args.ackTimeout ?? '5s');
   if (kind === 'rollback' && !args.reason?.trim()) throw new StranglerError('rollback needs --reason "...": it is recorded in the audit log', 'BAD_INPUT');
@@ -92,7 +92,7 @@ export async function validateChange(args: ChangeArgs, config: ResolvedConfig, k
 const stepsOf = (args: ChangeArgs) => (args.steps ?? '5,25,50,100').split(',').map((s) => Number(s.trim()));
 
 async function withCutover<T>(args: ChangeArgs, kind: Parameters<typeof validateChange>[2], fn: (c: Awaited<ReturnType<typeof import('../../cutover/executor.ts').openCutover>>, command: Command | null) => Promise<T>): Promise<T> {
-  const config = resolveCliConfig(args);
+  const config = await resolveCliConfig(args);
   const command = await validateChange(args, config, kind);
   const { openCutover, resolveActor } = await import('../../cutover/executor.ts');
   const opened = await openCutover(config, resolveActor(args.actor), { ackTimeoutMs: parseDuration(args.ackTimeout ?? '5s') });

@@ -2,9 +2,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, openSync, rmSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
-import { loadConfig } from '../../core/config/load.ts';
 import { StranglerError } from '../../core/errors.ts';
-import { createLogger } from '../../core/logger.ts';
 import { DEV_STATE_FILE, output, publicDevState, readDevState, secretOverrides, type DevStackState, type GlobalArgs } from '../context.ts';
 import type { Topology } from '../dev/topology.ts';
 
@@ -44,6 +42,8 @@ export const devCommand: CommandModule<GlobalArgs, DevArgs> = {
 async function up(args: DevArgs): Promise<void> {
   const running = readDevState();
   if (running) throw new StranglerError(`a dev stack is already running (pid ${running.pid}); run: strangler dev down`, 'CONFLICT');
+  const { loadConfig } = await import('../../core/config/load.ts');
+  const { createLogger } = await import('../../core/logger.ts');
   const fileConfig = loadConfig(args.config); // validate before starting anything
   const logger = createLogger('dev', fileConfig.logLevel === 'info' ? 'warn' : fileConfig.logLevel);
   const print = (line: string) => process.stderr.write(`  ${line}\n`);
@@ -100,7 +100,8 @@ function exportLines(env: Record<string, string>): string {
 async function upDetached(args: DevArgs): Promise<void> {
   const running = readDevState();
   if (running) throw new StranglerError(`a dev stack is already running (pid ${running.pid}); run: strangler dev down`, 'CONFLICT');
-  loadConfig(args.config);
+  const { loadConfig } = await import('../../core/config/load.ts');
+  loadConfig(args.config); // validate before starting anything
   mkdirSync('.strangler', { recursive: true });
   const log = resolve('.strangler/dev-stack.log');
   const fd = openSync(log, 'w');

@@ -7,7 +7,7 @@ export const doctorCommand: CommandModule<GlobalArgs, GlobalArgs> = {
   describe: 'check the legacy database for what logical replication needs (changes nothing; exit 2 when not ready)',
   builder: (y: Argv<GlobalArgs>) => y,
   handler: async (args) => {
-    const config = resolveCliConfig(args);
+    const config = await resolveCliConfig(args);
     const { runDoctor } = await import('../../migrations/sync/doctor.ts');
     const findings = await runDoctor(config);
     const ready = findings.every((f) => f.ok);

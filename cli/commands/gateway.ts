@@ -1,7 +1,6 @@
 import cluster from 'node:cluster';
 import type { Argv, CommandModule } from 'yargs';
 import { StranglerError } from '../../core/errors.ts';
-import { createLogger } from '../../core/logger.ts';
 import { resolveCliConfig, secretFileOptions, type GlobalArgs, untilSignal } from '../context.ts';
 
 interface GatewayArgs extends GlobalArgs {
@@ -29,7 +28,8 @@ export const gatewayCommand: CommandModule<GlobalArgs, GatewayArgs> = {
       throw new StranglerError(`--workers must be an integer from 1 to 64, got ${args.workers}`, 'BAD_INPUT');
     }
     if (args.zone !== undefined && args.zone.trim() === '') throw new StranglerError('--zone must not be empty; leave it out for no zone preference', 'BAD_INPUT');
-    const config = resolveCliConfig(args, process.env, { gatewayZone: args.zone });
+    const config = await resolveCliConfig(args, process.env, { gatewayZone: args.zone });
+    const { createLogger } = await import('../../core/logger.ts');
     const logger = createLogger('gateway', config.logLevel);
     // Before forking: workers refused one by one would be restarted forever.
     (await import('../../gateway/server.ts')).gatewaySecrets(config);

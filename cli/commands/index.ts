@@ -10,7 +10,12 @@ import { controlCommand, diffCommand, historyCommand, planCommand, statusCommand
 import { servicesCommand } from './services.ts';
 import { syncCommand } from './sync.ts';
 
-/** Every `strangler` command, one module each. Add new commands here. */
+/**
+ * Every `strangler` command, one module each. Add new commands here. A command module imports
+ * only yargs types and light modules at its top; what its handler needs (the config loader,
+ * the logger, drivers) it imports inside the handler, so `strangler --help` stays fast
+ * (cli/cli.test.ts checks what `--help` loads).
+ */
 export const commands = [
   initCommand,
   configCommand,

@@ -1,8 +1,6 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
-import { parse as parseYaml } from 'yaml';
-import { resolveConfig } from '../../core/config/load.ts';
 import { StranglerError } from '../../core/errors.ts';
 import { output, type GlobalArgs } from '../context.ts';
 
@@ -13,14 +11,6 @@ interface InitArgs extends GlobalArgs {
   out: string;
   force?: boolean;
   dryRun?: boolean;
-}
-
-/** Route prefixes from an OpenAPI document: the paths' first two segments (/api/invoices/{id} → /api/invoices). */
-export function prefixesFromOpenApi(text: string): string[] {
-  const doc = parseYaml(text) as { paths?: Record<string, unknown> } | null;
-  const paths = Object.keys(doc?.paths ?? {});
-  if (!paths.length) throw new StranglerError('the OpenAPI document has no paths', 'BAD_INPUT');
-  return [...new Set(paths.map((p) => `/${p.split('/').filter((s) => s && !s.startsWith('{')).slice(0, 2).join('/')}`.toLowerCase()).filter((p) => p !== '/'))];
 }
 
 /** `strangler init`: a starting strangler.yaml from the monolith's schema. */
@@ -37,6 +27,8 @@ export const initCommand: CommandModule<GlobalArgs, InitArgs> = {
       .option('dry-run', { type: 'boolean', describe: 'print it instead of writing it' })
       .example('$0 init --legacy-database postgres://app@db/shop --prefixes /api/auth /api/orders', '') as unknown as Argv<InitArgs>,
   handler: async (args) => {
+    // The YAML parser, the schema and pg load here, not at the top: `--help` stays fast.
+    const { prefixesFromOpenApi } = await import('../init/boundaries.ts');
     if (!/^postgres(ql)?:\/\//.test(args.legacyDatabase)) throw new StranglerError(`--legacy-database must be a postgres:// URL, not ${JSON.stringify(args.legacyDatabase)}`, 'BAD_INPUT');
     const prefixes = args.openapi ? prefixesFromOpenApi(readFileSync(args.openapi, 'utf8')) : (args.prefixes ?? []).flatMap((p) => p.split(',')).map((p) => p.trim().replace(/\/+$/, '').toLowerCase());
     if (!prefixes.length) throw new StranglerError('say which prefixes move: --prefixes /api/auth /api/invoices … or --openapi <file>', 'BAD_INPUT');
@@ -61,6 +53,8 @@ export const initCommand: CommandModule<GlobalArgs, InitArgs> = {
     const u = new URL(args.legacyDatabase);
     const postgresUrl = `${u.protocol}//${u.username ? `${u.username}@` : ''}${u.host}`;
     const text = renderStranglerYaml(proposal, graph, { legacyDatabaseUrl: args.legacyDatabase, postgresUrl, source: `${u.host}${u.pathname}`, at: new Date() });
+    const { parse: parseYaml } = await import('yaml');
+    const { resolveConfig } = await import('../../core/config/load.ts');
     resolveConfig(parseYaml(text), {}, out); // what is written must load
     if (!args.dryRun) writeFileSync(out, text);
     output(args, { file: args.dryRun ? null : out, ...proposal }, () =>

@@ -8,7 +8,7 @@ export const servicesCommand: CommandModule<GlobalArgs, GlobalArgs> = {
   describe: 'instances of every service: registry, health, ejection, in-flight requests, recent error rate',
   builder: (y: Argv<GlobalArgs>) => y,
   handler: async (args) => {
-    const config = resolveCliConfig(args);
+    const config = await resolveCliConfig(args);
     const { Redis } = await import('ioredis');
     const { redisKeys } = await import('../../gateway/redis-keys.ts');
     const { formatInstances, readInstances } = await import('../../gateway/instances-report.ts');

@@ -9,7 +9,7 @@ interface StatusArgs extends GlobalArgs {
 }
 
 async function open(args: GlobalArgs) {
-  const config = resolveCliConfig(args);
+  const config = await resolveCliConfig(args);
   const { openCutover, resolveActor } = await import('../../cutover/executor.ts');
   const opened = await openCutover(config, resolveActor(undefined));
   return { config, ...opened };
@@ -153,7 +153,7 @@ export const controlCommand: CommandModule<GlobalArgs, GlobalArgs & { action: st
   describe: 'the control database: init (create it when missing, create or upgrade its schema; idempotent)',
   builder: (y: Argv<GlobalArgs>) => y.positional('action', { choices: ['init'] as const, demandOption: true }) as unknown as Argv<GlobalArgs & { action: string }>,
   handler: async (args) => {
-    const config = resolveCliConfig(args);
+    const config = await resolveCliConfig(args);
     const { migrateControl } = await import('../../migrations/control/index.ts');
     const { ensureDatabase } = await import('../../core/databases.ts');
     // A monolith's own cluster has no control database yet: made here, or the error says how.
@@ -165,7 +165,7 @@ export const controlCommand: CommandModule<GlobalArgs, GlobalArgs & { action: st
 
 /** `strangler plan --coupling`: what strangler.yaml's boundaries leave open in the monolith's schema. */
 async function couplingReport(args: StatusArgs): Promise<void> {
-  const config = resolveCliConfig(args);
+  const config = await resolveCliConfig(args);
   const pg = (await import('pg')).default;
   const { readSchemaGraph } = await import('../init/schema-graph.ts');
   const { checkCoupling } = await import('../init/boundaries.ts');

@@ -1,7 +1,5 @@
 import { createServer } from 'node:http';
 import type { Argv, CommandModule } from 'yargs';
-import { serviceByName } from '../../core/config/load.ts';
-import { createLogger } from '../../core/logger.ts';
 import { output, resolveCliConfig, type GlobalArgs, untilSignal } from '../context.ts';
 
 interface SyncArgs extends GlobalArgs {
@@ -38,7 +36,8 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
       .example('$0 sync resume invoices', 'after a schema change stopped it: go on with the mapping strangler.yaml has now')
       .example('$0 sync verify invoices', 'row counts and checksums per key range at one point in time; exit 2 on a mismatch or when the pipeline lags too far to compare') as unknown as Argv<SyncArgs>,
   handler: async (args) => {
-    const config = resolveCliConfig(args);
+    const config = await resolveCliConfig(args);
+    const { serviceByName } = await import('../../core/config/load.ts');
     const status = await import('../../migrations/sync/status.ts');
     const direction = args.reverse ? ('reverse' as const) : ('forward' as const);
     if (args.action === 'status') {
@@ -120,6 +119,7 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
       }
       case 'start': {
         const { SyncWorker } = await import('../../migrations/sync/worker.ts');
+        const { createLogger } = await import('../../core/logger.ts');
         const logger = createLogger('sync', config.logLevel);
         let last = '';
         let lastLine = 0;

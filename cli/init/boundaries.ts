@@ -1,4 +1,14 @@
+import { parse as parseYaml } from 'yaml';
+import { StranglerError } from '../../core/errors.ts';
 import type { SchemaGraph } from './schema-graph.ts';
+
+/** Route prefixes from an OpenAPI document: the paths' first two segments (/api/invoices/{id} → /api/invoices). */
+export function prefixesFromOpenApi(text: string): string[] {
+  const doc = parseYaml(text) as { paths?: Record<string, unknown> } | null;
+  const paths = Object.keys(doc?.paths ?? {});
+  if (!paths.length) throw new StranglerError('the OpenAPI document has no paths', 'BAD_INPUT');
+  return [...new Set(paths.map((p) => `/${p.split('/').filter((s) => s && !s.startsWith('{')).slice(0, 2).join('/')}`.toLowerCase()).filter((p) => p !== '/'))];
+}
 
 /**
  * Pure: service boundaries proposed from a monolith's schema and the route prefixes to move

@@ -26,7 +26,7 @@ export const authCommand: CommandModule<GlobalArgs, AuthArgs> = {
       .example('$0 auth rotate-keys --dry-run', 'what a rotation would do')
       .example('$0 auth rotate-keys', 'publish a new key now, sign with it once every verifier can have it') as unknown as Argv<AuthArgs>,
   handler: async (args) => {
-    const config = resolveCliConfig(args);
+    const config = await resolveCliConfig(args);
     const service = serviceByName(config, 'auth');
     const { migrateService } = await import('../../migrations/services/index.ts');
     const { openDatabase } = await import('../../monolith/db.ts');

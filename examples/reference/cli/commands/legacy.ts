@@ -10,7 +10,7 @@ export const legacyCommand: CommandModule<GlobalArgs, GlobalArgs & { port?: numb
       .option('port', { type: 'number', describe: 'default: legacy.port' })
       .option('host', { type: 'string', default: process.env.STRANGLER_HOST ?? '127.0.0.1', describe: 'address to listen on (0.0.0.0 in a container)' }) as unknown as Argv<GlobalArgs & { port?: number; host: string }>,
   handler: async (args) => {
-    const config = resolveCliConfig(args);
+    const config = await resolveCliConfig(args);
     const { legacySecret, migrateLegacy, startLegacyApp } = await import('../../monolith/index.ts');
     legacySecret(config); // before migrating its database
     await migrateLegacy(config.legacy.databaseUrl);

@@ -20,7 +20,7 @@ export const ocrCommand: CommandModule<GlobalArgs, OcrArgs> = {
       .option('lock-ms', { type: 'number', default: 30_000, describe: 'a job held by a worker that stopped renewing its lock this long goes to another worker' }) as unknown as Argv<OcrArgs>,
   handler: async (args) => {
     if (!Number.isInteger(args.concurrency) || args.concurrency < 1 || args.concurrency > 32) throw new StranglerError(`--concurrency must be 1-32, got ${args.concurrency}`, 'BAD_INPUT');
-    const config = resolveCliConfig(args);
+    const config = await resolveCliConfig(args);
     const { serviceByName } = await import('../../../../core/config/load.ts');
     const service = serviceByName(config, 'ocr');
     const { migrateService } = await import('../../migrations/services/index.ts');

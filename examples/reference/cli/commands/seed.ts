@@ -22,7 +22,7 @@ export const seedCommand: CommandModule<GlobalArgs, SeedArgs> = {
       .option('invoices', { type: 'number', default: 500, describe: 'invoices to create' })
       .option('seed', { type: 'number', default: 42, describe: 'PRNG seed (same seed, same data)' }) as unknown as Argv<SeedArgs>,
   handler: async (args) => {
-    const config = resolveCliConfig(args);
+    const config = await resolveCliConfig(args);
     const started = Date.now();
     await migrateLegacy(config.legacy.databaseUrl);
     await seedLegacy(config.legacy.databaseUrl, { users: args.users, invoices: args.invoices, seed: args.seed });

@@ -27,7 +27,7 @@ export const serviceCommand: CommandModule<GlobalArgs, ServiceArgs> = {
       .option('instance-version', { type: 'string', default: process.env.STRANGLER_SERVICE_VERSION, describe: 'version recorded in the registry (default: the toolkit version)' }) as unknown as Argv<ServiceArgs>,
   handler: async (args) => {
     if (args.tokens !== 'legacy' && args.tokens !== 'rs256') throw new StranglerError(`--tokens must be legacy or rs256, got ${args.tokens}`, 'BAD_INPUT');
-    const config = resolveCliConfig(args);
+    const config = await resolveCliConfig(args);
     const { startService } = await import('../../services/app.ts');
     const running = await startService(config, args.name, {
       port: args.port,
