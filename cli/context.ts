@@ -34,6 +34,8 @@ export interface DevStackState {
   redisUrl: string;
   startedAt: string;
   components: Record<string, string>;
+  /** The URL `dev status` asks of each component that has a health path (dev.processes[].health; the gateway's /healthz). */
+  health?: Record<string, string>;
   /** Processes to kill when the stack's own process cannot stop it: Postgres, Redis, each dev process (negative: a process group). */
   pids?: Record<string, number>;
   /** Started with --infra-only: Postgres and Redis alone. */

@@ -37,8 +37,8 @@ afterAll(async () => {
   for (const cwd of folders) await run(cwd, ['dev', 'down', '--config', join(cwd, 'strangler.yaml')]);
 });
 
-/** A monolith of the engineer's own, as dev.processes runs it: any command; this one answers on $PORT. */
-const OWN_MONOLITH = `node -e "require('http').createServer((q, s) => s.end(JSON.stringify({ path: q.url, db: process.env.DATABASE_URL }))).listen(process.env.PORT, '127.0.0.1')"`;
+/** A monolith of the engineer's own, as dev.processes runs it: any command; this one answers on $PORT, and has no /health (404). */
+const OWN_MONOLITH = `node -e "require('http').createServer((q, s) => { if (q.url === '/health') s.statusCode = 404; s.end(JSON.stringify({ path: q.url, db: process.env.DATABASE_URL })); }).listen(process.env.PORT, '127.0.0.1')"`;
 
 async function ownMonolithConfig() {
   const port = await freePort();
@@ -47,7 +47,7 @@ async function ownMonolithConfig() {
     port,
     gatewayPort,
     doc: {
-      legacy: { port, database: 'shop' },
+      legacy: { port, database: 'shop', healthCheck: { path: '/' } },
       control: { database: 'shop_control' },
       gateway: { port: gatewayPort, snapshotFile: 'routes.json' },
       services: [{ name: 'orders', prefix: '/api/orders', port: await freePort(), database: 'shop_orders', order: 1 }],
@@ -131,6 +131,10 @@ describe('strangler dev', () => {
     // Through the gateway, to the engineer's own monolith, which got its database from ${STRANGLER_LEGACY_DATABASE_URL}.
     const res = await fetch(`http://127.0.0.1:${gatewayPort}/anything`);
     expect(await res.json()).toEqual({ path: '/anything', db: `${state.postgresUrl}/shop` });
+    // Status asks each part on its own health path (the monolith's `/`, the gateway's /healthz), not a /health it does not have.
+    const status = await run(cwd, ['dev', 'status', '--json', ...config], { REDIS_URL: '' });
+    expect(status.code, status.stderr).toBe(0);
+    expect(JSON.parse(status.stdout).health).toEqual({ postgres: 'running', redis: 'running', shop: 'healthy', gateway: 'healthy' });
 
     process.kill(state.pids.redis, 'SIGKILL');
     const redisPort = Number(new URL(state.redisUrl).port);

@@ -175,15 +175,18 @@ async function status(args: DevArgs): Promise<void> {
     process.exitCode = 1;
     return;
   }
+  // Each component is asked on the health path it was started with (a monolith's own, the
+  // gateway's /healthz); one without a path is only checked to be running.
   const health: Record<string, string> = {};
-  for (const [name, url] of Object.entries(state.components)) {
-    if (!url.startsWith('http')) {
-      health[name] = 'running';
+  for (const name of Object.keys(state.components)) {
+    const url = state.health?.[name];
+    if (!url) {
+      health[name] = processRuns(state.pids?.[name]);
       continue;
     }
     try {
-      const res = await fetch(`${url}/health`, { signal: AbortSignal.timeout(2000) });
-      health[name] = res.ok ? 'healthy' : `unhealthy (${res.status})`;
+      const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
+      health[name] = res.ok ? 'healthy' : `unhealthy (${new URL(url).pathname} answered ${res.status})`;
     } catch (err) {
       health[name] = `down (${(err as Error).message})`;
     }
@@ -191,6 +194,17 @@ async function status(args: DevArgs): Promise<void> {
   output(args, { running: true, ...publicDevState(state), health }, () =>
     `dev stack pid ${state.pid}, up since ${state.startedAt}\n${table(state.components, health)}`,
   );
+}
+
+/** `pid`: a process, or a process group when negative (as DevStackState.pids records them). */
+function processRuns(pid: number | undefined): string {
+  if (pid === undefined) return 'running';
+  try {
+    process.kill(pid, 0);
+    return 'running';
+  } catch {
+    return 'stopped';
+  }
 }
 
 function table(components: Record<string, string>, extra?: Record<string, string>): string {

@@ -15,6 +15,7 @@ export function recordDevStack(topology: Topology, options: { infraOnly?: boolea
     redisUrl: topology.stack.redisUrl,
     startedAt: new Date().toISOString(),
     components: topology.where(),
+    health: topology.health(),
     pids: topology.pids(),
     ...(options.infraOnly ? { infraOnly: true } : {}),
     ...(options.exports ? { exports: options.exports } : {}),

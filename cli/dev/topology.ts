@@ -12,6 +12,8 @@ export interface RunningComponent {
   url: string;
   /** A process of dev.processes: its process group (dev down kills it if dev up cannot). */
   pid?: number;
+  /** What `dev status` asks: the health path dev up waited on (none: only whether it runs). */
+  health?: string;
   close(): Promise<void>;
 }
 
@@ -25,6 +27,8 @@ export interface Topology {
   components: RunningComponent[];
   /** Where each part listens, for printing. */
   where(): Record<string, string>;
+  /** The health URL of each part that has one (RunningComponent.health). */
+  health(): Record<string, string>;
   /** The processes to kill when stopping fails: Postgres, Redis, each dev process's group. */
   pids(): Record<string, number>;
   stop(): Promise<void>;
@@ -89,6 +93,7 @@ export async function startTopology(fileConfig: (o: ConfigOverrides) => Resolved
       secrets,
       env,
       components,
+      health: () => Object.fromEntries(components.filter((c) => c.health).map((c) => [c.name, c.health!])),
       where: () => ({
         postgres: stack.postgres.baseUrl,
         redis: stack.redisUrl,
@@ -113,12 +118,13 @@ export async function startTopology(fileConfig: (o: ConfigOverrides) => Resolved
     }
     for (const spec of config.dev.processes) {
       const running = await startProcess(config, spec, env, logDir);
-      components.push({ name: spec.name, url: running.url ?? `pid ${running.pid}`, pid: running.pid, close: () => running.stop() });
+      const health = running.url && spec.health ? `${running.url}${spec.health}` : undefined;
+      components.push({ name: spec.name, url: running.url ?? `pid ${running.pid}`, pid: running.pid, health, close: () => running.stop() });
       step(`${spec.name.padEnd(9)} ${running.url ?? `pid ${running.pid}`} (log ${running.log})`);
     }
     await migrateControl(config.control.databaseUrl, config.control.schema);
     const gateway = await startGateway(config, { logger: options.logger });
-    components.push({ name: 'gateway', url: gateway.url, close: gateway.stop });
+    components.push({ name: 'gateway', url: gateway.url, health: `${gateway.url}/healthz`, close: gateway.stop });
     step(`gateway   ${gateway.url} (route table v${gateway.routes.current().version})`);
     return topology;
   } catch (err) {
