@@ -47,9 +47,9 @@ describe('preflight checks', () => {
       { requests: 0, errors: 0, p99Ms: null, noinstance: 1180, fallback: 24 },
       { service: 'invoices', available: 0, total: 1 },
       false,
-      /^invoices has 0 available instances \(of 1\); 1,204 canary requests fell back to legacy/,
+      /^invoices has 0 available instances \(of 1\) now; in the interval 1,204 canary requests fell back to legacy/,
     ],
-    ['fails on no-instance requests in the window even if an instance came back since', { requests: 50, errors: 0, p99Ms: 20, noinstance: 3 }, { service: 'invoices', available: 1, total: 1 }, false, /invoices has 1 available instance \(of 1\); 3 canary requests fell back/],
+    ['fails on no-instance requests in the window even if an instance came back since', { requests: 50, errors: 0, p99Ms: 20, noinstance: 3 }, { service: 'invoices', available: 1, total: 1 }, false, /invoices has 1 available instance \(of 1\) now; in the interval 3 canary requests fell back/],
     ['still says so when too few requests were even attempted', { requests: 3, errors: 0, p99Ms: 10 }, { service: 'invoices', available: 1, total: 1 }, false, /only 3 requests reached the service/],
   ])('canary-analysis %s', (_l, service, instances, ok, reason) => {
     const r = checkCanaryAnalysis('/api/x', { requests: 100, errors: 0, p99Ms: 25 }, service, T, instances);

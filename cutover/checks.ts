@@ -154,11 +154,13 @@ export function checkAvailability(name: CheckName, prefix: string, service: Side
   if (!down && noinstance === 0) return null;
   const now = instances ? `${instances.service} has ${instances.available} available instance${instances.available === 1 ? '' : 's'} (of ${instances.total})` : `the service of ${prefix} had no available instance`;
   const missed = noinstance + (service.fallback ?? 0);
+  // Two moments, said as such: the instances now, and what the interval's requests met (an
+  // instance back since does not undo the requests that found none).
   const then =
     what === 'canary'
-      ? `${count(missed)} canary requests fell back to legacy`
-      : `${count(missed)} requests on ${prefix} could not be served by it (${count(noinstance)} found no instance, ${count(service.fallback ?? 0)} fell back to legacy)`;
-  return fail(name, `${now}; ${then}; see: strangler services`, true);
+      ? `in the interval ${count(missed)} canary requests fell back to legacy`
+      : `in the interval ${count(missed)} requests on ${prefix} could not be served by it (${count(noinstance)} found no instance, ${count(service.fallback ?? 0)} fell back to legacy)`;
+  return fail(name, `${now}${instances ? ' now' : ''}; ${then}; see: strangler services`, true);
 }
 
 /** Canary analysis, as Flagger does it: the service against legacy over the same interval. */

@@ -266,7 +266,7 @@ describe('cutover end to end, against real gateways, sync and control database',
       expect(analyses).toHaveLength(2);
       // Its own --max-error-rate 1 judged the analyses that had enough requests (the shared thresholds have none);
       // once outlier detection ejected the instance for its 500s, the service had none left, which fails an analysis at once.
-      for (const a of analyses.filter((x) => !/^only \d+ requests/.test(x.result.reason))) expect(a.result.reason).toMatch(/> max 1%|^analytics has 0 available instances \(of 1\); [\d,]+ canary requests fell back to legacy/);
+      for (const a of analyses.filter((x) => !/^only \d+ requests/.test(x.result.reason))) expect(a.result.reason).toMatch(/> max 1%|^analytics has 0 available instances \(of 1\) now; in the interval [\d,]+ canary requests fell back to legacy/);
       expect(events.at(-1)?.kind).toBe('rolled-back');
       expect(gateways.every((g) => g.routes.current().routes.some((r) => r.prefix === PREFIX && r.mode === 'legacy'))).toBe(true);
       expect((await ctl.cutover.store.history(PREFIX, 1))[0]).toMatchObject({ command: 'rollback (automatic)', to_phase: 'rolled-back' });

@@ -105,7 +105,7 @@ describe('a canary whose service is killed', () => {
     }
     const analyses = events.filter((e): e is Extract<ProgressEvent, { kind: 'analysis' }> => e.kind === 'analysis');
     expect(analyses.length).toBe(2);
-    expect(analyses[0].result.reason).toMatch(/^analytics has 0 available instances \(of 1\); [\d,]+ canary requests fell back to legacy/);
+    expect(analyses[0].result.reason).toMatch(/^analytics has 0 available instances \(of 1\) now; in the interval [\d,]+ canary requests fell back to legacy/);
     expect(analyses[0].result.reason).not.toMatch(/only \d+ requests reached/);
     expect(gateway.routes.current().routes.find((r) => r.prefix === PREFIX)).toMatchObject({ mode: 'legacy' });
     // Every user was answered throughout: the canary's went to legacy.
