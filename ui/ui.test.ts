@@ -51,7 +51,8 @@ const auditCount = async () => Number((await ctl.pool.query(`SELECT count(*) AS 
 
 /** Reads Server-Sent Events until `until` accepts one; returns the states seen. */
 async function events(until: (s: { snapshot: DashboardSnapshot; error: string | null }) => boolean, act: () => Promise<unknown>): Promise<Array<{ snapshot: DashboardSnapshot }>> {
-  const res = await fetch(`${ui.url}/api/events`);
+  // A stream that never shows the change fails the test with what it saw, not at vitest's timeout.
+  const res = await fetch(`${ui.url}/api/events`, { signal: AbortSignal.timeout(20_000) });
   expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
   const reader = res.body!.getReader();
   const seen: Array<{ snapshot: DashboardSnapshot; error: string | null }> = [];
@@ -59,7 +60,9 @@ async function events(until: (s: { snapshot: DashboardSnapshot; error: string | 
   let acted = false;
   try {
     for (;;) {
-      const { value, done } = await reader.read();
+      const { value, done } = await reader.read().catch((err: Error) => {
+        throw new Error(`no event showed the change (${seen.length} events seen): ${err.message}`);
+      });
       if (done) throw new Error('the event stream ended');
       buffer += new TextDecoder().decode(value);
       let end: number;
@@ -198,7 +201,7 @@ describe('strangler ui: actions', () => {
     try {
       const res = await fetch(`${off.url}/api/actions/rollback`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth }, body: JSON.stringify({ prefix: PREFIX, reason: 'x' }) });
       expect(res.status).toBe(403);
-      expect((await res.json()).error.message).toMatch(/no admin token is configured/);
+      expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(/no admin token is configured/);
     } finally {
       await off.close();
     }

@@ -22,6 +22,13 @@ const ms = (v) => (v === null || v === undefined ? '-' : `${v} ms`);
 const time = (iso) => new Date(iso).toLocaleTimeString();
 const empty = (text) => h('p', { class: 'empty' }, text);
 
+/** A share bar; its width set through the CSSOM (the page's policy forbids style attributes). */
+function bar(percent) {
+  const inner = h('span', {});
+  inner.style.width = `${Math.max(0, Math.min(100, percent))}%`;
+  return h('span', { class: 'bar' }, inner);
+}
+
 /** A small line chart: series of { values, cls } over the same x; no library. */
 function chart(series, { height = 90, label = '' } = {}) {
   const width = 600;
@@ -51,7 +58,7 @@ function chart(series, { height = 90, label = '' } = {}) {
   const t = document.createElementNS(SVG, 'text');
   t.setAttribute('x', '4');
   t.setAttribute('y', '11');
-  t.textContent = `${label} max ${label.includes('lag') ? bytes(max) : Math.round(max * 100) / 100}`;
+  t.textContent = all.length ? `${label} · max ${label.includes('lag') ? bytes(max) : Math.round(max * 100) / 100}` : `${label} · no samples yet`;
   svg.append(t);
   return svg;
 }
@@ -68,7 +75,7 @@ function renderRoutes(s) {
         h('td', {}, p.service),
         h('td', { class: 'phase' }, h('span', { class: `badge phase-${p.phase}` }, p.phase)),
         h('td', { class: 'mode' }, p.mode + (p.methods ? ` (${p.methods.join(',')})` : '')),
-        h('td', { class: 'weight' }, h('span', { class: 'bar' }, h('span', { style: `width:${p.mode === 'service' ? 100 : p.mode === 'canary' ? p.weight : 0}%` })), p.mode === 'canary' ? `${p.weight}%` : p.mode === 'service' ? '100%' : '-'),
+        h('td', { class: 'weight' }, bar(p.mode === 'service' ? 100 : p.mode === 'canary' ? p.weight : 0), p.mode === 'canary' ? `${p.weight}%` : p.mode === 'service' ? '100%' : '-'),
         h(
           'td',
           { class: 'gateways' },
@@ -94,16 +101,20 @@ function renderRoutes(s) {
 
 function renderSync(s) {
   if (!s.pipelines.length) return fill($('sync'), empty('no sync pipeline has started (strangler sync start <service>)'));
+  const title = (p) => `${p.service} ${p.direction === 'forward' ? 'legacy → service' : 'service → legacy'}`;
+  // Pipelines that report a position get a chart; those that cannot be read, one line each.
+  const charted = s.pipelines.filter((p) => p.history.some((x) => x.lagBytes !== null));
+  const unread = s.pipelines.filter((p) => !charted.includes(p));
   fill(
     $('sync'),
-    s.pipelines.map((p) =>
+    charted.map((p) =>
       h(
         'div',
         { class: 'card', 'data-pipeline': `${p.service} ${p.direction}` },
         h(
           'div',
           { class: 'figures' },
-          h('b', {}, `${p.service} ${p.direction === 'forward' ? 'legacy → service' : 'service → legacy'}`),
+          h('b', {}, title(p)),
           h('span', { class: p.state.startsWith('streaming') ? 'ok' : 'warn' }, p.state),
           h('span', {}, `lag ${bytes(p.lagBytes)} / ${p.lagSeconds === null ? '?' : `${p.lagSeconds.toFixed(1)} s`}`),
           h('span', {}, `${p.rowsApplied} rows applied`),
@@ -112,6 +123,7 @@ function renderSync(s) {
         chart([{ values: p.history.map((x) => x.lagBytes), color: 'var(--svc)' }], { label: 'lag' }),
       ),
     ),
+    unread.length ? h('ul', { class: 'compact' }, unread.map((p) => h('li', { 'data-pipeline': `${p.service} ${p.direction}` }, h('b', {}, title(p)), ' ', h('span', { class: 'warn' }, p.state)))) : null,
   );
 }
 
@@ -185,24 +197,30 @@ function renderInstances(s) {
         { class: 'card' },
         h('div', { class: 'figures' }, h('b', {}, x.service), h('span', {}, `${x.available}/${x.instances.length} available`), h('span', { class: 'muted' }, `discovery ${x.discovery}`)),
         h(
+          'div',
+          { class: 'scroll' },
+          h(
           'table',
           {},
           h('tr', {}, ['instance', 'url', 'health', 'ejected', 'in-flight', 'err 1m'].map((t) => h('th', {}, t))),
           x.instances.map((r) => {
             const states = Object.values(r.health);
             const healthy = states.length > 0 && states.every((v) => v === 'healthy');
+            // As strangler services says it: one word when every gateway agrees.
+            const health = states.length === 0 ? 'unknown' : states.every((v) => v === states[0]) ? states[0] : `healthy on ${states.filter((v) => v === 'healthy').length}/${states.length}`;
             const ejected = Object.values(r.ejected);
             return h(
               'tr',
               {},
               h('td', {}, r.id),
               h('td', {}, r.url),
-              h('td', { class: healthy ? 'ok' : states.length ? 'bad' : 'muted' }, states.length ? (healthy ? 'healthy' : states.join(', ')) : 'unknown'),
+              h('td', { class: healthy ? 'ok' : states.length ? 'bad' : 'muted' }, health + (r.weightPercent < 100 ? ` (warming, ${r.weightPercent}%)` : '')),
               h('td', { class: ejected.length ? 'bad' : '' }, ejected.length ? `yes, ${Math.ceil(Math.max(...ejected) / 1000)} s left (${r.ejections}×)` : r.ejections ? `no (${r.ejections}× before)` : 'no'),
               h('td', {}, r.inFlight),
               h('td', {}, r.errorRate === null ? '-' : `${r.errorRate.toFixed(1)}%`),
             );
           }),
+          ),
         ),
       ),
     ),
