@@ -1,6 +1,7 @@
 import { exitCodeFor, httpStatusFor, StranglerError, type ErrorCode } from '../core/errors.ts';
 import type { ChangeOutcome, Cutover } from '../cutover/executor.ts';
 import { describeOutcome, outcomeExitCode } from '../cutover/outcome-text.ts';
+import { validateSteps } from '../cutover/progressive.ts';
 
 /** A dashboard action as the page posts it. */
 export interface ActionRequest {
@@ -28,6 +29,8 @@ export function parseAction(action: string, body: unknown): ActionRequest {
   if (b.steps !== undefined) {
     if (!Array.isArray(b.steps) || b.steps.some((s) => typeof s !== 'number')) throw new StranglerError('steps must be a list of weights, e.g. [5, 25, 50, 100]', 'BAD_INPUT');
     steps = b.steps as number[];
+    const bad = validateSteps(steps);
+    if (bad) throw new StranglerError(bad.replace('--steps', 'steps'), 'BAD_INPUT');
   }
   return { action, prefix: b.prefix, reason, steps };
 }
