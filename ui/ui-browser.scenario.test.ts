@@ -135,9 +135,13 @@ it('shows a cutover made at the CLI without a reload, rolls back from the page w
   await expect.poll(() => page.locator(`[data-canary="${PREFIX}"]`).textContent(), { timeout: 20_000 }).toMatch(/last: 0\.00% [\d.]+ ms vs 0\.00% [\d.]+ ms/);
   expect(await page.evaluate(() => (globalThis as unknown as { mark?: string }).mark)).toBe('same page');
 
+  // Laptop and wall display: the page fits the width (no sideways scrolling) on both.
+  const overflow = () => page.evaluate<number>('document.documentElement.scrollWidth - document.documentElement.clientWidth');
   mkdirSync(SHOTS, { recursive: true });
+  expect(await overflow()).toBe(0);
   await page.screenshot({ path: join(SHOTS, 'ui-laptop.png') });
   await page.setViewportSize({ width: 1920, height: 1080 });
+  expect(await overflow()).toBe(0);
   await page.screenshot({ path: join(SHOTS, 'ui-wall.png') });
   await page.setViewportSize({ width: 1366, height: 768 });
 

@@ -7,6 +7,8 @@
 
 const $ = (id) => document.getElementById(id);
 const SVG = 'http://www.w3.org/2000/svg';
+/** Whether the last state said actions are on (a token is configured). */
+let actionsOn = false;
 
 /** h('td', { class: 'x' }, 'text', child…): an element with attributes and text or element children. */
 function h(tag, attrs, ...children) {
@@ -41,17 +43,21 @@ function chart(series, { height = 90, label = '' } = {}) {
   svg.setAttribute('preserveAspectRatio', 'none');
   for (const s of series) {
     let d = '';
+    const known = (i) => i >= 0 && i < s.values.length && s.values[i] !== null && Number.isFinite(s.values[i]);
     s.values.forEach((v, i) => {
-      if (v === null || !Number.isFinite(v)) return;
+      if (!known(i)) return;
       const x = (i / (n - 1)) * (width - 4) + 2;
       const y = height - 4 - (v / max) * (height - 18);
-      d += `${d && s.values[i - 1] !== null ? 'L' : 'M'}${x.toFixed(1)},${y.toFixed(1)} `;
+      d += `${known(i - 1) ? 'L' : 'M'}${x.toFixed(1)},${y.toFixed(1)} `;
+      // A value between two gaps (one interval with traffic) is drawn as a dot.
+      if (!known(i - 1) && !known(i + 1)) d += 'l0.01,0 ';
     });
     const path = document.createElementNS(SVG, 'path');
     path.setAttribute('d', d.trim() || 'M0,0');
     path.setAttribute('fill', 'none');
     path.setAttribute('stroke', s.color);
     path.setAttribute('stroke-width', '2');
+    path.setAttribute('stroke-linecap', 'round');
     path.setAttribute('vector-effect', 'non-scaling-stroke');
     svg.append(path);
   }
@@ -93,6 +99,7 @@ function renderRoutes(s) {
     fill(select, s.prefixes.map((p) => h('option', { value: p.prefix }, `${p.prefix} (${p.phase})`)));
     if (chosen) select.value = chosen;
   } else s.prefixes.forEach((p, i) => (select.options[i].textContent = `${p.prefix} (${p.phase})`));
+  actionsOn = s.actions;
   for (const b of [$('promote'), $('rollback')]) {
     b.disabled = !s.actions;
     b.title = s.actions ? '' : 'actions are off: strangler ui runs without gateway.adminToken';
@@ -308,7 +315,7 @@ async function act(action) {
     out.classList.add('failed');
     out.textContent = `could not reach strangler ui: ${err.message}`;
   } finally {
-    for (const b of [$('promote'), $('rollback')]) b.disabled = false;
+    for (const b of [$('promote'), $('rollback')]) b.disabled = !actionsOn;
   }
 }
 
