@@ -16,6 +16,8 @@ COPY gateway ./gateway
 COPY cutover ./cutover
 COPY migrations ./migrations
 COPY cli ./cli
+# The dashboard (strangler ui): its server, and the page's files the build copies to dist/ui/public.
+COPY ui ./ui
 # The reference example, which the compose file and the manifests run beside the toolkit.
 COPY examples/reference ./examples/reference
 RUN npm run build && npx tsc -p examples/reference/tsconfig.build.json && npm prune --omit=dev --no-audit --no-fund

@@ -75,6 +75,8 @@ export interface SyncObservation {
   lastError: string | null;
   lastVerify: { ok: boolean; at: string; detail?: string } | null;
   conflicts?: number;
+  /** Rows the pipeline applied since it started (backfill and stream). */
+  rowsApplied?: number;
 }
 
 export function checkSyncLag(service: string, s: SyncObservation | null, t: CheckThresholds): CheckResult {

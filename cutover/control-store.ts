@@ -86,6 +86,18 @@ export function controlStore(pool: pg.Pool, schema: string) {
     },
 
     /**
+     * The recorded canary and bake analyses (one per interval a progressive canary or a bake
+     * analysed, and those a change's preflight ran), newest first: the dashboard's analysis list.
+     */
+    async analyses(limit: number): Promise<Array<{ id: number; at: Date; service: string; name: string; ok: boolean; retriable: boolean; reason: string }>> {
+      const { rows } = await pool.query(
+        `SELECT id::int AS id, at, service, name, ok, retriable, reason FROM ${s}.check_results WHERE name IN ('canary-analysis', 'bake-analysis') ORDER BY id DESC LIMIT $1`,
+        [limit],
+      );
+      return rows;
+    },
+
+    /**
      * A lease on a prefix: a second change while one is in progress is refused. The lease
      * expires (a killed process does not hold it forever) and is renewed by long commands.
      */

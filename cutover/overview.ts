@@ -17,14 +17,19 @@ export interface PrefixOverview {
   gateways: { acknowledged: number; live: number; version: number };
   /** Instances the gateways may send to now, of those known (registry or strangler.yaml); null without a gateway reporting. */
   instances: { available: number; total: number } | null;
-  sync: { state: string; lagBytes: number | null; lagSeconds: number | null; lastVerify: string | null };
-  reverse: { state: string; lagBytes: number | null; conflicts: number } | null;
+  sync: { state: string; lagBytes: number | null; lagSeconds: number | null; lastVerify: string | null; rowsApplied: number; conflicts: number };
+  reverse: { state: string; lagBytes: number | null; lagSeconds: number | null; conflicts: number; rowsApplied: number } | null;
   shadow: { compared: number; lagged: number; noise: number; mismatchPercent: number | null };
   canary: { window: string; service: { requests: number; errorPercent: number | null; p99Ms: number | null }; legacy: { requests: number; errorPercent: number | null; p99Ms: number | null } };
   /** The bake after the switch: under way (its time left), or interrupted (its command stopped before the end). */
   bake: { state: 'baking' | 'interrupted'; remainingMs: number; failures: number; threshold: number } | null;
   next: { command: string; checks: readonly string[] } | { refused: string };
   legal: string[];
+}
+
+/** Pure: one side's window figures as status and the dashboard show them (percent; none without requests). */
+export function sideSummary(f: { requests: number; errorRate: number; p99Ms: number }): { requests: number; errorPercent: number | null; p99Ms: number | null } {
+  return { requests: f.requests, errorPercent: f.requests ? Math.round(f.errorRate * 10_000) / 100 : null, p99Ms: f.requests ? (Number.isFinite(f.p99Ms) ? f.p99Ms : null) : null };
 }
 
 /** Everything `strangler status` and `plan` show, per prefix, in the migration order. */
@@ -47,7 +52,6 @@ export async function overview(cutover: Cutover, redis: import('ioredis').Redis,
       readRouteFigures(redis, keys, service.name, 'legacy', to - windowMs, to).catch(() => ({ requests: 0, errors: 0, errorRate: 0, p99Ms: 0 })),
       readRouteFigures(redis, keys, service.name, 'service', to - windowMs, to).catch(() => ({ requests: 0, errors: 0, errorRate: 0, p99Ms: 0 })),
     ]);
-    const side = (f: { requests: number; errorRate: number; p99Ms: number }) => ({ requests: f.requests, errorPercent: f.requests ? Math.round(f.errorRate * 10_000) / 100 : null, p99Ms: f.requests ? (Number.isFinite(f.p99Ms) ? f.p99Ms : null) : null });
     const p = plan(status, { kind: 'promote' });
     const remainingMs = status.bake ? Math.max(0, new Date(status.bake.until).getTime() - Date.now()) : 0;
     const watched = status.bake && remainingMs > 0 && (await cutover.store.lockHolder(service.prefix)) === status.bake.holder;
@@ -61,10 +65,10 @@ export async function overview(cutover: Cutover, redis: import('ioredis').Redis,
       methods: routes?.methods ?? null,
       gateways: { acknowledged: gateways.filter((g) => g.version >= version).length, live: gateways.length, version },
       instances: ((i) => (i && i.gateways.length ? { available: i.available, total: i.instances.filter((r) => r.registry !== 'gone').length } : null))(instances.find((i) => i.service === service.name)),
-      sync: { state: sync?.state ?? 'not started', lagBytes: sync?.lagBytes ?? null, lagSeconds: sync?.lagSeconds ?? null, lastVerify: sync?.lastVerify ? `${sync.lastVerify.ok ? 'passed' : 'FAILED'} ${sync.lastVerify.at}` : null },
-      reverse: writes ? { state: reverse?.state ?? 'not started', lagBytes: reverse?.lagBytes ?? null, conflicts: (reverse?.conflicts ?? 0) + (sync?.conflicts ?? 0) } : null,
+      sync: { state: sync?.state ?? 'not started', lagBytes: sync?.lagBytes ?? null, lagSeconds: sync?.lagSeconds ?? null, lastVerify: sync?.lastVerify ? `${sync.lastVerify.ok ? 'passed' : 'FAILED'} ${sync.lastVerify.at}` : null, rowsApplied: sync?.rowsApplied ?? 0, conflicts: sync?.conflicts ?? 0 },
+      reverse: writes ? { state: reverse?.state ?? 'not started', lagBytes: reverse?.lagBytes ?? null, lagSeconds: reverse?.lagSeconds ?? null, rowsApplied: reverse?.rowsApplied ?? 0, conflicts: (reverse?.conflicts ?? 0) + (sync?.conflicts ?? 0) } : null,
       shadow: { compared, lagged: Number(counts.lagged ?? 0), noise: Number(counts.noise ?? 0), mismatchPercent: compared ? Math.round((10_000 * Number(counts.mismatch ?? 0)) / compared) / 100 : null },
-      canary: { window: `${windowMs / 1000}s`, service: side(svc), legacy: side(legacy) },
+      canary: { window: `${windowMs / 1000}s`, service: sideSummary(svc), legacy: sideSummary(legacy) },
       bake: status.bake ? { state: watched ? 'baking' : 'interrupted', remainingMs, failures: status.bake.failures, threshold: status.bake.threshold } : null,
       next: p.ok ? { command: p.command.kind === 'canary' ? `canary ${p.command.weight}${scopeLabel(p.command.methods)}` : p.command.kind, checks: p.checks } : { refused: p.reason },
       legal: legalCommands(status.phase),

@@ -53,6 +53,7 @@ export async function observeSync(config: ResolvedConfig, service: ResolvedServi
       lastError: s.lastError,
       lastVerify: v ? { ok: v.ok, at: new Date(v.at).toISOString(), detail: bad ? `${bad.table} differs` : undefined } : null,
       conflicts: s.conflicts,
+      rowsApplied: s.rowsApplied,
     };
   } catch (err) {
     return { state: `unknown (${(err as Error).message})`, lagBytes: null, lagSeconds: null, lastError: (err as Error).message, lastVerify: null };

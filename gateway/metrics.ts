@@ -326,10 +326,32 @@ export interface WindowFigures extends Record<ServiceFailure, number> {
 
 /** Sums one route target's figures over [fromMs, toMs), across every gateway. */
 export async function readRouteFigures(redis: Redis, keys: RedisKeys, service: string, target: 'legacy' | 'service', fromMs: number, toMs: number): Promise<WindowFigures> {
+  return sumBuckets(await readBuckets(redis, keys, service, target, fromMs, toMs));
+}
+
+/**
+ * One target's figures per interval of `stepMs` (a multiple of BUCKET_MS) over [fromMs, toMs),
+ * oldest first, read in one round trip: the dashboard's canary charts, interval by interval.
+ */
+export async function readRouteSeries(redis: Redis, keys: RedisKeys, service: string, target: 'legacy' | 'service', fromMs: number, toMs: number, stepMs: number): Promise<Array<{ at: number } & WindowFigures>> {
+  const per = Math.max(1, Math.round(stepMs / BUCKET_MS));
+  const first = Math.floor(fromMs / BUCKET_MS) * BUCKET_MS;
+  const hashes = await readBuckets(redis, keys, service, target, first, toMs);
+  const out: Array<{ at: number } & WindowFigures> = [];
+  for (let i = 0; i < hashes.length; i += per) out.push({ at: first + i * BUCKET_MS, ...sumBuckets(hashes.slice(i, i + per)) });
+  return out;
+}
+
+/** The gateways' buckets of one target over [fromMs, toMs), oldest first. */
+async function readBuckets(redis: Redis, keys: RedisKeys, service: string, target: 'legacy' | 'service', fromMs: number, toMs: number): Promise<Array<Record<string, string>>> {
   const first = Math.floor(fromMs / BUCKET_MS) * BUCKET_MS;
   const multi = redis.multi();
   for (let b = first; b < toMs; b += BUCKET_MS) multi.hgetall(keys.routeMetrics(service, target, b));
-  const results = ((await multi.exec()) ?? []).map(([, v]) => v as Record<string, string>);
+  return ((await multi.exec()) ?? []).map(([, v]) => v as Record<string, string>);
+}
+
+/** Pure: the figures of some buckets together. */
+function sumBuckets(results: ReadonlyArray<Record<string, string>>): WindowFigures {
   let requests = 0;
   let errors = 0;
   const failed: Record<ServiceFailure, number> = { fallback: 0, noinstance: 0, ejected: 0 };

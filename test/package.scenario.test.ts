@@ -34,6 +34,8 @@ afterAll(async () => {
 it('installs from the tarball with dist/ and without sources or tsx', () => {
   const installed = join(dir, 'prefix', 'lib', 'node_modules', 'strangler');
   expect(existsSync(join(installed, 'dist', 'cli', 'main.js'))).toBe(true);
+  // The dashboard's page (strangler ui) ships built beside its server.
+  expect(existsSync(join(installed, 'dist', 'ui', 'public', 'index.html'))).toBe(true);
   expect(existsSync(join(installed, 'cli', 'main.ts'))).toBe(false);
   expect(existsSync(join(installed, 'node_modules', 'tsx'))).toBe(false);
   expect(existsSync(join(dir, 'prefix', 'lib', 'node_modules', 'tsx'))).toBe(false);

@@ -2,7 +2,8 @@ import type { Argv, CommandModule } from 'yargs';
 import type { ResolvedConfig } from '../../core/config/load.ts';
 import { StranglerError } from '../../core/errors.ts';
 import type { ChangeOutcome } from '../../cutover/executor.ts';
-import { commandProblem, scopeLabel, type Command, type MethodScope } from '../../cutover/state-machine.ts';
+import { describeOutcome, outcomeExitCode } from '../../cutover/outcome-text.ts';
+import { commandProblem, type Command, type MethodScope } from '../../cutover/state-machine.ts';
 import { output, resolveCliConfig, type GlobalArgs } from '../context.ts';
 
 interface ChangeArgs extends GlobalArgs {
@@ -103,24 +104,10 @@ async function withCutover<T>(args: ChangeArgs, kind: Parameters<typeof validate
   }
 }
 
-function describeOutcome(o: ChangeOutcome): string {
-  const at = (s: ChangeOutcome['from']) => `${s.phase}${s.phase === 'canary' ? ` ${s.weight}%${scopeLabel(s.methods)}` : ''}`;
-  const lines = [`${o.dryRun ? 'dry run: would ' : ''}${o.command} ${o.prefix} (${o.service}): ${at(o.from)} → ${at(o.to)}`];
-  if (o.checks.length) lines.push(...o.checks.map((c) => `  ${c.ok ? 'ok  ' : o.forced ? 'FORCED' : 'FAIL'} ${c.name}: ${c.reason}`));
-  if (o.dryRun) lines.push(`  actions: ${o.actions.map((a) => (a.kind === 'set-route' ? `set-route ${a.mode}${a.mode === 'canary' ? ` ${a.weight}%${scopeLabel(a.methods)}` : ''}` : a.kind)).join(' → ')}`);
-  for (const w of o.warnings) lines.push(`  warning: ${w}`);
-  if (o.propagation) {
-    const p = o.propagation;
-    if (p.error) lines.push(`  applied (route v${p.version}), NOT CONFIRMED by the gateways: ${p.error}`);
-    else lines.push(`  applied on ${p.acknowledged}/${p.live} gateways in ${p.ms} ms (route v${p.version})${p.complete ? '' : `; not acknowledged by: ${p.missing.join(', ')}`}`);
-    if (o.writeHoldMs !== undefined) lines.push(`  writes to ${o.prefix} were held for ${o.writeHoldMs} ms`);
-  } else if (!o.dryRun) lines.push('  recorded (the route did not change)');
-  return lines.join('\n');
-}
-
 function finish(args: ChangeArgs, o: ChangeOutcome): void {
   output(args, o, () => describeOutcome(o));
-  if (o.propagation && !o.propagation.complete) process.exitCode = 3;
+  const code = outcomeExitCode(o);
+  if (code) process.exitCode = code;
 }
 
 /** The bake after a switch: --bake, else cutover.bakeSeconds of strangler.yaml (0: none), in ms. */

@@ -9,6 +9,7 @@ import { initCommand } from './init.ts';
 import { controlCommand, diffCommand, historyCommand, planCommand, statusCommand } from './status.ts';
 import { servicesCommand } from './services.ts';
 import { syncCommand } from './sync.ts';
+import { uiCommand } from './ui.ts';
 
 /**
  * Every `strangler` command, one module each. Add new commands here. A command module imports
@@ -34,4 +35,5 @@ export const commands = [
   finalizeCommand,
   historyCommand,
   diffCommand,
+  uiCommand,
 ] as unknown as CommandModule[];

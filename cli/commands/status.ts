@@ -124,13 +124,8 @@ export const diffCommand: CommandModule<GlobalArgs, StatusArgs & { prefix: strin
     try {
       const { serviceForPrefix } = await import('../../core/config/load.ts');
       const service = serviceForPrefix(config, args.prefix);
-      const keys = cutover.probe(0).keys;
-      const counts = await redis.hgetall(keys.shadowCounts(service.name));
-      const samples = (await redis.lrange(keys.shadowSamples(service.name), 0, args.limit - 1)).map((s) => JSON.parse(s));
-      // Paths legacy's own two answers to a request differed in, most often first.
-      const noisyPaths = Object.entries(await redis.hgetall(keys.shadowNoise(service.name)))
-        .map(([path, times]) => ({ path, times: Number(times) }))
-        .sort((a, b) => b.times - a.times || a.path.localeCompare(b.path));
+      const { readShadowReport } = await import('../../cutover/shadow-report.ts');
+      const { counts, noisyPaths, samples } = await readShadowReport(redis, cutover.probe(0).keys, service.name, args.limit);
       output(args, { counts, noisyPaths, samples }, () =>
         [
           `${service.prefix}: ${counts.match ?? 0} matched, ${counts.noise ?? 0} noise (differed only where legacy differed from itself), ${counts.lagged ?? 0} lagged (matched once the sync caught up), ${counts.mismatch ?? 0} real mismatches, ${counts.error ?? 0} service errors, ${counts.skipped ?? 0} skipped`,
@@ -138,7 +133,7 @@ export const diffCommand: CommandModule<GlobalArgs, StatusArgs & { prefix: strin
             ? `noisy paths (legacy answered differently to itself there; not counted against the service):\n${noisyPaths.slice(0, 20).map((n) => `  ${n.path}  ${n.times}×`).join('\n')}${noisyPaths.length > 20 ? `\n  … ${noisyPaths.length - 20} more (--json)` : ''}`
             : 'noisy paths: none seen',
           samples.length ? 'real mismatches, newest first:' : 'real mismatches: none sampled',
-          ...samples.map((s) => `\n${s.at} ${s.method} ${s.path} (request ${s.requestId})\n  legacy ${s.legacy.status}, service ${s.service?.status ?? 'no answer'}\n${s.diffs.map((d: { path: string; kind: string; legacy?: unknown; service?: unknown }) => `  ${d.kind} ${d.path}: legacy ${JSON.stringify(d.legacy)} service ${JSON.stringify(d.service)}`).join('\n')}`),
+          ...samples.map((s) => `\n${s.at} ${s.method} ${s.path} (request ${s.requestId})\n  legacy ${s.legacy.status}, service ${s.service?.status ?? 'no answer'}\n${s.diffs.map((d) => `  ${d.kind} ${d.path}: legacy ${JSON.stringify(d.legacy)} service ${JSON.stringify(d.service)}`).join('\n')}`),
         ].join('\n'),
       );
     } finally {

@@ -1,0 +1,86 @@
+import { readSnapshot, type DashboardSnapshot, type SnapshotDeps } from './snapshot.ts';
+
+type State = 'created' | 'active' | 'stopping' | 'stopped';
+
+/**
+ * The dashboard's live loop: reads a snapshot every `refreshMs` (and at once when asked, after
+ * an action) and hands each one that changed to the listeners (the SSE streams). A failed read
+ * is kept as `error` for the page to show, and the loop goes on (rule 10).
+ */
+export function createDashboard(deps: SnapshotDeps & { refreshMs: number; onError?: (err: Error) => void }) {
+  let state: State = 'created';
+  let current: DashboardSnapshot | null = null;
+  let error: string | null = null;
+  let lastBody = '';
+  let timer: NodeJS.Timeout | null = null;
+  let running: Promise<void> | null = null;
+  let again = false;
+  const listeners = new Set<(body: string) => void>();
+
+  /** The JSON the page gets: the snapshot and the last read's error. */
+  const body = () => JSON.stringify({ snapshot: current, error });
+
+  async function tick(): Promise<void> {
+    try {
+      current = await readSnapshot(deps);
+      error = null;
+    } catch (err) {
+      error = `could not read the migration's state: ${(err as Error).message}`;
+      deps.onError?.(err as Error);
+    }
+    const next = body();
+    // The time of the read alone is no news: compare without it.
+    const comparable = next.replace(/"at":"[^"]*"/, '');
+    if (comparable !== lastBody) {
+      lastBody = comparable;
+      for (const l of listeners) l(next);
+    }
+  }
+
+  /** Runs a read now, or right after the one under way (so an action's result is never missed). */
+  function refresh(): Promise<void> {
+    if (running) {
+      again = true;
+      return running;
+    }
+    running = (async () => {
+      do {
+        again = false;
+        await tick();
+      } while (again && state === 'active');
+    })().finally(() => (running = null));
+    return running;
+  }
+
+  function schedule(): void {
+    if (state !== 'active') return;
+    timer = setTimeout(() => void refresh().finally(schedule), deps.refreshMs);
+  }
+
+  return {
+    async start(): Promise<void> {
+      if (state !== 'created') return;
+      state = 'active';
+      await refresh();
+      schedule();
+    },
+    async stop(): Promise<void> {
+      if (state === 'stopping' || state === 'stopped') return;
+      state = 'stopping';
+      if (timer) clearTimeout(timer);
+      await running?.catch(() => undefined);
+      listeners.clear();
+      state = 'stopped';
+    },
+    refresh,
+    /** The latest JSON body ({ snapshot, error }). */
+    body,
+    /** Calls `listener` with every changed body; returns the unsubscribe. */
+    subscribe(listener: (body: string) => void): () => void {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+  };
+}
+
+export type Dashboard = ReturnType<typeof createDashboard>;
