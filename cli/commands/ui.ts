@@ -29,7 +29,7 @@ export const uiCommand: CommandModule<GlobalArgs, UiArgs> = {
     if (!args.host.trim()) throw new StranglerError('--host must not be empty; the default is 127.0.0.1', 'BAD_INPUT');
     const refreshMs = parseDuration(args.refresh);
     if (refreshMs < 200) throw new StranglerError(`--refresh must be at least 200ms, got ${args.refresh}`, 'BAD_INPUT');
-    const config = resolveCliConfig(args);
+    const config = await resolveCliConfig(args);
     const { openCutover, resolveActor } = await import('../../cutover/executor.ts');
     const { createDashboard } = await import('../../ui/dashboard.ts');
     const { LagHistory } = await import('../../ui/lag-history.ts');
