@@ -1,0 +1,140 @@
+import { request } from 'node:http';
+import { SignJWT } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ResolvedConfig } from '../config/load.ts';
+import { silentLogger } from '../logger.ts';
+import { startGateway, type RunningGateway } from '../../gateway/start.ts';
+import { waitFor } from '../../stack/ports.ts';
+import { createTestDatabase, dropTestDatabase, gatewayTestEnv } from '../../test/harness.ts';
+import { startOtlpReceiver, type ReceivedSpan } from '../../test/otlp-receiver.ts';
+import { startService } from '../../test/reference.ts';
+import { routeWriter } from '../../test/routes.ts';
+import { startTracing } from './tracing.ts';
+
+/**
+ * One request, one trace: the gateway's span continues the client's traceparent (or starts the
+ * trace), the service's handler span is its child, the service's queries are the handler's
+ * children, all exported over OTLP/HTTP to a receiver in this process. Real Postgres and Redis.
+ */
+let env: Awaited<ReturnType<typeof gatewayTestEnv>>;
+let receiver: Awaited<ReturnType<typeof startOtlpReceiver>>;
+let serviceDb: string;
+let service: Awaited<ReturnType<typeof startService>>;
+let gw: RunningGateway;
+let routes: ReturnType<typeof routeWriter>;
+
+const SERVER = 2;
+const CLIENT = 3;
+
+beforeAll(async () => {
+  receiver = await startOtlpReceiver();
+  env = await gatewayTestEnv('tracing', ['auth']);
+  serviceDb = await createTestDatabase('tracing_auth');
+  const tracing = { endpoint: receiver.endpoint, sampleRatio: 1, serviceName: 'strangler-gateway' };
+  const serviceConfig: ResolvedConfig = { ...env.config, tracing, services: env.config.services.map((s) => (s.name === 'auth' ? { ...s, databaseUrl: serviceDb } : s)) };
+  service = await startService(serviceConfig, 'auth', { port: 0, instance: false, logger: silentLogger });
+  const gatewayConfig: ResolvedConfig = { ...env.config, tracing, services: env.config.services.map((s) => (s.name === 'auth' ? { ...s, url: service.url } : s)) };
+  gw = await startGateway(gatewayConfig, { port: 0, instanceId: 'gw-tracing', logger: silentLogger });
+  routes = routeWriter(env.config);
+}, 60_000);
+
+afterAll(async () => {
+  await gw?.stop();
+  await service?.close();
+  await routes?.close();
+  await env?.cleanup();
+  if (serviceDb) await dropTestDatabase(serviceDb);
+  await receiver?.close();
+});
+
+const hex = (bytes: number) => [...crypto.getRandomValues(new Uint8Array(bytes))].map((b) => b.toString(16).padStart(2, '0')).join('');
+const token = (sub: string) =>
+  new SignJWT({ email: `${sub}@example.test` }).setProtectedHeader({ alg: 'HS256' }).setSubject(sub).setIssuer('legacy').setIssuedAt().setExpirationTime('1h').sign(new TextEncoder().encode(env.config.legacy.jwtSecret));
+
+/** The spans of one trace, once the gateway's, the service's and at least one query's have arrived. */
+async function traceOf(pick: (s: ReceivedSpan) => boolean): Promise<{ gateway: ReceivedSpan; handler: ReceivedSpan; queries: ReceivedSpan[]; all: ReceivedSpan[] }> {
+  let found: Awaited<ReturnType<typeof traceOf>> | undefined;
+  await waitFor('the trace to be exported', async () => {
+    const gateway = receiver.spans.find((s) => s.service === 'strangler-gateway' && pick(s));
+    if (!gateway) return false;
+    const all = receiver.spans.filter((s) => s.traceId === gateway.traceId);
+    const handler = all.find((s) => s.service === 'auth' && s.kind === SERVER);
+    const queries = all.filter((s) => s.service === 'auth' && s.kind === CLIENT);
+    if (!handler || queries.length === 0) return false;
+    found = { gateway, handler, queries, all };
+    return true;
+  }, 15_000);
+  return found!;
+}
+
+describe('tracing gateway → service → database', () => {
+  it('continues the client traceparent through the gateway, the service handler and its query, with the canary side on the gateway span', async () => {
+    await routes.set({ prefix: '/api/auth', mode: 'canary', weight: 100 });
+    const traceId = hex(16);
+    const clientSpan = hex(8);
+    const res = await fetch(`${gw.url}/api/auth/me`, { headers: { authorization: `Bearer ${await token('4242')}`, traceparent: `00-${traceId}-${clientSpan}-01` } });
+    await res.text();
+    expect(res.headers.get('x-request-id')).toBeTruthy();
+
+    const t = await traceOf((s) => s.traceId === traceId);
+    // The gateway's span is the client's span's child.
+    expect(t.gateway).toMatchObject({ traceId, parentSpanId: clientSpan, kind: SERVER, name: 'GET /api/auth' });
+    expect(t.gateway.attributes).toMatchObject({
+      'strangler.route.prefix': '/api/auth',
+      'strangler.route.mode': 'canary',
+      'strangler.route.weight': 100,
+      'strangler.canary.side': 'service',
+      'strangler.target': 'service',
+      'strangler.served': 'service',
+      'http.response.status_code': res.status,
+    });
+    // The service's handler span is the gateway's child; the query is the handler's.
+    expect(t.handler).toMatchObject({ traceId, parentSpanId: t.gateway.spanId, name: 'GET /api/auth/me' });
+    for (const q of t.queries) expect(q).toMatchObject({ traceId, parentSpanId: t.handler.spanId });
+    expect(t.queries.map((q) => q.attributes['db.query.text']).join('\n')).toMatch(/select .* from "users"/i);
+    expect(t.queries[0].attributes).toMatchObject({ 'db.system.name': 'postgresql', 'db.operation.name': 'SELECT', 'db.namespace': serviceDb.split('/').pop() });
+    // One trace: every span of it hangs off the client's span, nothing dangles.
+    const ids = new Set([clientSpan, ...t.all.map((s) => s.spanId)]);
+    expect(t.all.filter((s) => !ids.has(s.parentSpanId))).toEqual([]);
+    expect(receiver.problems).toEqual([]);
+  });
+
+  it('starts the trace at the gateway without a client traceparent, and keeps the context through a request body', async () => {
+    await routes.set({ prefix: '/api/auth', mode: 'canary', weight: 100 });
+    // The body's second half is sent once the service has the request: it arrives in an event on
+    // the connection (whose async context is not the handler's), not in the same read as the head.
+    const reached = new Promise((ok) => service.server.once('request', ok));
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = request(`${gw.url}/api/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-request-id': 'trace-login-1' } }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      });
+      req.on('error', reject);
+      req.write('{"email":"nobody@example.test",');
+      void reached.then(() => req.end('"password":"not-this-one"}'));
+    });
+    expect(status).toBe(401);
+    const t = await traceOf((s) => s.attributes['strangler.request_id'] === 'trace-login-1');
+    expect(t.gateway.parentSpanId).toBe('');
+    expect(t.gateway.attributes['strangler.canary.side']).toBe('service');
+    // The query ran after express.json read the body (events on the connection's context): still the handler's child.
+    expect(t.handler).toMatchObject({ parentSpanId: t.gateway.spanId, name: 'POST /api/auth/login' });
+    expect(t.queries.length).toBeGreaterThan(0);
+    for (const q of t.queries) expect(q.parentSpanId).toBe(t.handler.spanId);
+  });
+
+  it('says which side a canary user is on when the weight keeps them on legacy', async () => {
+    await routes.set({ prefix: '/api/auth', mode: 'canary', weight: 0 });
+    const res = await fetch(`${gw.url}/api/auth/me`, { headers: { authorization: `Bearer ${await token('7')}`, 'x-request-id': 'trace-legacy-side' } });
+    await res.text();
+    let span: ReceivedSpan | undefined;
+    await waitFor('the gateway span', async () => !!(span = receiver.spans.find((s) => s.attributes['strangler.request_id'] === 'trace-legacy-side')), 15_000);
+    expect(span!.attributes).toMatchObject({ 'strangler.canary.side': 'legacy', 'strangler.target': 'legacy', 'strangler.choice': 'canary-legacy' });
+  });
+});
+
+describe('tracing off', () => {
+  it('is off without an endpoint: nothing is started', async () => {
+    expect(await startTracing({ sampleRatio: 1, serviceName: 'x' })).toBeUndefined();
+  });
+});
