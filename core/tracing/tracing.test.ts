@@ -1,11 +1,13 @@
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { request } from 'node:http';
+import { join, relative } from 'node:path';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ResolvedConfig } from '../config/load.ts';
 import { silentLogger } from '../logger.ts';
 import { startGateway, type RunningGateway } from '../../gateway/start.ts';
 import { waitFor } from '../../stack/ports.ts';
-import { createTestDatabase, dropTestDatabase, gatewayTestEnv } from '../../test/harness.ts';
+import { createTestDatabase, dropTestDatabase, gatewayTestEnv, ROOT } from '../../test/harness.ts';
 import { startOtlpReceiver, type ReceivedSpan } from '../../test/otlp-receiver.ts';
 import { startService } from '../../test/reference.ts';
 import { routeWriter } from '../../test/routes.ts';
@@ -136,5 +138,25 @@ describe('tracing gateway → service → database', () => {
 describe('tracing off', () => {
   it('is off without an endpoint: nothing is started', async () => {
     expect(await startTracing({ sampleRatio: 1, serviceName: 'x' })).toBeUndefined();
+  });
+
+  it('loads the OpenTelemetry SDK only through startTracing: no other module imports it, and that one only when called', () => {
+    const offending: string[] = [];
+    const walk = (dir: string): void => {
+      for (const name of readdirSync(dir)) {
+        const path = join(dir, name);
+        if (name.startsWith('.') || ['node_modules', 'dist', 'scratch'].includes(name)) continue;
+        if (statSync(path).isDirectory()) walk(path);
+        else if (/\.ts$/.test(name) && !name.endsWith('.test.ts')) {
+          const file = relative(ROOT, path);
+          const text = readFileSync(path, 'utf8');
+          if (/from\s+['"]@opentelemetry\//.test(text) && file !== join('core', 'tracing', 'otel.ts')) offending.push(`${file} imports @opentelemetry`);
+          if (/['"]\.{1,2}\/(?:[\w-]+\/)*otel\.ts['"]/.test(text) && !(file === join('core', 'tracing', 'tracing.ts') && !/^import .*otel\.ts/m.test(text))) offending.push(`${file} imports otel.ts`);
+        }
+      }
+    };
+    walk(ROOT);
+    expect(offending).toEqual([]);
+    expect(readFileSync(join(ROOT, 'core/tracing/tracing.ts'), 'utf8')).toMatch(/await import\('\.\/otel\.ts'\)/);
   });
 });
