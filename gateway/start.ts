@@ -64,7 +64,7 @@ export async function startGateway(config: ResolvedConfig, options: StartGateway
   redisHealth.start();
   await redisHealth.probe();
   await routes.start();
-  const tracing = await startTracing(config.tracing);
+  const tracing = await startTracing(config.tracing, config.tracing.serviceName, logger);
   const gateway = createGateway({ config, routes, redis, redisHealth, keys, logger, metrics, tracing });
   await gateway.discovery.ready;
   // Each gateway's view of the instances (health, ejections, in flight, recent errors), for `strangler services`.

@@ -4,7 +4,7 @@
  */
 import { context, defaultTextMapGetter, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Span } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
-import { W3CTraceContextPropagator } from '@opentelemetry/core';
+import { setGlobalErrorHandler, W3CTraceContextPropagator } from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { BatchSpanProcessor, ParentBasedSampler, TraceIdRatioBasedSampler, TracerProvider } from '@opentelemetry/sdk-trace';
@@ -63,6 +63,8 @@ export interface OtelTracingOptions {
   endpoint: string;
   sampleRatio: number;
   serviceName: string;
+  /** Told when spans could not be exported (the SDK's error handler is process-wide: the last component started gets them). */
+  onError?: (err: unknown) => void;
 }
 
 /**
@@ -72,6 +74,7 @@ export interface OtelTracingOptions {
  */
 export function createOtelTracing(o: OtelTracingOptions): Tracing {
   ensureContextManager();
+  if (o.onError) setGlobalErrorHandler(o.onError);
   const provider = new TracerProvider({
     resource: resourceFromAttributes({ 'service.name': o.serviceName }),
     sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(o.sampleRatio) }),

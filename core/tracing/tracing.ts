@@ -1,4 +1,5 @@
 import type { StranglerConfig } from '../config/schema.ts';
+import type { Logger } from '../logger.ts';
 
 /** strangler.yaml's `tracing` section. */
 export type TracingConfig = StranglerConfig['tracing'];
@@ -43,8 +44,20 @@ export interface Tracing {
  * that does not trace never loads them (CLI start-up time), and its request path has no tracing
  * code at all beyond an `undefined` check.
  */
-export async function startTracing(config: TracingConfig, serviceName: string = config.serviceName): Promise<Tracing | undefined> {
+export async function startTracing(config: TracingConfig, serviceName: string = config.serviceName, logger?: Logger): Promise<Tracing | undefined> {
   if (!config.endpoint) return undefined;
   const { createOtelTracing } = await import('./otel.ts');
-  return createOtelTracing({ endpoint: config.endpoint, sampleRatio: config.sampleRatio, serviceName });
+  // SECURITY: the endpoint is logged without any user:password it may carry.
+  const where = (({ origin, pathname }) => `${origin}${pathname}`)(new URL(config.endpoint));
+  logger?.info({ endpoint: where, sampleRatio: config.sampleRatio, serviceName }, 'tracing: exporting spans over OTLP/HTTP');
+  // A collector that is down fails every export (each second): said once a minute, not each time.
+  let lastWarned = 0;
+  const onError = logger
+    ? (err: unknown) => {
+        if (Date.now() - lastWarned < 60_000) return;
+        lastWarned = Date.now();
+        logger.warn({ err, endpoint: where }, 'tracing: spans could not be exported (they are dropped; requests are not affected)');
+      }
+    : undefined;
+  return createOtelTracing({ endpoint: config.endpoint, sampleRatio: config.sampleRatio, serviceName, onError });
 }

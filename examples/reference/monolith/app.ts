@@ -55,7 +55,7 @@ export async function startLegacyApp(config: ResolvedConfig, options: { port?: n
   legacySecret(config);
   const logger = options.logger ?? createLogger('legacy', config.logLevel);
   const db = openDatabase(config.legacy.databaseUrl);
-  const tracing = await startTracing(config.tracing, 'legacy');
+  const tracing = await startTracing(config.tracing, 'legacy', logger);
   if (tracing) traceKnex(db, tracing, databaseName(config.legacy.databaseUrl));
   const ocr = createOcrEngine();
   const app = createLegacyApp({ db, logger, ocr, legacy: config.legacy, tracing });

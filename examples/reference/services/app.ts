@@ -144,7 +144,7 @@ export async function startService(config: ResolvedConfig, name: string, options
   await migrateService(service);
   const db = openDatabase(service.databaseUrl);
   // Tracing (off unless tracing.endpoint is set): a span per request, and per query it runs.
-  const tracing = await startTracing(config.tracing, service.name);
+  const tracing = await startTracing(config.tracing, service.name, logger);
   if (tracing) traceKnex(db, tracing, databaseName(service.databaseUrl));
   const ocr = service.name === 'ocr' ? (options.ocr ?? createOcrEngine()) : undefined;
   const ocrQueue = service.name === 'ocr' ? createOcrQueue(config) : undefined;
