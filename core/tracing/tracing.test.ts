@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ResolvedConfig } from '../config/load.ts';
 import { silentLogger } from '../logger.ts';
 import { startGateway, type RunningGateway } from '../../gateway/start.ts';
-import { waitFor } from '../../stack/ports.ts';
+import { freePort, waitFor } from '../../stack/ports.ts';
 import { createTestDatabase, dropTestDatabase, gatewayTestEnv, ROOT } from '../../test/harness.ts';
 import { startOtlpReceiver, type ReceivedSpan } from '../../test/otlp-receiver.ts';
 import { startService } from '../../test/reference.ts';
@@ -35,7 +35,15 @@ beforeAll(async () => {
   const tracing = { endpoint: receiver.endpoint, sampleRatio: 1, serviceName: 'strangler-gateway' };
   const serviceConfig: ResolvedConfig = { ...env.config, tracing, services: env.config.services.map((s) => (s.name === 'auth' ? { ...s, databaseUrl: serviceDb } : s)) };
   service = await startService(serviceConfig, 'auth', { port: 0, instance: false, logger: silentLogger });
-  const gatewayConfig: ResolvedConfig = { ...env.config, tracing, services: env.config.services.map((s) => (s.name === 'auth' ? { ...s, url: service.url } : s)) };
+  // invoices: two instances that refuse connections (no health checks, so requests are tried on them).
+  const dead = [`http://127.0.0.1:${await freePort()}`, `http://127.0.0.1:${await freePort()}`];
+  const gatewayConfig: ResolvedConfig = {
+    ...env.config,
+    tracing,
+    services: env.config.services.map((s) =>
+      s.name === 'auth' ? { ...s, url: service.url } : s.name === 'invoices' ? { ...s, url: dead[0], instances: [dead[1]], healthCheck: { ...s.healthCheck, enabled: false } } : s,
+    ),
+  };
   gw = await startGateway(gatewayConfig, { port: 0, instanceId: 'gw-tracing', logger: silentLogger });
   routes = routeWriter(env.config);
 }, 60_000);
@@ -132,6 +140,34 @@ describe('tracing gateway → service → database', () => {
     let span: ReceivedSpan | undefined;
     await waitFor('the gateway span', async () => !!(span = receiver.spans.find((s) => s.attributes['strangler.request_id'] === 'trace-legacy-side')), 15_000);
     expect(span!.attributes).toMatchObject({ 'strangler.canary.side': 'legacy', 'strangler.target': 'legacy', 'strangler.choice': 'canary-legacy' });
+  });
+});
+
+describe('the gateway span of a retry, a fallback and a shadowed request', () => {
+  /** The gateway's span of the request with this id, once exported. */
+  async function gatewaySpan(requestId: string): Promise<ReceivedSpan> {
+    let span: ReceivedSpan | undefined;
+    await waitFor('the gateway span', async () => !!(span = receiver.spans.find((s) => s.service === 'strangler-gateway' && s.attributes['strangler.request_id'] === requestId)), 15_000);
+    return span!;
+  }
+
+  it('records the retry on the other instance and the fallback to legacy as events, and legacy as the side that served', async () => {
+    await routes.set({ prefix: '/api/invoices', mode: 'service' });
+    const res = await fetch(`${gw.url}/api/invoices`, { headers: { authorization: `Bearer ${await token('5')}`, 'x-request-id': 'trace-fallback' } });
+    expect(((await res.json()) as { server: string }).server).toBe('legacy');
+    const span = await gatewaySpan('trace-fallback');
+    expect(span.attributes).toMatchObject({ 'strangler.route.mode': 'service', 'strangler.target': 'service', 'strangler.served': 'legacy', 'strangler.fallback_allowed': true });
+    expect(span.events.map((e) => e.name)).toEqual(['retry on another instance', 'fallback to legacy']);
+    expect(span.events[0].attributes).toMatchObject({ 'strangler.upstream': 'invoices', 'error.type': 'connect' });
+    expect(span.events[1].attributes).toMatchObject({ 'strangler.service': 'invoices' });
+  });
+
+  it('marks a shadowed request, and the mirror to the service joins its trace', async () => {
+    await routes.set({ prefix: '/api/auth', mode: 'shadow' });
+    await (await fetch(`${gw.url}/api/auth/me`, { headers: { authorization: `Bearer ${await token('6')}`, 'x-request-id': 'trace-shadow' } })).text();
+    const span = await gatewaySpan('trace-shadow');
+    expect(span.attributes).toMatchObject({ 'strangler.route.mode': 'shadow', 'strangler.shadow': true, 'strangler.served': 'legacy' });
+    await waitFor('the mirror request\'s span', async () => receiver.spans.some((s) => s.service === 'auth' && s.parentSpanId === span.spanId), 15_000);
   });
 });
 
