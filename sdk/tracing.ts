@@ -1,6 +1,7 @@
 import type { RequestHandler } from 'express';
 import type { Knex } from 'knex';
 import type { TraceSpan, Tracing } from '../core/tracing/tracing.ts';
+import { validRequestId } from '../gateway/headers.ts';
 import { matchedRoute, recordMatchedRoute } from './matched-route.ts';
 
 export { startTracing, type Tracing, type TracingConfig } from '../core/tracing/tracing.ts';
@@ -16,7 +17,8 @@ export function createTracingMiddleware(tracing: Tracing): RequestHandler {
     const span = tracing.startServer(req.method, req.headers.traceparent, {
       'http.request.method': req.method,
       'url.path': req.path,
-      'strangler.request_id': typeof req.headers['x-request-id'] === 'string' ? req.headers['x-request-id'] : undefined,
+      // SECURITY: only a well-formed id (a caller other than the gateway may send anything).
+      'strangler.request_id': validRequestId(req.headers['x-request-id']) ?? undefined,
     });
     recordMatchedRoute(req);
     res.once('close', () => {

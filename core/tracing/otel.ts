@@ -48,10 +48,14 @@ class OtelSpan implements TraceSpan {
     if (this.span.isRecording()) this.span.addEvent(name, clean(attributes));
   }
 
+  #failed = false;
+
   fail(err: unknown, message?: string): void {
     if (!this.span.isRecording()) return;
     if (err instanceof Error) this.span.recordException(err);
-    this.span.setStatus({ code: SpanStatusCode.ERROR, message: message ?? (err instanceof Error ? err.message : String(err)) });
+    // The first reason stands (the upstream error, not the 502 it became).
+    if (!this.#failed) this.span.setStatus({ code: SpanStatusCode.ERROR, message: message ?? (err instanceof Error ? err.message : String(err)) });
+    this.#failed = true;
   }
 
   end(): void {
