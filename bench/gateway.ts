@@ -2,12 +2,14 @@
  * `npm run bench:gateway`: gateway throughput and latency against baselines measured in the
  * same run on the same machine: the upstream direct, nginx as a reverse proxy (installed with
  * apt when missing and allowed), the bare node:http + undici proxy the gateway is built on, and
- * the gateway bare, with every feature on, and with 2 workers.
+ * the gateway bare, with every feature on, and with 2 workers (BENCH_TRACING=1: also with
+ * tracing on, 10% and 100% of requests sampled, against all features on without it).
  * Targets (the gateway issue): all features on ≥ 0.35× nginx's req/s, p99 ≤ 2× nginx's.
  * Every target runs up front and is measured in interleaved rounds (BENCH_ROUNDS × BENCH_SECONDS).
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync, existsSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { SignJWT } from 'jose';
@@ -25,6 +27,7 @@ const ROOT = resolve(import.meta.dirname, '..');
 const seconds = Number(process.env.BENCH_SECONDS ?? 4);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const children: ChildProcess[] = [];
+const sinks: Server[] = [];
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
 function start(cmd: string, args: string[]): ChildProcess {
@@ -87,7 +90,7 @@ http { access_log off;
     const secret = generateSecret();
     const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('42').setIssuer('legacy').setExpirationTime('2h').sign(new TextEncoder().encode(secret));
 
-    const gateway = async (name: string, gw: Record<string, unknown>, workers = 1, headers?: Record<string, string>) => {
+    const gateway = async (name: string, gw: Record<string, unknown>, workers = 1, headers?: Record<string, string>, tracing?: Record<string, unknown>) => {
       const port = await freePort();
       const file = join(dir, `${name.replace(/\W+/g, '-')}.yaml`);
       writeFileSync(
@@ -99,6 +102,7 @@ http { access_log off;
           control: { database: 'bench_control' },
           gateway: { port, snapshotFile: join(dir, `${port}.json`), adminToken: generateSecret(), ...gw },
           logLevel: 'error',
+          ...(tracing ? { tracing } : {}),
           services: [{ name: 'invoices', prefix: '/api/invoices', port: await freePort(), url: `http://127.0.0.1:${upstreamPort}`, database: 'bench_invoices', order: 1 }],
         }),
       );
@@ -116,6 +120,16 @@ http { access_log off;
     }
     await gateway('gateway, all features on', { rateLimits: limit }, 1, { authorization: `Bearer ${token}` });
     await gateway('gateway, all on, --workers 2', { rateLimits: limit }, 2, { authorization: `Bearer ${token}` });
+    if (process.env.BENCH_TRACING) {
+      // Tracing's cost: spans exported over OTLP/HTTP to a receiver that takes and drops them.
+      const sinkPort = await freePort();
+      const sink = createServer((req, res) => req.resume().on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{}')));
+      await new Promise<void>((ok) => sink.listen(sinkPort, '127.0.0.1', ok));
+      sinks.push(sink);
+      const endpoint = `http://127.0.0.1:${sinkPort}/v1/traces`;
+      await gateway('gateway, all on + tracing, 10% sampled', { rateLimits: limit }, 1, { authorization: `Bearer ${token}` }, { endpoint, sampleRatio: 0.1 });
+      await gateway('gateway, all on + tracing, every request', { rateLimits: limit }, 1, { authorization: `Bearer ${token}` }, { endpoint, sampleRatio: 1 });
+    }
 
     const results = await measureRounds(targets, { rounds, seconds });
     const nginx = results.find((r) => r.name === 'nginx (1 worker)');
@@ -129,10 +143,14 @@ http { access_log off;
       say(`target: all features on ≥ 0.35× nginx req/s → ${roundRatio(full, nginx).toFixed(2)}×; p99 ≤ 2× nginx → ${roundRatio(full, nginx, 'p99').toFixed(2)}× (medians of the per-round ratios; of the medians: ${(full.p99 / Math.max(nginx.p99, 0.01)).toFixed(2)}×)`);
       say(`the floor of the stack (node:http + undici, no features): ${roundRatio(floor, nginx).toFixed(2)}× nginx req/s, p99 ${roundRatio(floor, nginx, 'p99').toFixed(2)}× nginx; all features on = ${roundRatio(full, floor).toFixed(2)}× the floor's req/s`);
     }
+    for (const traced of results.filter((r) => r.name.includes('tracing'))) {
+      say(`${traced.name}: ${roundRatio(traced, full).toFixed(2)}× the req/s of all features on without tracing, p99 ${roundRatio(traced, full, 'p99').toFixed(2)}×${traced.cpuUs !== undefined && full.cpuUs !== undefined ? `, CPU per request +${traced.cpuUs - full.cpuUs} µs` : ''}`);
+    }
     if (full.cpuUs !== undefined && floor.cpuUs !== undefined) {
       say(`CPU per request: all features on ${full.cpuUs} µs, the floor ${floor.cpuUs} µs${nginx?.cpuUs !== undefined ? `, nginx ${nginx.cpuUs} µs` : ''} (the gateway's own work: ${full.cpuUs - floor.cpuUs} µs)`);
     }
   } finally {
+    for (const s of sinks) s.close();
     await stack.stop();
   }
 }

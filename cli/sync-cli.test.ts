@@ -46,7 +46,7 @@ it('doctor, sync start, status, verify (0, then 2 on a tampered row), stop and c
     worker.once('exit', (code) => fail(new Error(`sync start exited ${code}: ${stderr}`)));
   });
   // No terminal: progress comes as plain lines, and the LSN as PostgreSQL prints it.
-  expect(stderr).toMatch(/^backfill users +\[[#.]+\] +100% 3 rows, table 1\/1, \d+ rows\/s, ETA .*$/m);
+  expect(stderr).toMatch(/^backfill users +\[[#.]+\] +100% 3\/3 rows, \d+ rows\/s, ETA 0 s, table 1\/1$/m);
   expect(stderr).not.toMatch(/\r/);
   expect(stderr).toMatch(/streaming from slot \S+ at [0-9A-F]{1,8}\/[0-9A-F]{1,8};/);
 
@@ -57,6 +57,9 @@ it('doctor, sync start, status, verify (0, then 2 on a tampered row), stop and c
   expect(verify.code, verify.stdout + verify.stderr).toBe(0);
   expect(verify.stdout).toMatch(/ok\s+users → users: 3 rows legacy, 3 service/);
   expect(verify.stdout).toMatch(/^verified at \d+\/[0-9A-F]+ \(source snapshot, worker held there\)/m);
+  // Its progress, without a terminal: a plain line as the table starts and as its last chunk is compared.
+  expect(verify.stderr).toMatch(/^verify users +\[\.+\] +0% 0\/1 chunks, 0 chunks\/s, ETA -, table 1\/1$/m);
+  expect(verify.stderr).toMatch(/^verify users +\[#+\] 100% 1\/1 chunks, \d+ chunks\/s, ETA 0 s, table 1\/1$/m);
 
   const target = new pg.Client({ connectionString: targetUrl });
   await target.connect();

@@ -11,7 +11,7 @@ import type { RouteMode } from '../gateway/route-types.ts';
 import { DEFAULT_THRESHOLDS, type CheckThresholds } from './checks.ts';
 import { controlStore, type ControlStore, type Progress, type StoredStatus } from './control-store.ts';
 import { observeSync, runChecks, type ProbeContext } from './probes.ts';
-import { commitChange, type AuditEntry, type Planned, type Propagation, type WriteDeps } from './route-change.ts';
+import { commitChange, type AckWait, type AuditEntry, type Planned, type Propagation, type WriteDeps } from './route-change.ts';
 import { next, plan, routeFor, scopeLabel, writesReachService, type Action, type CheckResult, type Command, type MethodScope, type ServiceStatus } from './state-machine.ts';
 
 export interface CutoverContext {
@@ -23,6 +23,8 @@ export interface CutoverContext {
   thresholds?: Partial<CheckThresholds>;
   /** How long to wait for every live gateway to acknowledge a route version. */
   ackTimeoutMs?: number;
+  /** Progress of those waits (the CLI draws it). */
+  onAckWait?: (w: AckWait) => void;
 }
 
 export interface ChangeOptions {
@@ -105,7 +107,7 @@ export function createCutover(ctx: CutoverContext) {
   const holder = `${ctx.actor} (pid ${process.pid}@${hostname()})`;
   const probe = (windowMs: number, overrides: Partial<CheckThresholds> = {}): ProbeContext => ({ config: ctx.config, redis: ctx.redis, keys: ctx.keys, store, thresholds: { ...thresholds, ...overrides }, analysisWindowMs: windowMs, liveWithinMs });
 
-  const writes: WriteDeps = { pool: ctx.pool, schema: ctx.config.control.schema, redis: ctx.redis, keys: ctx.keys, ackTimeoutMs: ctx.ackTimeoutMs ?? 5_000, liveWithinMs, fenceLeaseMs: ctx.config.control.fenceLeaseMs };
+  const writes: WriteDeps = { pool: ctx.pool, schema: ctx.config.control.schema, redis: ctx.redis, keys: ctx.keys, ackTimeoutMs: ctx.ackTimeoutMs ?? 5_000, liveWithinMs, fenceLeaseMs: ctx.config.control.fenceLeaseMs, onAckWait: ctx.onAckWait };
   const record = (service: ResolvedService, command: string, fromPhase: string, toPhase: string | null, more: Partial<AuditEntry> = {}): AuditEntry => ({ actor: ctx.actor, command, service: service.name, prefix: service.prefix, fromPhase, toPhase, outcome: 'applied', ...more });
 
   /**

@@ -122,6 +122,18 @@ export interface WriteDeps {
   ackTimeoutMs: number;
   liveWithinMs: number;
   fenceLeaseMs: number;
+  /** Told at each look at the gateways' acknowledgements while a version propagates (the CLI's progress). */
+  onAckWait?: (w: AckWait) => void;
+}
+
+/** Where the wait for the gateways' acknowledgements of a route version stands. */
+export interface AckWait {
+  version: number;
+  acknowledged: number;
+  live: number;
+  ms: number;
+  /** The last look: every live gateway acknowledged, or the wait timed out. */
+  done: boolean;
 }
 
 export interface Committed {
@@ -192,7 +204,7 @@ export async function commitChange(deps: WriteDeps, w: ChangeWrite): Promise<Com
   }
   if (w.afterCommit) await withDeadline(w.afterCommit(), REDIS_CALL_MS, 'after the commit').catch(() => undefined);
   if (committed!.version === null) return committed!;
-  return { ...committed!, propagation: await publishAndWait(deps.redis, deps.keys, committed!.version, { timeoutMs: deps.ackTimeoutMs, liveWithinMs: deps.liveWithinMs }) };
+  return { ...committed!, propagation: await publishAndWait(deps.redis, deps.keys, committed!.version, { timeoutMs: deps.ackTimeoutMs, liveWithinMs: deps.liveWithinMs, onWait: deps.onAckWait }) };
 }
 
 /** The one INSERT of check results, each with the audit row of the change it decided. */
@@ -259,7 +271,7 @@ const REDIS_CALL_MS = 2_000;
  * throws: the version is committed whatever Redis does, and an unreadable acknowledgement is an
  * incomplete propagation that says why.
  */
-export async function publishAndWait(redis: Redis, keys: RedisKeys, version: number, options: { timeoutMs: number; liveWithinMs: number }): Promise<Propagation> {
+export async function publishAndWait(redis: Redis, keys: RedisKeys, version: number, options: { timeoutMs: number; liveWithinMs: number; onWait?: (w: AckWait) => void }): Promise<Propagation> {
   const started = Date.now();
   try {
     await withDeadline(redis.publish(keys.routesChanged, String(version)), REDIS_CALL_MS, 'Redis (PUBLISH)');
@@ -267,6 +279,7 @@ export async function publishAndWait(redis: Redis, keys: RedisKeys, version: num
       const live = await withDeadline(liveGateways(redis, keys, options.liveWithinMs), REDIS_CALL_MS, 'Redis (gateway heartbeats)');
       const missing = live.filter((g) => g.version < version).map((g) => g.id);
       const ms = Date.now() - started;
+      options.onWait?.({ version, acknowledged: live.length - missing.length, live: live.length, ms, done: missing.length === 0 || ms >= options.timeoutMs });
       if (missing.length === 0 || ms >= options.timeoutMs) {
         return { version, acknowledged: live.length - missing.length, live: live.length, ms, complete: missing.length === 0, missing };
       }

@@ -29,6 +29,8 @@ import { startDiscovery, type Discovery } from './discovery.ts';
 import { Cluster, failureKind, isTimeout, neverReached, NoInstanceError, type Endpoint, type EndpointSpec } from './upstreams.ts';
 import { isEjected } from './outlier.ts';
 import { proxyUpgrade } from './websocket.ts';
+import type { TraceSpan, Tracing } from '../core/tracing/tracing.ts';
+import { describeChoice, startRequestSpan } from './request-span.ts';
 
 export interface GatewayDeps {
   config: ResolvedConfig;
@@ -39,6 +41,8 @@ export interface GatewayDeps {
   keys: RedisKeys;
   logger: Logger;
   metrics?: GatewayMetrics;
+  /** Set when tracing is on (startTracing): each request gets a span. */
+  tracing?: Tracing;
 }
 
 export interface Gateway {
@@ -102,7 +106,7 @@ export function gatewaySecrets(config: ResolvedConfig): { jwtSecret: string; adm
  * Plain node:http and undici pools: express costs 3× per request (see the gateway issue's figures).
  */
 export function createGateway(deps: GatewayDeps): Gateway {
-  const { config, routes, redis, redisHealth, keys, logger } = deps;
+  const { config, routes, redis, redisHealth, keys, logger, tracing } = deps;
   const g = config.gateway;
   const secrets = gatewaySecrets(config);
   const metrics = deps.metrics ?? createGatewayMetrics();
@@ -194,6 +198,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     // SECURITY: a path the gateway cannot read exactly as the upstream will is refused, never guessed.
     if (!target.ok) return sendError(res, 400, 'BAD_INPUT', `the request path is refused: ${target.reason}`, requestId);
     if (OPS_PATHS.has(target.path) && (await ops(target.path, req, res, requestId))) return;
+    const span = tracing && startRequestSpan(tracing, req, res, requestId);
 
     // Awaited only when it is a promise: `await` on a plain value still costs a microtask turn.
     const admitted = pipeline.admit(req, requestId, target);
@@ -217,6 +222,10 @@ export function createGateway(deps: GatewayDeps): Gateway {
     const retrySafe = safeToRetry(method, req.headers['idempotency-key'] as string | undefined);
     const choice = pipeline.choose(req, a, service, { method, retrySafe, setCookie: true });
     const headers = pipeline.forwardHeaders(req, a);
+    if (span) {
+      describeChoice(span, method, route, choice);
+      headers.traceparent = span.traceparent; // the upstream's spans are children of the gateway's
+    }
 
     // A body that may have to be replayed on legacy, or that names the account of a credential
     // attempt, is read first (bounded); others stream.
@@ -255,13 +264,15 @@ export function createGateway(deps: GatewayDeps): Gateway {
     if (writePrefix) inFlightWrites.set(writePrefix, (inFlightWrites.get(writePrefix) ?? 0) + 1);
     try {
       try {
-        answer = await send(choice.target === 'service' ? service! : legacy, res, outbound, replayable, tried);
+        answer = await send(choice.target === 'service' ? service! : legacy, res, outbound, replayable, tried, span);
       } catch (err) {
         if (!(choice.target === 'service' && choice.fallback && neverReached(err) && !res.headersSent)) throw err;
         metrics.fallbacks.inc({ service: route!.service, reason: (err as { code?: string }).code ?? (err as Error).name });
+        span?.addEvent('fallback to legacy', { 'strangler.service': route!.service, 'error.type': (err as { code?: string }).code ?? (err as Error).name });
+        span?.setAttributes({ 'strangler.served': 'legacy' });
         figures.recordFailure(route!.service, err instanceof NoInstanceError ? 'noinstance' : 'fallback');
         served = 'legacy';
-        answer = await send(legacy, res, outbound, replayable);
+        answer = await send(legacy, res, outbound, replayable, undefined, span);
       }
       // Answered by another instance after one it tried was ejected: the service still failed it once.
       if (served === 'service' && tried.ejected && answer.status < 500) figures.recordFailure(route!.service, 'ejected');
@@ -284,6 +295,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
         : status === 503 ? `${(err as Error).message}; retry shortly`
         : `${upstreamName} cannot be reached (${(err as { code?: string }).code ?? (err as Error).message})`;
       logger.warn({ err, reqId: requestId, upstream: upstreamName }, 'upstream error');
+      span?.fail(err, message);
       // No instance to send to: the service's analysis counts it as that, not as a 503 it answered.
       const noInstance = served === 'service' && err instanceof NoInstanceError;
       if (noInstance) figures.recordFailure(route!.service, 'noinstance');
@@ -307,7 +319,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
    * 502/503/504 (then nothing was written to the client yet), as long as the cluster's retry
    * budget allows. Every outcome feeds outlier detection.
    */
-  async function send(cluster: Cluster, res: ServerResponse, o: ForwardOptions, replayable: boolean, attempts?: { ejected: boolean }): Promise<CapturedResponse> {
+  async function send(cluster: Cluster, res: ServerResponse, o: ForwardOptions, replayable: boolean, attempts?: { ejected: boolean }, span?: TraceSpan): Promise<CapturedResponse> {
     const tried = new Set<Endpoint>();
     let endRetry: (() => void) | null = null;
     try {
@@ -342,6 +354,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
           endRetry?.();
           endRetry = next.end;
           metrics.retries.inc({ service: cluster.name, reason: kind ?? (err as { code?: string }).code ?? 'error' });
+          span?.addEvent('retry on another instance', { 'strangler.upstream': cluster.name, 'server.address': endpoint.id, 'error.type': kind ?? (err as { code?: string }).code ?? 'error', 'http.response.status_code': err instanceof RetryableStatus ? err.status : undefined });
         } finally {
           endpoint.outstanding--;
         }

@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { Redis } from 'ioredis';
 import type { ResolvedConfig } from '../core/config/load.ts';
 import { createLogger, type Logger } from '../core/logger.ts';
+import { startTracing } from '../core/tracing/tracing.ts';
 import { boundedRedisOptions, redisReady, RedisHealth } from '../core/redis-health.ts';
 import { createGatewayMetrics } from './metrics.ts';
 import { redisKeys } from './redis-keys.ts';
@@ -63,7 +64,8 @@ export async function startGateway(config: ResolvedConfig, options: StartGateway
   redisHealth.start();
   await redisHealth.probe();
   await routes.start();
-  const gateway = createGateway({ config, routes, redis, redisHealth, keys, logger, metrics });
+  const tracing = await startTracing(config.tracing, config.tracing.serviceName, logger);
+  const gateway = createGateway({ config, routes, redis, redisHealth, keys, logger, metrics, tracing });
   await gateway.discovery.ready;
   // Each gateway's view of the instances (health, ejections, in flight, recent errors), for `strangler services`.
   const publishView = () => {
@@ -95,6 +97,7 @@ export async function startGateway(config: ResolvedConfig, options: StartGateway
         await redis.del(keys.gatewayUpstreams(instanceId)).catch(() => undefined);
         await routes.stop();
         await gateway.close();
+        await tracing?.shutdown().catch((err) => logger.warn({ err }, 'tracing: the last spans could not be exported'));
         await store.close().catch(() => undefined);
         redisHealth.stop();
         redis.disconnect();

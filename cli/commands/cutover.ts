@@ -3,8 +3,10 @@ import type { ResolvedConfig } from '../../core/config/load.ts';
 import { StranglerError } from '../../core/errors.ts';
 import type { ChangeOutcome } from '../../cutover/executor.ts';
 import { describeOutcome, outcomeExitCode } from '../../cutover/outcome-text.ts';
+import type { AckWait } from '../../cutover/route-change.ts';
 import { commandProblem, type Command, type MethodScope } from '../../cutover/state-machine.ts';
 import { output, resolveCliConfig, type GlobalArgs } from '../context.ts';
+import { createProgress, type Progress, type ProgressStream } from '../progress.ts';
 
 interface ChangeArgs extends GlobalArgs {
   prefix: string;
@@ -96,12 +98,26 @@ async function withCutover<T>(args: ChangeArgs, kind: Parameters<typeof validate
   const config = await resolveCliConfig(args);
   const command = await validateChange(args, config, kind);
   const { openCutover, resolveActor } = await import('../../cutover/executor.ts');
-  const opened = await openCutover(config, resolveActor(args.actor), { ackTimeoutMs: parseDuration(args.ackTimeout ?? '5s') });
+  const opened = await openCutover(config, resolveActor(args.actor), { ackTimeoutMs: parseDuration(args.ackTimeout ?? '5s'), onAckWait: ackProgress() });
   try {
     return await fn(opened, command);
   } finally {
     await opened.close();
   }
+}
+
+/**
+ * The waits for the gateways' acknowledgements, as progress on stderr: on a terminal a line
+ * redrawn in place and wiped once the wait ends (the outcome says how it went); otherwise a plain
+ * line every 5 s, so a wait on a gateway that does not answer shows in a log.
+ */
+export function ackProgress(stream?: ProgressStream): (w: AckWait) => void {
+  let current: { version: number; progress: Progress } | null = null;
+  return (w) => {
+    if (current?.version !== w.version) current = { version: w.version, progress: createProgress({ label: `route v${w.version}: acknowledged by`, unit: 'gateways', stream }) };
+    current.progress.update({ done: w.acknowledged, total: w.live, detail: `waited ${(w.ms / 1000).toFixed(1)} s` });
+    if (w.done) current.progress.finish(false);
+  };
 }
 
 function finish(args: ChangeArgs, o: ChangeOutcome): void {

@@ -1,6 +1,7 @@
 import { createServer } from 'node:http';
 import type { Argv, CommandModule } from 'yargs';
 import { output, resolveCliConfig, type GlobalArgs, untilSignal } from '../context.ts';
+import { createProgress, type Progress } from '../progress.ts';
 
 interface SyncArgs extends GlobalArgs {
   action: 'start' | 'status' | 'verify' | 'stop' | 'resume' | 'cleanup';
@@ -11,11 +12,6 @@ interface SyncArgs extends GlobalArgs {
   reverse?: boolean;
   recopy?: string[];
   fixSequences?: boolean;
-}
-
-function bar(done: number, total: number, width = 24): string {
-  const share = total > 0 ? Math.min(1, done / total) : 0;
-  return `[${'#'.repeat(Math.round(share * width)).padEnd(width, '.')}] ${(share * 100).toFixed(0).padStart(3)}%`;
 }
 
 /** `strangler sync start|status|verify|stop|cleanup <service>`: the forward sync of a service. */
@@ -89,10 +85,30 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
       case 'verify': {
         const { verifyService, recordVerification } = await import('../../migrations/sync/verify.ts');
         const { pipelineEnds } = await import('../../migrations/sync/setup.ts');
+        // Waiting for the worker to reach the verify's point (MB of WAL applied of those it was behind), then chunks compared per table.
+        let behindAtStart: number | null = null;
+        const catchingUp = createProgress({ label: `verify ${service.name}: worker catching up`, unit: 'MB', format: (n) => (n / 1024 / 1024).toFixed(1) });
+        let comparing = null as Progress | null;
+        let table = '';
         const v = await verifyService(config, service, direction, {
           chunkRows: args.chunkRows,
-          onWait: (w) => process.stderr.write(`verify ${service.name}: waiting for the worker to reach the verify's point, ${(w.behindBytes / 1024 / 1024).toFixed(1)} MB to go (${(w.waitedMs / 1000).toFixed(0)} s)\n`),
+          onWait: (w) => {
+            behindAtStart ??= w.behindBytes;
+            catchingUp.update({ done: Math.max(0, behindAtStart - w.behindBytes), total: behindAtStart, detail: `${(w.behindBytes / 1024 / 1024).toFixed(1)} MB to go` });
+          },
+          onProgress: (p) => {
+            const next = p.table !== table;
+            if (next) {
+              catchingUp.finish();
+              comparing?.finish();
+              comparing = createProgress({ label: `verify ${p.table.padEnd(16)}`, unit: 'chunks' });
+              table = p.table;
+            }
+            comparing!.update({ done: p.chunksDone, total: p.chunksTotal, detail: `table ${p.tablesDone + 1}/${p.tablesTotal}` }, next || p.chunksDone === p.chunksTotal);
+          },
         });
+        catchingUp.finish();
+        comparing?.finish();
         await recordVerification(pipelineEnds(config, service, direction).targetUrl, v).catch(() => undefined);
         const [from, to] = direction === 'forward' ? ['legacy', 'service'] : ['service', 'legacy'];
         const range = (r: { from: unknown[] | null; to: unknown[] | null }) => `(${r.from?.join(',') ?? '-∞'}, ${r.to?.join(',') ?? '+∞'}]`;
@@ -121,8 +137,7 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
         const { SyncWorker } = await import('../../migrations/sync/worker.ts');
         const { createLogger } = await import('../../core/logger.ts');
         const logger = createLogger('sync', config.logLevel);
-        let last = '';
-        let lastLine = 0;
+        let progress = null as Progress | null;
         let lastTable = '';
         let lastDone = 0;
         const worker = new SyncWorker({
@@ -133,23 +148,17 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
           fixSequences: args.fixSequences,
           direction,
           onProgress: (p) => {
-            const rate = p.elapsedMs > 0 ? (p.rows / p.elapsedMs) * 1000 : 0;
-            const eta = rate > 0 && p.estimate > p.rows ? `${((p.estimate - p.rows) / rate).toFixed(0)} s` : '-';
-            const line = `backfill ${p.table.padEnd(16)} ${bar(p.rows, p.estimate)} ${p.rows} rows, table ${p.tablesDone + 1 > p.tablesTotal ? p.tablesTotal : p.tablesDone + 1}/${p.tablesTotal}, ${rate.toFixed(0)} rows/s, ETA ${eta}`;
-            if (process.stderr.isTTY) {
-              if (line !== last) process.stderr.write(`\r${line}`);
-            } else if (Date.now() - lastLine >= 5_000 || p.table !== lastTable || p.tablesDone !== lastDone) {
-              // Under a supervisor (no terminal): a plain line every 5 s, and as each table starts and ends.
-              lastLine = Date.now();
-              process.stderr.write(`${line}\n`);
-            }
+            // One line per table on a terminal; without one, a plain line every 5 s and as each table starts and ends.
+            if (p.table !== lastTable) progress?.finish();
+            if (p.table !== lastTable) progress = createProgress({ label: `backfill ${p.table.padEnd(16)}`, unit: 'rows' });
+            const milestone = p.table !== lastTable || p.tablesDone !== lastDone;
+            progress!.update({ done: p.rows, total: p.estimate, detail: `table ${Math.min(p.tablesDone + 1, p.tablesTotal)}/${p.tablesTotal}` }, milestone);
             lastTable = p.table;
             lastDone = p.tablesDone;
-            last = line;
           },
         });
         await worker.start();
-        if (process.stderr.isTTY) process.stderr.write('\n');
+        progress?.finish();
         // Copies of another service's tables also need a feed from that service's database,
         // which takes over from legacy at that service's switch.
         const { startFeeds } = await import('../../migrations/sync/feeds.ts');

@@ -465,6 +465,23 @@ export const configSchema = z.strictObject({
       processes: z.array(devProcessSchema).default([]),
     })
     .prefault({}),
+  /**
+   * OpenTelemetry traces of requests (gateway, services, their database queries), exported over
+   * OTLP/HTTP. Off (nothing loaded, nothing added to a request) until `endpoint` is set.
+   */
+  tracing: z
+    .strictObject({
+      /** OTLP/HTTP traces URL: Jaeger, Tempo or an OpenTelemetry Collector, e.g. http://127.0.0.1:4318/v1/traces. */
+      endpoint: httpUrl.optional(),
+      /**
+       * Share of the traces started here that are recorded (0 to 1). A request that arrives with a
+       * traceparent follows its caller's decision (parent-based), so a trace is whole or absent.
+       */
+      sampleRatio: z.number().min(0).max(1).default(0.1),
+      /** service.name of the gateway's spans (services name theirs after themselves). */
+      serviceName: z.string().min(1).default('strangler-gateway'),
+    })
+    .prefault({}),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   services: z.array(serviceSchema).default([]),
 });

@@ -64,6 +64,17 @@ export interface VerifyOptions {
   catchUpTimeoutMs?: number;
   /** Progress while waiting for the worker, for the CLI. */
   onWait?: (w: { behindBytes: number; waitedMs: number }) => void;
+  /** Progress of the comparison, after each chunk of each table, for the CLI. */
+  onProgress?: (p: VerifyProgress) => void;
+}
+
+export interface VerifyProgress {
+  table: string;
+  /** Tables finished before this one. */
+  tablesDone: number;
+  tablesTotal: number;
+  chunksDone: number;
+  chunksTotal: number;
 }
 
 const MAX_RANGES = 20;
@@ -204,7 +215,10 @@ export async function verifyPipeline(options: VerifyOptions): Promise<Verificati
     const renew = running ? setInterval(() => void store.renewHold(target, HOLD_LEASE_MS).catch(() => undefined), HOLD_LEASE_MS / 3) : null;
     try {
       const tables: TableVerification[] = [];
-      for (const table of plan.tables) tables.push(await verifyTable(source, target, plan.pipeline, table, chunkRows, !running));
+      for (const table of plan.tables) {
+        const onChunk = options.onProgress && ((chunksDone: number, chunksTotal: number) => options.onProgress!({ table: table.source, tablesDone: tables.length, tablesTotal: plan.tables.length, chunksDone, chunksTotal }));
+        tables.push(await verifyTable(source, target, plan.pipeline, table, chunkRows, !running, onChunk));
+      }
       const bad = tables.some((t) => !t.ok);
       const unsettled = tables.some((t) => t.unsettled.length > 0);
       const gone = tables.filter((t) => t.columnsOnlyOnTarget.length).map((t) => `${t.target}.${t.columnsOnlyOnTarget.join(', ')}`);
@@ -274,7 +288,7 @@ async function comparableColumns(target: pg.Client, pipeline: string, table: Tab
   };
 }
 
-async function verifyTable(source: pg.Client, target: pg.Client, pipeline: string, table: TablePlan, chunkRows: number, moving: boolean): Promise<TableVerification> {
+async function verifyTable(source: pg.Client, target: pg.Client, pipeline: string, table: TablePlan, chunkRows: number, moving: boolean, onChunk?: (done: number, total: number) => void): Promise<TableVerification> {
   const shape = await comparableColumns(target, pipeline, table);
   const srcCols = shape.columns.map((c) => c.source);
   const dstCols = shape.columns.map((c) => c.target);
@@ -333,9 +347,11 @@ async function verifyTable(source: pg.Client, target: pg.Client, pipeline: strin
   // above the source's last key are counted too.
   const cuts = await boundaries(source, table, null, null, chunkRows);
   let from: unknown[] | null = null;
+  onChunk?.(0, cuts.length + 1);
   for (const to of [...cuts, null]) {
     const c = await compare(from, to);
     result.chunks++;
+    onChunk?.(result.chunks, cuts.length + 1);
     result.sourceRows += c.sourceRows;
     result.targetRows += c.targetRows;
     if (!c.match) await narrow(from, to, Math.max(c.sourceRows, c.targetRows));

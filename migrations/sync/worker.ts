@@ -142,6 +142,8 @@ export class SyncWorker {
     this.#errors = new Counter({ name: 'strangler_sync_errors_total', help: 'Errors in the sync loop (each followed by a reconnect)', labelNames: ['service'], registers: [this.metrics] });
     this.#lagBytes = new Gauge({ name: 'strangler_sync_lag_bytes', help: 'WAL between the legacy head and the applied LSN', labelNames: ['service'], registers: [this.metrics] });
     this.#rows.inc(labels, 0);
+    // A series from the start (at 0), so that a dashboard's rate of errors reads 0, not "no data".
+    this.#errors.inc(labels, 0);
     this.#txs.inc(labels, 0);
   }
 

@@ -15,12 +15,14 @@ import { createTemplatesRouter } from './api/templates.ts';
 import { openDatabase } from './db.ts';
 import { createOcrEngine, type OcrEngine } from './ocr/ocr-engine.ts';
 import { LEGACY_TABLES } from './tables.ts';
+import { databaseName, startTracing, traceKnex, type Tracing } from '../../../sdk/tracing.ts';
 
 export interface LegacyAppDeps {
   db: Knex;
   logger: Logger;
   ocr: OcrEngine;
   legacy: ResolvedConfig['legacy'];
+  tracing?: Tracing;
 }
 
 /** The monolith signs its tokens with legacy.jwtSecret: it does not start without one. */
@@ -34,7 +36,7 @@ export function createLegacyApp(deps: LegacyAppDeps): Express {
   const issuer = { secret, issuer: deps.legacy.jwtIssuer, ttlSeconds: deps.legacy.tokenTtlSeconds };
   const requireUser = createRequireUser(createTokenVerifier({ legacy: issuer }));
   const ctx = { db: deps.db, tables: LEGACY_TABLES, requireUser, logger: deps.logger };
-  const app = createApp({ name: 'legacy', logger: deps.logger, health: { database: () => deps.db.raw('SELECT 1') } });
+  const app = createApp({ name: 'legacy', logger: deps.logger, health: { database: () => deps.db.raw('SELECT 1') }, tracing: deps.tracing });
   app.use('/api/auth', createAuthRouter({ ...ctx, issueToken: async (user) => ({ token: await signLegacyToken(user, issuer), expiresIn: issuer.ttlSeconds }) }));
   app.use('/api/invoices', createInvoicesRouter(ctx));
   app.use('/api/templates', createTemplatesRouter(ctx));
@@ -53,8 +55,10 @@ export async function startLegacyApp(config: ResolvedConfig, options: { port?: n
   legacySecret(config);
   const logger = options.logger ?? createLogger('legacy', config.logLevel);
   const db = openDatabase(config.legacy.databaseUrl);
+  const tracing = await startTracing(config.tracing, 'legacy', logger);
+  if (tracing) traceKnex(db, tracing, databaseName(config.legacy.databaseUrl));
   const ocr = createOcrEngine();
-  const app = createLegacyApp({ db, logger, ocr, legacy: config.legacy });
+  const app = createLegacyApp({ db, logger, ocr, legacy: config.legacy, tracing });
   try {
     const server = await listen(app, options.port ?? config.legacy.port, options.host);
     return {
@@ -64,11 +68,13 @@ export async function startLegacyApp(config: ResolvedConfig, options: { port?: n
         await server.close(graceMs);
         await ocr.close();
         await db.destroy();
+        await tracing?.shutdown().catch(() => undefined);
       },
     };
   } catch (err) {
     await ocr.close();
     await db.destroy();
+    await tracing?.shutdown().catch(() => undefined);
     throw err;
   }
 }

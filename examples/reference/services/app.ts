@@ -28,6 +28,7 @@ import { createApp, finishApp, listen, type RunningServer } from './kit/app.ts';
 import { AUTH_ISSUER, createTokenVerifier, JWKS_MAX_AGE_SECONDS, JWKS_PATH, jwksFor, signLegacyToken } from './kit/jwt.ts';
 import { createRequireUser } from './kit/require-user.ts';
 import { registerInstance, type InstanceOptions, type InstanceRegistration } from '../../../sdk/registration.ts';
+import { databaseName, startTracing, traceKnex, type Tracing } from '../../../sdk/tracing.ts';
 
 export { AUTH_ISSUER, JWKS_PATH };
 
@@ -78,12 +79,12 @@ function serviceSecret(config: ResolvedConfig): string {
  * An extracted service: the same handlers as the monolith on the service's own database and
  * tables (so the contract cannot drift), its own token verification (both issuers), /health.
  */
-export function createServiceApp(config: ResolvedConfig, service: ResolvedService, deps: { db: Knex; logger: Logger; ocr?: OcrEngine; ocrQueue?: ReturnType<typeof createOcrQueue> }, options: ServiceAppOptions = {}): Express {
+export function createServiceApp(config: ResolvedConfig, service: ResolvedService, deps: { db: Knex; logger: Logger; ocr?: OcrEngine; ocrQueue?: ReturnType<typeof createOcrQueue>; tracing?: Tracing }, options: ServiceAppOptions = {}): Express {
   const secret = serviceSecret(config);
   const verify = createTokenVerifier({ legacy: { secret, issuer: config.legacy.jwtIssuer }, jwks: jwksFor(config), jwksTimeoutMs: config.gateway.jwksTimeoutMs });
   const publishes = (EVENT_SOURCES as readonly string[]).includes(service.name);
   const ctx = { db: deps.db, tables: tablesFor(service), requireUser: createRequireUser(verify), logger: deps.logger, events: publishes ? outboxRecorder : undefined };
-  const app = createApp({ name: service.name, logger: deps.logger, health: { database: () => deps.db.raw('SELECT 1') } });
+  const app = createApp({ name: service.name, logger: deps.logger, health: { database: () => deps.db.raw('SELECT 1') }, tracing: deps.tracing });
   switch (service.name) {
     case 'auth': {
       const keys = signingKeys(deps.db, options.signingKeyPolicy ?? keyPolicy(config.legacy.tokenTtlSeconds));
@@ -142,6 +143,9 @@ export async function startService(config: ResolvedConfig, name: string, options
   const logger = options.logger ?? createLogger(name, config.logLevel);
   await migrateService(service);
   const db = openDatabase(service.databaseUrl);
+  // Tracing (off unless tracing.endpoint is set): a span per request, and per query it runs.
+  const tracing = await startTracing(config.tracing, service.name, logger);
+  if (tracing) traceKnex(db, tracing, databaseName(service.databaseUrl));
   const ocr = service.name === 'ocr' ? (options.ocr ?? createOcrEngine()) : undefined;
   const ocrQueue = service.name === 'ocr' ? createOcrQueue(config) : undefined;
   const workers = service.name === 'ocr' && (options.ocrWorkers ?? 1) > 0 ? startOcrWorker(config, db, logger, { concurrency: options.ocrWorkers ?? 1 }) : undefined;
@@ -164,6 +168,7 @@ export async function startService(config: ResolvedConfig, name: string, options
     await ocrQueue?.close();
     await ocr?.close();
     await db.destroy();
+    await tracing?.shutdown().catch(() => undefined);
   };
   try {
     // The auth service's first RS256 key is made at its first start, in its own database.
@@ -178,7 +183,7 @@ export async function startService(config: ResolvedConfig, name: string, options
     } else if (redis) {
       relay = startOutboxRelay({ db, redis, keyPrefix: config.redis.keyPrefix, source: service.name, logger });
     }
-    const server = await listen(createServiceApp(config, service, { db, logger, ocr, ocrQueue }, options), options.port ?? service.port, options.host);
+    const server = await listen(createServiceApp(config, service, { db, logger, ocr, ocrQueue, tracing }, options), options.port ?? service.port, options.host);
     const registration = options.instance === false ? undefined : await registerInstance(config, service, server.url, options.instance ?? {}, logger);
     let closing: Promise<void> | null = null;
     return {

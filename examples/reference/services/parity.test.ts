@@ -187,8 +187,11 @@ describe('the service kit', () => {
     const health = await fetch(`${r.app.url}/health`);
     expect(await health.json()).toEqual({ status: 'ok', service: 'invoices', checks: { database: 'ok' } });
     await fetch(`${r.app.url}/api/invoices/1`, { headers: { authorization: `Bearer ${tokens.get(1)}` } });
+    await fetch(`${r.app.url}/api/invoices/999999999`, { headers: { authorization: `Bearer ${tokens.get(1)}` } });
     const metrics = await (await fetch(`${r.app.url}/metrics`)).text();
     expect(metrics).toMatch(/http_requests_total\{method="GET",route="\/api\/invoices\/:id",class="2xx"\} \d+/);
+    // Regression: an error a handler passes on was labelled without the router's mount path ("/:id"), express having unwound req.baseUrl.
+    expect(metrics).toMatch(/http_requests_total\{method="GET",route="\/api\/invoices\/:id",class="4xx"\} \d+/);
   });
 
   it('finishes a request in flight when it shuts down, then refuses new connections', async () => {

@@ -6,6 +6,8 @@ import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client
 import type { Logger } from '../../../../core/logger.ts';
 import { createErrorHandler, createNotFoundHandler } from './http-error.ts';
 import { createRequestId } from '../../../../sdk/request-id.ts';
+import { createTracingMiddleware, type Tracing } from '../../../../sdk/tracing.ts';
+import { matchedRoute, recordMatchedRoute } from '../../../../sdk/matched-route.ts';
 
 export interface AppOptions {
   /** Shown by /health. */
@@ -15,6 +17,8 @@ export interface AppOptions {
   health?: Record<string, () => Promise<unknown>>;
   /** JSON body limit (bytes). */
   jsonLimit?: number;
+  /** Set when tracing is on: a span per request, its database queries' spans under it. */
+  tracing?: Tracing;
 }
 
 /**
@@ -25,6 +29,7 @@ export function createApp(options: AppOptions): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
+  if (options.tracing) app.use(createTracingMiddleware(options.tracing));
   app.use(createRequestId(options.logger));
   // Prometheus metrics per app (own registry: several apps share a process in tests and the demo).
   const registry = new Registry();
@@ -33,9 +38,10 @@ export function createApp(options: AppOptions): Express {
   const duration = new Histogram({ name: 'http_request_duration_seconds', help: 'Time to the last byte', labelNames: ['method', 'route'] as const, buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers: [registry] });
   app.use(function measure(req, res, next) {
     const end = duration.startTimer();
+    recordMatchedRoute(req);
     res.on('finish', () => {
       // The matched route pattern (not the raw path), so ids do not explode the label set.
-      const route = `${req.baseUrl}${req.route?.path ?? ''}` || 'unmatched';
+      const route = matchedRoute(req) ?? 'unmatched';
       requests.inc({ method: req.method, route, class: `${Math.floor(res.statusCode / 100)}xx` });
       end({ method: req.method, route });
     });
