@@ -206,6 +206,50 @@ describe('the transaction applier', () => {
     expect((await other.query(`SELECT id::int FROM parents`)).rows).toEqual([{ id: 2 }]);
   });
 
+  it('collects the next group while the previous one commits behind it, and reports it committed only once it is', async () => {
+    const a = applier();
+    const first = tx();
+    await a.change(first.tx, accounts, 'update', row(1, 'a1@x', 1), null);
+    a.endTransaction(first.tx, first.end, new Date(), true, null);
+    const committed: string[] = [];
+    await a.commitBehind((done) => committed.push(done.lsn));
+    // The next group collects at once; its commit waits for the one behind it.
+    const second = tx();
+    await a.change(second.tx, accounts, 'update', row(2, 'a2@x', 2), null);
+    a.endTransaction(second.tx, second.end, new Date(), true, null);
+    const done = await a.commit();
+    expect(committed).toEqual([first.end]);
+    expect(done?.lsn).toBe(second.end);
+    expect((await readPipelineState(other, PIPELINE))?.appliedLsn).toBe(second.end);
+    // Two target transactions, in order.
+    expect((await other.query(`SELECT count(DISTINCT xmin::text)::int AS n FROM accounts WHERE id IN (1, 2)`)).rows[0].n).toBe(2);
+  });
+
+  it('fails the next group when the group committing behind it failed, and commits neither', async () => {
+    const a = applier();
+    // Group 1 moves a unique value between rows in one batched statement: it fails on the target.
+    for (const [id, email] of [[1, 'tmp@x'], [2, 'a1@x'], [1, 'a2@x']] as const) {
+      const t = tx();
+      await a.change(t.tx, accounts, 'update', row(id, email, 7), null);
+      a.endTransaction(t.tx, t.end, new Date(), true, null);
+    }
+    const committed: string[] = [];
+    await a.commitBehind((done) => committed.push(done.lsn));
+    const next = tx();
+    await a.change(next.tx, accounts, 'update', row(3, 'a3@x', 3), null);
+    a.endTransaction(next.tx, next.end, new Date(), true, null);
+    await expect(a.commit()).rejects.toThrow(/duplicate key/);
+    await a.rollback();
+    expect(committed).toEqual([]);
+    expect((await readPipelineState(other, PIPELINE))?.appliedLsn).toBe('0/1000');
+    expect((await other.query(`SELECT count(*)::int AS n FROM accounts WHERE balance <> 100`)).rows[0].n).toBe(0);
+    // The connection is usable again: the worker replays from the applied LSN.
+    const again = tx();
+    await a.change(again.tx, accounts, 'update', row(3, 'a3@x', 33), null);
+    a.endTransaction(again.tx, again.end, new Date(), true, null);
+    expect((await a.commit())?.lsn).toBe(again.end);
+  });
+
   it('fails a group whose batched updates move a unique value between rows, and applies the same transactions in strict mode', async () => {
     const swap = async (a: TransactionApplier) => {
       for (const [id, email] of [[1, 'tmp@x'], [2, 'a1@x'], [1, 'a2@x']] as const) {
