@@ -131,6 +131,66 @@ describe('the transaction applier', () => {
     expect(conflicts.rows).toEqual([{ table_name: 'accounts', key: { id: '2' }, kind: 'update' }]);
   });
 
+  it('waits for a local write in progress and keeps it when it commits later than the source change (update and delete, the conflict check folded into the write)', async () => {
+    const a = applier();
+    // Source change after the seed rows, local write after the source change: time is the subject.
+    await new Promise((r) => setTimeout(r, 5));
+    const older = tx();
+    await new Promise((r) => setTimeout(r, 5));
+    await a.change(older.tx, accounts, 'update', row(3, 'a3@x', 33), null);
+    await a.change(older.tx, accounts, 'delete', { id: '4' }, null);
+    await a.change(older.tx, accounts, 'update', row(5, 'a5@x', 55), null);
+    await a.change(older.tx, accounts, 'delete', { id: '6' }, null);
+    a.endTransaction(older.tx, older.end, new Date(), true, null);
+    // A local transaction holds rows 3 and 4 while the group is applied: the applier waits
+    // for it and, once it has committed (later than the source change), keeps its rows.
+    const local = new pg.Client({ connectionString: url });
+    await local.connect();
+    try {
+      await local.query(`BEGIN`);
+      await local.query(`UPDATE accounts SET note = 'local' WHERE id IN (3, 4)`);
+      const applying = a.commit();
+      // The applier's backend is blocked on the local transaction's row locks before it commits.
+      for (;;) {
+        const { rows } = await other.query(`SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'`);
+        if (rows[0].n > 0) break;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      await local.query(`COMMIT`);
+      await applying;
+    } finally {
+      await local.end();
+    }
+    expect((await other.query(`SELECT id::int, balance, note FROM accounts WHERE id BETWEEN 3 AND 6 ORDER BY id`)).rows).toEqual([
+      { id: 3, balance: 100, note: 'local' },
+      { id: 4, balance: 100, note: 'local' },
+      { id: 5, balance: 55, note: 'n' },
+    ]);
+    const conflicts = await other.query(`SELECT key, kind FROM strangler_sync.conflicts ORDER BY key->>'id'`);
+    expect(conflicts.rows).toEqual([
+      { key: { id: '3' }, kind: 'update' },
+      { key: { id: '4' }, kind: 'delete' },
+    ]);
+  });
+
+  it('applies changes of rows with an array column (written from a VALUES list, not unnest)', async () => {
+    await other.query(`DROP TABLE IF EXISTS tagged; CREATE TABLE tagged (id bigint PRIMARY KEY, tags text[])`);
+    await other.query(`INSERT INTO tagged VALUES (1, '{a}'), (2, '{b}'), (3, '{c}')`);
+    const tagged: TablePlan = { ...parents, source: 'tagged', target: 'tagged', columns: [col('id', 'bigint', true), col('tags', 'text[]')] };
+    const a = applier();
+    // A source change committed after the seed rows (no conflict).
+    const t = tx(BigInt(Date.now() + 60_000) * 1000n);
+    await a.change(t.tx, tagged, 'update', { id: '1', tags: '{x,"y z"}' }, null);
+    await a.change(t.tx, tagged, 'update', { id: '2', tags: '{}' }, null);
+    await a.change(t.tx, tagged, 'delete', { id: '3' }, null);
+    a.endTransaction(t.tx, t.end, new Date(), true, null);
+    await a.commit();
+    expect((await other.query(`SELECT id::int, tags FROM tagged ORDER BY id`)).rows).toEqual([
+      { id: 1, tags: ['x', 'y z'] },
+      { id: 2, tags: [] },
+    ]);
+  });
+
   it('keeps the order of changes across tables when the target has foreign keys between them', async () => {
     const a = applier({ ordered: true });
     const t1 = tx();
@@ -144,6 +204,50 @@ describe('the transaction applier', () => {
     await a.commit();
     expect((await other.query(`SELECT id::int, parent_id::int FROM children`)).rows).toEqual([{ id: 2, parent_id: 2 }]);
     expect((await other.query(`SELECT id::int FROM parents`)).rows).toEqual([{ id: 2 }]);
+  });
+
+  it('collects the next group while the previous one commits behind it, and reports it committed only once it is', async () => {
+    const a = applier();
+    const first = tx();
+    await a.change(first.tx, accounts, 'update', row(1, 'a1@x', 1), null);
+    a.endTransaction(first.tx, first.end, new Date(), true, null);
+    const committed: string[] = [];
+    await a.commitBehind((done) => committed.push(done.lsn));
+    // The next group collects at once; its commit waits for the one behind it.
+    const second = tx();
+    await a.change(second.tx, accounts, 'update', row(2, 'a2@x', 2), null);
+    a.endTransaction(second.tx, second.end, new Date(), true, null);
+    const done = await a.commit();
+    expect(committed).toEqual([first.end]);
+    expect(done?.lsn).toBe(second.end);
+    expect((await readPipelineState(other, PIPELINE))?.appliedLsn).toBe(second.end);
+    // Two target transactions, in order.
+    expect((await other.query(`SELECT count(DISTINCT xmin::text)::int AS n FROM accounts WHERE id IN (1, 2)`)).rows[0].n).toBe(2);
+  });
+
+  it('fails the next group when the group committing behind it failed, and commits neither', async () => {
+    const a = applier();
+    // Group 1 moves a unique value between rows in one batched statement: it fails on the target.
+    for (const [id, email] of [[1, 'tmp@x'], [2, 'a1@x'], [1, 'a2@x']] as const) {
+      const t = tx();
+      await a.change(t.tx, accounts, 'update', row(id, email, 7), null);
+      a.endTransaction(t.tx, t.end, new Date(), true, null);
+    }
+    const committed: string[] = [];
+    await a.commitBehind((done) => committed.push(done.lsn));
+    const next = tx();
+    await a.change(next.tx, accounts, 'update', row(3, 'a3@x', 3), null);
+    a.endTransaction(next.tx, next.end, new Date(), true, null);
+    await expect(a.commit()).rejects.toThrow(/duplicate key/);
+    await a.rollback();
+    expect(committed).toEqual([]);
+    expect((await readPipelineState(other, PIPELINE))?.appliedLsn).toBe('0/1000');
+    expect((await other.query(`SELECT count(*)::int AS n FROM accounts WHERE balance <> 100`)).rows[0].n).toBe(0);
+    // The connection is usable again: the worker replays from the applied LSN.
+    const again = tx();
+    await a.change(again.tx, accounts, 'update', row(3, 'a3@x', 33), null);
+    a.endTransaction(again.tx, again.end, new Date(), true, null);
+    expect((await a.commit())?.lsn).toBe(again.end);
   });
 
   it('fails a group whose batched updates move a unique value between rows, and applies the same transactions in strict mode', async () => {

@@ -15,6 +15,7 @@ import {
   sameShape,
   updateManyStatement,
   updateStatement,
+  writeUnlessLaterStatement,
   type Statement,
   type Tuple,
 } from './apply.ts';
@@ -77,7 +78,15 @@ function runLimit(table: TablePlan, kind: Kind): number {
   return Math.min(kind === 'insert' ? 5_000 : 1_000, Math.floor(MAX_PARAMS / Math.max(perRow + 2, 1)));
 }
 
-const EMPTY_GROUP = (): AppliedGroup & { minCommitUs: bigint | null; startedAt: number } => ({ lsn: '', sourceCommitAt: null, rows: 0, transactions: 0, heartbeat: null, minCommitUs: null, startedAt: 0 });
+/** One group: what it has collected, and whether its target transaction is open. */
+interface GroupState {
+  open: boolean;
+  runs: Map<TablePlan, Run>;
+  nets: Map<TablePlan, Map<string, Net>>;
+  group: AppliedGroup & { minCommitUs: bigint | null; startedAt: number };
+}
+
+const newGroup = (): GroupState => ({ open: false, runs: new Map(), nets: new Map(), group: { lsn: '', sourceCommitAt: null, rows: 0, transactions: 0, heartbeat: null, minCommitUs: null, startedAt: 0 } });
 
 /**
  * Applies source transactions to the target, several to one target transaction (a group):
@@ -96,10 +105,10 @@ const EMPTY_GROUP = (): AppliedGroup & { minCommitUs: bigint | null; startedAt: 
  */
 export class TransactionApplier {
   readonly #o: ApplierOptions;
-  #open = false;
-  #runs = new Map<TablePlan, Run>();
-  #nets = new Map<TablePlan, Map<string, Net>>();
-  #group = EMPTY_GROUP();
+  /** The group collecting changes now. */
+  #s = newGroup();
+  /** The group before it, still being applied and committed (commitBehind): at most one. */
+  #behind: Promise<void> | null = null;
   #strict = false;
 
   constructor(options: ApplierOptions) {
@@ -117,57 +126,76 @@ export class TransactionApplier {
 
   /** Source transactions ended in the open group (applied or skipped). */
   get pending(): { transactions: number; rows: number; ageMs: number; lsn: string } {
-    return { transactions: this.#group.transactions, rows: this.#group.rows, ageMs: this.#group.startedAt ? Date.now() - this.#group.startedAt : 0, lsn: this.#group.lsn };
+    const g = this.#s.group;
+    return { transactions: g.transactions, rows: g.rows, ageMs: g.startedAt ? Date.now() - g.startedAt : 0, lsn: g.lsn };
   }
 
-  /** A target transaction is open (locks may be held). */
+  /** A target transaction is open (locks may be held): the current group's or the one committing behind it. */
   get open(): boolean {
-    return this.#open;
+    return this.#s.open || this.#behind !== null;
   }
 
-  async #begin(): Promise<void> {
-    if (this.#open) return;
-    await this.#o.target.query('BEGIN');
-    this.#open = true;
-    if (!this.#group.startedAt) this.#group.startedAt = Date.now();
+  /**
+   * Waits until the group committing behind the current one (commitBehind) is committed;
+   * throws its error if it failed (it was rolled back; the stream must resend it).
+   */
+  async settle(): Promise<void> {
+    const behind = this.#behind;
+    if (!behind) return;
+    try {
+      await behind;
+    } finally {
+      if (this.#behind === behind) this.#behind = null;
+    }
   }
 
-  async #run(st: Statement): Promise<pg.QueryResult> {
-    await this.#begin();
-    return this.#o.target.query(st.sql, st.params);
+  async #begin(s: GroupState): Promise<void> {
+    if (s.open) return;
+    // The group's statements go after the previous group's COMMIT, never into its transaction.
+    if (s === this.#s) await this.settle();
+    // Prepared statements (writeUnlessLaterStatement) run their generic plan: index probes per key.
+    await this.#o.target.query('BEGIN; SET LOCAL plan_cache_mode = force_generic_plan');
+    s.open = true;
+    if (!s.group.startedAt) s.group.startedAt = Date.now();
+  }
+
+  async #run(s: GroupState, st: Statement): Promise<pg.QueryResult> {
+    await this.#begin(s);
+    return this.#o.target.query(st.name ? { name: st.name, text: st.sql, values: st.params } : { text: st.sql, values: st.params });
   }
 
   /** One decoded row change of a table this pipeline applies. */
   async change(tx: SourceTx, table: TablePlan, kind: Kind, row: Tuple, oldKey: Tuple | null): Promise<void> {
-    if (!this.#group.startedAt) this.#group.startedAt = Date.now();
-    this.#group.rows++;
+    const s = this.#s;
+    if (!s.group.startedAt) s.group.startedAt = Date.now();
+    s.group.rows++;
     if (kind === 'update') {
       // A key change moves the row: its old key finds it, one statement of its own.
       const moved = oldKey !== null && table.key.some((k) => oldKey[k] !== undefined && oldKey[k] !== row[k]);
       if (moved || this.#strict || table.key.some((k) => row[k] === undefined)) {
-        await this.#flushNet(table);
-        await this.#flushBefore(table, null);
-        await this.#updateOne(tx, table, oldKey, row);
+        await this.#flushNet(s, table);
+        await this.#flushBefore(s, table, null);
+        await this.#updateOne(s, tx, table, oldKey, row);
         return;
       }
     }
-    if (!this.#o.ordered && !this.#strict) return this.#addNet(tx, table, kind, row);
-    let run = await this.#flushBefore(table, kind);
+    if (!this.#o.ordered && !this.#strict) return this.#addNet(s, tx, table, kind, row);
+    let run = await this.#flushBefore(s, table, kind);
     if (run && (!sameShape(run.rows[0], row) || run.rows.length >= runLimit(table, kind))) {
-      await this.#flushRun(run);
+      await this.#flushRun(s, run);
       run = undefined;
     }
     if (!run) {
       run = { table, kind, rows: [], times: [] };
-      this.#runs.set(table, run);
+      s.runs.set(table, run);
     }
     run.rows.push(row);
     run.times.push(tx.commitTimeUs);
   }
 
-  async #addNet(tx: SourceTx, table: TablePlan, kind: Kind, row: Tuple): Promise<void> {
-    let nets = this.#nets.get(table);
-    if (!nets) this.#nets.set(table, (nets = new Map()));
+  async #addNet(s: GroupState, tx: SourceTx, table: TablePlan, kind: Kind, row: Tuple): Promise<void> {
+    let nets = s.nets.get(table);
+    if (!nets) s.nets.set(table, (nets = new Map()));
     const k = keyString(table, row);
     const prev = nets.get(k);
     const checks = prev?.checks ?? [];
@@ -180,20 +208,20 @@ export class TransactionApplier {
       for (const c in row) if (row[c] !== undefined) merged[c] = row[c];
       nets.set(k, { final: prev.final, row: merged, fresh: false, checks: prev.final === 'insert' ? checks : [...checks, { key: row, time: tx.commitTimeUs }] });
     } else nets.set(k, { final: 'update', row, fresh: false, checks: [...checks, { key: row, time: tx.commitTimeUs }] });
-    if (nets.size >= runLimit(table, 'insert')) await this.#flushNet(table);
+    if (nets.size >= runLimit(table, 'insert')) await this.#flushNet(s, table);
   }
 
   /**
    * Applies the net changes of a table: conflicts checked in one statement, then deletes,
    * new rows (COPY when many), upserts of complete rows, updates of partial ones.
    */
-  async #flushNet(table: TablePlan): Promise<void> {
-    const nets = this.#nets.get(table);
+  async #flushNet(s: GroupState, table: TablePlan): Promise<void> {
+    const nets = s.nets.get(table);
     if (!nets || nets.size === 0) return;
-    this.#nets.delete(table);
-    const entries = [...nets.values()];
+    s.nets.delete(table);
+    const entries = await this.#writeUnlessLater(s, table, [...nets.values()]);
     const checks = entries.flatMap((e) => e.checks.map((c, i) => ({ ...c, entry: e, last: i === e.checks.length - 1 })));
-    const conflicted = await this.#conflicts({ table, kind: 'update', rows: checks.map((c) => c.key), times: checks.map((c) => c.time) }, checks.map((c) => (c.entry.final === 'delete' && c.last ? 'delete' : 'update')));
+    const conflicted = await this.#conflicts(s, { table, kind: 'update', rows: checks.map((c) => c.key), times: checks.map((c) => c.time) }, checks.map((c) => (c.entry.final === 'delete' && c.last ? 'delete' : 'update')));
     const skipped = new Set<Net>();
     checks.forEach((c, i) => {
       // The key's last change lost to a later local write: the key keeps the local row.
@@ -201,20 +229,20 @@ export class TransactionApplier {
     });
     const live = entries.filter((e) => !skipped.has(e));
     const deletes = live.filter((e) => e.final === 'delete').map((e) => e.row);
-    for (let i = 0; i < deletes.length; i += 500) await this.#run(deleteManyStatement(table, deletes.slice(i, i + 500)));
+    for (let i = 0; i < deletes.length; i += 500) await this.#run(s, deleteManyStatement(table, deletes.slice(i, i + 500)));
     const complete = live.filter((e) => e.final !== 'delete' && isComplete(table, e.row));
     const fresh = complete.filter((e) => e.fresh);
     const copied = new Set<Net>();
     if (fresh.length >= 50) {
       // New rows only (inserted once in this group, after any delete of them was applied): COPY.
-      await this.#begin();
+      await this.#begin(s);
       const { sql, data } = copyRows(table, fresh.map((e) => e.row));
       await pipeline(Readable.from([data]), this.#o.target.query(copyFrom(sql)));
       for (const e of fresh) copied.add(e);
     }
     const upserts = complete.filter((e) => !copied.has(e)).map((e) => e.row);
     const perStatement = Math.max(1, Math.floor(MAX_PARAMS / table.columns.length));
-    for (let i = 0; i < upserts.length; i += perStatement) await this.#run(insertManyStatement(table, upserts.slice(i, i + perStatement)));
+    for (let i = 0; i < upserts.length; i += perStatement) await this.#run(s, insertManyStatement(table, upserts.slice(i, i + perStatement)));
     // Updates that leave a column out (unchanged TOAST), by the columns they carry.
     const partial = live.filter((e) => e.final !== 'delete' && !isComplete(table, e.row));
     const shapes = new Map<string, Tuple[]>();
@@ -223,9 +251,46 @@ export class TransactionApplier {
       shapes.set(shape, [...(shapes.get(shape) ?? []), e.row]);
     }
     for (const rows of shapes.values()) {
-      const found = new Set((await this.#run(updateManyStatement(table, rows))).rows.map((r) => table.key.map((_, i) => r[`__k${i}`]).join('\u0000')));
-      for (const row of rows) if (!found.has(keyString(table, row))) await this.#recreate(table, row);
+      const found = new Set((await this.#run(s, updateManyStatement(table, rows))).rows.map((r) => table.key.map((_, i) => r[`__k${i}`]).join('\u0000')));
+      for (const row of rows) if (!found.has(keyString(table, row))) await this.#recreate(s, table, row);
     }
+  }
+
+  /**
+   * Deletes and updates of existing rows with the conflict check folded into the write (one
+   * statement per kind and shape, see writeUnlessLaterStatement). Returns the entries left for
+   * the general path: new rows, and the keys the fast path did not write (missing on the
+   * target, or in conflict: checked, recorded and decided there exactly as before).
+   */
+  async #writeUnlessLater(s: GroupState, table: TablePlan, entries: Net[]): Promise<Net[]> {
+    if (!this.#o.checkConflicts) return entries;
+    const groups = new Map<string, Net[]>();
+    const rest: Net[] = [];
+    for (const e of entries) {
+      if (e.final === 'insert' || e.checks.length === 0) {
+        rest.push(e);
+        continue;
+      }
+      const shape = e.final === 'delete' ? 'delete' : table.columns.map((c) => (e.row[c.source] === undefined ? '0' : '1')).join('');
+      const list = groups.get(shape);
+      if (list) list.push(e);
+      else groups.set(shape, [e]);
+    }
+    // Deletes first, as on the general path: a unique value a deleted row held may be taken by another.
+    const shapes = [...groups.keys()].sort((a, b) => (a === 'delete' ? -1 : b === 'delete' ? 1 : 0));
+    for (const shape of shapes) {
+      const list = groups.get(shape)!;
+      const kind = shape === 'delete' ? 'delete' : 'update';
+      const perRow = (kind === 'delete' ? table.key.length : table.columns.length) + 1;
+      const chunk = Math.max(1, Math.floor(MAX_PARAMS / perRow));
+      for (let i = 0; i < list.length; i += chunk) {
+        const part = list.slice(i, i + chunk);
+        const earliest = part.map((e) => e.checks.reduce((min, c) => (c.time < min ? c.time : min), e.checks[0].time));
+        const written = new Set((await this.#run(s, writeUnlessLaterStatement(table, kind, part.map((e) => e.row), earliest, this.#o.ownOrigin))).rows.map((r) => table.key.map((_, k) => r[`__k${k}`]).join('\u0000')));
+        for (const e of part) if (!written.has(keyString(table, e.row))) rest.push(e);
+      }
+    }
+    return rest;
   }
 
   /**
@@ -233,13 +298,13 @@ export class TransactionApplier {
    * sent on its own): every other table's when ordered, this table's when its kind differs.
    * Returns this table's run that the change may join.
    */
-  async #flushBefore(table: TablePlan, kind: Kind | null): Promise<Run | undefined> {
+  async #flushBefore(s: GroupState, table: TablePlan, kind: Kind | null): Promise<Run | undefined> {
     if (this.#o.ordered || this.#strict) {
-      for (const run of [...this.#runs.values()]) if (run.table !== table || run.kind !== kind) await this.#flushRun(run);
+      for (const run of [...s.runs.values()]) if (run.table !== table || run.kind !== kind) await this.#flushRun(s, run);
     }
-    const run = this.#runs.get(table);
+    const run = s.runs.get(table);
     if (run && run.kind !== kind) {
-      await this.#flushRun(run);
+      await this.#flushRun(s, run);
       return undefined;
     }
     return run;
@@ -247,25 +312,27 @@ export class TransactionApplier {
 
   /** Sends everything pending for a table (its shape is about to change). */
   async flushTable(table: TablePlan): Promise<void> {
-    await this.#flushNet(table);
-    for (const run of [...this.#runs.values()]) if (run.table === table || this.#o.ordered || this.#strict) await this.#flushRun(run);
+    const s = this.#s;
+    await this.#flushNet(s, table);
+    for (const run of [...s.runs.values()]) if (run.table === table || this.#o.ordered || this.#strict) await this.#flushRun(s, run);
   }
 
   /** Runs `fn` in the group's target transaction (opened if need be): bookkeeping and DDL that must commit with the rows. */
   async inTransaction<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
-    await this.#begin();
+    await this.#begin(this.#s);
     return fn(this.#o.target);
   }
 
   /** TRUNCATE of tables this pipeline applies: after every change before it. */
   async truncate(tables: TablePlan[]): Promise<void> {
-    await this.#flushAll();
-    for (const table of tables) await this.#run({ sql: `TRUNCATE ${q(table.target)}`, params: [] });
+    const s = this.#s;
+    await this.#flushAll(s);
+    for (const table of tables) await this.#run(s, { sql: `TRUNCATE ${q(table.target)}`, params: [] });
   }
 
   /** A source transaction ended (`applied` false: skipped, an echo of the other direction). */
   endTransaction(tx: SourceTx, commitEndLsn: string, commitTime: Date | null, applied: boolean, heartbeat: string | null): void {
-    const g = this.#group;
+    const g = this.#s.group;
     if (!g.startedAt) g.startedAt = Date.now();
     g.lsn = commitEndLsn;
     if (!applied) return;
@@ -281,56 +348,88 @@ export class TransactionApplier {
    * source transaction ended since the last commit.
    */
   async commit(also?: (client: pg.Client) => Promise<void>): Promise<(AppliedGroup & { hold: boolean }) | null> {
-    const g = this.#group;
-    if (!g.lsn) return null;
-    await this.#flushAll();
-    await this.#begin();
+    await this.settle();
+    const s = this.#s;
+    if (!s.group.lsn) return null;
+    const done = await this.#commit(s, also);
+    this.#s = newGroup();
+    return done;
+  }
+
+  /**
+   * Commits the group behind the next one: a new group starts collecting at once while this
+   * one's statements and COMMIT run on the target (the worker decodes and sorts the next
+   * source transactions meanwhile, instead of waiting). The next group's first statement,
+   * commit() and settle() wait for it first, so the target sees the groups one after the
+   * other, as before; `onCommitted` runs once it is committed (only then may the source be
+   * acknowledged). If it fails, it is rolled back and the next settle point throws its error.
+   */
+  async commitBehind(onCommitted: (done: AppliedGroup & { hold: boolean }) => void): Promise<void> {
+    await this.settle();
+    const s = this.#s;
+    if (!s.group.lsn) return;
+    this.#s = newGroup();
+    const behind = this.#commit(s).then(onCommitted, async (err) => {
+      if (s.open) {
+        s.open = false;
+        await this.#o.target.query('ROLLBACK').catch(() => undefined);
+      }
+      throw err;
+    });
+    // Observed at the next settle point, not here.
+    behind.catch(() => undefined);
+    this.#behind = behind;
+  }
+
+  async #commit(s: GroupState, also?: (client: pg.Client) => Promise<void>): Promise<AppliedGroup & { hold: boolean }> {
+    const g = s.group;
+    await this.#flushAll(s);
+    await this.#begin(s);
     await also?.(this.#o.target);
     // The rows carry a source commit time (track_commit_timestamp): the group's earliest, so a
     // later change of one of them never looks older than it (and own rows are skipped anyway).
     await this.#o.target.query(`SELECT pg_replication_origin_xact_setup($1, timestamptz 'epoch' + $2::bigint * interval '1 microsecond')`, [g.lsn, (g.minCommitUs ?? 0n).toString()]);
     const hold = await this.#o.store.applied(this.#o.target, g);
     await this.#o.target.query('COMMIT');
-    this.#open = false;
-    this.#group = EMPTY_GROUP();
+    s.open = false;
     return { ...g, hold };
   }
 
-  /** Drops the open group (the stream will send it again). */
+  /** Drops the open group, after the one committing behind it has finished either way (the stream will send what is not committed again). */
   async rollback(): Promise<void> {
-    this.#runs.clear();
-    this.#nets.clear();
-    this.#group = EMPTY_GROUP();
-    if (this.#open) {
-      this.#open = false;
+    await this.settle().catch(() => undefined);
+    const s = this.#s;
+    this.#s = newGroup();
+    if (s.open) {
+      s.open = false;
       await this.#o.target.query('ROLLBACK').catch(() => undefined);
     }
   }
 
-  async #flushAll(): Promise<void> {
-    for (const table of [...this.#nets.keys()]) await this.#flushNet(table);
-    for (const run of [...this.#runs.values()]) await this.#flushRun(run);
+  async #flushAll(s: GroupState): Promise<void> {
+    for (const table of [...s.nets.keys()]) await this.#flushNet(s, table);
+    for (const run of [...s.runs.values()]) await this.#flushRun(s, run);
   }
 
-  async #flushRun(run: Run): Promise<void> {
-    this.#runs.delete(run.table);
+  async #flushRun(s: GroupState, run: Run): Promise<void> {
+    s.runs.delete(run.table);
     const { table } = run;
     if (run.kind === 'insert') {
       if (run.rows.length >= 50) {
         // Large runs go through COPY. No conflict is possible: transactions at or below the
         // applied LSN are never resent, and an interrupted group was rolled back whole.
-        await this.#begin();
+        await this.#begin(s);
         const { sql, data } = copyRows(table, run.rows);
         await pipeline(Readable.from([data]), this.#o.target.query(copyFrom(sql)));
         return;
       }
-      await this.#run(insertManyStatement(table, run.rows));
+      await this.#run(s, insertManyStatement(table, run.rows));
       return;
     }
-    const conflicted = await this.#conflicts(run);
+    const conflicted = await this.#conflicts(s, run);
     if (run.kind === 'delete') {
       const keep = run.rows.filter((_, i) => !conflicted.has(i));
-      if (keep.length) await this.#run(deleteManyStatement(table, keep));
+      if (keep.length) await this.#run(s, deleteManyStatement(table, keep));
       return;
     }
     // Updates: the last change of each key, unless a later local write keeps the row (then
@@ -340,30 +439,30 @@ export class TransactionApplier {
     const rows = [...last.values()].filter((i) => !conflicted.has(i)).map((i) => run.rows[i]);
     if (rows.length === 0) return;
     if (rows.length === 1) {
-      await this.#updateRow(table, null, rows[0]);
+      await this.#updateRow(s, table, null, rows[0]);
       return;
     }
-    const found = new Set((await this.#run(updateManyStatement(table, rows))).rows.map((r) => table.key.map((_, i) => r[`__k${i}`]).join('\u0000')));
-    for (const row of rows) if (!found.has(keyString(table, row))) await this.#recreate(table, row);
+    const found = new Set((await this.#run(s, updateManyStatement(table, rows))).rows.map((r) => table.key.map((_, i) => r[`__k${i}`]).join('\u0000')));
+    for (const row of rows) if (!found.has(keyString(table, row))) await this.#recreate(s, table, row);
   }
 
-  async #updateOne(tx: SourceTx, table: TablePlan, oldKey: Tuple | null, row: Tuple): Promise<void> {
-    const conflicted = await this.#conflicts({ table, kind: 'update', rows: [oldKey ?? row], times: [tx.commitTimeUs] });
+  async #updateOne(s: GroupState, tx: SourceTx, table: TablePlan, oldKey: Tuple | null, row: Tuple): Promise<void> {
+    const conflicted = await this.#conflicts(s, { table, kind: 'update', rows: [oldKey ?? row], times: [tx.commitTimeUs] });
     if (conflicted.size) return;
-    await this.#updateRow(table, oldKey, row);
+    await this.#updateRow(s, table, oldKey, row);
   }
 
-  async #updateRow(table: TablePlan, oldKey: Tuple | null, row: Tuple): Promise<void> {
-    const result = await this.#run(updateStatement(table, oldKey, row));
-    if (result.rowCount === 0) await this.#recreate(table, row);
+  async #updateRow(s: GroupState, table: TablePlan, oldKey: Tuple | null, row: Tuple): Promise<void> {
+    const result = await this.#run(s, updateStatement(table, oldKey, row));
+    if (result.rowCount === 0) await this.#recreate(s, table, row);
   }
 
   /** An updated row missing on the target is inserted, if the change carries all of it. */
-  async #recreate(table: TablePlan, row: Tuple): Promise<void> {
+  async #recreate(s: GroupState, table: TablePlan, row: Tuple): Promise<void> {
     if (!isComplete(table, row)) {
       throw new Error(`row of "${table.target}" to update is missing and the change does not carry every column (unchanged TOAST); run: strangler sync verify`);
     }
-    await this.#run(insertStatement(table, row));
+    await this.#run(s, insertStatement(table, row));
   }
 
   /**
@@ -371,14 +470,14 @@ export class TransactionApplier {
    * other side within the lag). The later commit wins: those changes are skipped and recorded
    * (strangler status shows the count). Returns the indices of the skipped rows of the run.
    */
-  async #conflicts(run: Run, kinds?: Kind[]): Promise<Set<number>> {
+  async #conflicts(s: GroupState, run: Run, kinds?: Kind[]): Promise<Set<number>> {
     const out = new Set<number>();
     if (!this.#o.checkConflicts || run.rows.length === 0) return out;
     const { table } = run;
     const chunk = Math.max(1, Math.floor(MAX_PARAMS / (table.key.length + 2)));
     for (let start = 0; start < run.rows.length; start += chunk) {
       const keys = run.rows.slice(start, start + chunk);
-      const result = await this.#run(conflictCheckStatement(table, keys, run.times.slice(start, start + chunk), this.#o.ownOrigin));
+      const result = await this.#run(s, conflictCheckStatement(table, keys, run.times.slice(start, start + chunk), this.#o.ownOrigin));
       for (const r of result.rows) {
         const i = start + Number(r.__i);
         out.add(i);

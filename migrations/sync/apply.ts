@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { quoteIdent as q, type TablePlan } from './plan.ts';
 
 /** A decoded row: column → text value as PostgreSQL printed it, null, or undefined for "unchanged TOAST". */
@@ -5,7 +6,10 @@ export type Tuple = Record<string, string | null | undefined>;
 
 export interface Statement {
   sql: string;
-  params: Array<string | null>;
+  /** Text values; an array for a parameter typed as an array. */
+  params: Array<string | null | Array<string | null>>;
+  /** Prepared under this name (once per connection): for statements whose text repeats. */
+  name?: string;
 }
 
 /**
@@ -138,29 +142,106 @@ export function updateManyStatement(table: TablePlan, rows: Tuple[]): Statement 
  * Returns per conflicting pair its index in `keys`, and both commit times.
  */
 export function conflictCheckStatement(table: TablePlan, keys: Tuple[], commitTimesUs: bigint[], ownOrigin: number | null): Statement {
-  const params: Array<string | null> = [];
   const keyCols = table.key.map((k) => q(targetOf(table, k)));
-  const values = keys.map((key, i) => {
-    const cells = table.key.map((k) => (params.push(key[k] as string | null), `$${params.length}::${typeOf(table, k)}`));
-    params.push(String(i));
-    const at = `$${params.length}::int`;
-    params.push(commitTimesUs[i].toString());
-    return `(${[...cells, at, `$${params.length}::bigint`].join(', ')})`;
-  });
   const alias = table.key.map((_, i) => `__c${i}`);
+  const names = `__v(${[...alias, '__i', '__us'].join(', ')})`;
+  let source: string;
+  let params: Statement['params'];
+  let generic = false;
+  if (table.key.some((k) => typeOf(table, k).endsWith(']'))) {
+    // unnest() would flatten an array key: a VALUES list instead (planned each time).
+    const flat: Array<string | null> = [];
+    const values = keys.map((key, i) => {
+      const cells = table.key.map((k) => (flat.push(key[k] as string | null), `$${flat.length}::${typeOf(table, k)}`));
+      flat.push(String(i));
+      const at = `$${flat.length}::int`;
+      flat.push(commitTimesUs[i].toString());
+      return `(${[...cells, at, `$${flat.length}::bigint`].join(', ')})`;
+    });
+    source = `VALUES ${values.join(', ')}`;
+    params = flat;
+  } else {
+    // Arrays, prepared, generic plan: index probes per key (see writeUnlessLaterStatement).
+    source = `SELECT * FROM unnest(${[...table.key.map((k, i) => `$${i + 1}::${typeOf(table, k)}[]`), `$${table.key.length + 1}::int[]`, `$${table.key.length + 2}::bigint[]`].join(', ')})`;
+    params = [...table.key.map((k) => keys.map((key) => key[k] as string | null)), keys.map((_, i) => String(i)), commitTimesUs.map(String)];
+    generic = true;
+  }
   const ts = `(timestamptz 'epoch' + __v.__us * interval '1 microsecond')`;
   const notOwn = ownOrigin === null ? '' : ` AND (pg_xact_commit_timestamp_origin(__l.__x)).roident IS DISTINCT FROM ${Number(ownOrigin)}`;
-  return {
-    sql: `WITH __v(${[...alias, '__i', '__us'].join(', ')}) AS (VALUES ${values.join(', ')}),
+  const sql = `WITH ${names} AS (${source}),
           __l AS (SELECT ${keyCols.map((c, i) => `${c} AS ${alias[i]}`).join(', ')}, xmin AS __x FROM ${q(table.target)} WHERE (${keyCols.join(', ')}) IN (SELECT ${alias.join(', ')} FROM __v) FOR UPDATE)
           SELECT __v.__i, pg_xact_commit_timestamp(__l.__x)::text AS local_at, ${ts}::text AS source_at
             FROM __l JOIN __v ON ${alias.map((a) => `__l.${a} = __v.${a}`).join(' AND ')}
-           WHERE pg_xact_commit_timestamp(__l.__x) > ${ts}${notOwn}`,
-    params,
-  };
+           WHERE pg_xact_commit_timestamp(__l.__x) > ${ts}${notOwn}`;
+  return generic ? { sql, params, name: preparedName(sql) } : { sql, params };
+}
+
+/** A prepared statement's name: its text's, so a statement is prepared once per connection and shape. */
+function preparedName(sql: string): string {
+  return `strangler_${createHash('sha1').update(sql).digest('hex').slice(0, 20)}`;
 }
 
 /** The key of a row as one string (for sets and maps of keys). */
 export function keyString(table: TablePlan, row: Tuple): string {
   return table.key.map((k) => String(row[k])).join('\u0000');
+}
+
+/**
+ * The condition "no other writer committed this target row (`__t`) later than the source
+ * change (`__v.__us`)": the negation of conflictCheckStatement's. A row without a commit
+ * time (older than track_commit_timestamp, or written earlier in this transaction) and a row
+ * this pipeline wrote itself (its origin) are never a conflict, as there.
+ */
+function notLaterLocally(ownOrigin: number | null): string {
+  const local = 'pg_xact_commit_timestamp(__t.xmin)';
+  const notOwn = ownOrigin === null ? '' : ` AND (pg_xact_commit_timestamp_origin(__t.xmin)).roident IS DISTINCT FROM ${Number(ownOrigin)}`;
+  return `NOT coalesce(${local} > (timestamptz 'epoch' + __v.__us * interval '1 microsecond')${notOwn}, false)`;
+}
+
+/**
+ * The conflict check folded into the write, for changes of existing rows: one UPDATE (rows of
+ * one shape, one per key, keys unchanged) or DELETE of the rows that no later local write
+ * touched, RETURNING the keys it wrote. In READ COMMITTED a row another transaction is writing
+ * is waited for and the condition evaluated again on its new version, so a local write in
+ * progress is seen, as conflictCheckStatement's FOR UPDATE sees it; one statement, one row
+ * lock instead of a lock, a check and a second write. A key not returned is either missing on
+ * the target or in conflict: the caller sorts those out the slow way.
+ * `commitTimesUs[i]`: the earliest source commit time of row i's changes (no conflict with the
+ * earliest means none with any later one).
+ */
+export function writeUnlessLaterStatement(table: TablePlan, kind: 'update' | 'delete', rows: Tuple[], commitTimesUs: bigint[], ownOrigin: number | null): Statement {
+  if (rows.length === 0) throw new Error('writeUnlessLaterStatement needs at least one row');
+  const cols = kind === 'delete' ? table.key.map((k) => table.columns.find((c) => c.source === k)!) : table.columns.filter((c) => rows[0][c.source] !== undefined);
+  const alias = cols.map((_, i) => `__v${i}`);
+  const index = new Map(cols.map((c, i) => [c.source, alias[i]]));
+  const where = table.key.map((k) => `__t.${q(targetOf(table, k))} = __v.${index.get(k)}`).join(' AND ');
+  const names = `__v(${[...alias, '__us'].join(', ')})`;
+  let from: string;
+  let params: Statement['params'];
+  let generic = false;
+  if (cols.some((c) => c.type.endsWith(']'))) {
+    // unnest() would flatten an array column's values: a VALUES list instead (planned each time).
+    params = [];
+    const flat = params as Array<string | null>;
+    const values = rows.map((row, i) => `(${[...cols.map((c) => (flat.push(row[c.source] as string | null), `$${flat.length}::${c.type}`)), (flat.push(commitTimesUs[i].toString()), `$${flat.length}::bigint`)].join(', ')})`);
+    from = `(VALUES ${values.join(', ')}) AS ${names}`;
+  } else {
+    // One array per column: the same text for any number of rows, so the statement is prepared
+    // once per connection and its generic plan (the caller's transaction forces one) probes
+    // the key's index row by row. Planned for the actual count, a thousand keys on a table of
+    // a hundred thousand rows get a hash join over the whole table: several times slower.
+    params = [...cols.map((c) => rows.map((row) => row[c.source] as string | null)), commitTimesUs.map(String)];
+    from = `unnest(${[...cols.map((c, i) => `$${i + 1}::${c.type}[]`), `$${cols.length + 1}::bigint[]`].join(', ')}) AS ${names}`;
+    generic = true;
+  }
+  const returning = `RETURNING ${table.key.map((k, i) => `__t.${q(targetOf(table, k))}::text AS __k${i}`).join(', ')}`;
+  let sql: string;
+  if (kind === 'delete') sql = `DELETE FROM ${q(table.target)} AS __t USING ${from} WHERE ${where} AND ${notLaterLocally(ownOrigin)} ${returning}`;
+  else {
+    const set = cols.filter((c) => !table.key.includes(c.source)).map((c) => `${q(c.target)} = __v.${index.get(c.source)}`);
+    // A key-only table has nothing to set: the key itself, to lock and return the row.
+    const assignments = set.length ? set : [`${q(targetOf(table, table.key[0]))} = __t.${q(targetOf(table, table.key[0]))}`];
+    sql = `UPDATE ${q(table.target)} AS __t SET ${assignments.join(', ')} FROM ${from} WHERE ${where} AND ${notLaterLocally(ownOrigin)} ${returning}`;
+  }
+  return generic ? { sql, params, name: preparedName(sql) } : { sql, params };
 }

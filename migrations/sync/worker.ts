@@ -269,7 +269,11 @@ export class SyncWorker {
     try {
       let waiting: Promise<StreamItem | null> | null = null;
       for (;;) {
-        if (this.#hold?.phase === 'pause' && !this.#tx && !applier.pending.lsn) await this.#pauseForHold();
+        if (this.#hold?.phase === 'pause' && !this.#tx && !applier.pending.lsn) {
+          // Everything received is applied: once the group behind is committed too, stand here.
+          await applier.settle();
+          await this.#pauseForHold();
+        }
         const next: Promise<StreamItem | null> = waiting ?? stream.next();
         waiting = null;
         if (!this.#tx && applier.pending.lsn && !stream.hasBuffered) {
@@ -278,8 +282,7 @@ export class SyncWorker {
           // stays within GROUP_IDLE_MS).
           const first = await Promise.race([next, new Promise<'idle'>((r) => setTimeout(() => r('idle'), GROUP_LIMITS.idleMs))]);
           if (first === 'idle') {
-            const done = await applier.commit();
-            if (done) this.#committed(done);
+            await applier.commitBehind((done) => this.#committed(done));
             waiting = next;
             continue;
           }
@@ -322,6 +325,8 @@ export class SyncWorker {
    */
   async #keepalive(lsn: string, stream: ReplicationStream, applier: TransactionApplier): Promise<void> {
     if (this.#tx || applier.pending.lsn || stream.hasBuffered) return;
+    // Not past a group still committing: only once it is.
+    await applier.settle();
     stream.acknowledge(lsn);
     // Nothing more to apply before a hold's point: stand there.
     if (this.#hold?.phase === 'run' && compareLsn(lsn, this.#hold.at) >= 0) await this.#standAt(this.#hold.at);
@@ -379,8 +384,11 @@ export class SyncWorker {
       case 'delete':
         return this.#change(applier, m);
       case 'relation':
+        // Reads and writes the target directly: never inside the transaction of a group committing behind.
+        await applier.settle();
         return this.#relation(applier, m);
       case 'truncate': {
+        await applier.settle();
         const tx = this.#tx;
         if (!tx || tx.skip) return;
         const tables = m.relations.map((rel) => this.#byRelation.get(rel.name)).filter((t): t is TablePlan => t !== undefined && !this.#paused.has(t.source));
@@ -574,6 +582,7 @@ export class SyncWorker {
     const commitTime = m.commitTime ? new Date(Number(m.commitTime as unknown as bigint) / 1000) : null;
     if (tx.handover) {
       // Before its transaction opens: the wait must hold no lock the other pipeline may need.
+      await applier.settle();
       if (!applier.open) await this.#afterCounterpartPauses(this.#target!, tx.handover);
       const handover = tx.handover;
       let paused: Set<string> | null = null;
@@ -589,9 +598,12 @@ export class SyncWorker {
     const g = applier.pending;
     // The group is committed when it is large or old enough (bounded locks, memory and lag),
     // or when the stream goes quiet (#consume).
-    if (applier.strict || g.transactions >= GROUP_LIMITS.transactions || g.rows >= GROUP_LIMITS.rows || g.ageMs >= GROUP_LIMITS.ms) {
+    if (applier.strict) {
       const done = await applier.commit();
       if (done) this.#committed(done);
+    } else if (g.transactions >= GROUP_LIMITS.transactions || g.rows >= GROUP_LIMITS.rows || g.ageMs >= GROUP_LIMITS.ms) {
+      // The next group collects while this one is applied (at most one behind).
+      await applier.commitBehind((done) => this.#committed(done));
     }
   }
 
