@@ -27,12 +27,22 @@ export interface RunningPlane extends Endpoint {
   stop(): Promise<void>;
 }
 
+/** One engine running from a whole configuration, serving once it has acknowledged its first route table. */
+export interface RunningEngine {
+  url: string;
+  port: number;
+  instanceId: string;
+  stop(): Promise<void>;
+}
+
 /**
- * A data plane the suite runs against: the Node engine here; another engine (HAProxy) adds its
- * own entry to DATA_PLANES and every row runs against it too.
+ * A data plane the suites run against: the Node engine and the HAProxy engine; each row of
+ * gateway/conformance*.test.ts and gateway/engines.test.ts runs against every entry of DATA_PLANES.
  */
 export interface DataPlane {
-  name: string;
+  name: 'node' | 'haproxy';
+  /** The engine on a free port, from a whole configuration (its control database and Redis). */
+  engine(config: ResolvedConfig, instanceId: string): Promise<RunningEngine>;
   start(upstream: ConformanceUpstream, settings: PlaneSettings): Promise<RunningPlane>;
 }
 
@@ -44,6 +54,10 @@ const sum = (text: string, metric: string) =>
 
 export const nodeDataPlane: DataPlane = {
   name: 'node',
+  async engine(config, instanceId) {
+    const gw = await startGateway(config, { port: 0, instanceId });
+    return { url: gw.url, port: gw.port, instanceId, stop: gw.stop };
+  },
   async start(upstream, settings) {
     const env = await gatewayTestEnv('conformance', []);
     const config: ResolvedConfig = { ...env.config, legacy: { ...env.config.legacy, url: upstream.url }, gateway: { ...env.config.gateway, ...settings } };
@@ -77,16 +91,29 @@ async function haproxyStat(socket: string, proxy: string, server: string): Promi
  * The HAProxy engine (gateway/haproxy/): a real HAProxy (gateway.haproxy.binary) on a free port
  * with its own Runtime API socket, driven by its agent from a real control database and Redis.
  */
+async function startHaproxyForTest(config: ResolvedConfig, instanceId: string) {
+  const engine = await startHaproxyEngine(config, { port: 0, instanceId, runDir: mkdtempSync(join(tmpdir(), 'strangler-haproxy-')) });
+  // Serving once the first table is in HAProxy (acknowledged).
+  const redis = new Redis(config.redis.url);
+  try {
+    const keys = redisKeys(config.redis.keyPrefix);
+    await waitFor('HAProxy to acknowledge its first route table', async () => Number((await redis.hget(keys.gateway(engine.instanceId), 'version')) ?? -1) >= 0, 10_000, 20);
+  } finally {
+    redis.disconnect();
+  }
+  return engine;
+}
+
 export const haproxyDataPlane: DataPlane = {
   name: 'haproxy',
+  async engine(config, instanceId) {
+    const engine = await startHaproxyForTest(config, instanceId);
+    return { url: engine.url, port: engine.port, instanceId, stop: engine.stop };
+  },
   async start(upstream, settings) {
     const env = await gatewayTestEnv('conformance_hx', []);
     const config: ResolvedConfig = { ...env.config, legacy: { ...env.config.legacy, url: upstream.url }, gateway: { ...env.config.gateway, ...settings } };
-    const engine = await startHaproxyEngine(config, { port: 0, instanceId: `hx-conformance-${process.pid}`, runDir: mkdtempSync(join(tmpdir(), 'strangler-haproxy-')) });
-    // Serving once the first table is in HAProxy (acknowledged).
-    const redis = new Redis(config.redis.url);
-    const keys = redisKeys(config.redis.keyPrefix);
-    await waitFor('HAProxy to acknowledge its first route table', async () => Number((await redis.hget(keys.gateway(engine.instanceId), 'version')) ?? -1) >= 0, 10_000, 20);
+    const engine = await startHaproxyForTest(config, `hx-conformance-${process.pid}`);
     return {
       url: engine.url,
       host: new URL(engine.url).hostname,
@@ -97,7 +124,6 @@ export const haproxyDataPlane: DataPlane = {
         return { upstreamErrors: Number(legacy.hrsp_5xx || 0), clientAborts: Number(legacy.cli_abrt || 0) };
       },
       async stop() {
-        redis.disconnect();
         await engine.stop();
         await env.cleanup();
       },

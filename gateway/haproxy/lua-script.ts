@@ -254,7 +254,9 @@ local function admit(txn)
   -- JWT at the edge: verified by haproxy.cfg (jwt_verify) before this action.
   local issuer = txn:get_var("txn.jwt_issuer")
   local sub = issuer and txn:get_var("txn.jwt_sub")
-  if issuer and not sub then issuer = nil end
+  -- SECURITY: an id with a line break or other control character never reaches a header (token-verifier.ts refuses it too).
+  if issuer and (not sub or sub == "" or sub:find("%c")) then issuer = nil end
+  if issuer and (txn:get_var("txn.jwt_email") or ""):find("%c") then txn:unset_var("txn.jwt_email") end
   local protected = not CONFIG.publicPaths[m] and longest(m, lookup_protected) ~= nil
   if protected and not issuer then
     local bearer = txn:get_var("txn.bearer")
