@@ -2,8 +2,11 @@
  * `npm run bench:gateway`: gateway throughput and latency against baselines measured in the
  * same run on the same machine: the upstream direct, nginx as a reverse proxy (installed with
  * apt when missing and allowed), the bare node:http + undici proxy the gateway is built on, and
- * the gateway bare, with every feature on, and with 2 workers.
+ * the gateway bare, with every feature on, and with 2 workers; the HAProxy engine (strangler
+ * haproxy, one thread) bare and with routing + JWT + rate limit + canary.
  * Targets (the gateway issue): all features on ≥ 0.35× nginx's req/s, p99 ≤ 2× nginx's.
+ * Issue 21: HAProxy all on ≥ 0.8× nginx's req/s and p99 ≤ 1.3× nginx's; the Node engine all on
+ * ≥ 0.8× the node:http + undici floor's req/s and p99 ≤ 1.3× the floor's.
  * Every target runs up front and is measured in interleaved rounds (BENCH_ROUNDS × BENCH_SECONDS).
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -83,11 +86,13 @@ http { access_log off;
     const client = new pg.Client({ connectionString: controlUrl });
     await client.connect();
     await commitRouteChange(client, 'strangler', [{ prefix: '/api/invoices', service: 'invoices', mode: 'service', weight: 0 }], { actor: 'bench', command: 'bench', outcome: 'applied' });
+    // The HAProxy all-on row routes a canary (its users hashed to a side per request).
+    await commitRouteChange(client, 'strangler', [{ prefix: '/api/orders', service: 'invoices', mode: 'canary', weight: 50 }], { actor: 'bench', command: 'bench', outcome: 'applied' });
     await client.end();
     const secret = generateSecret();
     const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('42').setIssuer('legacy').setExpirationTime('2h').sign(new TextEncoder().encode(secret));
 
-    const gateway = async (name: string, gw: Record<string, unknown>, workers = 1, headers?: Record<string, string>) => {
+    const gateway = async (name: string, gw: Record<string, unknown>, workers = 1, headers?: Record<string, string>, engine: 'node' | 'haproxy' = 'node', path = '/api/invoices') => {
       const port = await freePort();
       const file = join(dir, `${name.replace(/\W+/g, '-')}.yaml`);
       writeFileSync(
@@ -103,10 +108,12 @@ http { access_log off;
         }),
       );
       const profile = process.env.BENCH_PROFILE ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_PROFILE] : [];
-      const child = start(process.execPath, [...profile, resolve(ROOT, 'bin/strangler.js'), 'gateway', '--config', file, '--workers', String(workers)]);
+      // strangler haproxy: HAProxy (its pid a child of the agent's, so the CPU column counts both) and the agent.
+      const args = engine === 'haproxy' ? ['haproxy', '--config', file, '--run-dir', join(dir, `haproxy-${port}`)] : ['gateway', '--config', file, '--workers', String(workers)];
+      const child = start(process.execPath, [...profile, resolve(ROOT, 'bin/strangler.js'), ...args]);
       await waitFor(name, () => isListening(port), 30_000);
-      await new Promise((r) => setTimeout(r, workers > 1 ? 1500 : 300));
-      targets.push({ name, url: `http://127.0.0.1:${port}/api/invoices`, headers, pid: child.pid });
+      await new Promise((r) => setTimeout(r, workers > 1 || engine === 'haproxy' ? 1500 : 300));
+      targets.push({ name, url: `http://127.0.0.1:${port}${path}`, headers, pid: child.pid });
     };
     const limit = [{ prefix: '/api', limit: 1_000_000_000, windowMs: 60_000 }];
     await gateway('gateway, bare proxy', { protectedPrefixes: [], rateLimits: [] });
@@ -116,6 +123,10 @@ http { access_log off;
     }
     await gateway('gateway, all features on', { rateLimits: limit }, 1, { authorization: `Bearer ${token}` });
     await gateway('gateway, all on, --workers 2', { rateLimits: limit }, 2, { authorization: `Bearer ${token}` });
+    // The HAProxy engine with one thread (as nginx has one worker): bare, and routing + JWT + rate limit + canary.
+    const hx = { engine: 'haproxy', haproxy: { threads: 1 } };
+    await gateway('haproxy, bare proxy', { ...hx, protectedPrefixes: [], rateLimits: [] }, 1, undefined, 'haproxy');
+    await gateway('haproxy, all on (+ canary)', { ...hx, rateLimits: limit }, 1, { authorization: `Bearer ${token}` }, 'haproxy', '/api/orders');
 
     const results = await measureRounds(targets, { rounds, seconds });
     const nginx = results.find((r) => r.name === 'nginx (1 worker)');
@@ -129,6 +140,11 @@ http { access_log off;
       say(`target: all features on ≥ 0.35× nginx req/s → ${roundRatio(full, nginx).toFixed(2)}×; p99 ≤ 2× nginx → ${roundRatio(full, nginx, 'p99').toFixed(2)}× (medians of the per-round ratios; of the medians: ${(full.p99 / Math.max(nginx.p99, 0.01)).toFixed(2)}×)`);
       say(`the floor of the stack (node:http + undici, no features): ${roundRatio(floor, nginx).toFixed(2)}× nginx req/s, p99 ${roundRatio(floor, nginx, 'p99').toFixed(2)}× nginx; all features on = ${roundRatio(full, floor).toFixed(2)}× the floor's req/s`);
     }
+    const hxFull = results.find((r) => r.name === 'haproxy, all on (+ canary)');
+    if (nginx && hxFull) {
+      say(`target (issue 21): HAProxy all on ≥ 0.8× nginx req/s → ${roundRatio(hxFull, nginx).toFixed(2)}×; p99 ≤ 1.3× nginx → ${roundRatio(hxFull, nginx, 'p99').toFixed(2)}×`);
+    }
+    say(`target (issue 21, the Node engine on its own floor): all features on ≥ 0.8× the floor's req/s → ${roundRatio(full, floor).toFixed(2)}×; p99 ≤ 1.3× the floor's → ${roundRatio(full, floor, 'p99').toFixed(2)}×`);
     if (full.cpuUs !== undefined && floor.cpuUs !== undefined) {
       say(`CPU per request: all features on ${full.cpuUs} µs, the floor ${floor.cpuUs} µs${nginx?.cpuUs !== undefined ? `, nginx ${nginx.cpuUs} µs` : ''} (the gateway's own work: ${full.cpuUs - floor.cpuUs} µs)`);
     }

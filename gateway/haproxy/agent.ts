@@ -11,8 +11,8 @@ import type { LiveRouteState } from '../route-state.ts';
 import { gatewaySecrets } from '../server.ts';
 import type { EndpointView } from '../upstreams.ts';
 import { runHaproxy, writeRendered, type HaproxyProcess } from './process.ts';
-import { renderHaproxy, serviceBackend, type JwksKey, type RenderedHaproxy } from './render-config.ts';
-import { routeMapEntries } from './route-maps.ts';
+import { FIGURES_TABLE, renderHaproxy, serviceBackend, type JwksKey, type RenderedHaproxy } from './render-config.ts';
+import { fastMapEntries, routeMapEntries } from './route-maps.ts';
 import { createRegistrySlots } from './registry-slots.ts';
 import { replaceMap, runtimeCommand } from './runtime-api.ts';
 import { createRedisRegistry } from '../../core/registry/redis-registry.ts';
@@ -75,13 +75,39 @@ export function renderFor(config: ResolvedConfig, layout: { runDir: string; port
   return renderHaproxy(config, { adminToken: secrets.adminToken, issuers: issuersOf(config, secrets.jwtSecret), jwks }, { runDir: resolve(layout.runDir), port: layout.port, host: config.gateway.host });
 }
 
-/** Parses `strangler figures` (lua-script.ts): service, side, requests, 5xx, counts per latency bucket. */
-export function parseFigures(text: string): Array<{ service: string; target: 'legacy' | 'service'; requests: number; errors: number; latency: number[] }> {
-  return text
-    .split('\n')
-    .map((l) => l.trim().split(' '))
-    .filter((w) => w.length === 4 + LATENCY_BOUNDS_MS.length + 1 && (w[1] === 'legacy' || w[1] === 'service'))
-    .map(([service, target, requests, errors, ...latency]) => ({ service, target: target as 'legacy' | 'service', requests: Number(requests), errors: Number(errors), latency: latency.map(Number) }));
+/** One key of the figures table (`show table figures`): `<service>:<side>` and its cumulative counters. */
+export interface FigureCounters {
+  service: string;
+  target: 'legacy' | 'service';
+  /** gpc0 requests, gpc1 5xx, then one per LATENCY_BOUNDS_MS bucket and one past the last. */
+  counters: number[];
+}
+
+/** Parses `show table figures` (render-config.ts figureRules). */
+export function parseFigureTable(text: string): FigureCounters[] {
+  const out: FigureCounters[] = [];
+  for (const line of text.split('\n')) {
+    const key = / key=([a-z][a-z0-9-]*):(legacy|service) /.exec(line);
+    if (!key) continue;
+    const counters: number[] = [];
+    for (const m of line.matchAll(/ gpc(\d+)=(\d+)/g)) counters[Number(m[1])] = Number(m[2]);
+    out.push({ service: key[1], target: key[2] as 'legacy' | 'service', counters });
+  }
+  return out;
+}
+
+/**
+ * Pure: what was counted since the last read (HAProxy's counters are cumulative and 32-bit: a
+ * counter that wrapped still gives its delta).
+ */
+export function figureDeltas(now: FigureCounters[], last: Map<string, number[]>): Array<{ service: string; target: 'legacy' | 'service'; requests: number; errors: number; latency: number[] }> {
+  return now.map((f) => {
+    const key = `${f.service}:${f.target}`;
+    const before = last.get(key) ?? [];
+    last.set(key, f.counters);
+    const d = f.counters.map((c, i) => (c - (before[i] ?? 0)) >>> 0);
+    return { service: f.service, target: f.target, requests: d[0] ?? 0, errors: d[1] ?? 0, latency: d.slice(2, 2 + LATENCY_BOUNDS_MS.length + 1) };
+  });
 }
 
 /** `show stat` CSV as rows keyed by its header's names. */
@@ -111,6 +137,7 @@ export async function startHaproxyEngine(config: ResolvedConfig, options: StartH
   const haproxy = await runHaproxy(g.haproxy.binary, rendered, (line) => logger.info({ haproxy: line }, 'haproxy'));
 
   let alive = true;
+  const serviceNames = new Set(config.services.map((s) => s.name));
   const follower = createRouteFollower(config, {
     instanceId,
     logger,
@@ -119,7 +146,9 @@ export async function startHaproxyEngine(config: ResolvedConfig, options: StartH
     beforeAckRequired: true,
     beforeAck: async (table) => {
       if (!alive) throw new Error('HAProxy is not running');
+      // The Lua's map first: a request that finds "lua" in the new fast map reads the new routes too.
       await replaceMap(rendered.socket, rendered.routesMap, routeMapEntries(table));
+      await replaceMap(rendered.socket, rendered.fastMap, fastMapEntries(table, serviceNames));
       logger.info({ version: table.version, routes: table.routes.length }, 'route table applied to HAProxy');
     },
   });
@@ -134,9 +163,11 @@ export async function startHaproxyEngine(config: ResolvedConfig, options: StartH
 
   const figures = new RouteFigures(redis, keys, redisHealth);
   figures.start();
+  const lastCounters = new Map<string, number[]>();
   const readFigures = async () => {
     try {
-      for (const f of parseFigures(await runtimeCommand(rendered.socket, 'strangler figures'))) figures.add(f.service, f.target, f.requests, f.errors, f.latency);
+      const table = parseFigureTable(await runtimeCommand(rendered.socket, `show table ${FIGURES_TABLE}`));
+      for (const f of figureDeltas(table, lastCounters)) if (f.requests > 0) figures.add(f.service, f.target, f.requests, f.errors, f.latency);
     } catch (err) {
       if (alive) logger.warn({ err }, 'cannot read the per-route figures from HAProxy');
     }

@@ -1,20 +1,19 @@
 /**
- * The Lua HAProxy runs for the strangler engine (lua-load). It does per request what HAProxy has
- * no native directive for, the same way the Node engine does it:
- * - the request path normalised and the tricks refused (path-normalize.ts, line for line);
- * - the route found by longest prefix on segment boundaries (route-choice.ts matchRoute) in the
- *   routes map the agent replaces through the Runtime API (`prepare map` / `commit map`);
- * - the side chosen (route-choice.ts chooseTarget), canary users bucketed by THE SAME hash as
- *   canary.ts (FNV-1a then murmur3's fmix32 over the UTF-16 code units of `service:key`);
- * - writes to a fenced prefix held until the map lifts the fence, its lease runs out, or
- *   fenceHoldMs passes (503);
- * - per-route figures (requests, 5xx, latency histogram) for canary analysis, read by the agent
- *   with the `strangler figures` Runtime API command.
- * Tokens are verified natively (jwt_verify, haproxy.cfg) before it runs; it reads the outcome
- * from txn.jwt_issuer / txn.jwt_sub. CONFIG (the prelude render-config.ts writes) holds the rest.
+ * The Lua HAProxy runs for the strangler engine (lua-load), only where haproxy.cfg cannot decide
+ * natively (a plain path to a legacy or service route takes no Lua at all):
+ * - strangler_path, for a path that is not plain: normalised and the tricks refused exactly as
+ *   path-normalize.ts does; also drops the headers a request's Connection header lists;
+ * - strangler_route, for canary, fenced and method-scoped routes: the route by longest prefix on
+ *   segment boundaries in the routes map the agent replaces through the Runtime API; the side by
+ *   route-choice.ts' rules, canary users bucketed by THE SAME hash as canary.ts (FNV-1a then
+ *   murmur3's fmix32 over the UTF-16 code units of `service:key`); writes to a fenced prefix held
+ *   until the map lifts the fence, its lease runs out, or fenceHoldMs passes (503);
+ * - strangler_response: drops the headers a response's Connection header lists.
+ * Both request actions fail closed (500). CONFIG is the prelude render-config.ts writes.
  */
 export const STRANGLER_LUA = String.raw`
 local routes = Map.new(CONFIG.routesMap, Map._str)
+local routes_fast = Map.new(CONFIG.fastMap, Map._beg)
 local SAFE = { GET = true, HEAD = true, OPTIONS = true }
 local HEX = "0123456789ABCDEF"
 math.randomseed(os.time() + core.now().usec)
@@ -98,8 +97,6 @@ local function longest(m, has)
 end
 
 local function lookup_route(p) return routes:lookup(p) end
-local function lookup_rule(p) return CONFIG.rateLimits[p] end
-local function lookup_protected(p) return CONFIG.protectedPrefixes[p] end
 
 -- A map value: "<service> <mode> <weight> <fenceUntil ms, 0: none> <methods, comma-separated, or *>".
 local parsed = {}
@@ -184,34 +181,8 @@ local function refuse(txn, status, code, message, headers)
   txn:done(reply)
 end
 
--- ── figures (metrics.ts RouteFigures: per service and side, summed until the agent reads them) ─
-local BOUNDS = CONFIG.latencyBounds
-local figures = {}
+-- Writes held by the fence right now (gateway.fenceMaxHeld bounds them).
 local held = 0
-
-local function record(service, target, status, ms)
-  local key = service .. " " .. target
-  local f = figures[key]
-  if not f then
-    f = { requests = 0, errors = 0, latency = {} }
-    for i = 1, #BOUNDS + 1 do f.latency[i] = 0 end
-    figures[key] = f
-  end
-  f.requests = f.requests + 1
-  if status >= 500 then f.errors = f.errors + 1 end
-  local i = 1
-  while i <= #BOUNDS and ms > BOUNDS[i] do i = i + 1 end
-  f.latency[i] = f.latency[i] + 1
-end
-
--- One line per service and side: "<service> <target> <requests> <errors> <count per latency bucket...>"; the counts restart.
-core.register_cli({ "strangler", "figures" }, "strangler figures : per-route figures since the last read (the agent's)", function(applet)
-  local taken = figures
-  figures = {}
-  for key, f in pairs(taken) do
-    applet:send(key .. " " .. f.requests .. " " .. f.errors .. " " .. table.concat(f.latency, " ") .. "\n")
-  end
-end)
 
 -- Headers a Connection header lists are for one hop only (RFC 9110 §7.6.1): never passed on.
 local function drop_listed(value, del)
@@ -240,46 +211,27 @@ local function denial(status, code, message, headers)
   return { status = status, code = code, message = message, headers = headers }
 end
 
-local function admit(txn)
+-- ── the path (only for requests whose path is not plain, or whose Connection lists headers) ──
+local function normalise(txn)
   local raw = txn.sf:path() or "/"
   local path, m = normalize(raw)
   -- SECURITY: a path this engine cannot read exactly as the upstream will is refused, never guessed.
   if not path then return denial(400, "BAD_INPUT", "the request path is refused: " .. m) end
   if path ~= raw then txn.http:req_set_path(path) end
+  txn:set_var("txn.mp", m .. "/")
+  txn:set_var("txn.fast", routes_fast:lookup(m .. "/") or "")
   if txn.f:req_hdr_cnt("connection") > 0 then
     drop_listed(txn.sf:req_fhdr("connection"), function(h) txn.http:req_del_header(h) end)
     txn.http:req_del_header("connection") -- HAProxy sets the upstream connection's own mode
   end
+end
 
-  -- JWT at the edge: verified by haproxy.cfg (jwt_verify) before this action.
+-- ── the route (only for routes the cfg cannot decide alone: canary, fenced, method-scoped) ──
+local function route_request(txn)
+  local mp = txn:get_var("txn.mp") or "/"
+  local m = mp == "//" and "/" or mp:sub(1, -2)
   local issuer = txn:get_var("txn.jwt_issuer")
   local sub = issuer and txn:get_var("txn.jwt_sub")
-  -- SECURITY: an id with a line break or other control character never reaches a header (token-verifier.ts refuses it too).
-  if issuer and (not sub or sub == "" or sub:find("%c")) then issuer = nil end
-  if issuer and (txn:get_var("txn.jwt_email") or ""):find("%c") then txn:unset_var("txn.jwt_email") end
-  local protected = not CONFIG.publicPaths[m] and longest(m, lookup_protected) ~= nil
-  if protected and not issuer then
-    local bearer = txn:get_var("txn.bearer")
-    local session = CONFIG.sessionCookie and not bearer and txn.sf:req_cook(CONFIG.sessionCookie)
-    -- SECURITY: in session-cookie mode the monolith checks its session; no identity is vouched for.
-    if not (session and session ~= "") then
-      local message = bearer and "the token could not be verified (signature, algorithm, issuer, audience, exp or nbf)" or "this endpoint needs a bearer token: Authorization: Bearer <token>"
-      return denial(401, "UNAUTHENTICATED", message, { ["www-authenticate"] = 'Bearer error="invalid_token", error_description="' .. message .. '"' })
-    end
-  end
-  if not issuer then
-    txn:unset_var("txn.jwt_sub")
-    txn:unset_var("txn.jwt_email")
-    txn:unset_var("txn.jwt_issuer")
-  end
-
-  -- Rate limits: the longest matching rule's stick table, per user, else per address (haproxy.cfg tracks and refuses).
-  local rule_prefix, rule = longest(m, lookup_rule)
-  if rule then
-    txn:set_var("txn.rl_rule", rule)
-    txn:set_var("txn.rl_key", issuer and ("user:" .. sub) or ("ip:" .. (txn.sf:src() or "")))
-  end
-
   local method = txn.sf:method()
   local prefix, route = longest(m, lookup_route)
   -- The switchover fence: writes wait for a table that lifts it (or its lease), at most fenceHoldMs.
@@ -307,7 +259,7 @@ local function admit(txn)
   end
 
   local side, r = choose(txn, route, method, function()
-    if issuer then return sub end
+    if issuer and sub then return sub end
     local c = txn.sf:req_cook(CONFIG.canaryCookie)
     if c and c:find("^[A-Za-z0-9_-]+$") and #c >= 16 and #c <= 64 then return c end
     c = new_cookie_value()
@@ -321,28 +273,28 @@ local function admit(txn)
     backend = (safe or r.mode == "canary") and CONFIG.services[r.service].backend or CONFIG.services[r.service].strictBackend
   end
   txn:set_var("txn.backend", backend)
-  if r then txn:set_priv({ service = r.service, target = side, started = now_ms() }) end
+  if r then
+    txn:set_var("txn.fig_svc", r.service)
+    txn:set_var("txn.fig_side", side)
+  end
 end
 
-core.register_action("strangler_request", { "http-req" }, function(txn)
-  -- SECURITY: fail closed: an error in the checks refuses the request (a failed action would let it through unchecked).
-  local ok, refused = pcall(admit, txn)
-  if not ok then
-    core.Alert("strangler_request: " .. tostring(refused))
-    return refuse(txn, 500, "INTERNAL", "internal gateway error")
-  end
-  if refused then return refuse(txn, refused.status, refused.code, refused.message, refused.headers) end
-end, 0)
+local function action(name, fn)
+  core.register_action(name, { "http-req" }, function(txn)
+    -- SECURITY: fail closed: an error in the checks refuses the request (a failed action would let it through unchecked).
+    local ok, refused = pcall(fn, txn)
+    if not ok then
+      core.Alert(name .. ": " .. tostring(refused))
+      return refuse(txn, 500, "INTERNAL", "internal gateway error")
+    end
+    if refused then return refuse(txn, refused.status, refused.code, refused.message, refused.headers) end
+  end, 0)
+end
+action("strangler_path", normalise)
+action("strangler_route", route_request)
 
 local function observe(txn)
-  if txn.f:res_hdr_cnt("connection") > 0 then drop_listed(txn.sf:res_fhdr("connection"), function(h) txn.http:res_del_header(h) end) end
-  local p = txn:get_priv()
-  if type(p) ~= "table" then return end
-  local status = tonumber(txn.sf:status()) or 0
-  -- Served by the service backend's backup server: legacy answered.
-  local target = p.target
-  if target == "service" and txn.sf:srv_name() == "legacy" then target = "legacy" end
-  record(p.service, target, status, now_ms() - p.started)
+  drop_listed(txn.sf:res_fhdr("connection"), function(h) txn.http:res_del_header(h) end)
 end
 
 core.register_action("strangler_response", { "http-res" }, function(txn)

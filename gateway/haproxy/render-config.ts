@@ -22,7 +22,12 @@ export interface RenderedHaproxy {
   cfgFile: string;
   socket: string;
   routesMap: string;
+  /** The map the cfg routes plain requests by (map_beg on the lowercased path + "/"). */
+  fastMap: string;
 }
+
+/** The stick table the per-route figures are counted in. */
+export const FIGURES_TABLE = 'figures';
 
 /** Server slots per registry-discovered service (instances beyond them are not routed to, and logged). */
 export const REGISTRY_SLOTS = 16;
@@ -105,6 +110,7 @@ export function renderHaproxy(config: ResolvedConfig, secrets: { adminToken: str
   const cfgFile = join(runDir, 'haproxy.cfg');
   const socket = join(runDir, 'haproxy.sock');
   const routesMap = join(runDir, 'routes.map');
+  const fastMap = join(runDir, 'fast.map');
   const luaFile = join(runDir, 'strangler.lua');
   if (g.auth.mode === 'session-cookie' && /[^A-Za-z0-9_.-]/.test(g.auth.sessionCookie)) throw new StranglerError(`gateway.auth.sessionCookie "${g.auth.sessionCookie}": expected letters, digits, "_", "." or "-"`, 'CONFIG_INVALID');
   const keys = nativeKeys(secrets.issuers, secrets.jwks ?? {}, runDir);
@@ -116,17 +122,17 @@ export function renderHaproxy(config: ResolvedConfig, secrets: { adminToken: str
     routesMap,
     legacyBackend: LEGACY_BACKEND,
     services: Object.fromEntries(config.services.map((s) => [s.name, { backend: serviceBackend(s.name), strictBackend: strictServiceBackend(s.name) }])),
-    protectedPrefixes: Object.fromEntries(g.protectedPrefixes.map((p) => [norm(p), true])),
-    publicPaths: Object.fromEntries(g.publicPaths.map((p) => [norm(p), true])),
-    rateLimits: Object.fromEntries(rateRules.map((r) => [r.prefix, r.table])),
-    sessionCookie: g.auth.mode === 'session-cookie' ? g.auth.sessionCookie : null,
+    fastMap,
     canaryCookie: CANARY_COOKIE,
     fenceHoldMs: g.fenceHoldMs,
     fenceMaxHeld: g.fenceMaxHeld,
-    latencyBounds: [...LATENCY_BOUNDS_MS],
   };
   files['strangler.lua'] = `-- Rendered by strangler from ${config.file ?? 'defaults'}; do not edit (strangler haproxy --render-only).\nlocal CONFIG = ${lua(luaConfig)}\n${STRANGLER_LUA}`;
   files['routes.map'] = '';
+  files['fast.map'] = '';
+  // Keys end with "/" so that map_beg's longest match is a match on segment boundaries (mp is the lowercased path + "/").
+  const slash = (p: string) => (p === '/' ? '/' : `${p}/`);
+  files['ratelimits.map'] = rateRules.map((r) => `${slash(r.prefix)} ${r.table}\n`).join('');
 
   const tol = g.auth.clockToleranceSeconds;
   const jwt: string[] = [
@@ -175,6 +181,23 @@ export function renderHaproxy(config: ResolvedConfig, secrets: { adminToken: str
     );
   }
 
+  // Per-route figures for canary analysis (metrics.ts RouteFigures), counted natively in a stick
+  // table keyed "<service>:<side>": gpc0 requests, gpc1 5xx, then one per latency bucket (ms from
+  // admission to the response head); the agent reads the counters (show table) into Redis.
+  const found = '{ var(txn.fig_key) -m found }';
+  const figureRules = [
+    "  http-response set-var(txn.fig_side) str(legacy) if { var(txn.fig_side) -m str service } { srv_name legacy }",
+    '  http-response set-var(txn.fig_key) var(txn.fig_svc),concat(:,txn.fig_side,) if { var(txn.fig_svc) -m found }',
+    `  http-response track-sc2 var(txn.fig_key) table ${FIGURES_TABLE} if ${found}`,
+    `  http-response set-var(txn.fig_ms) date(0,ms),sub(txn.fig_t0) if ${found}`,
+    `  http-response sc-inc-gpc(0,2) if ${found}`,
+    `  http-response sc-inc-gpc(1,2) if ${found} { status ge 500 }`,
+    ...[...LATENCY_BOUNDS_MS, Infinity].map((le, i, all) => {
+      const above = i > 0 ? ` { var(txn.fig_ms) -m int gt ${all[i - 1]} }` : '';
+      const below = Number.isFinite(le) ? ` { var(txn.fig_ms) -m int le ${le} }` : '';
+      return `  http-response sc-inc-gpc(${i + 2},2) if ${found}${above}${below}`;
+    }),
+  ];
   const upstreamHost = (url: string) => new URL(url).host;
   const backends: string[] = [];
   const legacy = config.legacy;
@@ -201,6 +224,7 @@ export function renderHaproxy(config: ResolvedConfig, secrets: { adminToken: str
     backends.push(`backend ${serviceBackend(s.name)}`, ...common, ...servers, serverLine('legacy', legacy.url, legacy.healthCheck, ' backup'), '');
     backends.push(`backend ${strictServiceBackend(s.name)}`, ...common, ...servers, '');
   }
+  backends.push(`backend ${FIGURES_TABLE}`, `  stick-table type string len 200 size 10k store gpc(${LATENCY_BOUNDS_MS.length + 3})`, '');
   for (const r of rateRules) backends.push(`backend ${r.table}`, `  stick-table type string len 200 size 1m expire ${r.windowMs}ms store http_req_rate(${r.windowMs}ms)`, '');
 
   const hop = ['keep-alive', 'te', 'trailer', 'upgrade', 'proxy-authorization', 'proxy-connection', 'proxy', 'expect'];
@@ -246,9 +270,35 @@ export function renderHaproxy(config: ResolvedConfig, secrets: { adminToken: str
     '  acl has_body req.hdr(transfer-encoding) -m found',
     '  http-request return status 400 content-type application/json string \'{"error":{"code":"BAD_INPUT","message":"an Upgrade other than websocket cannot carry a body"}}\' if other_upgrade !websocket_upgrade has_body',
     '  http-request del-header upgrade unless websocket_upgrade',
+    '  # The path: a plain one (nothing to normalise) is matched as it is; any other goes through the Lua port of path-normalize.ts.',
+    '  acl tricky_path path -m sub % ; \\\\ // /.',
+    '  http-request set-var(txn.mp) path,lower,concat(,,/) unless tricky_path',
+    `  http-request set-var(txn.fast) var(txn.mp),map_beg(${fastMap}) unless tricky_path`,
+    '  http-request lua.strangler_path if tricky_path || { req.hdr_cnt(connection) gt 0 } !{ req.fhdr(connection) -i -m reg ^(keep-alive|close)$ }',
     ...jwt,
-    '  http-request lua.strangler_request',
+    '  # SECURITY: an id with a line break or other control character never reaches a header (token-verifier.ts refuses it too).',
+    '  http-request unset-var(txn.jwt_issuer) if { var(txn.jwt_issuer) -m found } !{ var(txn.jwt_sub) -m found }',
+    '  http-request unset-var(txn.jwt_issuer) if { var(txn.jwt_sub) -m reg [[:cntrl:]] } || { var(txn.jwt_sub) -m len 0 }',
+    '  http-request unset-var(txn.jwt_sub) unless { var(txn.jwt_issuer) -m found }',
+    '  http-request unset-var(txn.jwt_email) if !{ var(txn.jwt_issuer) -m found } || { var(txn.jwt_email) -m reg [[:cntrl:]] }',
+    '  # Protected prefixes need a verified token (except the public paths; in session-cookie mode, a session cookie without a token goes on unvouched).',
+    `  acl protected var(txn.mp) -m beg ${g.protectedPrefixes.map((p) => slash(norm(p))).join(' ') || '/nothing-is-protected/'}`,
+    g.publicPaths.length ? `  acl public_path var(txn.mp) -m str ${g.publicPaths.map((p) => slash(norm(p))).join(' ')}` : '  acl public_path always_false',
+    g.auth.mode === 'session-cookie' ? `  acl session_only !{ var(txn.bearer) -m found } { req.cook(${g.auth.sessionCookie}) -m len gt 0 }` : '  acl session_only always_false',
+    `  http-request return status 401 content-type "application/json; charset=utf-8" string '{"error":{"code":"UNAUTHENTICATED","message":"this endpoint needs a valid bearer token: Authorization: Bearer <token>"}}' hdr www-authenticate "Bearer error=\\"invalid_token\\"" if protected !public_path !{ var(txn.jwt_issuer) -m found } !session_only`,
+    `  http-request set-var(txn.rl_rule) var(txn.mp),map_beg(${join(runDir, 'ratelimits.map')})`,
+    '  http-request set-var(txn.rl_key) src',
+    '  http-request set-var(txn.rl_key) str(user:),concat(,txn.jwt_sub,) if { var(txn.jwt_issuer) -m found }',
     ...rate,
+    '  # The route: legacy and unscoped service routes here; canary, fenced and method-scoped ones in Lua (route-choice.ts).',
+    '  acl retry_safe method GET HEAD OPTIONS',
+    '  acl retry_safe req.hdr(idempotency-key) -m len gt 0',
+    '  http-request set-var(txn.fig_t0) date(0,ms)',
+    '  http-request lua.strangler_route if { var(txn.fast) -m str lua }',
+    '  http-request set-var(txn.fig_svc) var(txn.fast),field(2,:) if { var(txn.fast) -m beg service: legacy: }',
+    '  http-request set-var(txn.fig_side) var(txn.fast),field(1,:) if { var(txn.fast) -m beg service: legacy: }',
+    '  http-request set-var(txn.backend) str(svc_),concat(,txn.fig_svc,) if { var(txn.fast) -m beg service: } retry_safe',
+    '  http-request set-var(txn.backend) str(svc_),concat(,txn.fig_svc,_strict) if { var(txn.fast) -m beg service: } !retry_safe',
     '  # Expect: 100-continue is answered here once every check that may refuse the request has passed (as on the Node engine); the upstream never sees it.',
     '  http-request wait-for-body time 1s at-least 1 if { req.hdr(expect) -i -m str 100-continue }',
     '  # SECURITY: identity and forwarding headers come from the gateway only (headers.ts).',
@@ -266,7 +316,8 @@ export function renderHaproxy(config: ResolvedConfig, secrets: { adminToken: str
     '  http-request del-header x-forwarded-host if { req.hdr(x-forwarded-host) -m len 0 }',
     '  http-request set-header x-request-id %[var(txn.request_id)]',
     '  http-request set-header traceparent 00-%[uuid(4),regsub(-,,g)]-%[rand,hex,lower]-01 unless { req.hdr_cnt(traceparent) eq 1 } { req.hdr(traceparent) -m reg ^[0-9a-e][0-9a-f]-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$ }',
-    '  http-response lua.strangler_response',
+    '  http-response lua.strangler_response if { res.hdr_cnt(connection) gt 0 } !{ res.fhdr(connection) -i -m reg ^(keep-alive|close)$ }',
+    ...figureRules,
     '  http-response del-header x-request-id',
     '  http-response del-header proxy-authenticate',
     '  http-response del-header upgrade',
@@ -279,5 +330,5 @@ export function renderHaproxy(config: ResolvedConfig, secrets: { adminToken: str
     ...backends,
   ].join('\n');
   files['haproxy.cfg'] = `${cfg}\n`;
-  return { files, cfgFile, socket, routesMap };
+  return { files, cfgFile, socket, routesMap, fastMap };
 }
