@@ -72,6 +72,18 @@ http { access_log off;
     say('nginx not available: its baseline is skipped');
   }
 
+  // The floor of the HAProxy engine: HAProxy proxying with no rule at all (one thread, as nginx has one worker).
+  if (existsSync('/usr/sbin/haproxy')) {
+    const hxPort = await freePort();
+    writeFileSync(
+      join(dir, 'haproxy-floor.cfg'),
+      `global\n  nbthread 1\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\nfrontend f\n  bind 127.0.0.1:${hxPort}\n  default_backend b\nbackend b\n  server u 127.0.0.1:${upstreamPort}\n`,
+    );
+    const hxFloor = start('/usr/sbin/haproxy', ['-db', '-f', join(dir, 'haproxy-floor.cfg')]);
+    await waitFor('haproxy floor', () => isListening(hxPort), 20_000);
+    targets.push({ name: 'haproxy, no rules (floor)', url: `http://127.0.0.1:${hxPort}/api/invoices`, pid: hxFloor.pid });
+  }
+
   // The floor of the gateway's own stack (node:http + undici, nothing else), as a second baseline.
   const minPort = await freePort();
   const minProxy = start(process.execPath, ['--import', 'tsx', resolve(ROOT, 'bench/min-proxy.ts'), String(minPort), String(upstreamPort)]);
@@ -141,8 +153,10 @@ http { access_log off;
       say(`the floor of the stack (node:http + undici, no features): ${roundRatio(floor, nginx).toFixed(2)}× nginx req/s, p99 ${roundRatio(floor, nginx, 'p99').toFixed(2)}× nginx; all features on = ${roundRatio(full, floor).toFixed(2)}× the floor's req/s`);
     }
     const hxFull = results.find((r) => r.name === 'haproxy, all on (+ canary)');
+    const hxFloor = results.find((r) => r.name === 'haproxy, no rules (floor)');
     if (nginx && hxFull) {
       say(`target (issue 21): HAProxy all on ≥ 0.8× nginx req/s → ${roundRatio(hxFull, nginx).toFixed(2)}×; p99 ≤ 1.3× nginx → ${roundRatio(hxFull, nginx, 'p99').toFixed(2)}×`);
+      if (hxFloor) say(`HAProxy with no rules: ${roundRatio(hxFloor, nginx).toFixed(2)}× nginx req/s; HAProxy all on = ${roundRatio(hxFull, hxFloor).toFixed(2)}× that floor's req/s, p99 ${roundRatio(hxFull, hxFloor, 'p99').toFixed(2)}×`);
     }
     say(`target (issue 21, the Node engine on its own floor): all features on ≥ 0.8× the floor's req/s → ${roundRatio(full, floor).toFixed(2)}×; p99 ≤ 1.3× the floor's → ${roundRatio(full, floor, 'p99').toFixed(2)}×`);
     if (full.cpuUs !== undefined && floor.cpuUs !== undefined) {
