@@ -178,7 +178,10 @@ export async function startHaproxyEngine(config: ResolvedConfig, options: StartH
   // Each service's instances as HAProxy sees them (health checks, outlier mark-down), for `strangler services`.
   const lastTotals = new Map<string, { requests: number; failures: number }>();
   const publishView = async () => {
-    if (!alive || !redisHealth.ok) return;
+    if (!alive) return;
+    // Alive: /healthz answers 200 while this is recent (render-config.ts AGENT_STALE_S).
+    await runtimeCommand(rendered.socket, `set map ${rendered.agentMap} agent ${Math.floor(Date.now() / 1000)}`).catch(() => undefined);
+    if (!redisHealth.ok) return;
     try {
       const stats = parseStat(await runtimeCommand(rendered.socket, 'show stat'));
       const clusters: Record<string, EndpointView[]> = {};

@@ -58,3 +58,28 @@ it('strangler haproxy --render-only prints haproxy.cfg; --out without --render-o
   expect(refused.code).toBe(2);
   expect(refused.stderr).toMatch(/--out goes with --render-only/);
 });
+
+it('an HAProxy whose agent died says so on /healthz (503: its routes may be stale), so a balancer stops sending to it', async () => {
+  const port = await freePort();
+  const { child, result } = spawnCli(await configFile(port, 'orphan.yaml'), ['haproxy'], { env: secrets });
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  let pid = 0;
+  try {
+    await waitFor('HAProxy started', async () => (pid = Number(/\(pid (\d+)\)/.exec(stderr)?.[1] ?? 0)) > 0, 30_000, 100);
+    await waitFor('/healthz 200 while the agent runs', async () => (await fetch(`http://127.0.0.1:${port}/healthz`)).status === 200, 10_000, 100);
+    child.kill('SIGKILL'); // the agent dies; its HAProxy, orphaned, goes on
+    await result;
+    expect(() => process.kill(pid, 0)).not.toThrow();
+    await waitFor('/healthz 503 once the agent is silent', async () => (await fetch(`http://127.0.0.1:${port}/healthz`)).status === 503, 15_000, 200);
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    if (pid) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
+});

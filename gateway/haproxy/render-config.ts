@@ -24,7 +24,12 @@ export interface RenderedHaproxy {
   routesMap: string;
   /** The map the cfg routes plain requests by (map_beg on the lowercased path + "/"). */
   fastMap: string;
+  /** Where the agent says it is alive (`agent <epoch seconds>`), for /healthz. */
+  agentMap: string;
 }
+
+/** Seconds without a check-in from the agent after which /healthz answers 503. */
+export const AGENT_STALE_S = 5;
 
 /** The stick table the per-route figures are counted in. */
 export const FIGURES_TABLE = 'figures';
@@ -111,6 +116,7 @@ export function renderHaproxy(config: ResolvedConfig, secrets: { adminToken: str
   const socket = join(runDir, 'haproxy.sock');
   const routesMap = join(runDir, 'routes.map');
   const fastMap = join(runDir, 'fast.map');
+  const agentMap = join(runDir, 'agent.map');
   const luaFile = join(runDir, 'strangler.lua');
   if (g.auth.mode === 'session-cookie' && /[^A-Za-z0-9_.-]/.test(g.auth.sessionCookie)) throw new StranglerError(`gateway.auth.sessionCookie "${g.auth.sessionCookie}": expected letters, digits, "_", "." or "-"`, 'CONFIG_INVALID');
   const keys = nativeKeys(secrets.issuers, secrets.jwks ?? {}, runDir);
@@ -130,6 +136,7 @@ export function renderHaproxy(config: ResolvedConfig, secrets: { adminToken: str
   files['strangler.lua'] = `-- Rendered by strangler from ${config.file ?? 'defaults'}; do not edit (strangler haproxy --render-only).\nlocal CONFIG = ${lua(luaConfig)}\n${STRANGLER_LUA}`;
   files['routes.map'] = '';
   files['fast.map'] = '';
+  files['agent.map'] = 'agent 0\n';
   // Keys end with "/" so that map_beg's longest match is a match on segment boundaries (mp is the lowercased path + "/").
   const slash = (p: string) => (p === '/' ? '/' : `${p}/`);
   files['ratelimits.map'] = rateRules.map((r) => `${slash(r.prefix)} ${r.table}\n`).join('');
@@ -257,7 +264,10 @@ export function renderHaproxy(config: ResolvedConfig, secrets: { adminToken: str
     '  http-request set-var(txn.request_id) req.hdr(x-request-id) if { req.hdr_cnt(x-request-id) eq 1 } { req.hdr(x-request-id) -m reg ^[A-Za-z0-9._:-]{1,128}$ }',
     '  http-request set-var(txn.request_id) uuid(4) unless { var(txn.request_id) -m found }',
     '  # SECURITY: ops endpoints; /metrics needs the admin token (like the Node engine\'s /metrics).',
-    '  http-request return status 200 content-type application/json string \'{"ok":true}\' if { path /healthz } || { path /readyz }',
+    '  # /healthz and /readyz: 503 once the agent has not checked in for AGENT_STALE_S seconds (it died: this HAProxy no longer follows route changes, so a balancer must stop sending to it).',
+    `  http-request set-var(txn.agent_age) date,sub(txn.agent_at) if { path /healthz /readyz } { str(agent),map(${agentMap}),set-var(txn.agent_at) -m found }`,
+    `  http-request return status 200 content-type application/json string '{"ok":true}' if { path /healthz /readyz } { var(txn.agent_age) -m int le ${AGENT_STALE_S} }`,
+    `  http-request return status 503 content-type application/json string '{"error":{"code":"NOT_READY","message":"the strangler agent of this HAProxy is not running: its route table may be stale"}}' if { path /healthz /readyz }`,
     `  http-request use-service prometheus-exporter if { path /metrics } { req.hdr(authorization) -m str ${q(`Bearer ${secrets.adminToken}`)} }`,
     '  http-request return status 401 content-type application/json string \'{"error":{"code":"UNAUTHENTICATED","message":"/metrics needs the gateway admin token"}}\' if { path /metrics }',
     `  # Bodies over gateway.bodyLimitBytes are refused on their declared length, before any is read.`,
@@ -330,5 +340,5 @@ export function renderHaproxy(config: ResolvedConfig, secrets: { adminToken: str
     ...backends,
   ].join('\n');
   files['haproxy.cfg'] = `${cfg}\n`;
-  return { files, cfgFile, socket, routesMap, fastMap };
+  return { files, cfgFile, socket, routesMap, fastMap, agentMap };
 }
