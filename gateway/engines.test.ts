@@ -202,6 +202,26 @@ for (const plane of DATA_PLANES) {
       expect(onService(a)).toBe(true);
     });
 
+    it('acknowledges a fence only once the writes already sent under the old route are answered', async () => {
+      const auth = { ...(await bearer('7')), 'content-type': 'application/json' };
+      await writer.set({ prefix: '/api/invoices', mode: 'legacy' });
+      let open!: () => void;
+      const gate = new Promise<void>((ok) => (open = ok));
+      env.legacy.override.set('/api/invoices/inflight', () => ({ status: 200, body: { server: 'legacy' }, until: gate }));
+      const order: string[] = [];
+      const write = send(engine, 'POST', '/api/invoices/inflight', auth, '{}').then((a) => (order.push('write answered'), a));
+      await waitFor('the write to reach legacy', async () => env.legacy.seen.some((s) => s.url === '/api/invoices/inflight'), 5_000, 10);
+      const fence = writer.setWith({ fenceLeaseMs: 30_000 }, { prefix: '/api/invoices', mode: 'legacy', fenced: true }).then((p) => (order.push('fence acknowledged'), p));
+      // The write stays in flight until the gate opens, well after an acknowledgement that did not wait for it would have come.
+      setTimeout(open, 500);
+      const [answered, propagation] = await Promise.all([write, fence]);
+      expect(answered.status).toBe(200);
+      expect(propagation.complete).toBe(true);
+      expect(order).toEqual(['write answered', 'fence acknowledged']);
+      env.legacy.override.delete('/api/invoices/inflight');
+      await writer.set({ prefix: '/api/invoices', mode: 'legacy' });
+    });
+
     it('takes an instance failing its health check out of rotation, and back once it passes', async () => {
       await writer.set({ prefix: '/api/invoices', mode: 'service' });
       const auth = await bearer('7');

@@ -11,7 +11,7 @@ import type { LiveRouteState } from '../route-state.ts';
 import { gatewaySecrets } from '../server.ts';
 import type { EndpointView } from '../upstreams.ts';
 import { runHaproxy, writeRendered, type HaproxyProcess } from './process.ts';
-import { FIGURES_TABLE, renderHaproxy, serviceBackend, type JwksKey, type RenderedHaproxy } from './render-config.ts';
+import { FIGURES_TABLE, INFLIGHT_TABLE, renderHaproxy, serviceBackend, type JwksKey, type RenderedHaproxy } from './render-config.ts';
 import { fastMapEntries, routeMapEntries } from './route-maps.ts';
 import { createRegistrySlots } from './registry-slots.ts';
 import { replaceMap, runtimeCommand } from './runtime-api.ts';
@@ -110,6 +110,11 @@ export function figureDeltas(now: FigureCounters[], last: Map<string, number[]>)
   });
 }
 
+/** Writes in flight for one prefix, from `show table inflight key <prefix>` (0 when it has no entry). */
+export function writesInFlight(text: string): number {
+  return Number(/ conn_cur=(\d+)/.exec(text)?.[1] ?? 0);
+}
+
 /** `show stat` CSV as rows keyed by its header's names. */
 function parseStat(csv: string): Array<Record<string, string>> {
   const [head, ...lines] = csv.split('\n').filter(Boolean);
@@ -149,6 +154,11 @@ export async function startHaproxyEngine(config: ResolvedConfig, options: StartH
       // The Lua's map first: a request that finds "lua" in the new fast map reads the new routes too.
       await replaceMap(rendered.socket, rendered.routesMap, routeMapEntries(table));
       await replaceMap(rendered.socket, rendered.fastMap, fastMapEntries(table, serviceNames));
+      // As the Node gateway: a fenced table is acknowledged once no write sent by the old routing is left in flight.
+      const deadline = Date.now() + g.upstreamTimeoutMs;
+      for (const r of table.routes.filter((x) => x.fenced)) {
+        while (Date.now() < deadline && writesInFlight(await runtimeCommand(rendered.socket, `show table ${INFLIGHT_TABLE} key ${r.prefix}`)) > 0) await new Promise((ok) => setTimeout(ok, 5));
+      }
       logger.info({ version: table.version, routes: table.routes.length }, 'route table applied to HAProxy');
     },
   });

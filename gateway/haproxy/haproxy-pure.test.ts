@@ -32,11 +32,11 @@ describe('the HAProxy engine, pure parts (issue 21)', () => {
 
   it('routes natively only what needs no Lua: canary, fenced and scoped routes go to Lua; an unknown service to legacy', () => {
     expect(fastMapEntries(table, new Set(['invoices', 'auth', 'ocr', 'templates']))).toEqual([
-      ['/api/invoices/', 'service:invoices'],
-      ['/api/auth/', 'lua'],
-      ['/api/ocr/', 'lua'],
-      ['/api/templates/', 'lua'],
-      ['/', 'legacy'],
+      ['/api/invoices/', 'service:invoices|/api/invoices'],
+      ['/api/auth/', 'lua|/api/auth'],
+      ['/api/ocr/', 'lua|/api/ocr'],
+      ['/api/templates/', 'lua|/api/templates'],
+      ['/', 'legacy|/'],
     ]);
   });
 

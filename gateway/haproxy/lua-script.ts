@@ -258,6 +258,7 @@ local function route_request(txn)
     end
   end
 
+  if prefix then txn:set_var("txn.prefix", prefix) end
   local side, r = choose(txn, route, method, function()
     if issuer and sub then return sub end
     local c = txn.sf:req_cook(CONFIG.canaryCookie)

@@ -31,6 +31,9 @@ export interface RenderedHaproxy {
 /** Seconds without a check-in from the agent after which /healthz answers 503. */
 export const AGENT_STALE_S = 5;
 
+/** The stick table counting writes in flight per route prefix. */
+export const INFLIGHT_TABLE = 'inflight';
+
 /** The stick table the per-route figures are counted in. */
 export const FIGURES_TABLE = 'figures';
 
@@ -231,6 +234,7 @@ export function renderHaproxy(config: ResolvedConfig, secrets: { adminToken: str
     backends.push(`backend ${serviceBackend(s.name)}`, ...common, ...servers, serverLine('legacy', legacy.url, legacy.healthCheck, ' backup'), '');
     backends.push(`backend ${strictServiceBackend(s.name)}`, ...common, ...servers, '');
   }
+  backends.push(`backend ${INFLIGHT_TABLE}`, '  stick-table type string len 200 size 10k expire 1h store conn_cur', '');
   backends.push(`backend ${FIGURES_TABLE}`, `  stick-table type string len 200 size 10k store gpc(${LATENCY_BOUNDS_MS.length + 3})`, '');
   for (const r of rateRules) backends.push(`backend ${r.table}`, `  stick-table type string len 200 size 1m expire ${r.windowMs}ms store http_req_rate(${r.windowMs}ms)`, '');
 
@@ -304,11 +308,15 @@ export function renderHaproxy(config: ResolvedConfig, secrets: { adminToken: str
     '  acl retry_safe method GET HEAD OPTIONS',
     '  acl retry_safe req.hdr(idempotency-key) -m len gt 0',
     '  http-request set-var(txn.fig_t0) date(0,ms)',
+    '  http-request set-var(txn.prefix) var(txn.fast),field(2,|) if { var(txn.fast) -m found }',
+    '  http-request set-var(txn.fast) var(txn.fast),field(1,|) if { var(txn.fast) -m found }',
     '  http-request lua.strangler_route if { var(txn.fast) -m str lua }',
     '  http-request set-var(txn.fig_svc) var(txn.fast),field(2,:) if { var(txn.fast) -m beg service: legacy: }',
     '  http-request set-var(txn.fig_side) var(txn.fast),field(1,:) if { var(txn.fast) -m beg service: legacy: }',
     '  http-request set-var(txn.backend) str(svc_),concat(,txn.fig_svc,) if { var(txn.fast) -m beg service: } retry_safe',
     '  http-request set-var(txn.backend) str(svc_),concat(,txn.fig_svc,_strict) if { var(txn.fast) -m beg service: } !retry_safe',
+    '  # Writes in flight per route prefix (conn_cur: streams tracking it): a fenced table is acknowledged once they are done.',
+    `  http-request track-sc1 var(txn.prefix) table ${INFLIGHT_TABLE} if !{ method GET HEAD OPTIONS } { var(txn.prefix) -m len gt 0 }`,
     '  # Expect: 100-continue is answered here once every check that may refuse the request has passed (as on the Node engine); the upstream never sees it.',
     '  http-request wait-for-body time 1s at-least 1 if { req.hdr(expect) -i -m str 100-continue }',
     '  # SECURITY: identity and forwarding headers come from the gateway only (headers.ts).',

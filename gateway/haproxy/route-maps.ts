@@ -16,16 +16,16 @@ export function routeMapEntries(table: RouteTable): Array<[string, string]> {
 
 /**
  * Pure: the map haproxy.cfg routes by without Lua, keyed by prefix + "/" (map_beg's longest match
- * is then a match on segment boundaries): `legacy:<name>` (legacy and shadow routes), `legacy`
- * (routes to a service strangler.yaml does not know), `service:<name>` (unscoped, unfenced
- * service routes), or
- * `lua` (canary, fenced or method-scoped routes: the Lua decides, from routeMapEntries).
+ * is then a match on segment boundaries), valued `<decision>|<prefix>`: `legacy:<name>` (legacy
+ * and shadow routes), `legacy` (routes to a service strangler.yaml does not know),
+ * `service:<name>` (unscoped, unfenced service routes), or `lua` (canary, fenced or method-scoped
+ * routes: the Lua decides, from routeMapEntries). The prefix keys the count of writes in flight
+ * the agent waits on before acknowledging a fence.
  */
 export function fastMapEntries(table: RouteTable, services: ReadonlySet<string>): Array<[string, string]> {
   return table.routes.map((r) => {
     const key = r.prefix === '/' ? '/' : `${r.prefix}/`;
-    if (!services.has(r.service)) return [key, 'legacy'];
-    if (r.fenced || (r.methods && r.methods.length > 0) || r.mode === 'canary') return [key, 'lua'];
-    return [key, r.mode === 'service' ? `service:${r.service}` : `legacy:${r.service}`];
+    const decision = !services.has(r.service) ? 'legacy' : r.fenced || (r.methods && r.methods.length > 0) || r.mode === 'canary' ? 'lua' : r.mode === 'service' ? `service:${r.service}` : `legacy:${r.service}`;
+    return [key, `${decision}|${r.prefix}`];
   });
 }
