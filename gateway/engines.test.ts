@@ -1,5 +1,6 @@
 import { request } from 'node:http';
 import { Redis } from 'ioredis';
+import { WebSocket } from 'ws';
 import { SignJWT, UnsecuredJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ResolvedConfig } from '../core/config/load.ts';
@@ -220,6 +221,19 @@ for (const plane of DATA_PLANES) {
       expect(order).toEqual(['write answered', 'fence acknowledged']);
       env.legacy.override.delete('/api/invoices/inflight');
       await writer.set({ prefix: '/api/invoices', mode: 'legacy' });
+    });
+
+    it('carries a WebSocket to the side the route gives it, with the verified id', async () => {
+      await writer.set({ prefix: '/api/invoices', mode: 'service' });
+      const u = new URL(engine.url);
+      const ws = new WebSocket(`ws://${u.host}/api/invoices/live`, { headers: await bearer('7') });
+      const reply = await new Promise<string>((resolve, reject) => {
+        ws.once('open', () => ws.send('hello'));
+        ws.once('message', (m) => resolve(m.toString()));
+        ws.once('error', reject);
+      });
+      ws.close();
+      expect(reply).toMatch(/^invoices(-b)?:7:hello$/);
     });
 
     it('takes an instance failing its health check out of rotation, and back once it passes', async () => {

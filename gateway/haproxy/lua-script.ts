@@ -221,8 +221,10 @@ local function normalise(txn)
   txn:set_var("txn.mp", m .. "/")
   txn:set_var("txn.fast", routes_fast:lookup(m .. "/") or "")
   if txn.f:req_hdr_cnt("connection") > 0 then
-    drop_listed(txn.sf:req_fhdr("connection"), function(h) txn.http:req_del_header(h) end)
-    txn.http:req_del_header("connection") -- HAProxy sets the upstream connection's own mode
+    -- A WebSocket handshake keeps its Upgrade (and the Connection naming it); anything else listed goes.
+    local ws = (txn.sf:req_hdr("upgrade") or ""):lower() == "websocket"
+    drop_listed(txn.sf:req_fhdr("connection"), function(h) if not (ws and h == "upgrade") then txn.http:req_del_header(h) end end)
+    if not ws then txn.http:req_del_header("connection") end -- HAProxy sets the upstream connection's own mode
   end
 end
 

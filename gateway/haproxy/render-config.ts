@@ -238,12 +238,13 @@ export function renderHaproxy(config: ResolvedConfig, secrets: { adminToken: str
   backends.push(`backend ${FIGURES_TABLE}`, `  stick-table type string len 200 size 10k store gpc(${LATENCY_BOUNDS_MS.length + 3})`, '');
   for (const r of rateRules) backends.push(`backend ${r.table}`, `  stick-table type string len 200 size 1m expire ${r.windowMs}ms store http_req_rate(${r.windowMs}ms)`, '');
 
-  const hop = ['keep-alive', 'te', 'trailer', 'upgrade', 'proxy-authorization', 'proxy-connection', 'proxy', 'expect'];
+  // Upgrade is kept for a WebSocket handshake (removed above for any other).
+  const hop = ['keep-alive', 'te', 'trailer', 'proxy-authorization', 'proxy-connection', 'proxy', 'expect'];
   const cfg = [
     `# Rendered by strangler from ${config.file ?? 'defaults'} (strangler haproxy --render-only); do not edit.`,
     '# The route table is not here: the strangler agent fills routes.map through the Runtime API (no reload).',
     'global',
-    `  stats socket ${socket} mode 600 level admin expose-fd listeners`,
+    `  stats socket ${socket} mode 600 level admin`, // SECURITY: admin level, owner-only: whoever reaches it changes the routes
     '  stats timeout 10s',
     `  nbthread ${g.haproxy.threads}`,
     `  lua-load ${luaFile}`,
@@ -334,11 +335,12 @@ export function renderHaproxy(config: ResolvedConfig, secrets: { adminToken: str
     '  http-request del-header x-forwarded-host if { req.hdr(x-forwarded-host) -m len 0 }',
     '  http-request set-header x-request-id %[var(txn.request_id)]',
     '  http-request set-header traceparent 00-%[uuid(4),regsub(-,,g)]-%[rand,hex,lower]-01 unless { req.hdr_cnt(traceparent) eq 1 } { req.hdr(traceparent) -m reg ^[0-9a-e][0-9a-f]-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$ }',
-    '  http-response lua.strangler_response if { res.hdr_cnt(connection) gt 0 } !{ res.fhdr(connection) -i -m reg ^(keep-alive|close)$ }',
+    '  # A 101 Switching Protocols (a WebSocket) keeps its Upgrade and Connection.',
+    '  http-response lua.strangler_response if !{ status 101 } { res.hdr_cnt(connection) gt 0 } !{ res.fhdr(connection) -i -m reg ^(keep-alive|close)$ }',
     ...figureRules,
     '  http-response del-header x-request-id',
     '  http-response del-header proxy-authenticate',
-    '  http-response del-header upgrade',
+    '  http-response del-header upgrade unless { status 101 }',
     '  http-response del-header keep-alive',
     '  http-after-response set-header x-request-id %[var(txn.request_id)]',
     '  http-after-response add-header set-cookie %[var(txn.set_cookie)] if { var(txn.set_cookie) -m found }',
