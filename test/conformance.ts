@@ -6,7 +6,7 @@ import { startHaproxyEngine } from '../gateway/haproxy/agent.ts';
 import { runtimeCommand } from '../gateway/haproxy/runtime-api.ts';
 import { redisKeys } from '../gateway/redis-keys.ts';
 import { Redis } from 'ioredis';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { waitFor } from '../stack/ports.ts';
@@ -92,7 +92,10 @@ async function haproxyStat(socket: string, proxy: string, server: string): Promi
  * with its own Runtime API socket, driven by its agent from a real control database and Redis.
  */
 async function startHaproxyForTest(config: ResolvedConfig, instanceId: string) {
-  const engine = await startHaproxyEngine(config, { port: 0, instanceId, runDir: mkdtempSync(join(tmpdir(), 'strangler-haproxy-')) });
+  const runDir = mkdtempSync(join(tmpdir(), 'strangler-haproxy-'));
+  const started = await startHaproxyEngine(config, { port: 0, instanceId, runDir });
+  // Its files (haproxy.cfg holds test secrets) go with it.
+  const engine = { ...started, stop: () => started.stop().then(() => rmSync(runDir, { recursive: true, force: true })) };
   // Serving once the first table is in HAProxy (acknowledged).
   const redis = new Redis(config.redis.url);
   try {
