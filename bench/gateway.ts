@@ -3,8 +3,11 @@
  * same run on the same machine: the upstream direct, nginx as a reverse proxy (installed with
  * apt when missing and allowed), the bare node:http + undici proxy the gateway is built on, and
  * the gateway bare, with every feature on, and with 2 workers (BENCH_TRACING=1: also with
- * tracing on, 10% and 100% of requests sampled, against all features on without it).
+ * tracing on, 10% and 100% of requests sampled, against all features on without it); the
+ * HAProxy engine (strangler haproxy, one thread) bare and with routing + JWT + rate limit + canary.
  * Targets (the gateway issue): all features on ≥ 0.35× nginx's req/s, p99 ≤ 2× nginx's.
+ * Issue 21: HAProxy all on ≥ 0.8× nginx's req/s and p99 ≤ 1.3× nginx's; the Node engine all on
+ * ≥ 0.8× the node:http + undici floor's req/s and p99 ≤ 1.3× the floor's.
  * Every target runs up front and is measured in interleaved rounds (BENCH_ROUNDS × BENCH_SECONDS).
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -72,6 +75,18 @@ http { access_log off;
     say('nginx not available: its baseline is skipped');
   }
 
+  // The floor of the HAProxy engine: HAProxy proxying with no rule at all (one thread, as nginx has one worker).
+  if (existsSync('/usr/sbin/haproxy')) {
+    const hxPort = await freePort();
+    writeFileSync(
+      join(dir, 'haproxy-floor.cfg'),
+      `global\n  nbthread 1\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\nfrontend f\n  bind 127.0.0.1:${hxPort}\n  default_backend b\nbackend b\n  server u 127.0.0.1:${upstreamPort}\n`,
+    );
+    const hxFloor = start('/usr/sbin/haproxy', ['-db', '-f', join(dir, 'haproxy-floor.cfg')]);
+    await waitFor('haproxy floor', () => isListening(hxPort), 20_000);
+    targets.push({ name: 'haproxy, no rules (floor)', url: `http://127.0.0.1:${hxPort}/api/invoices`, pid: hxFloor.pid });
+  }
+
   // The floor of the gateway's own stack (node:http + undici, nothing else), as a second baseline.
   const minPort = await freePort();
   const minProxy = start(process.execPath, ['--import', 'tsx', resolve(ROOT, 'bench/min-proxy.ts'), String(minPort), String(upstreamPort)]);
@@ -86,11 +101,14 @@ http { access_log off;
     const client = new pg.Client({ connectionString: controlUrl });
     await client.connect();
     await commitRouteChange(client, 'strangler', [{ prefix: '/api/invoices', service: 'invoices', mode: 'service', weight: 0 }], { actor: 'bench', command: 'bench', outcome: 'applied' });
+    // The HAProxy all-on row routes a canary (its users hashed to a side per request).
+    await commitRouteChange(client, 'strangler', [{ prefix: '/api/orders', service: 'invoices', mode: 'canary', weight: 50 }], { actor: 'bench', command: 'bench', outcome: 'applied' });
     await client.end();
     const secret = generateSecret();
     const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('42').setIssuer('legacy').setExpirationTime('2h').sign(new TextEncoder().encode(secret));
 
-    const gateway = async (name: string, gw: Record<string, unknown>, workers = 1, headers?: Record<string, string>, tracing?: Record<string, unknown>) => {
+    const gateway = async (name: string, gw: Record<string, unknown>, workers = 1, headers?: Record<string, string>, o: { tracing?: Record<string, unknown>; engine?: 'node' | 'haproxy'; path?: string } = {}) => {
+      const { tracing, engine = 'node', path = '/api/invoices' } = o;
       const port = await freePort();
       const file = join(dir, `${name.replace(/\W+/g, '-')}.yaml`);
       writeFileSync(
@@ -107,10 +125,12 @@ http { access_log off;
         }),
       );
       const profile = process.env.BENCH_PROFILE ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_PROFILE] : [];
-      const child = start(process.execPath, [...profile, resolve(ROOT, 'bin/strangler.js'), 'gateway', '--config', file, '--workers', String(workers)]);
+      // strangler haproxy: HAProxy (its pid a child of the agent's, so the CPU column counts both) and the agent.
+      const args = engine === 'haproxy' ? ['haproxy', '--config', file, '--run-dir', join(dir, `haproxy-${port}`)] : ['gateway', '--config', file, '--workers', String(workers)];
+      const child = start(process.execPath, [...profile, resolve(ROOT, 'bin/strangler.js'), ...args]);
       await waitFor(name, () => isListening(port), 30_000);
-      await new Promise((r) => setTimeout(r, workers > 1 ? 1500 : 300));
-      targets.push({ name, url: `http://127.0.0.1:${port}/api/invoices`, headers, pid: child.pid });
+      await new Promise((r) => setTimeout(r, workers > 1 || engine === 'haproxy' ? 1500 : 300));
+      targets.push({ name, url: `http://127.0.0.1:${port}${path}`, headers, pid: child.pid });
     };
     const limit = [{ prefix: '/api', limit: 1_000_000_000, windowMs: 60_000 }];
     await gateway('gateway, bare proxy', { protectedPrefixes: [], rateLimits: [] });
@@ -127,9 +147,13 @@ http { access_log off;
       await new Promise<void>((ok) => sink.listen(sinkPort, '127.0.0.1', ok));
       sinks.push(sink);
       const endpoint = `http://127.0.0.1:${sinkPort}/v1/traces`;
-      await gateway('gateway, all on + tracing, 10% sampled', { rateLimits: limit }, 1, { authorization: `Bearer ${token}` }, { endpoint, sampleRatio: 0.1 });
-      await gateway('gateway, all on + tracing, every request', { rateLimits: limit }, 1, { authorization: `Bearer ${token}` }, { endpoint, sampleRatio: 1 });
+      await gateway('gateway, all on + tracing, 10% sampled', { rateLimits: limit }, 1, { authorization: `Bearer ${token}` }, { tracing: { endpoint, sampleRatio: 0.1 } });
+      await gateway('gateway, all on + tracing, every request', { rateLimits: limit }, 1, { authorization: `Bearer ${token}` }, { tracing: { endpoint, sampleRatio: 1 } });
     }
+    // The HAProxy engine with one thread (as nginx has one worker): bare, and routing + JWT + rate limit + canary.
+    const hx = { engine: 'haproxy', haproxy: { threads: 1 } };
+    await gateway('haproxy, bare proxy', { ...hx, protectedPrefixes: [], rateLimits: [] }, 1, undefined, { engine: 'haproxy' });
+    await gateway('haproxy, all on (+ canary)', { ...hx, rateLimits: limit }, 1, { authorization: `Bearer ${token}` }, { engine: 'haproxy', path: '/api/orders' });
 
     const results = await measureRounds(targets, { rounds, seconds });
     const nginx = results.find((r) => r.name === 'nginx (1 worker)');
@@ -146,6 +170,13 @@ http { access_log off;
     for (const traced of results.filter((r) => r.name.includes('tracing'))) {
       say(`${traced.name}: ${roundRatio(traced, full).toFixed(2)}× the req/s of all features on without tracing, p99 ${roundRatio(traced, full, 'p99').toFixed(2)}×${traced.cpuUs !== undefined && full.cpuUs !== undefined ? `, CPU per request +${traced.cpuUs - full.cpuUs} µs` : ''}`);
     }
+    const hxFull = results.find((r) => r.name === 'haproxy, all on (+ canary)');
+    const hxFloor = results.find((r) => r.name === 'haproxy, no rules (floor)');
+    if (nginx && hxFull) {
+      say(`target (issue 21): HAProxy all on ≥ 0.8× nginx req/s → ${roundRatio(hxFull, nginx).toFixed(2)}×; p99 ≤ 1.3× nginx → ${roundRatio(hxFull, nginx, 'p99').toFixed(2)}×`);
+      if (hxFloor) say(`HAProxy with no rules: ${roundRatio(hxFloor, nginx).toFixed(2)}× nginx req/s; HAProxy all on = ${roundRatio(hxFull, hxFloor).toFixed(2)}× that floor's req/s, p99 ${roundRatio(hxFull, hxFloor, 'p99').toFixed(2)}×`);
+    }
+    say(`target (issue 21, the Node engine on its own floor): all features on ≥ 0.8× the floor's req/s → ${roundRatio(full, floor).toFixed(2)}×; p99 ≤ 1.3× the floor's → ${roundRatio(full, floor, 'p99').toFixed(2)}×`);
     if (full.cpuUs !== undefined && floor.cpuUs !== undefined) {
       say(`CPU per request: all features on ${full.cpuUs} µs, the floor ${floor.cpuUs} µs${nginx?.cpuUs !== undefined ? `, nginx ${nginx.cpuUs} µs` : ''} (the gateway's own work: ${full.cpuUs - floor.cpuUs} µs)`);
     }

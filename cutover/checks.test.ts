@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { checkCanaryAnalysis, checkDependsOn, checkGateways, checkServiceHealth, checkShadowMismatch, checkSyncLag, checkSyncVerified, DEFAULT_THRESHOLDS as T } from './checks.ts';
+import { shadowProblem } from './route-change.ts';
 
 const streaming = { state: 'streaming', lagBytes: 100, lagSeconds: 0.2, lastError: null, lastVerify: { ok: true, at: '2026-11-24T10:00:00Z' } };
 
@@ -103,5 +104,15 @@ describe('preflight checks', () => {
     expect(checkGateways(false, 2).ok).toBe(false);
     expect(checkGateways(true, 0).ok).toBe(false);
     expect(checkGateways(true, 2).ok).toBe(true);
+  });
+});
+
+describe('shadow needs a gateway that mirrors (issue 21)', () => {
+  it('refuses a shadow phase when every live gateway runs the HAProxy engine, saying what to run', () => {
+    expect(shadowProblem([{ id: 'hx-1', engine: 'haproxy' }, { id: 'hx-2', engine: 'haproxy' }])).toMatch(/^no live gateway can shadow: hx-1, hx-2 run the HAProxy engine.*strangler gateway/);
+  });
+  it('lets it through when a Node gateway is live beside HAProxy, or when no gateway is live at all (the gateway check speaks then)', () => {
+    expect(shadowProblem([{ id: 'hx-1', engine: 'haproxy' }, { id: 'gw-1', engine: 'node' }])).toBeNull();
+    expect(shadowProblem([])).toBeNull();
   });
 });

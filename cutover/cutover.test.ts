@@ -2,23 +2,17 @@ import { SignJWT } from 'jose';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ResolvedConfig } from '../core/config/load.ts';
-import { silentLogger } from '../core/logger.ts';
 import { startGateway, type RunningGateway } from '../gateway/start.ts';
-import { seedLegacy } from '../test/reference.ts';
-import { cleanupPipeline } from '../migrations/sync/status.ts';
-import { recordVerification, verifyPipeline } from '../migrations/sync/verify.ts';
-import { SyncWorker } from '../migrations/sync/worker.ts';
 import { waitFor } from '../stack/ports.ts';
 import { runCli, writeConfig } from '../test/cli.ts';
-import { createTestDatabase, dropTestDatabase, gatewayTestEnv, legacyTestConfig } from '../test/harness.ts';
+import { analyticsCutoverEnv } from '../test/analytics-cutover.ts';
+import type { gatewayTestEnv } from '../test/harness.ts';
 import { openCutover } from './executor.ts';
 import { runProgressive, type ProgressEvent } from './progressive.ts';
 
 let gwEnv: Awaited<ReturnType<typeof gatewayTestEnv>>;
-let legacyCleanup: () => Promise<void>;
 let analyticsDb: string;
 let config: ResolvedConfig;
-let worker: SyncWorker;
 const gateways: RunningGateway[] = [];
 let ctl: Awaited<ReturnType<typeof openCutover>>;
 const PREFIX = '/api/analytics';
@@ -105,25 +99,11 @@ async function startFrom(phase: 'legacy' | 'rolled-back'): Promise<number> {
   }
 }
 
+let stack: Awaited<ReturnType<typeof analyticsCutoverEnv>>;
+
 beforeAll(async () => {
-  gwEnv = await gatewayTestEnv('cutover', ['analytics']);
-  const t = await legacyTestConfig('cutover_legacy');
-  legacyCleanup = t.cleanup;
-  await seedLegacy(t.config.legacy.databaseUrl, { users: 3, invoices: 40, seed: 9 });
-  analyticsDb = await createTestDatabase('cutover_analytics');
-  const same = { status: 200, body: { items: [{ status: 'paid', invoices: 1, total: '1.00' }] } };
-  gwEnv.legacy.override.set(PREFIX, () => same);
-  gwEnv.upstreams.analytics.override.set(PREFIX, () => same);
-  config = {
-    ...gwEnv.config,
-    legacy: { ...gwEnv.config.legacy, databaseUrl: t.config.legacy.databaseUrl },
-    // The test takes analytics alone, so it does not wait for invoices.
-    services: gwEnv.config.services.map((s) => (s.name === 'analytics' ? { ...s, databaseUrl: analyticsDb, dependsOn: [] } : s)),
-  };
-  worker = new SyncWorker({ config, service: config.services.find((s) => s.name === 'analytics')!, logger: silentLogger });
-  await worker.start();
-  const v = await verifyPipeline({ sourceUrl: config.legacy.databaseUrl, targetUrl: analyticsDb, plan: worker.plan! });
-  await recordVerification(analyticsDb, v);
+  stack = await analyticsCutoverEnv('cutover', PREFIX);
+  ({ env: gwEnv, config, analyticsDb } = stack);
   gateways.push(await startGateway(config, { port: 0, instanceId: 'cut-a' }), await startGateway(config, { port: 0, instanceId: 'cut-b' }));
   ctl = await openCutover(config, 'test-operator');
 }, 60_000);
@@ -131,12 +111,7 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const g of gateways) await g.stop();
   await ctl?.close();
-  await worker?.stop();
-  const analytics = config?.services.find((s) => s.name === 'analytics');
-  if (analytics) await cleanupPipeline(config, analytics).catch(() => undefined);
-  await dropTestDatabase(analyticsDb).catch(() => undefined);
-  await legacyCleanup?.();
-  await gwEnv?.cleanup();
+  await stack?.cleanup();
 });
 
 describe('cutover end to end, against real gateways, sync and control database', () => {

@@ -11,7 +11,7 @@ import type { RouteMode } from '../gateway/route-types.ts';
 import { DEFAULT_THRESHOLDS, type CheckThresholds } from './checks.ts';
 import { controlStore, type ControlStore, type Progress, type StoredStatus } from './control-store.ts';
 import { observeSync, runChecks, type ProbeContext } from './probes.ts';
-import { commitChange, type AckWait, type AuditEntry, type Planned, type Propagation, type WriteDeps } from './route-change.ts';
+import { commitChange, liveGateways, shadowProblem, type AckWait, type AuditEntry, type Planned, type Propagation, type WriteDeps } from './route-change.ts';
 import { next, plan, routeFor, scopeLabel, writesReachService, type Action, type CheckResult, type Command, type MethodScope, type ServiceStatus } from './state-machine.ts';
 
 export interface CutoverContext {
@@ -253,6 +253,10 @@ export function createCutover(ctx: CutoverContext) {
       const checks = await runChecks(probe(options.analysisWindowMs ?? 60_000, options.thresholds), service, p.checks);
       const decision = next(from, command, checks, { force: options.force });
       const unavailable = await actionProblems(ctx.config, p.actions, service);
+      if (p.actions.some((a) => a.kind === 'set-route' && a.mode === 'shadow')) {
+        const cannotShadow = shadowProblem(await liveGateways(ctx.redis, ctx.keys, liveWithinMs).catch(() => []));
+        if (cannotShadow) unavailable.push(cannotShadow);
+      }
       const outcome: ChangeOutcome = { prefix: service.prefix, service: service.name, command: label, from, to: p.to, checks, actions: p.actions, forced: false, dryRun: !!options.dryRun, warnings: [] };
       const refusal = 'refused' in decision ? decision.refused : null;
       if ((refusal || unavailable.length) && !options.force) {

@@ -234,6 +234,18 @@ export interface GatewayInstance {
   heartbeatAt: number;
   /** Its zone, when it routes zone-aware. */
   zone?: string;
+  /** Its data plane engine (gateway.engine): node, or haproxy (which cannot shadow). */
+  engine: 'node' | 'haproxy';
+}
+
+/**
+ * Pure: why a shadow phase would mirror nothing, or null. Mirroring is the Node engine's (HAProxy
+ * 2.6 has no request mirroring): live gateways that are all HAProxy would serve the prefix from
+ * legacy without comparing anything, and the shadow checks would wait for samples that never come.
+ */
+export function shadowProblem(live: readonly Pick<GatewayInstance, 'id' | 'engine'>[]): string | null {
+  if (live.length === 0 || live.some((g) => g.engine === 'node')) return null;
+  return `no live gateway can shadow: ${live.map((g) => g.id).join(', ')} run${live.length === 1 ? 's' : ''} the HAProxy engine, which does not mirror requests; run a Node gateway beside them for the shadow phase (strangler gateway), or skip shadow with --canary`;
 }
 
 /** Gateways whose heartbeat is younger than `liveWithinMs`. */
@@ -244,7 +256,7 @@ export async function liveGateways(redis: Redis, keys: RedisKeys, liveWithinMs: 
   for (const id of ids) {
     const h = await redis.hgetall(keys.gateway(id));
     if (!h.version) continue;
-    out.push({ id, version: Number(h.version), degraded: h.degraded === '1', host: h.host, pid: Number(h.pid), heartbeatAt: Number(h.heartbeatAt), ...(h.zone ? { zone: h.zone } : {}) });
+    out.push({ id, version: Number(h.version), degraded: h.degraded === '1', host: h.host, pid: Number(h.pid), heartbeatAt: Number(h.heartbeatAt), engine: h.engine === 'haproxy' ? 'haproxy' : 'node', ...(h.zone ? { zone: h.zone } : {}) });
   }
   // Entries older than an hour belong to gateways long gone.
   await redis.zremrangebyscore(keys.gateways, '-inf', now - 3_600_000);

@@ -184,6 +184,7 @@ conformanceSuite('HTTP conformance, slow clients', { headersTimeoutMs: 1_000, re
   }),
   row({
     name: 'SECURITY: a client trickling its body is cut at requestTimeoutMs; the upstream sees the request broken off, not counted as an upstream error',
+    notOn: { haproxy: 'HAProxy 2.6 has no deadline on a whole request once its body streams (timeout http-request covers the head, timeout client only silence): a body trickled faster than timeout client goes on; docs/data-planes.md' },
     throughOnly: true,
     async exchange(to, ctx) {
       const before = ctx.upstream.seen.length;

@@ -207,6 +207,7 @@ conformanceSuite(
     }),
     row({
       name: '103 Early Hints passed on (Link); 102 Processing dropped',
+      notOn: { haproxy: 'HAProxy 2.6 passes every 1xx on, 102 Processing too (RFC 9110 §15.2 lets a proxy forward them); 103 Early Hints is passed on as here' },
       exchange: async (to) => [await one(to, head('GET', '/early-hints')), await one(to, head('GET', '/processing'))],
       check([hints, processing], direct) {
         expect(hints.responses[0].informational.map((i) => i.status)).toEqual([103]);
@@ -218,6 +219,7 @@ conformanceSuite(
     }),
     row({
       name: 'response trailers passed on after the body (never one a trailer must not carry)',
+      notOn: { haproxy: 'HAProxy 2.6 passes trailer fields on as the upstream sent them, without removing those a trailer must not carry (clients ignore Set-Cookie there)' },
       exchange: async (to) => [await one(to, head('GET', '/trailers')), await one(to, head('GET', '/trailers', [], { version: '1.0', host: false }), { untilClose: true })],
       check([through, through10], direct) {
         expect(direct![0].responses[0].trailers).toEqual([['X-Checksum', 'sha256=abc'], ['Set-Cookie', 'sneaky=1']]);
@@ -247,6 +249,7 @@ conformanceSuite(
     }),
     row({
       name: 'a head over the limit (20 kB): 431, and the next request is served',
+      notOn: { haproxy: 'HAProxy 2.6 answers a head larger than its buffer with 400, not 431, and closes the connection' },
       exchange: async (to) => [await one(to, head('GET', '/echo/huge', [['X-Huge', 'v'.repeat(20 * 1024)]]), { untilClose: true }), await one(to, head('GET', '/echo/next'))],
       check(through, direct) {
         expect(through[0].responses[0].status).toBe(431);
@@ -256,6 +259,7 @@ conformanceSuite(
     }),
     row({
       name: 'Content-Length with Transfer-Encoding (request smuggling): 400, never forwarded',
+      notOn: { haproxy: 'HAProxy 2.6 does not refuse the pair: it drops Content-Length and reads the body as chunked (RFC 9112 §6.1), so the request is forwarded chunked and the bytes after its last chunk are parsed as the next request, the same way on both sides (no desync)' },
       exchange: (to) => one(to, `${head('POST', '/echo/smuggle', [['Content-Length', '4'], ['Transfer-Encoding', 'chunked']])}0\r\n\r\nGET /echo/smuggled HTTP/1.1\r\nHost: x\r\n\r\n`, { untilClose: true }),
       check(through, direct, ctx) {
         expect(through.responses[0].status).toBe(400);
@@ -328,7 +332,7 @@ conformanceSuite(
       check(through) {
         const { headers } = echoed(through);
         for (const name of ['x-private', 'keep-alive', 'te', 'trailer', 'upgrade', 'proxy-authorization', 'proxy-connection', 'proxy']) expect([name, headers[name]]).toEqual([name, undefined]);
-        expect(headers.connection).not.toMatch(/x-private/i);
+        expect(headers.connection ?? '').not.toMatch(/x-private/i); // absent is fine (HTTP/1.1 keeps alive by default)
         expect(headers['x-end-to-end']).toBe('kept');
       },
     }),
@@ -396,6 +400,7 @@ conformanceSuite(
     }),
     row({
       name: 'SECURITY: an Upgrade other than websocket with a body: 400, never forwarded',
+      notOn: { haproxy: 'HAProxy 2.6 answers 400 without forwarding but keeps the connection open (it reads and discards the declared body) where the row expects it closed' },
       throughOnly: true,
       async exchange(to, ctx) {
         const before = ctx.upstream.seen.length;

@@ -32,6 +32,15 @@ export interface ForwardContext {
 }
 
 /**
+ * A value as its UTF-8 bytes on the wire (a header is bytes; undici writes a string as Latin-1 and
+ * refuses characters beyond it): a user id such as "zoë" or one with an emoji reaches the service
+ * as the same bytes HAProxy sends. Plain ASCII, nearly every value, is returned as it is.
+ */
+function utf8Header(value: string): string {
+  return /^[\x20-\x7e]*$/.test(value) ? value : Buffer.from(value, 'utf8').toString('latin1');
+}
+
+/**
  * The headers sent upstream: the client's, minus hop-by-hop (and any header the client's
  * Connection header lists) and minus identity/forwarding headers, plus ours.
  */
@@ -51,9 +60,9 @@ export function upstreamHeaders(incoming: IncomingHttpHeaders, ctx: ForwardConte
   if (ctx.host) out['x-forwarded-host'] = ctx.host;
   out.traceparent = ctx.traceparent;
   if (ctx.identity) {
-    out['x-user-id'] = ctx.identity.sub;
-    if (ctx.identity.email) out['x-user-email'] = ctx.identity.email;
-    out['x-user-issuer'] = ctx.identity.iss;
+    out['x-user-id'] = utf8Header(ctx.identity.sub);
+    if (ctx.identity.email) out['x-user-email'] = utf8Header(ctx.identity.email);
+    out['x-user-issuer'] = utf8Header(ctx.identity.iss);
   }
   return out;
 }

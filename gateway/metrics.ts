@@ -233,6 +233,14 @@ export class RouteFigures {
     f.latency[bucketIndex(LATENCY_BOUNDS_MS, ms)]++;
   }
 
+  /** Figures summed elsewhere (the HAProxy engine's Lua): requests, 5xx, and counts per LATENCY_BOUNDS_MS bucket (one more: past the last). */
+  add(service: string, target: 'legacy' | 'service', requests: number, errors: number, latency: readonly number[]): void {
+    const f = this.#figures(`${service}\u0000${target}`);
+    f.requests += requests;
+    f.errors += errors;
+    latency.forEach((n, i) => i < f.latency.length && (f.latency[i] += n));
+  }
+
   /**
    * A request the service failed without answering it a 5xx (see SERVICE_FAILURES), on the
    * service's side; it is recorded where it was served as well (legacy, or the service for `ejected`).

@@ -29,6 +29,13 @@ export interface LiveRouteStateOptions {
    * prefix the table fences): the acknowledgement means "no write of the old routing is left".
    */
   beforeAck?: (table: RouteTable) => Promise<void>;
+  /**
+   * When beforeAck is how the table reaches the data plane (the HAProxy engine's agent applies it
+   * through the Runtime API), a failed beforeAck means the table is not served: no acknowledgement.
+   */
+  beforeAckRequired?: boolean;
+  /** The data plane engine, published with the heartbeat (`node` unless said). */
+  engine?: 'node' | 'haproxy';
 }
 
 type State = 'created' | 'active' | 'stopping' | 'stopped';
@@ -180,6 +187,10 @@ export class LiveRouteState implements RouteSource {
     try {
       await this.#o.beforeAck?.(table);
     } catch (err) {
+      if (this.#o.beforeAckRequired) {
+        this.#o.logger.error({ err, version: table.version }, 'the route table could not be applied to the data plane; not acknowledged');
+        return;
+      }
       this.#o.logger.warn({ err, version: table.version }, 'draining before the acknowledgement failed; acknowledging anyway');
     }
     if (table.version > this.#ackedVersion) this.#ackedVersion = table.version;
@@ -204,6 +215,7 @@ export class LiveRouteState implements RouteSource {
           startedAt: this.#startedAt,
           heartbeatAt: String(now),
           zone: this.#o.zone ?? '',
+          engine: this.#o.engine ?? 'node',
           degradedReason: this.#degradedReason(now),
         })
         .pexpire(keys.gateway(instanceId), heartbeatIntervalMs * 5)

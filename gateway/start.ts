@@ -1,16 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { AddressInfo } from 'node:net';
-import { Redis } from 'ioredis';
 import type { ResolvedConfig } from '../core/config/load.ts';
 import { createLogger, type Logger } from '../core/logger.ts';
 import { startTracing } from '../core/tracing/tracing.ts';
-import { boundedRedisOptions, redisReady, RedisHealth } from '../core/redis-health.ts';
 import { createGatewayMetrics } from './metrics.ts';
-import { redisKeys } from './redis-keys.ts';
-import { LiveRouteState } from './route-state.ts';
-import { createPgRouteStore } from './route-store.ts';
+import type { LiveRouteState } from './route-state.ts';
 import { createGateway, gatewaySecrets, type Gateway } from './server.ts';
+import { createRouteFollower } from './route-follower.ts';
 
 export interface RunningGateway {
   url: string;
@@ -35,35 +32,10 @@ export async function startGateway(config: ResolvedConfig, options: StartGateway
   gatewaySecrets(config); // refused before connecting to anything
   const logger = options.logger ?? createLogger('gateway', config.logLevel);
   const instanceId = options.instanceId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
-  const keys = redisKeys(config.redis.keyPrefix);
-  // Every command has a deadline and none queues while Redis is down: the request path must not
-  // wait on it. Auto-pipelining sends the rate-limit commands of concurrent requests in one write.
-  const redis = new Redis(config.redis.url, { ...boundedRedisOptions(config.redis), enableAutoPipelining: true });
-  // Route notifications: a SUBSCRIBE waits (no deadline, kept across reconnects) until Redis answers.
-  const subscriber = new Redis(config.redis.url, { connectTimeout: 2_000, retryStrategy: (n: number) => Math.min(n * 200, 2_000), enableOfflineQueue: true, maxRetriesPerRequest: null });
-  redis.on('error', () => undefined);
-  subscriber.on('error', () => undefined);
   const metrics = createGatewayMetrics();
-  const redisHealth = new RedisHealth(redis, { ...config.redis, logger, onUnavailable: (what) => metrics.redisUnavailable.inc({ what }) });
-  const store = createPgRouteStore(config.control.databaseUrl, config.control.schema, { queryTimeoutMs: config.control.queryTimeoutMs });
-  const routes = new LiveRouteState({
-    instanceId,
-    store,
-    redis,
-    subscriber,
-    keys,
-    snapshotFile: config.gateway.snapshotFile,
-    pollIntervalMs: config.gateway.pollIntervalMs,
-    heartbeatIntervalMs: config.gateway.heartbeatIntervalMs,
-    logger,
-    zone: config.gateway.zone,
-    health: redisHealth,
-  });
-  // Start whether or not Redis is up yet: routes come from the control DB or the snapshot.
-  await redisReady(redis, 2_000);
-  redisHealth.start();
-  await redisHealth.probe();
-  await routes.start();
+  const follower = createRouteFollower(config, { instanceId, logger, onRedisUnavailable: (what) => metrics.redisUnavailable.inc({ what }) });
+  const { keys, redis, redisHealth, routes } = follower;
+  await follower.start();
   const tracing = await startTracing(config.tracing, config.tracing.serviceName, logger);
   const gateway = createGateway({ config, routes, redis, redisHealth, keys, logger, metrics, tracing });
   await gateway.discovery.ready;
@@ -94,14 +66,10 @@ export async function startGateway(config: ResolvedConfig, options: StartGateway
     stop() {
       stopping ??= (async () => {
         clearInterval(viewTimer);
-        await redis.del(keys.gatewayUpstreams(instanceId)).catch(() => undefined);
-        await routes.stop();
+        await follower.withdraw();
         await gateway.close();
         await tracing?.shutdown().catch((err) => logger.warn({ err }, 'tracing: the last spans could not be exported'));
-        await store.close().catch(() => undefined);
-        redisHealth.stop();
-        redis.disconnect();
-        subscriber.disconnect();
+        await follower.close();
       })();
       return stopping;
     },

@@ -45,6 +45,8 @@ export interface VerifierOptions {
 
 type Key = Parameters<typeof jwtVerify>[1];
 
+const CONTROL = /[\x00-\x1f\x7f]/;
+
 function unauthenticated(message: string): StranglerError {
   return new StranglerError(message, 'UNAUTHENTICATED');
 }
@@ -87,7 +89,10 @@ export function createTokenVerifier(options: VerifierOptions): TokenVerifier {
         });
         const id = payload[spec.userIdClaim];
         if ((typeof id !== 'string' && typeof id !== 'number') || id === '') throw unauthenticated(`the token has no user id (claim ${spec.userIdClaim})`);
-        return { sub: String(id), email: typeof payload.email === 'string' ? payload.email : undefined, iss: payload.iss ?? spec.name };
+        // SECURITY: the id and email travel in headers: a line break or other control character
+        // (a user name chosen at registration) must never split or forge one. Refused on both engines.
+        if (CONTROL.test(String(id))) throw unauthenticated(`the token's user id (claim ${spec.userIdClaim}) contains control characters`);
+        return { sub: String(id), email: typeof payload.email === 'string' && !CONTROL.test(payload.email) ? payload.email : undefined, iss: payload.iss ?? spec.name };
       } catch (err) {
         first ??= err;
       }

@@ -5,6 +5,7 @@ import { devCommand } from './dev.ts';
 import { cutoverCommand, finalizeCommand, promoteCommand, rollbackCommand } from './cutover.ts';
 import { doctorCommand } from './doctor.ts';
 import { gatewayCommand } from './gateway.ts';
+import { haproxyCommand } from './haproxy.ts';
 import { initCommand } from './init.ts';
 import { controlCommand, diffCommand, historyCommand, planCommand, statusCommand } from './status.ts';
 import { servicesCommand } from './services.ts';
@@ -26,6 +27,7 @@ export const commands = [
   doctorCommand,
   syncCommand,
   gatewayCommand,
+  haproxyCommand,
   servicesCommand,
   statusCommand,
   planCommand,

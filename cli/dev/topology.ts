@@ -123,9 +123,10 @@ export async function startTopology(fileConfig: (o: ConfigOverrides) => Resolved
       step(`${spec.name.padEnd(9)} ${running.url ?? `pid ${running.pid}`} (log ${running.log})`);
     }
     await migrateControl(config.control.databaseUrl, config.control.schema);
-    const gateway = await startGateway(config, { logger: options.logger });
+    // gateway.engine picks the data plane: the Node gateway, or HAProxy with its agent.
+    const gateway = config.gateway.engine === 'haproxy' ? await (await import('../../gateway/haproxy/agent.ts')).startHaproxyEngine(config, { logger: options.logger }) : await startGateway(config, { logger: options.logger });
     components.push({ name: 'gateway', url: gateway.url, health: `${gateway.url}/healthz`, close: gateway.stop });
-    step(`gateway   ${gateway.url} (route table v${gateway.routes.current().version})`);
+    step(`gateway   ${gateway.url} (${config.gateway.engine}, route table v${gateway.routes.loaded ? gateway.routes.current().version : '?'})`);
     return topology;
   } catch (err) {
     await stop().catch(() => undefined);

@@ -51,6 +51,7 @@ describe('strangler.yaml validation', () => {
     ['a prefix with a trailing slash', (r) => (r.services[0].prefix = '/api/auth/'), 'services[0].prefix: expected a lowercase path prefix'],
     ['a bad table name', (r) => (r.services[1].tables[0].source = 'Invoices;drop'), 'services[1].tables[0].source: expected a lowercase SQL identifier'],
     ['a bad log level', (r) => (r.logLevel = 'loud'), 'logLevel: expected one of'],
+    ['an unknown data plane engine', (r) => (r.gateway.engine = 'nginx'), 'gateway.engine: expected one of "node", "haproxy"'],
     ['a duplicate prefix', (r) => (r.services[1].prefix = '/api/auth'), 'services[1].prefix: "/api/auth" is already used by services[0]'],
     ['a port clash with the gateway', (r) => (r.services[0].port = 5000), 'services[0].port: 5000 is already used by gateway.port'],
     ['an unknown dependency', (r) => (r.services[1].dependsOn = ['billing']), 'services[1].dependsOn[0]: unknown service "billing"'],

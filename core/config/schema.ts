@@ -192,6 +192,24 @@ export const configSchema = z.strictObject({
     .prefault({}),
   gateway: z
     .strictObject({
+      /**
+       * The data plane: `node` (this toolkit's gateway, `strangler gateway`) or `haproxy` (HAProxy
+       * driven by an agent, `strangler haproxy`; docs/data-planes.md says what each supports).
+       */
+      engine: z.enum(['node', 'haproxy']).default('node'),
+      /** The HAProxy engine's settings (engine: haproxy). */
+      haproxy: z
+        .strictObject({
+          /** The haproxy executable (Debian: apt-get install haproxy, 2.6 or later). */
+          binary: z.string().min(1).default('/usr/sbin/haproxy'),
+          /** Where the rendered haproxy.cfg, its maps, its Lua and its Runtime API socket live. */
+          runDir: z.string().min(1).default('.strangler/haproxy'),
+          /** HAProxy threads (nbthread). */
+          threads: z.number().int().min(1).max(64).default(2),
+          /** How often the agent reads HAProxy's per-route figures into Redis (canary analysis). */
+          figuresIntervalMs: z.number().int().min(100).max(60_000).default(1_000),
+        })
+        .prefault({}),
       port: port.default(5000),
       host: z.string().default('127.0.0.1'),
       /**

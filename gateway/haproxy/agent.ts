@@ -1,0 +1,246 @@
+import { createPublicKey, randomBytes, type JsonWebKey } from 'node:crypto';
+import { createServer } from 'node:net';
+import { hostname } from 'node:os';
+import { resolve } from 'node:path';
+import type { ResolvedConfig } from '../../core/config/load.ts';
+import { createLogger, type Logger } from '../../core/logger.ts';
+import { issuersOf } from '../issuers.ts';
+import type { IssuerSpec } from '../token-verifier.ts';
+import { LATENCY_BOUNDS_MS, RouteFigures } from '../metrics.ts';
+import type { LiveRouteState } from '../route-state.ts';
+import { gatewaySecrets } from '../server.ts';
+import type { EndpointView } from '../upstreams.ts';
+import { runHaproxy, writeRendered, type HaproxyProcess } from './process.ts';
+import { FIGURES_TABLE, INFLIGHT_TABLE, renderHaproxy, serviceBackend, type JwksKey, type RenderedHaproxy } from './render-config.ts';
+import { fastMapEntries, routeMapEntries } from './route-maps.ts';
+import { createRegistrySlots } from './registry-slots.ts';
+import { replaceMap, runtimeCommand } from './runtime-api.ts';
+import { createRedisRegistry } from '../../core/registry/redis-registry.ts';
+import { createRouteFollower } from '../route-follower.ts';
+
+export interface StartHaproxyOptions {
+  /** 0 takes a free port; default: gateway.port. */
+  port?: number;
+  instanceId?: string;
+  logger?: Logger;
+  /** Default: gateway.haproxy.runDir. */
+  runDir?: string;
+}
+
+export interface RunningHaproxyEngine {
+  url: string;
+  port: number;
+  instanceId: string;
+  haproxy: HaproxyProcess;
+  routes: LiveRouteState;
+  rendered: RenderedHaproxy;
+  stop(): Promise<void>;
+}
+
+/** A free TCP port on the host (HAProxy binds it itself). */
+export function freePort(host: string): Promise<number> {
+  return new Promise((ok, fail) => {
+    const s = createServer();
+    s.once('error', fail);
+    s.listen(0, host, () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => ok(port));
+    });
+  });
+}
+
+/**
+ * The public keys of the JWKS issuers, fetched once (jwt_verify cannot fetch them itself). An
+ * issuer that cannot be reached yet gets no key: its tokens are refused until the engine restarts.
+ */
+export async function fetchJwksKeys(issuers: IssuerSpec[], timeoutMs: number, logger: Logger): Promise<Record<string, JwksKey[]>> {
+  const out: Record<string, JwksKey[]> = {};
+  for (const i of issuers) {
+    if (i.kind !== 'jwks') continue;
+    try {
+      const res = await fetch(i.jwksUrl, { signal: AbortSignal.timeout(timeoutMs) });
+      if (!res.ok) throw new Error(`answered ${res.status}`);
+      const { keys } = (await res.json()) as { keys?: Array<JsonWebKey & { kid?: string; use?: string }> };
+      out[i.name] = (keys ?? []).filter((k) => k.use !== 'enc' && (k.kty === 'RSA' || k.kty === 'EC')).map((k) => ({ kid: k.kid ?? null, pem: createPublicKey({ key: k, format: 'jwk' }).export({ type: 'spki', format: 'pem' }).toString() }));
+    } catch (err) {
+      logger.warn({ err, issuer: i.name, url: i.jwksUrl }, 'cannot fetch the issuer\'s JWKS; its tokens are refused until strangler haproxy restarts with it reachable');
+    }
+  }
+  return out;
+}
+
+/** Renders the configuration from strangler.yaml (secrets checked first, as the Node gateway does). */
+export function renderFor(config: ResolvedConfig, layout: { runDir: string; port: number }, jwks: Record<string, JwksKey[]> = {}): RenderedHaproxy {
+  const secrets = gatewaySecrets(config);
+  return renderHaproxy(config, { adminToken: secrets.adminToken, issuers: issuersOf(config, secrets.jwtSecret), jwks }, { runDir: resolve(layout.runDir), port: layout.port, host: config.gateway.host });
+}
+
+/** One key of the figures table (`show table figures`): `<service>:<side>` and its cumulative counters. */
+export interface FigureCounters {
+  service: string;
+  target: 'legacy' | 'service';
+  /** gpc0 requests, gpc1 5xx, then one per LATENCY_BOUNDS_MS bucket and one past the last. */
+  counters: number[];
+}
+
+/** Parses `show table figures` (render-config.ts figureRules). */
+export function parseFigureTable(text: string): FigureCounters[] {
+  const out: FigureCounters[] = [];
+  for (const line of text.split('\n')) {
+    const key = / key=([a-z][a-z0-9-]*):(legacy|service) /.exec(line);
+    if (!key) continue;
+    const counters: number[] = [];
+    for (const m of line.matchAll(/ gpc(\d+)=(\d+)/g)) counters[Number(m[1])] = Number(m[2]);
+    out.push({ service: key[1], target: key[2] as 'legacy' | 'service', counters });
+  }
+  return out;
+}
+
+/**
+ * Pure: what was counted since the last read (HAProxy's counters are cumulative and 32-bit: a
+ * counter that wrapped still gives its delta).
+ */
+export function figureDeltas(now: FigureCounters[], last: Map<string, number[]>): Array<{ service: string; target: 'legacy' | 'service'; requests: number; errors: number; latency: number[] }> {
+  return now.map((f) => {
+    const key = `${f.service}:${f.target}`;
+    const before = last.get(key) ?? [];
+    last.set(key, f.counters);
+    const d = f.counters.map((c, i) => (c - (before[i] ?? 0)) >>> 0);
+    return { service: f.service, target: f.target, requests: d[0] ?? 0, errors: d[1] ?? 0, latency: d.slice(2, 2 + LATENCY_BOUNDS_MS.length + 1) };
+  });
+}
+
+/** Writes in flight for one prefix, from `show table inflight key <prefix>` (0 when it has no entry). */
+export function writesInFlight(text: string): number {
+  return Number(/ conn_cur=(\d+)/.exec(text)?.[1] ?? 0);
+}
+
+/** `show stat` CSV as rows keyed by its header's names. */
+function parseStat(csv: string): Array<Record<string, string>> {
+  const [head, ...lines] = csv.split('\n').filter(Boolean);
+  const names = head.replace(/^# /, '').split(',');
+  return lines.map((l) => Object.fromEntries(l.split(',').map((v, i) => [names[i], v])));
+}
+
+/**
+ * The HAProxy engine (`strangler haproxy`): renders haproxy.cfg from strangler.yaml, runs HAProxy,
+ * and follows the control plane like a Node gateway (LiveRouteState: pub/sub, polling, snapshot).
+ * Each route version is applied as one atomic routes-map swap through the Runtime API, and only
+ * then acknowledged under this instance id, so `strangler cutover` waits for HAProxy itself.
+ * The per-route figures the Lua sums are read every figuresIntervalMs into Redis (canary
+ * analysis), and the instances' health from `show stat` published for `strangler services`.
+ */
+export async function startHaproxyEngine(config: ResolvedConfig, options: StartHaproxyOptions = {}): Promise<RunningHaproxyEngine> {
+  const g = config.gateway;
+  const logger = options.logger ?? createLogger('haproxy', config.logLevel);
+  const instanceId = options.instanceId ?? `haproxy-${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+  const port = options.port === 0 ? await freePort(g.host) : (options.port ?? g.port);
+  const secrets = gatewaySecrets(config);
+  const jwks = await fetchJwksKeys(issuersOf(config, secrets.jwtSecret), g.jwksTimeoutMs, logger);
+  const rendered = renderFor(config, { runDir: options.runDir ?? g.haproxy.runDir, port }, jwks);
+  writeRendered(resolve(options.runDir ?? g.haproxy.runDir), rendered);
+  const haproxy = await runHaproxy(g.haproxy.binary, rendered, (line) => logger.info({ haproxy: line }, 'haproxy'));
+
+  let alive = true;
+  const serviceNames = new Set(config.services.map((s) => s.name));
+  const follower = createRouteFollower(config, {
+    instanceId,
+    logger,
+    engine: 'haproxy',
+    // The acknowledgement means HAProxy serves the table: it is sent only once the map swap is committed.
+    beforeAckRequired: true,
+    beforeAck: async (table) => {
+      if (!alive) throw new Error('HAProxy is not running');
+      // The Lua's map first: a request that finds "lua" in the new fast map reads the new routes too.
+      await replaceMap(rendered.socket, rendered.routesMap, routeMapEntries(table));
+      await replaceMap(rendered.socket, rendered.fastMap, fastMapEntries(table, serviceNames));
+      // As the Node gateway: a fenced table is acknowledged once no write sent by the old routing is left in flight.
+      const deadline = Date.now() + g.upstreamTimeoutMs;
+      for (const r of table.routes.filter((x) => x.fenced)) {
+        while (Date.now() < deadline && writesInFlight(await runtimeCommand(rendered.socket, `show table ${INFLIGHT_TABLE} key ${r.prefix}`)) > 0) await new Promise((ok) => setTimeout(ok, 5));
+      }
+      logger.info({ version: table.version, routes: table.routes.length }, 'route table applied to HAProxy');
+    },
+  });
+  const { keys, redis, redisHealth, routes } = follower;
+  await follower.start();
+  const registryServices = config.services.filter((s) => s.discovery === 'registry').map((s) => s.name);
+  const registry = registryServices.length ? createRedisRegistry({ redis, keyPrefix: config.redis.keyPrefix, logger }) : null;
+  const slots = registry ? createRegistrySlots({ socket: rendered.socket, registry, services: registryServices, allowedHosts: config.registry.allowedHosts, logger }) : null;
+  await slots?.refresh();
+  const slotsTimer = setInterval(() => void (alive && slots?.refresh()), g.loadBalancer.refreshMs);
+  slotsTimer.unref();
+
+  const figures = new RouteFigures(redis, keys, redisHealth);
+  figures.start();
+  const lastCounters = new Map<string, number[]>();
+  const readFigures = async () => {
+    try {
+      const table = parseFigureTable(await runtimeCommand(rendered.socket, `show table ${FIGURES_TABLE}`));
+      for (const f of figureDeltas(table, lastCounters)) if (f.requests > 0) figures.add(f.service, f.target, f.requests, f.errors, f.latency);
+    } catch (err) {
+      if (alive) logger.warn({ err }, 'cannot read the per-route figures from HAProxy');
+    }
+  };
+  const figuresTimer = setInterval(() => void readFigures(), g.haproxy.figuresIntervalMs);
+  figuresTimer.unref();
+
+  // Each service's instances as HAProxy sees them (health checks, outlier mark-down), for `strangler services`.
+  const lastTotals = new Map<string, { requests: number; failures: number }>();
+  const publishView = async () => {
+    if (!alive) return;
+    // Alive: /healthz answers 200 while this is recent (render-config.ts AGENT_STALE_S).
+    await runtimeCommand(rendered.socket, `set map ${rendered.agentMap} agent ${Math.floor(Date.now() / 1000)}`).catch(() => undefined);
+    if (!redisHealth.ok) return;
+    try {
+      const stats = parseStat(await runtimeCommand(rendered.socket, 'show stat'));
+      const clusters: Record<string, EndpointView[]> = {};
+      for (const s of config.services) {
+        clusters[s.name] = stats
+          .filter((r) => r.pxname === serviceBackend(s.name) && /^[ir]\d+$/.test(r.svname) && r.status !== 'MAINT')
+          .map((r) => {
+            const url = `http://${r.addr}`;
+            const requests = Number(r.stot || 0);
+            const failures = Number(r.eresp || 0) + Number(r.econ || 0) + Number(r.hrsp_5xx || 0);
+            const last = lastTotals.get(`${s.name}/${r.svname}`) ?? { requests, failures };
+            lastTotals.set(`${s.name}/${r.svname}`, { requests, failures });
+            const up = r.status.startsWith('UP');
+            const health: EndpointView['health'] = r.check_status === '' ? 'unknown' : up ? 'healthy' : 'unhealthy';
+            return { id: r.addr, url, source: s.discovery, health, available: up || r.status === 'no check', ejected: false, ejectedForMs: 0, ejections: 0, inFlight: Number(r.scur || 0), requests, failures, recentRequests: requests - last.requests, recentFailures: failures - last.failures };
+          });
+      }
+      const ttl = Math.max(3 * g.heartbeatIntervalMs, 5_000);
+      await redis.set(keys.gatewayUpstreams(instanceId), JSON.stringify({ gateway: instanceId, at: Date.now(), clusters }), 'PX', ttl);
+    } catch (err) {
+      if (alive) logger.warn({ err }, 'cannot publish the instances view');
+    }
+  };
+  void publishView();
+  const viewTimer = setInterval(() => void publishView(), g.heartbeatIntervalMs);
+  viewTimer.unref();
+
+  let stopping: Promise<void> | null = null;
+  const stop = () => {
+    stopping ??= (async () => {
+      clearInterval(figuresTimer);
+      clearInterval(viewTimer);
+      clearInterval(slotsTimer);
+      await readFigures();
+      alive = false;
+      await follower.withdraw();
+      await figures.stop();
+      await haproxy.stop();
+      await follower.close();
+    })();
+    return stopping;
+  };
+  // HAProxy gone: this instance withdraws (a cutover must not wait for, nor count on, a dead data plane).
+  void haproxy.exited.then((code) => {
+    if (stopping) return;
+    alive = false;
+    logger.error({ code }, 'HAProxy exited; the agent withdraws this instance');
+    void stop();
+  });
+  logger.info({ port, instanceId, pid: haproxy.pid }, 'haproxy engine listening');
+  return { url: `http://${g.host}:${port}`, port, instanceId, haproxy, routes, rendered, stop };
+}

@@ -1,0 +1,72 @@
+import { describe, expect, it } from 'vitest';
+import { resolveConfig } from '../../core/config/load.ts';
+import { generateSecret } from '../../core/config/secrets.ts';
+import { issuersOf } from '../issuers.ts';
+import { LATENCY_BOUNDS_MS } from '../metrics.ts';
+import { figureDeltas, parseFigureTable } from './agent.ts';
+import { assignSlots } from './registry-slots.ts';
+import { renderHaproxy } from './render-config.ts';
+import { fastMapEntries, routeMapEntries } from './route-maps.ts';
+
+describe('the HAProxy engine, pure parts (issue 21)', () => {
+  const table = {
+    version: 7,
+    routes: [
+      { prefix: '/api/invoices', service: 'invoices', mode: 'service' as const, weight: 100 },
+      { prefix: '/api/auth', service: 'auth', mode: 'canary' as const, weight: 12.5 },
+      { prefix: '/api/ocr', service: 'ocr', mode: 'service' as const, weight: 100, methods: ['GET', 'HEAD'] },
+      { prefix: '/api/templates', service: 'templates', mode: 'legacy' as const, weight: 0, fenced: true, fenceUntil: 1_800_000_000_000 },
+      { prefix: '/', service: 'gone', mode: 'service' as const, weight: 100 },
+    ],
+  };
+
+  it('writes the Lua map one line per prefix: service, mode, weight, fence deadline (0: none), method scope (*: all)', () => {
+    expect(routeMapEntries(table)).toEqual([
+      ['/api/invoices', 'invoices service 100 0 *'],
+      ['/api/auth', 'auth canary 12.5 0 *'],
+      ['/api/ocr', 'ocr service 100 0 GET,HEAD'],
+      ['/api/templates', 'templates legacy 0 1800000000000 *'],
+      ['/', 'gone service 100 0 *'],
+    ]);
+  });
+
+  it('routes natively only what needs no Lua: canary, fenced and scoped routes go to Lua; an unknown service to legacy', () => {
+    expect(fastMapEntries(table, new Set(['invoices', 'auth', 'ocr', 'templates']))).toEqual([
+      ['/api/invoices/', 'service:invoices|/api/invoices'],
+      ['/api/auth/', 'lua|/api/auth'],
+      ['/api/ocr/', 'lua|/api/ocr'],
+      ['/api/templates/', 'lua|/api/templates'],
+      ['/', 'legacy|/'],
+    ]);
+  });
+
+  it('keeps registered instances in the server slot they had; new ones take free slots; gone ones free theirs', () => {
+    const first = assignSlots([], ['a', 'b', 'c'], 4);
+    expect(first).toEqual(['a', 'b', 'c', null]);
+    expect(assignSlots(first, ['c', 'd', 'a'], 4)).toEqual(['a', 'd', 'c', null]);
+    expect(assignSlots(first, ['a', 'b', 'c', 'd', 'e'], 4)).toEqual(['a', 'b', 'c', 'd']);
+  });
+
+  it('reads the figures table as deltas since the last read, a wrapped 32-bit counter included', () => {
+    const zeros = Array(LATENCY_BOUNDS_MS.length + 1).fill(0);
+    const line = (key: string, counters: number[]) => `0x1: key=${key} use=0 exp=0 ${counters.map((c, i) => `gpc${i}=${c}`).join(' ')}`;
+    const last = new Map<string, number[]>();
+    const first = figureDeltas(parseFigureTable(`# table: figures\n${line('invoices:service', [10, 1, 9, 1, ...zeros.slice(2)])}\n${line('invoices:legacy', [4, 0, 4, ...zeros.slice(1)])}\n`), last);
+    expect(first.map((f) => [f.service, f.target, f.requests, f.errors, f.latency.slice(0, 2)])).toEqual([
+      ['invoices', 'service', 10, 1, [9, 1]],
+      ['invoices', 'legacy', 4, 0, [4, 0]],
+    ]);
+    last.set('invoices:service', [2 ** 32 - 2, 1, 9, 1]);
+    const wrapped = figureDeltas(parseFigureTable(line('invoices:service', [3, 1, 14, 1, ...zeros.slice(2)])), last);
+    expect(wrapped[0]).toMatchObject({ requests: 5, errors: 0, latency: expect.arrayContaining([5]) });
+  });
+
+  it('renders the secrets only into the owner-only config, quoted; refuses a value with a line break', () => {
+    const config = resolveConfig({ legacy: { jwtSecret: generateSecret() }, gateway: { adminToken: generateSecret(), engine: 'haproxy' } });
+    const secrets = { adminToken: config.gateway.adminToken!, issuers: issuersOf(config, config.legacy.jwtSecret!) };
+    const out = renderHaproxy(config, secrets, { runDir: '/run/strangler', port: 5000, host: '127.0.0.1' });
+    expect(out.files['haproxy.cfg']).toContain(`jwt_verify(txn.jwt_alg,"${config.legacy.jwtSecret}")`);
+    expect(out.files['strangler.lua']).not.toContain(config.legacy.jwtSecret!);
+    expect(() => renderHaproxy(config, { ...secrets, adminToken: 'a\nb' }, { runDir: '/run/strangler', port: 5000, host: '127.0.0.1' })).toThrow(/line break/);
+  });
+});
