@@ -176,7 +176,8 @@ describe('control-plane faults (issue 19)', () => {
     await waitFor('the gateway to hold writes', async () => routeAtGateway()?.fenced === true, 5_000, 20);
     cli.child.kill('SIGKILL');
     expect((await cli.result).signal).toBe('SIGKILL');
-    await waitFor('writes to flow again', async () => (await write()) === 200, 30_000, 100);
+    // Well before control.fenceLeaseMs' default (30 s): only the test's 3 s lease lifts it in time.
+    await waitFor('writes to flow again', async () => (await write()) === 200, 20_000, 100);
     // The last committed route stands: the switch never committed.
     expect(routeAtGateway()).toMatchObject({ mode: 'canary', weight: 20, fenced: false });
     expect(await phase()).toBe('canary');
@@ -192,7 +193,8 @@ describe('control-plane faults (issue 19)', () => {
     // Refused (its drain found no sync) or failed on the restart: either way nothing was switched.
     expect([1, 2], r.stderr).toContain(r.code);
     expect(r.stderr.trim().split('\n'), r.stderr).toHaveLength(1);
-    await waitFor('writes to flow again', async () => (await write()) === 200, 30_000, 100);
+    // Well before control.fenceLeaseMs' default (30 s): only the test's 3 s lease lifts it in time.
+    await waitFor('writes to flow again', async () => (await write()) === 200, 20_000, 100);
     await waitFor('the gateway to reach the control database again', async () => (await gateway.routes.refresh(), gateway.routes.storeReachable), 30_000, 200);
     expect(routeAtGateway()).toMatchObject({ mode: 'canary', weight: 20, fenced: false });
     expect(await phase()).toBe('canary');

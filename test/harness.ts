@@ -173,11 +173,13 @@ export async function gatewayTestEnv(label: string, serviceNames: string[] = ['a
 /** A strangler.yaml for a resolved test config (databases as full URLs), for tests that run the CLI. */
 export function configYaml(config: ResolvedConfig): Record<string, unknown> {
   const { databaseUrl: legacyDb, url: legacyUrl, ...legacy } = config.legacy;
+  // Every control setting goes with it (a test's short fence lease reaches the CLI it runs).
+  const { databaseUrl: controlDb, ...control } = config.control;
   return {
     postgres: config.postgres,
     redis: config.redis,
     legacy: { ...legacy, url: legacyUrl, database: legacyDb },
-    control: { schema: config.control.schema, database: config.control.databaseUrl },
+    control: { ...control, database: controlDb },
     gateway: config.gateway,
     sync: config.sync,
     registry: config.registry,
