@@ -70,6 +70,7 @@ export interface DependencyHealth {
 export class RedisHealth implements DependencyHealth {
   #reason: string | null;
   #timer: NodeJS.Timeout | null = null;
+  #stopped = false;
   #probing = false;
   #downSince = 0;
   readonly #redis: Redis;
@@ -84,7 +85,10 @@ export class RedisHealth implements DependencyHealth {
     this.#reason = redis.status === 'ready' ? null : 'no connection to Redis yet';
     if (this.#reason) this.#downSince = Date.now();
     redis.on('ready', () => void this.probe());
-    redis.on('close', () => this.#down('the connection to Redis was lost'));
+    // A connection its owner closes after stop() is a shutdown, not an outage to warn about.
+    redis.on('close', () => {
+      if (!this.#stopped) this.#down('the connection to Redis was lost');
+    });
   }
 
   get ok(): boolean {
@@ -97,13 +101,16 @@ export class RedisHealth implements DependencyHealth {
 
   /** Probes now, then every probeIntervalMs. Safe to call twice. */
   start(): void {
+    this.#stopped = false;
     if (this.#timer) return;
     void this.probe();
     this.#timer = setInterval(() => void this.probe(), this.#o.probeIntervalMs);
     this.#timer.unref();
   }
 
+  /** Stops probing; what happens to the connection after this (its owner closing it) is not reported. */
   stop(): void {
+    this.#stopped = true;
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = null;
   }

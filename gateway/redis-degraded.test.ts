@@ -114,4 +114,28 @@ describe('RedisHealth on a Redis that freezes', () => {
       client.disconnect();
     }
   });
+
+  it('reports a lost connection, but not the one its owner closes after stop() (a shutdown is no outage)', async () => {
+    const watch = async (close: (c: Redis, h: RedisHealth) => void) => {
+      const client = new Redis(server.url, boundedRedisOptions({ commandTimeoutMs: 200 }));
+      client.on('error', () => undefined);
+      const warned: string[] = [];
+      const logger: typeof silentLogger = Object.assign(Object.create(silentLogger), { warn: (_: unknown, msg: string) => void warned.push(msg) });
+      const health = new RedisHealth(client, { commandTimeoutMs: 200, probeIntervalMs: 100, logger });
+      await waitFor('a connection', async () => client.status === 'ready', 5_000, 20);
+      health.start();
+      await waitFor('healthy', async () => health.ok, 2_000, 20);
+      close(client, health);
+      await waitFor('the connection to close', async () => client.status === 'end', 2_000, 10);
+      health.stop();
+      return { warned, outages: health.outages };
+    };
+    const lost = await watch((client) => client.disconnect());
+    expect(lost).toEqual({ warned: ['Redis unavailable (the connection to Redis was lost); going on without it'], outages: 1 });
+    const shutdown = await watch((client, health) => {
+      health.stop();
+      client.disconnect();
+    });
+    expect(shutdown).toEqual({ warned: [], outages: 0 });
+  });
 });
