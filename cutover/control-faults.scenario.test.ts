@@ -6,6 +6,7 @@ import { startGateway, type RunningGateway } from '../gateway/start.ts';
 import { HEALTH_CHECK_USER_AGENT } from '../gateway/upstreams.ts';
 import { migrateControl } from '../migrations/control/index.ts';
 import { PostgresCluster } from '../stack/postgres-cluster.ts';
+import { RedisServer } from '../stack/redis-server.ts';
 import { waitFor } from '../stack/ports.ts';
 import { hasStackTrace, runCli, spawnCli, writeConfig } from '../test/cli.ts';
 import { createTestDatabase, dropTestDatabase, gatewayTestEnv } from '../test/harness.ts';
@@ -14,7 +15,7 @@ import { openCutover } from './executor.ts';
 /**
  * Issue 19, control-plane faults, with the real `strangler` command (a process of its own), a
  * real gateway, and the control database on a PostgreSQL server of its own (to refuse
- * connections on, and to restart). The analytics prefix is put in the phase each test starts
+ * connections on, and to restart) and Redis of its own (to freeze). The analytics prefix is put in the phase each test starts
  * from; no sync runs, so a switch waits in its drain (writes held) until its budget runs out:
  * the window in which these faults strike.
  */
@@ -24,6 +25,7 @@ const CONTROL_DB = 'strangler_control';
 const LEASE_MS = 3_000;
 
 let cluster: PostgresCluster;
+let redisServer: RedisServer;
 let env: Awaited<ReturnType<typeof gatewayTestEnv>>;
 let config: ResolvedConfig;
 let configFile: string;
@@ -93,11 +95,13 @@ function whilePlanned(meanwhile: () => Promise<unknown>): void {
 
 beforeAll(async () => {
   cluster = await PostgresCluster.start();
+  redisServer = await RedisServer.start();
   await cluster.createDatabase(CONTROL_DB);
   env = await gatewayTestEnv('control_faults', ['analytics']);
   databases.push(await createTestDatabase('control_faults_legacy'), await createTestDatabase('control_faults_analytics'));
   config = {
     ...env.config,
+    redis: { ...env.config.redis, url: redisServer.url },
     legacy: { ...env.config.legacy, databaseUrl: databases[0] },
     control: { ...env.config.control, databaseUrl: cluster.url(CONTROL_DB), fenceLeaseMs: LEASE_MS },
     // The CLI's drain budget: long enough that a switch is still holding writes when the fault strikes.
@@ -118,6 +122,8 @@ afterAll(async () => {
   for (const d of databases) await dropTestDatabase(d).catch(() => undefined);
   await env?.cleanup();
   await cluster?.destroy();
+  redisServer?.resume();
+  await redisServer?.destroy();
 });
 
 describe('control-plane faults (issue 19)', () => {
@@ -181,6 +187,23 @@ describe('control-plane faults (issue 19)', () => {
     // The last committed route stands: the switch never committed.
     expect(routeAtGateway()).toMatchObject({ mode: 'canary', weight: 20, fenced: false });
     expect(await phase()).toBe('canary');
+  });
+
+  it('applies a rollback while Redis is frozen, the gateway following it from the control database, and exits 3: applied, not confirmed', async () => {
+    await startFrom('canary', 'canary', 20);
+    redisServer.pause();
+    let r;
+    try {
+      r = await runCli(configFile, ['rollback', PREFIX, '--reason', 'Redis is frozen']);
+      expect(r.code, `${r.stdout}${r.stderr}`).toBe(3);
+      expect(r.stdout).toMatch(/applied \(route v\d+\), NOT CONFIRMED by the gateways: /);
+      expect(await phase()).toBe('rolled-back');
+      // No notification can arrive through a frozen Redis: the gateway's poll of the control database brings it.
+      await waitFor('the gateway to follow the rollback without Redis', async () => routeAtGateway()?.mode === 'legacy', 15_000, 50);
+    } finally {
+      redisServer.resume();
+    }
+    expect(await write()).toBe(200);
   });
 
   it('survives a restart of the control database during a switch: one line, no stack trace, writes flow again, the route is whole', async () => {
