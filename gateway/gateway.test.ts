@@ -3,7 +3,11 @@ import type { AddressInfo } from 'node:net';
 import { generateKeyPair, SignJWT, UnsecuredJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
+import { Redis } from 'ioredis';
+import { waitFor } from '../stack/ports.ts';
 import { adminHeaders, gatewayTestEnv } from '../test/harness.ts';
+import { readRouteFigures } from './metrics.ts';
+import { redisKeys } from './redis-keys.ts';
 import { startEchoUpstream } from '../test/upstream.ts';
 import { routeWriter } from '../test/routes.ts';
 import { startGateway, type RunningGateway } from './start.ts';
@@ -232,6 +236,42 @@ describe('gateway proxy correctness', () => {
     });
     ws.close();
     expect(reply).toBe('legacy:77:ping');
+  });
+
+  it('counts a WebSocket upgrade the service failed in its figures, as the canary analysis reads them', async () => {
+    // The service's one instance cannot be reached; its health checks are off, so the upgrade goes to it.
+    const keyPrefix = `${env.config.redis.keyPrefix}wsfig:`;
+    const config = {
+      ...env.config,
+      redis: { ...env.config.redis, keyPrefix },
+      services: env.config.services.map((s) => (s.name === 'invoices' ? { ...s, url: 'http://127.0.0.1:1', instances: [], healthCheck: { ...s.healthCheck, enabled: false } } : s)),
+    };
+    const down = await startGateway(config, { port: 0, instanceId: 'gw-ws-figures' });
+    const redis = new Redis(config.redis.url);
+    const from = Date.now();
+    const bearer = `Bearer ${await token('79')}`;
+    try {
+      await routes.set({ prefix: '/api/invoices', mode: 'service' });
+      await waitFor('the gateway to route invoices to the service', async () => down.routes.current().routes.some((r) => r.prefix === '/api/invoices' && r.mode === 'service'), 5_000, 20);
+      const status = await new Promise<number>((resolve, reject) => {
+        const ws = new WebSocket(`${down.url.replace('http', 'ws')}/api/invoices/live`, { headers: { authorization: bearer } });
+        ws.on('open', () => reject(new Error('the upgrade reached an instance that cannot be reached')));
+        ws.on('unexpected-response', (_req, res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        ws.on('error', reject);
+      });
+      expect(status).toBe(502);
+      await waitFor('the failed upgrade in the figures of the service side', async () => {
+        const f = await readRouteFigures(redis, redisKeys(keyPrefix), 'invoices', 'service', from - 10_000, Date.now() + 10_000);
+        return f.requests >= 1 && f.errors >= 1;
+      }, 10_000, 100);
+    } finally {
+      await routes.set({ prefix: '/api/invoices', mode: 'legacy' });
+      redis.disconnect();
+      await down.stop();
+    }
   });
 
   it('gives a WebSocket upgrade the plain request\'s X-Forwarded-* rule, request id, identity headers and rate limit', async () => {

@@ -4,7 +4,7 @@ import { errorBody } from '../core/errors.ts';
 import type { Logger } from '../core/logger.ts';
 import { normalizeRequestTarget } from './path-normalize.ts';
 import type { Pipeline, Refused } from './pipeline.ts';
-import type { Cluster } from './upstreams.ts';
+import { failureKind, type Cluster } from './upstreams.ts';
 
 /** An error answer written on the raw socket (no ServerResponse exists for an upgrade), as sendError writes it. */
 function refuse(socket: Duplex, r: Pick<Refused, 'status' | 'code' | 'message' | 'requestId'> & { headers?: Record<string, string> }): void {
@@ -18,10 +18,25 @@ function refuse(socket: Duplex, r: Pick<Refused, 'status' | 'code' | 'message' |
  * WebSocket (HTTP/1.1 Upgrade) proxying. The upgrade request goes through the same pipeline as
  * a plain request (request id, path normalisation, route table, JWT, client address by the
  * trusted-proxy rule, rate limit, the headers sent upstream, the side chosen); once both sides
- * have switched protocols the sockets are piped.
+ * have switched protocols the sockets are piped. Its outcome counts like a plain request's: in
+ * the route's figures (the canary analysis reads them) and in the instance's outlier detection.
  */
-export async function proxyUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, deps: { pipeline: Pipeline; upstreams: Map<string, Cluster>; logger: Logger }): Promise<void> {
+export async function proxyUpgrade(
+  req: IncomingMessage,
+  socket: Duplex,
+  head: Buffer,
+  deps: {
+    pipeline: Pipeline;
+    upstreams: Map<string, Cluster>;
+    logger: Logger;
+    /** The answer to the upgrade (101 once switched), as the plain path records its answers. */
+    record: (service: string | undefined, prefix: string | undefined, target: 'legacy' | 'service', status: number, started: number) => void;
+    /** The service had no available instance for it. */
+    noInstance: (service: string) => void;
+  },
+): Promise<void> {
   const { pipeline } = deps;
+  const started = performance.now();
   const requestId = pipeline.requestId(req);
   const target = normalizeRequestTarget(req.url ?? '/');
   // SECURITY: a path the gateway cannot read exactly as the upstream will is refused, never guessed.
@@ -33,7 +48,12 @@ export async function proxyUpgrade(req: IncomingMessage, socket: Duplex, head: B
   const choice = pipeline.choose(req, a, service, { method: 'GET', retrySafe: false, setCookie: false });
   const cluster = choice.target === 'service' ? service! : deps.upstreams.get('legacy')!;
   const upstream = cluster.pick();
-  if (!upstream) return refuse(socket, { status: 503, code: 'NOT_READY', message: `no instance of ${cluster.name} is available; retry shortly`, requestId, headers: { 'retry-after': '1' } });
+  const outcome = (status: number) => deps.record(a.route?.service, a.route?.prefix, choice.target, status, started);
+  if (!upstream) {
+    if (choice.target === 'service') deps.noInstance(cluster.name);
+    else outcome(503);
+    return refuse(socket, { status: 503, code: 'NOT_READY', message: `no instance of ${cluster.name} is available; retry shortly`, requestId, headers: { 'retry-after': '1' } });
+  }
   // The plain request's headers (X-Forwarded-*, X-Request-Id, identity only from a verified
   // token), with the upgrade's own hop-by-hop headers put back.
   const headers = pipeline.forwardHeaders(req, a);
@@ -43,6 +63,8 @@ export async function proxyUpgrade(req: IncomingMessage, socket: Duplex, head: B
   const url = new URL(upstream.origin);
   const proxyReq = request({ host: url.hostname, port: url.port, method: req.method, path: `${target.path}${target.query}`, headers });
   proxyReq.on('upgrade', (res, upstreamSocket, upstreamHead) => {
+    cluster.report(upstream, { ok: true, status: 101 });
+    outcome(101);
     let head101 = `HTTP/1.1 101 Switching Protocols\r\n`;
     for (let i = 0; i < res.rawHeaders.length; i += 2) head101 += `${res.rawHeaders[i]}: ${res.rawHeaders[i + 1]}\r\n`;
     for (const [name, value] of Object.entries(a.responseHeaders)) for (const v of Array.isArray(value) ? value : [value]) head101 += `${name}: ${v}\r\n`;
@@ -61,6 +83,8 @@ export async function proxyUpgrade(req: IncomingMessage, socket: Duplex, head: B
   });
   proxyReq.on('response', (res) => {
     // The upstream refused to upgrade: pass its answer on and close.
+    cluster.report(upstream, { ok: res.statusCode! < 500, status: res.statusCode });
+    outcome(res.statusCode!);
     let text = `HTTP/1.1 ${res.statusCode} ${res.statusMessage}\r\n`;
     for (let i = 0; i < res.rawHeaders.length; i += 2) text += `${res.rawHeaders[i]}: ${res.rawHeaders[i + 1]}\r\n`;
     socket.write(`${text}\r\n`);
@@ -68,6 +92,8 @@ export async function proxyUpgrade(req: IncomingMessage, socket: Duplex, head: B
   });
   proxyReq.on('error', (err) => {
     deps.logger.warn({ err, reqId: requestId }, 'websocket upstream unreachable');
+    cluster.report(upstream, { ok: false, kind: failureKind(err) ?? 'connect' });
+    outcome(502);
     refuse(socket, { status: 502, code: 'UPSTREAM_UNAVAILABLE', message: `${cluster.name} cannot be reached`, requestId });
   });
   proxyReq.end();
