@@ -60,6 +60,11 @@ describe('the strangler command', () => {
     const zone = await run('gateway', '--zone', ' ');
     expect(zone.code).toBe(2);
     expect(zone.stderr).toContain('--zone must not be empty; leave it out for no zone preference');
+    for (const command of ['gateway', 'haproxy', 'ui']) {
+      const port = await run(command, '--port', '70000');
+      expect(port.code, command).toBe(2);
+      expect(port.stderr, command).toContain('--port must be a whole number from 0 to 65535, got 70000');
+    }
   });
 
   it('reports a valid config with its services in migration order', async () => {

@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import type { Argv } from 'yargs';
 import type { ConfigOverrides, ResolvedConfig } from '../core/config/load.ts';
 import { readSecretFile, SECRETS, type SecretName } from '../core/config/secrets.ts';
+import { StranglerError } from '../core/errors.ts';
 
 /** Options every command accepts. */
 export interface GlobalArgs {
@@ -113,6 +114,11 @@ export function secretOverrides(args: Pick<GlobalArgs, 'legacyJwtSecretFile' | '
     }
   }
   return out;
+}
+
+/** A `--port` flag: absent (the configured port), or a whole number from 0 (any free port) to 65535. */
+export function checkPortFlag(port: number | undefined): void {
+  if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65_535)) throw new StranglerError(`--port must be a whole number from 0 to 65535, got ${port}`, 'BAD_INPUT');
 }
 
 /** Prints a value as JSON (--json) or as text. */

@@ -1,7 +1,7 @@
 import cluster from 'node:cluster';
 import type { Argv, CommandModule } from 'yargs';
 import { StranglerError } from '../../core/errors.ts';
-import { resolveCliConfig, secretFileOptions, type GlobalArgs, untilSignal } from '../context.ts';
+import { checkPortFlag, resolveCliConfig, secretFileOptions, type GlobalArgs, untilSignal } from '../context.ts';
 
 interface GatewayArgs extends GlobalArgs {
   port?: number;
@@ -27,6 +27,7 @@ export const gatewayCommand: CommandModule<GlobalArgs, GatewayArgs> = {
     if (!Number.isInteger(args.workers) || args.workers < 1 || args.workers > 64) {
       throw new StranglerError(`--workers must be an integer from 1 to 64, got ${args.workers}`, 'BAD_INPUT');
     }
+    checkPortFlag(args.port);
     if (args.zone !== undefined && args.zone.trim() === '') throw new StranglerError('--zone must not be empty; leave it out for no zone preference', 'BAD_INPUT');
     const config = await resolveCliConfig(args, process.env, { gatewayZone: args.zone });
     const { createLogger } = await import('../../core/logger.ts');

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { StranglerError } from '../../core/errors.ts';
-import { resolveCliConfig, secretFileOptions, type GlobalArgs, untilSignal } from '../context.ts';
+import { checkPortFlag, resolveCliConfig, secretFileOptions, type GlobalArgs, untilSignal } from '../context.ts';
 
 interface HaproxyArgs extends GlobalArgs {
   port?: number;
@@ -28,7 +28,7 @@ export const haproxyCommand: CommandModule<GlobalArgs, HaproxyArgs> = {
       .example('$0 haproxy', 'HAProxy on gateway.port, following the control plane')
       .example('$0 haproxy --render-only --out /etc/haproxy/strangler', 'the files for an HAProxy you run yourself') as unknown as Argv<HaproxyArgs>,
   handler: async (args) => {
-    if (args.port !== undefined && (!Number.isInteger(args.port) || args.port < 0 || args.port > 65535)) throw new StranglerError(`--port must be an integer from 0 to 65535, got ${args.port}`, 'BAD_INPUT');
+    checkPortFlag(args.port);
     if (args.out && !args.renderOnly) throw new StranglerError('--out goes with --render-only (strangler haproxy writes its files into --run-dir itself)', 'BAD_INPUT');
     const config = await resolveCliConfig(args, process.env);
     const { createLogger } = await import('../../core/logger.ts');

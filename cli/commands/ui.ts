@@ -1,6 +1,6 @@
 import type { Argv, CommandModule } from 'yargs';
 import { StranglerError } from '../../core/errors.ts';
-import { resolveCliConfig, secretFileOptions, untilSignal, type GlobalArgs } from '../context.ts';
+import { checkPortFlag, resolveCliConfig, secretFileOptions, untilSignal, type GlobalArgs } from '../context.ts';
 import { parseDuration } from './cutover.ts';
 
 interface UiArgs extends GlobalArgs {
@@ -25,7 +25,7 @@ export const uiCommand: CommandModule<GlobalArgs, UiArgs> = {
       .option('actor', { type: 'string', describe: 'who the actions are recorded as (default: STRANGLER_ACTOR, else the OS user), with "(strangler ui)"' })
       .example('$0 ui --admin-token-file ./admin-token', 'open http://127.0.0.1:5090/') as unknown as Argv<UiArgs>,
   handler: async (args) => {
-    if (!Number.isInteger(args.port) || args.port < 0 || args.port > 65_535) throw new StranglerError(`--port must be a whole number from 0 to 65535, got ${args.port}`, 'BAD_INPUT');
+    checkPortFlag(args.port);
     if (!args.host.trim()) throw new StranglerError('--host must not be empty; the default is 127.0.0.1', 'BAD_INPUT');
     const refreshMs = parseDuration(args.refresh);
     if (refreshMs < 200) throw new StranglerError(`--refresh must be at least 200ms, got ${args.refresh}`, 'BAD_INPUT');

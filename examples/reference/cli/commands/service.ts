@@ -1,6 +1,6 @@
 import type { Argv, CommandModule } from 'yargs';
 import { StranglerError } from '../../../../core/errors.ts';
-import { resolveCliConfig, secretFileOptions, type GlobalArgs, untilSignal } from '../../../../cli/context.ts';
+import { checkPortFlag, resolveCliConfig, secretFileOptions, type GlobalArgs, untilSignal } from '../../../../cli/context.ts';
 
 interface ServiceArgs extends GlobalArgs {
   name: string;
@@ -26,6 +26,7 @@ export const serviceCommand: CommandModule<GlobalArgs, ServiceArgs> = {
       .option('zone', { type: 'string', default: process.env.STRANGLER_ZONE ?? 'local', describe: 'zone recorded in the registry' })
       .option('instance-version', { type: 'string', default: process.env.STRANGLER_SERVICE_VERSION, describe: 'version recorded in the registry (default: the toolkit version)' }) as unknown as Argv<ServiceArgs>,
   handler: async (args) => {
+    checkPortFlag(args.port);
     if (args.tokens !== 'legacy' && args.tokens !== 'rs256') throw new StranglerError(`--tokens must be legacy or rs256, got ${args.tokens}`, 'BAD_INPUT');
     const config = await resolveCliConfig(args);
     const { startService } = await import('../../services/app.ts');
