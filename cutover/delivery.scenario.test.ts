@@ -190,12 +190,13 @@ describe('a service that dies during the bake after its switch', () => {
         // The service dies a moment after an analysis passed (as in the issue).
         if (e.kind === 'analysis' && e.result.ok && service.child.exitCode === null && !service.child.killed) service.child.kill('SIGKILL');
       });
-      const status = await waitForBake();
+      let status: Awaited<ReturnType<typeof ctl.cutover.store.status>> | undefined;
+      await waitFor('the bake to be recorded', async () => !!(status = await ctl.cutover.store.status('invoices', PREFIX)).bake, 5_000, 50);
       expect(status).toMatchObject({ phase: 'switched', bake: { threshold: 2 } });
       await expect(bake).rejects.toThrow(/automatic rollback during the bake after 2 failed analyses: /);
       const after = acknowledged.length;
       // Writes go on, now on legacy.
-      while (acknowledged.length < after + 10) await new Promise((r) => setTimeout(r, 50));
+      await waitFor('writes acknowledged after the rollback', async () => acknowledged.length >= after + 10, 30_000, 50);
     } finally {
       for (const w of writers) await w.stop();
     }
@@ -214,15 +215,6 @@ describe('a service that dies during the bake after its switch', () => {
       expect(acknowledged.length - rows[0].n).toBe(0);
     } finally {
       await db.end();
-    }
-
-    async function waitForBake() {
-      for (let i = 0; i < 100; i++) {
-        const s = await ctl.cutover.store.status('invoices', PREFIX);
-        if (s.bake) return s;
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      throw new Error('no bake was recorded');
     }
   }, 300_000);
 });

@@ -501,8 +501,7 @@ describe('gateway shadow under writes (noise cancellation)', () => {
       const legacyBefore = env.legacy.seen.length;
       for (let i = 0; i < 6; i++) expect((await get('/api/invoices?pageSize=3', { token: t })).status).toBe(200);
       await get('/api/invoices/wrong?pageSize=3', { token: t });
-      const judged = async () => Object.values(await counts()).reduce((n, v) => n + Number(v), 0) >= 7;
-      for (let i = 0; i < 400 && !(await judged()); i++) await new Promise((r) => setTimeout(r, 25));
+      await waitFor('all seven answers to be judged', async () => Object.values(await counts()).reduce((n, v) => n + Number(v), 0) >= 7, 10_000, 25);
       // Six equal answers are noise; the wrong currency is the one real mismatch.
       expect(await counts()).toEqual({ noise: '6', mismatch: '1' });
       // Each mirrored GET asked legacy a second time, marked as shadow traffic.

@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../core/logger.ts';
+import { waitFor } from '../../stack/ports.ts';
 import { createTestDatabase, dropTestDatabase } from '../../test/harness.ts';
 import { TransactionApplier, type ApplierOptions, type SourceTx } from './applier.ts';
 import { bigIntToLsn } from './lsn.ts';
@@ -151,11 +152,7 @@ describe('the transaction applier', () => {
       await local.query(`UPDATE accounts SET note = 'local' WHERE id IN (3, 4)`);
       const applying = a.commit();
       // The applier's backend is blocked on the local transaction's row locks before it commits.
-      for (;;) {
-        const { rows } = await other.query(`SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'`);
-        if (rows[0].n > 0) break;
-        await new Promise((r) => setTimeout(r, 5));
-      }
+      await waitFor('the applier to wait on the local row locks', async () => (await other.query(`SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'`)).rows[0].n > 0, 10_000, 5);
       await local.query(`COMMIT`);
       await applying;
     } finally {

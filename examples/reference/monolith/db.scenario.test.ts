@@ -1,5 +1,6 @@
 import { afterAll, expect, it } from 'vitest';
 import { PostgresCluster } from '../../../stack/postgres-cluster.ts';
+import { waitFor } from '../../../stack/ports.ts';
 import { openDatabase } from './db.ts';
 
 /**
@@ -24,9 +25,7 @@ it('fails a query on a frozen database within its deadline and recovers once it 
     const frozen = await Promise.allSettled([db.raw('SELECT 2'), db.raw('SELECT 3'), db.raw('SELECT 4')]);
     expect(frozen.map((r) => r.status)).toEqual(['rejected', 'rejected', 'rejected']);
     cluster.resume();
-    let answered = false;
-    for (let i = 0; i < 50 && !answered; i++) answered = await db.raw('SELECT 1').then(() => true, () => new Promise<boolean>((r) => setTimeout(() => r(false), 200)));
-    expect(answered).toBe(true);
+    await waitFor('the database to answer again', () => db.raw('SELECT 1').then(() => true, () => false), 10_000, 200);
   } finally {
     cluster.resume();
     await db.destroy();
