@@ -47,6 +47,8 @@ export async function proxyUpgrade(
   const service = a.route ? deps.upstreams.get(a.route.service) : undefined;
   const choice = pipeline.choose(req, a, service, { method: 'GET', retrySafe: false, setCookie: false });
   const cluster = choice.target === 'service' ? service! : deps.upstreams.get('legacy')!;
+  // Sent to legacy because the service had no instance: the service failed it, as on the plain path.
+  if (choice.why === 'no-instance' && a.route) deps.noInstance(a.route.service);
   const upstream = cluster.pick();
   const outcome = (status: number) => deps.record(a.route?.service, a.route?.prefix, choice.target, status, started);
   if (!upstream) {
