@@ -8,7 +8,7 @@ export interface ActionRequest {
   action: 'promote' | 'rollback';
   prefix: string;
   reason: string;
-  /** promote: the canary steps (default 5,25,50,100, as the CLI's). */
+  /** promote: the canary steps (absent: the state machine's DEFAULT_STEPS, as the CLI's). */
   steps?: number[];
 }
 
@@ -46,7 +46,7 @@ export async function runAction(cutover: Cutover, req: ActionRequest): Promise<A
     const outcome =
       req.action === 'rollback'
         ? await cutover.rollback(req.prefix, req.reason)
-        : await cutover.change(req.prefix, { kind: 'promote', steps: req.steps ?? [5, 25, 50, 100] }, { reason: req.reason || null });
+        : await cutover.change(req.prefix, { kind: 'promote', steps: req.steps }, { reason: req.reason || null });
     return { ok: true, exitCode: outcomeExitCode(outcome), text: describeOutcome(outcome), outcome };
   } catch (err) {
     const code = err instanceof StranglerError ? err.code : 'INTERNAL';

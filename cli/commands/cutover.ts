@@ -4,7 +4,7 @@ import { StranglerError } from '../../core/errors.ts';
 import type { ChangeOutcome } from '../../cutover/executor.ts';
 import { describeOutcome, outcomeExitCode } from '../../cutover/outcome-text.ts';
 import type { AckWait } from '../../cutover/route-change.ts';
-import { commandProblem, type Command, type MethodScope } from '../../cutover/state-machine.ts';
+import { commandProblem, DEFAULT_STEPS, type Command, type MethodScope } from '../../cutover/state-machine.ts';
 import { output, resolveCliConfig, type GlobalArgs } from '../context.ts';
 import { createProgress, type Progress, type ProgressStream } from '../progress.ts';
 
@@ -92,7 +92,7 @@ export async function validateChange(args: ChangeArgs, config: ResolvedConfig, k
   return command;
 }
 
-const stepsOf = (args: ChangeArgs) => (args.steps ?? '5,25,50,100').split(',').map((s) => Number(s.trim()));
+const stepsOf = (args: ChangeArgs) => (args.steps ?? DEFAULT_STEPS.join(',')).split(',').map((s) => Number(s.trim()));
 
 async function withCutover<T>(args: ChangeArgs, kind: Parameters<typeof validateChange>[2], fn: (c: Awaited<ReturnType<typeof import('../../cutover/executor.ts').openCutover>>, command: Command | null) => Promise<T>): Promise<T> {
   const config = await resolveCliConfig(args);
@@ -158,7 +158,7 @@ export const cutoverCommand: CommandModule<GlobalArgs, ChangeArgs> = {
       .option('full', { type: 'boolean', describe: 'switch all traffic to the service' })
       .option('progressive', { type: 'boolean', describe: 'raise the weight step by step with analysis and automatic rollback' })
       .option('methods', { type: 'string', describe: 'with --canary, --full, --progressive: move only these HTTP methods, e.g. GET,HEAD (reads before writes); the others stay on legacy. Default: all methods' })
-      .option('steps', { type: 'string', default: '5,25,50,100', describe: 'progressive: the weights' })
+      .option('steps', { type: 'string', default: DEFAULT_STEPS.join(','), describe: 'progressive: the weights' })
       .option('interval', { type: 'string', default: '30s', describe: 'progressive: traffic analysed per step' })
       .option('max-error-rate', { type: 'number', describe: 'progressive: service error rate limit, percent' })
       .option('max-p99-ms', { type: 'number', describe: 'progressive: service p99 limit, ms' })
@@ -208,7 +208,7 @@ export const cutoverCommand: CommandModule<GlobalArgs, ChangeArgs> = {
 export const promoteCommand: CommandModule<GlobalArgs, ChangeArgs> = {
   command: 'promote <prefix>',
   describe: 'take the next step (legacy → syncing → shadow → canary steps → switched → finalized)',
-  builder: (y) => changeOptions(y).option('steps', { type: 'string', default: '5,25,50,100' }) as unknown as Argv<ChangeArgs>,
+  builder: (y) => changeOptions(y).option('steps', { type: 'string', default: DEFAULT_STEPS.join(',') }) as unknown as Argv<ChangeArgs>,
   handler: (args) =>
     withCutover(args, 'promote', async ({ cutover }) => {
       const steps = stepsOf(args);
