@@ -1,7 +1,8 @@
 import type { ResolvedConfig } from '../core/config/load.ts';
+import type { ServiceInstances } from '../gateway/instances-report.ts';
 import { readRouteFigures } from '../gateway/metrics.ts';
 import { observeSync, shadowCompared } from './probes.ts';
-import { liveGateways } from './route-change.ts';
+import { liveGateways, type GatewayInstance } from './route-change.ts';
 import type { Cutover } from './executor.ts';
 import { legalCommands, plan, scopeLabel, type Phase } from './state-machine.ts';
 
@@ -32,11 +33,20 @@ export function sideSummary(f: { requests: number; errorRate: number; p99Ms: num
   return { requests: f.requests, errorPercent: f.requests ? Math.round(f.errorRate * 10_000) / 100 : null, p99Ms: f.requests ? (Number.isFinite(f.p99Ms) ? f.p99Ms : null) : null };
 }
 
-/** Everything `strangler status` and `plan` show, per prefix, in the migration order. */
-export async function overview(cutover: Cutover, redis: import('ioredis').Redis, keys: import('../gateway/redis-keys.ts').RedisKeys, config: ResolvedConfig, windowMs = 60_000): Promise<PrefixOverview[]> {
-  const gateways = await liveGateways(redis, keys, cutover.liveWithinMs).catch(() => []);
-  const { readInstances } = await import('../gateway/instances-report.ts');
-  const instances = await readInstances(config, redis, keys).catch(() => []);
+/**
+ * Everything `strangler status` and `plan` show, per prefix, in the migration order. `seen`: the
+ * live gateways and instances when the caller read them already (the dashboard shows them too).
+ */
+export async function overview(
+  cutover: Cutover,
+  redis: import('ioredis').Redis,
+  keys: import('../gateway/redis-keys.ts').RedisKeys,
+  config: ResolvedConfig,
+  windowMs = 60_000,
+  seen?: { gateways: GatewayInstance[]; instances: ServiceInstances[] },
+): Promise<PrefixOverview[]> {
+  const gateways = seen?.gateways ?? (await liveGateways(redis, keys, cutover.liveWithinMs).catch(() => []));
+  const instances = seen?.instances ?? (await (await import('../gateway/instances-report.ts')).readInstances(config, redis, keys).catch(() => []));
   const out: PrefixOverview[] = [];
   for (const service of config.services) {
     const status = await cutover.store.status(service.name, service.prefix);

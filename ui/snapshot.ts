@@ -50,13 +50,14 @@ export interface SnapshotDeps {
  */
 export async function readSnapshot(d: SnapshotDeps): Promise<DashboardSnapshot> {
   const now = Date.now();
-  const [rows, gateways, instances, history, analyses] = await Promise.all([
-    overview(d.cutover, d.redis, d.keys, d.config),
+  const [gateways, instances, history, analyses] = await Promise.all([
     liveGateways(d.redis, d.keys, d.cutover.liveWithinMs).catch(() => [] as GatewayInstance[]),
     readInstances(d.config, d.redis, d.keys).catch(() => [] as ServiceInstances[]),
     d.cutover.store.history(null, 60),
     d.cutover.store.analyses(40),
   ]);
+  // The gateways and instances read once, for the routes' rows and the page's own sections.
+  const rows = await overview(d.cutover, d.redis, d.keys, d.config, 60_000, { gateways, instances });
   const pipelines: DashboardSnapshot['pipelines'] = [];
   for (const r of rows) {
     const sides = [['forward', r.sync] as const, ...(r.reverse ? [['reverse', r.reverse] as const] : [])];
