@@ -269,9 +269,12 @@ export class SyncWorker {
     try {
       let waiting: Promise<StreamItem | null> | null = null;
       for (;;) {
-        if (this.#hold?.phase === 'pause' && !this.#tx && !applier.pending.lsn) {
-          // Everything received is applied: once the group behind is committed too, stand here.
-          await applier.settle();
+        if (this.#hold?.phase === 'pause' && !this.#tx) {
+          // A verify asked to stand: commit what is collected (under steady writes a group is
+          // always collecting, so waiting for an empty one could wait for ever), then, with the
+          // group behind committed too, stand here.
+          const done = await applier.commit();
+          if (done) this.#committed(done);
           await this.#pauseForHold();
         }
         const next: Promise<StreamItem | null> = waiting ?? stream.next();
