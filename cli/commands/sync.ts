@@ -92,6 +92,7 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
         let table = '';
         const v = await verifyService(config, service, direction, {
           chunkRows: args.chunkRows,
+          onQueued: () => process.stderr.write(`verify ${service.name}: another verify of this pipeline runs; waiting for it to finish\n`),
           onWait: (w) => {
             behindAtStart ??= w.behindBytes;
             catchingUp.update({ done: Math.max(0, behindAtStart - w.behindBytes), total: behindAtStart, detail: `${(w.behindBytes / 1024 / 1024).toFixed(1)} MB to go` });

@@ -281,6 +281,19 @@ export function pipelineStore(pipeline: string) {
       return rows[0]?.hold ?? false;
     },
 
+    /**
+     * One verify of a pipeline at a time: a second one waits here (a session lock on the target,
+     * released when the verify's connection ends). Two at once would move the worker's hold under
+     * each other's reads: the second's point is past the first's, so the first would read a target
+     * that no longer stands still and call its own ranges different.
+     */
+    async verifyTurn(client: Client, onQueued?: () => void): Promise<void> {
+      const key = `strangler_verify:${pipeline}`;
+      if ((await client.query(`SELECT pg_try_advisory_lock(hashtext($1)) AS ok`, [key])).rows[0].ok) return;
+      onQueued?.();
+      await client.query(`SELECT pg_advisory_lock(hashtext($1))`, [key]);
+    },
+
     /** A verify asks the worker to pause where it is, for at most `leaseMs` (renewed while it reads). */
     async requestHold(client: Client, leaseMs: number): Promise<void> {
       await client.query(`UPDATE strangler_sync.pipelines SET hold_until = now() + $2 * interval '1 millisecond', hold_lsn = NULL, held_lsn = NULL WHERE pipeline = $1`, [pipeline, leaseMs]);

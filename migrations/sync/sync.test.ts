@@ -160,6 +160,44 @@ describe('sync: backfill and streaming', () => {
     await waitFor('the worker to go on', async () => (await e.target.query(`SELECT customer_name FROM invoices WHERE id = 4`)).rows[0].customer_name === 'after the verify', 10_000, 20);
   });
 
+  it('runs two verifies asked for at once, under writes, one after the other: both verified, and the worker goes on', async () => {
+    await running(e);
+    const writers = Array.from({ length: 4 }, () => new pg.Client({ connectionString: e.config.legacy.databaseUrl }));
+    await Promise.all(writers.map((w) => w.connect()));
+    const loads = writers.map((w) => writeLoad(e, w));
+    try {
+      // Two operators: the second must neither move the first's hold nor wait on a worker that stands for the first.
+      const both = await Promise.all([verified(e), verified(e), verified(e)]);
+      for (const v of both) expect(v, JSON.stringify(v)).toMatchObject({ verdict: 'verified', consistent: true, ok: true });
+    } finally {
+      for (const load of loads) await load.stop();
+      await Promise.all(writers.map((w) => w.end()));
+    }
+    await e.legacy.query(`UPDATE invoices SET customer_name = 'after two verifies' WHERE id = 4`);
+    await waitFor('the worker to go on', async () => (await e.target.query(`SELECT customer_name FROM invoices WHERE id = 4`)).rows[0].customer_name === 'after two verifies', 10_000, 20);
+  });
+
+  it('pauses for a hold asked for again while it stands for the one before (released and asked for between two of its looks)', async () => {
+    const w = await running(e);
+    const pipeline = w.plan!.pipeline;
+    const hold = async () => (await e.target.query(`SELECT held_lsn::text AS held FROM strangler_sync.pipelines WHERE pipeline = $1`, [pipeline])).rows[0].held as string | null;
+    const request = `UPDATE strangler_sync.pipelines SET hold_until = now() + interval '30 seconds', hold_lsn = NULL, held_lsn = NULL WHERE pipeline = '${pipeline}'`;
+    try {
+      await e.target.query(request);
+      await waitFor('the worker to pause', async () => (await hold()) !== null, 10_000, 20);
+      const point = (await e.legacy.query(`SELECT pg_current_wal_lsn()::text AS lsn`)).rows[0].lsn as string;
+      await e.target.query(`UPDATE strangler_sync.pipelines SET hold_lsn = $2 WHERE pipeline = $1`, [pipeline, point]);
+      await waitFor('the worker to stand at the point', async () => (await hold()) === point, 10_000, 20);
+      // One round trip: the release and the next request, as the worker sees them.
+      await e.target.query(`UPDATE strangler_sync.pipelines SET hold_until = NULL, hold_lsn = NULL, held_lsn = NULL WHERE pipeline = '${pipeline}'; ${request}`);
+      await waitFor('the worker to pause for the next hold', async () => (await hold()) !== null, 10_000, 20);
+    } finally {
+      await e.target.query(`UPDATE strangler_sync.pipelines SET hold_until = NULL, hold_lsn = NULL, held_lsn = NULL WHERE pipeline = $1`, [pipeline]);
+    }
+    await e.legacy.query(`UPDATE invoices SET customer_name = 'after the next hold' WHERE id = 4`);
+    await waitFor('the worker to go on', async () => (await e.target.query(`SELECT customer_name FROM invoices WHERE id = 4`)).rows[0].customer_name === 'after the next hold', 10_000, 20);
+  });
+
   it('lists every differing key range, narrowed down, with the count', async () => {
     await running(e);
     const { rows } = await e.target.query(`SELECT id FROM invoices ORDER BY id`);

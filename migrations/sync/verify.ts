@@ -64,6 +64,8 @@ export interface VerifyOptions {
   catchUpTimeoutMs?: number;
   /** Progress while waiting for the worker, for the CLI. */
   onWait?: (w: { behindBytes: number; waitedMs: number }) => void;
+  /** Another verify of the pipeline runs: this one waits for it to end. */
+  onQueued?: () => void;
   /** Progress of the comparison, after each chunk of each table, for the CLI. */
   onProgress?: (p: VerifyProgress) => void;
 }
@@ -171,7 +173,8 @@ export async function verifyPipeline(options: VerifyOptions): Promise<Verificati
     let point: string;
     if (running) {
       // 1. Pause the worker where it is; 2. fix the point (after the pause: the worker is
-      // before it); 3. let it run exactly up to there.
+      // before it); 3. let it run exactly up to there. Another verify of the pipeline goes first.
+      await store.verifyTurn(target, options.onQueued);
       await store.requestHold(target, HOLD_LEASE_MS);
       held = true;
       const pauseMs = options.catchUpTimeoutMs ?? 60_000;

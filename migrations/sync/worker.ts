@@ -348,6 +348,8 @@ export class SyncWorker {
         this.#hold = null;
         return;
       }
+      // Released and asked for again between two looks (the next verify, at once): stand here for it too.
+      if (!h.held && !h.at) await this.#store!.held(target, this.#applied);
       if (h.at) {
         this.#hold = { phase: 'run', at: h.at };
         this.#o.logger.info({ pipeline: this.#plan!.pipeline, at: h.at }, 'holding for a verify: applying up to its point');
@@ -361,7 +363,18 @@ export class SyncWorker {
   async #standAt(lsn: string): Promise<void> {
     const target = this.#target!;
     await this.#store!.held(target, lsn);
-    while (this.#state === 'active' && (await this.#store!.hold(target)).active) await new Promise((r) => setTimeout(r, 20));
+    for (;;) {
+      const h = this.#state === 'active' ? await this.#store!.hold(target) : null;
+      if (!h?.active) break;
+      if (!h.held) {
+        // Released and asked for again between two looks (the next verify, at once): a new
+        // hold, which starts with a pause. Everything up to here is committed: pause here.
+        this.#hold = { phase: 'pause' };
+        this.#o.logger.info({ pipeline: this.#plan!.pipeline, at: lsn }, 'hold released; the next verify holds');
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
     this.#hold = null;
     this.#o.logger.info({ pipeline: this.#plan!.pipeline, at: lsn }, 'hold released');
   }
