@@ -9,6 +9,7 @@
  * 2. Lag: the load runs at 80 % of the slower applier's capacity; the lag of each, sampled
  *    every 50 ms, is the age of the source WAL position it has applied up to.
  */
+import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import type { ResolvedConfig, ResolvedService } from '../core/config/load.ts';
 import { silentLogger } from '../core/logger.ts';
@@ -27,6 +28,8 @@ export interface OltpResult {
   ours: { tps: number; lagP50: number; lagP99: number };
   native: { tps: number; lagP50: number; lagP99: number };
   lagRate: number;
+  /** CPU seconds per 1,000 source transactions during the capacity phase: our Postgres processes (walsender, target backend), our Node process, native's (walsender, apply worker). */
+  cpuPerKtx: { ours: number; oursNode: number; native: number };
 }
 
 async function client(url: string): Promise<pg.Client> {
@@ -72,6 +75,26 @@ export async function oltpBench(cluster: PostgresCluster, base: ResolvedConfig, 
   const appliedNative = async () => ((await native.query(`SELECT remote_lsn::text AS lsn FROM pg_replication_origin_status WHERE external_id = $1`, [nativeOrigin])).rows[0]?.lsn as string | undefined) ?? '0/0';
   const head = async () => (await legacy.query(`SELECT pg_current_wal_lsn()::text AS lsn`)).rows[0].lsn as string;
 
+  // CPU of each applier's processes (walsender, applying backend or apply worker, and our Node
+  // process), from /proc, over the capacity phase: where each one's time goes.
+  const pids = async (): Promise<{ ours: number[]; native: number[] }> => {
+    const slots = await legacy.query(`SELECT slot_name, active_pid FROM pg_replication_slots WHERE active_pid IS NOT NULL`);
+    const walsender = (name: string) => slots.rows.filter((r) => (name === 'native' ? r.slot_name === 'oltp_native' : r.slot_name !== 'oltp_native' && !String(r.slot_name).startsWith('strangler_verify'))).map((r) => Number(r.active_pid));
+    const backends = async (c: pg.Client) => (await c.query(`SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`)).rows.map((r) => Number(r.pid));
+    return { ours: [...walsender('ours'), ...(await backends(svc))], native: [...walsender('native'), ...(await backends(native))] };
+  };
+  const ticks = (pid: number): number => {
+    try {
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+      return Number(f[11]) + Number(f[12]); // utime + stime, clock ticks (100 a second)
+    } catch {
+      return 0;
+    }
+  };
+  const cpuOf = (list: number[]) => list.reduce((sum, pid) => sum + ticks(pid), 0) / 100;
+  const before = await pids();
+  const cpu0 = { ours: cpuOf(before.ours), native: cpuOf(before.native), node: process.cpuUsage() };
+
   // 1. Capacity.
   say(`oltp: ${SECONDS} s of unthrottled load (8 clients, one-row transactions)…`);
   const started = Date.now();
@@ -93,6 +116,12 @@ export async function oltpBench(cluster: PostgresCluster, base: ResolvedConfig, 
       caughtUp[name] = Date.now() - started;
     }),
   );
+  const node = process.cpuUsage(cpu0.node);
+  const cpu = {
+    ours: cpuOf(before.ours) - cpu0.ours,
+    oursNode: (node.user + node.system) / 1e6,
+    native: cpuOf(before.native) - cpu0.native,
+  };
   const oursTps = (transactions / caughtUp.ours) * 1000;
   const nativeTps = (transactions / caughtUp.native) * 1000;
 
@@ -131,6 +160,7 @@ export async function oltpBench(cluster: PostgresCluster, base: ResolvedConfig, 
     transactions,
     loadTps,
     lagRate: rate,
+    cpuPerKtx: { ours: (cpu.ours / transactions) * 1000, oursNode: (cpu.oursNode / transactions) * 1000, native: (cpu.native / transactions) * 1000 },
     ours: { tps: oursTps, lagP50: pct(lags.ours, 0.5), lagP99: pct(lags.ours, 0.99) },
     native: { tps: nativeTps, lagP50: pct(lags.native, 0.5), lagP99: pct(lags.native, 0.99) },
   };

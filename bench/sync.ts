@@ -52,6 +52,8 @@ async function oltp(): Promise<void> {
     say(`OLTP apply transactions/s ${fmt(r.ours.tps)}  ${fmt(r.native.tps)}   ${(r.ours.tps / r.native.tps).toFixed(2)}×    ≥ 1.0×   (an applier that keeps up scores the load's rate)`);
     say(`OLTP lag p50 ms         ${fmt(r.ours.lagP50)}  ${fmt(r.native.lagP50)}`);
     say(`OLTP lag p99 ms         ${fmt(r.ours.lagP99)}  ${fmt(r.native.lagP99)}            ≤ 1000 ms`);
+    const ms = (n: number) => (n * 1000).toFixed(0).padStart(9);
+    say(`OLTP CPU ms per 1,000 tx ${ms(r.cpuPerKtx.ours + r.cpuPerKtx.oursNode)}  ${ms(r.cpuPerKtx.native)}            (walsender + applying backend; ours ${ms(r.cpuPerKtx.ours).trim()} in Postgres, ${ms(r.cpuPerKtx.oursNode).trim()} in Node)`);
   } finally {
     await cluster.destroy();
   }

@@ -109,6 +109,7 @@ export class TransactionApplier {
   #s = newGroup();
   /** The group before it, still being applied and committed (commitBehind): at most one. */
   #behind: Promise<void> | null = null;
+  #behindRunning = false;
   #strict = false;
 
   constructor(options: ApplierOptions) {
@@ -128,6 +129,17 @@ export class TransactionApplier {
   get pending(): { transactions: number; rows: number; ageMs: number; lsn: string } {
     const g = this.#s.group;
     return { transactions: g.transactions, rows: g.rows, ageMs: g.startedAt ? Date.now() - g.startedAt : 0, lsn: g.lsn };
+  }
+
+  /** The group before the current one is still being applied or committed (commitBehind). */
+  get committing(): boolean {
+    return this.#behindRunning;
+  }
+
+  /** Resolves once the group committing behind is done, either way (its error is for settle()). */
+  behindDone(): Promise<void> {
+    const behind = this.#behind;
+    return behind ? behind.then(() => undefined, () => undefined) : Promise.resolve();
   }
 
   /** A target transaction is open (locks may be held): the current group's or the one committing behind it. */
@@ -369,13 +381,18 @@ export class TransactionApplier {
     const s = this.#s;
     if (!s.group.lsn) return;
     this.#s = newGroup();
-    const behind = this.#commit(s).then(onCommitted, async (err) => {
-      if (s.open) {
-        s.open = false;
-        await this.#o.target.query('ROLLBACK').catch(() => undefined);
-      }
-      throw err;
-    });
+    this.#behindRunning = true;
+    const behind = this.#commit(s)
+      .then(onCommitted, async (err) => {
+        if (s.open) {
+          s.open = false;
+          await this.#o.target.query('ROLLBACK').catch(() => undefined);
+        }
+        throw err;
+      })
+      .finally(() => {
+        this.#behindRunning = false;
+      });
     // Observed at the next settle point, not here.
     behind.catch(() => undefined);
     this.#behind = behind;
@@ -388,9 +405,7 @@ export class TransactionApplier {
     await also?.(this.#o.target);
     // The rows carry a source commit time (track_commit_timestamp): the group's earliest, so a
     // later change of one of them never looks older than it (and own rows are skipped anyway).
-    await this.#o.target.query(`SELECT pg_replication_origin_xact_setup($1, timestamptz 'epoch' + $2::bigint * interval '1 microsecond')`, [g.lsn, (g.minCommitUs ?? 0n).toString()]);
-    const hold = await this.#o.store.applied(this.#o.target, g);
-    await this.#o.target.query('COMMIT');
+    const hold = await this.#o.store.appliedAndCommit(this.#o.target, g, g.minCommitUs ?? 0n);
     s.open = false;
     return { ...g, hold };
   }

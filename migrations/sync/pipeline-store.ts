@@ -270,15 +270,24 @@ export function pipelineStore(pipeline: string) {
       await client.query(`UPDATE strangler_sync.pipelines SET last_error = $2, last_error_at = now() WHERE pipeline = $1`, [pipeline, message]);
     },
 
-    /** Inside the group's transaction, just before its COMMIT. Says whether a verify asks the worker to hold. */
-    async applied(client: Client, group: AppliedGroup): Promise<boolean> {
-      const { rows } = await client.query(
-        `UPDATE strangler_sync.pipelines SET applied_lsn = $2, applied_at = now(), source_commit_at = coalesce($3, source_commit_at), rows_applied = rows_applied + $4,
-                transactions_applied = transactions_applied + $5, heartbeat_source_at = coalesce($6::timestamptz, heartbeat_source_at), updated_at = now()
-          WHERE pipeline = $1 RETURNING coalesce(hold_until > now(), false) AS hold`,
-        [pipeline, group.lsn, group.sourceCommitAt, group.rows, group.transactions, group.heartbeat],
-      );
-      return rows[0]?.hold ?? false;
+    /**
+     * Ends the group's transaction in one round trip: the replication origin's position (the
+     * source commit LSN and the group's earliest source commit time in microseconds), the
+     * pipeline's row, COMMIT. On a busy server every round trip is a sleep and a wake-up of the
+     * backend, which cost more than the work itself. Says whether a verify asks the worker to hold.
+     */
+    async appliedAndCommit(client: Client, group: AppliedGroup, originCommitUs: bigint): Promise<boolean> {
+      const lit = (v: string | null) => (v === null ? 'NULL' : client.escapeLiteral(v));
+      const lsn = lit(group.lsn);
+      const results = (await client.query(
+        `SELECT pg_replication_origin_xact_setup(${lsn}, timestamptz 'epoch' + ${BigInt(originCommitUs).toString()} * interval '1 microsecond');
+         UPDATE strangler_sync.pipelines SET applied_lsn = ${lsn}, applied_at = now(), source_commit_at = coalesce(${lit(group.sourceCommitAt?.toISOString() ?? null)}::timestamptz, source_commit_at),
+                rows_applied = rows_applied + ${Math.trunc(group.rows)}, transactions_applied = transactions_applied + ${Math.trunc(group.transactions)},
+                heartbeat_source_at = coalesce(${lit(group.heartbeat)}::timestamptz, heartbeat_source_at), updated_at = now()
+          WHERE pipeline = ${lit(pipeline)} RETURNING coalesce(hold_until > now(), false) AS hold;
+         COMMIT`,
+      )) as unknown as pg.QueryResult[];
+      return results[1]?.rows[0]?.hold ?? false;
     },
 
     /**

@@ -238,6 +238,33 @@ describe('sync: backfill and streaming', () => {
     expect((await verified(e)).ok).toBe(true);
   });
 
+  it('goes on collecting while the group before it waits on the target, and commits what it collected as one group (group commit)', async () => {
+    await running(e);
+    const ids = (await e.legacy.query(`SELECT id FROM invoices ORDER BY id LIMIT 12`)).rows.map((r) => r.id as number);
+    const [blocked, ...rest] = ids;
+    const holder = new pg.Client({ connectionString: e.service.databaseUrl });
+    await holder.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query(`SELECT 1 FROM invoices WHERE id = $1 FOR UPDATE`, [blocked]);
+      // The group with this change waits on the lock; the writes after it come 60 ms apart,
+      // each past the group's idle time and, together, past its first age limit (100 ms).
+      await e.legacy.query(`UPDATE invoices SET customer_name = 'group commit' WHERE id = $1`, [blocked]);
+      await waitFor('the group to wait on the lock', async () => (await e.target.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`)).rows[0].n > 0, 10_000, 10);
+      for (const id of rest) {
+        await e.legacy.query(`UPDATE invoices SET customer_name = 'group commit' WHERE id = $1`, [id]);
+        await new Promise((r) => setTimeout(r, 60));
+      }
+    } finally {
+      await holder.query('ROLLBACK');
+      await holder.end();
+    }
+    await waitFor('every change', async () => (await e.target.query(`SELECT count(*)::int AS n FROM invoices WHERE id = ANY($1) AND customer_name = 'group commit'`, [ids])).rows[0].n === ids.length, 10_000, 20);
+    // Everything written while the first group waited went in with one target transaction.
+    const { rows } = await e.target.query(`SELECT DISTINCT xmin::text AS x FROM invoices WHERE id = ANY($1)`, [rest]);
+    expect(rows).toHaveLength(1);
+  });
+
   it('refuses a second worker for the same pipeline', async () => {
     await running(e);
     const second = worker(e);

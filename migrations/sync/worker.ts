@@ -26,7 +26,13 @@ export type WorkerState = 'created' | 'active' | 'stopping' | 'stopped';
  * A group of source transactions is committed on the target at the latest after this many
  * transactions, row changes or milliseconds, or once nothing has arrived for idleMs.
  */
-const GROUP_LIMITS = { transactions: 2_000, rows: 20_000, ms: 100, idleMs: 3 };
+/**
+ * A group is committed once it reaches the first limits, or when the stream goes quiet for
+ * idleMs; while the group before it is still committing it keeps collecting, up to the max
+ * limits: the group grows to what the target takes in one commit's time (group commit), so a
+ * busy target pays its round trips per group, not per source transaction.
+ */
+const GROUP_LIMITS = { transactions: 2_000, rows: 20_000, ms: 100, idleMs: 3, maxTransactions: 20_000, maxRows: 100_000, maxMs: 1_000 };
 
 interface TxState extends SourceTx {
   skip: boolean;
@@ -285,7 +291,10 @@ export class SyncWorker {
           // stays within GROUP_IDLE_MS).
           const first = await Promise.race([next, new Promise<'idle'>((r) => setTimeout(() => r('idle'), GROUP_LIMITS.idleMs))]);
           if (first === 'idle') {
-            await applier.commitBehind((done) => this.#committed(done));
+            // While the group before is still committing, this one goes on collecting: it is
+            // committed once that one is done, or grows meanwhile.
+            if (applier.committing) await Promise.race([next, applier.behindDone()]);
+            else await applier.commitBehind((done) => this.#committed(done));
             waiting = next;
             continue;
           }
@@ -618,8 +627,10 @@ export class SyncWorker {
       const done = await applier.commit();
       if (done) this.#committed(done);
     } else if (g.transactions >= GROUP_LIMITS.transactions || g.rows >= GROUP_LIMITS.rows || g.ageMs >= GROUP_LIMITS.ms) {
-      // The next group collects while this one is applied (at most one behind).
-      await applier.commitBehind((done) => this.#committed(done));
+      // The next group collects while this one is applied (at most one behind); while the one
+      // before is still committing, this one keeps collecting rather than wait for it.
+      const full = g.transactions >= GROUP_LIMITS.maxTransactions || g.rows >= GROUP_LIMITS.maxRows || g.ageMs >= GROUP_LIMITS.maxMs;
+      if (full || !applier.committing) await applier.commitBehind((done) => this.#committed(done));
     }
   }
 
