@@ -3,12 +3,18 @@ import { readSnapshot, type DashboardSnapshot, type SnapshotDeps } from './snaps
 type State = 'created' | 'active' | 'stopping' | 'stopped';
 
 /**
- * The dashboard's live loop: reads a snapshot every `refreshMs` (and at once when asked, after
- * an action) and hands each one that changed to the listeners (the SSE streams). A failed read
- * is kept as `error` for the page to show, and the loop goes on (rule 10).
+ * The dashboard's live loop: reads a snapshot every `refreshMs` while a page is open (and at
+ * once when asked, after an action, or when a page opens) and hands each one that changed to
+ * the listeners (the SSE streams). With no page open it reads every `idleRefreshMs` only: each
+ * read asks the control database, Redis and every pipeline's database what `status` asks, and
+ * the lag chart's history needs no more. A failed read is kept as `error` for the page to
+ * show, and the loop goes on (rule 10).
  */
-export function createDashboard(deps: SnapshotDeps & { refreshMs: number; onError?: (err: Error) => void }) {
+export function createDashboard(deps: SnapshotDeps & { refreshMs: number; idleRefreshMs?: number; onError?: (err: Error) => void }) {
+  const idleRefreshMs = deps.idleRefreshMs ?? 30_000;
   let state: State = 'created';
+  let reads = 0;
+  let readAt = 0;
   let current: DashboardSnapshot | null = null;
   let error: string | null = null;
   let lastBody = '';
@@ -21,6 +27,8 @@ export function createDashboard(deps: SnapshotDeps & { refreshMs: number; onErro
   const body = () => JSON.stringify({ snapshot: current, error });
 
   async function tick(): Promise<void> {
+    reads++;
+    readAt = Date.now();
     try {
       current = await readSnapshot(deps);
       error = null;
@@ -54,7 +62,14 @@ export function createDashboard(deps: SnapshotDeps & { refreshMs: number; onErro
 
   function schedule(): void {
     if (state !== 'active') return;
-    timer = setTimeout(() => void refresh().finally(schedule), deps.refreshMs);
+    if (timer) clearTimeout(timer);
+    timer = setTimeout(() => void refresh().finally(schedule), listeners.size > 0 ? deps.refreshMs : idleRefreshMs);
+  }
+
+  /** A read now when the last one is older than a page's refresh, then the page's pace. */
+  async function fresh(): Promise<void> {
+    if (state === 'active' && Date.now() - readAt >= deps.refreshMs) await refresh();
+    schedule();
   }
 
   return {
@@ -73,11 +88,18 @@ export function createDashboard(deps: SnapshotDeps & { refreshMs: number; onErro
       state = 'stopped';
     },
     refresh,
+    /** Reads now if the last read is older than `refreshMs` (a page asked with no stream open). */
+    fresh,
     /** The latest JSON body ({ snapshot, error }). */
     body,
-    /** Calls `listener` with every changed body; returns the unsubscribe. */
+    /** Snapshots read so far. */
+    get reads(): number {
+      return reads;
+    },
+    /** Calls `listener` with every changed body, at a page's pace from now on (a read now if the last is old); returns the unsubscribe. */
     subscribe(listener: (body: string) => void): () => void {
       listeners.add(listener);
+      if (listeners.size === 1) void fresh();
       return () => listeners.delete(listener);
     },
   };

@@ -126,8 +126,11 @@ export async function startUiServer(o: UiServerOptions): Promise<{ server: Serve
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') return fail(res, new StranglerError(`${req.method} ${path}: only GET here`, 'METHOD_NOT_ALLOWED'));
     if (path === '/api/state') {
-      res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', ...PAGE_HEADERS });
-      return void res.end(o.dashboard.body());
+      // With no page open the loop reads seldom: a read older than a page's refresh is made again first.
+      return void o.dashboard.fresh().finally(() => {
+        res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', ...PAGE_HEADERS });
+        res.end(o.dashboard.body());
+      });
     }
     if (path === '/api/events') return events(req, res);
     const file = files[path];

@@ -141,6 +141,28 @@ describe('strangler ui: the page and the state', () => {
     expect(last.history[0]).toMatchObject({ actor: 'bob', command: 'rollback', reason: 'from the terminal', outcome: 'applied' });
     expect(last.prefixes.find((p) => p.prefix === PREFIX)!.acks).toEqual([{ gateway: 'ui-gw', version: expect.any(Number), acknowledged: true }]);
   });
+
+  it('reads the migration\'s state at a page\'s pace only while a page is open; with none, seldom, and afresh when one opens', async () => {
+    const quiet = createDashboard({ config, cutover: ctl.cutover, redis: ctl.redis, keys: ctl.cutover.probe(0).keys, lag: new LagHistory(), actions: true, refreshMs: 100, idleRefreshMs: 60_000 });
+    try {
+      await quiet.start();
+      expect(quiet.reads).toBe(1);
+      // Ten of a page's refreshes with no page open: no read (the idle pace is a minute).
+      await new Promise((r) => setTimeout(r, 1_000));
+      expect(quiet.reads).toBe(1);
+      // A page opens: a read at once, then the page's pace.
+      const pushed: string[] = [];
+      const unsubscribe = quiet.subscribe((body) => pushed.push(body));
+      await waitFor('reads at the page\'s pace', async () => quiet.reads >= 4, 10_000, 20);
+      unsubscribe();
+      await new Promise((r) => setTimeout(r, 300));
+      const after = quiet.reads;
+      await new Promise((r) => setTimeout(r, 1_000));
+      expect(quiet.reads).toBe(after);
+    } finally {
+      await quiet.stop();
+    }
+  });
 });
 
 describe('strangler ui: actions', () => {
