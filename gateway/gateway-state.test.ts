@@ -227,9 +227,15 @@ describe('Redis outages and shared limits', () => {
   });
 
   it('applies one rate limit across two gateway instances, per user, with RateLimit headers and Retry-After', async () => {
-    const config = { ...env.config, gateway: { ...env.config.gateway, rateLimits: [{ prefix: '/api/invoices', limit: 5, windowMs: 60_000 }] } };
+    // A command deadline no busy test machine reaches: a Redis taken as down makes each gateway
+    // count alone (the test before this one), which is not what this one checks.
+    const config = { ...env.config, redis: { ...env.config.redis, commandTimeoutMs: 5_000 }, gateway: { ...env.config.gateway, rateLimits: [{ prefix: '/api/invoices', limit: 5, windowMs: 60_000 }] } };
     const a = await gateway(config, 'rl-a');
     const b = await gateway(config, 'rl-b');
+    for (const g of [a, b]) await waitFor(`${g.url} to reach Redis`, async () => ((await (await fetch(`${g.url}/readyz`)).json()) as { degraded: string[] }).degraded.length === 0, 10_000, 50);
+    // Windows are fixed (multiples of a minute): the seven requests go in one.
+    const toWindowEnd = 60_000 - (Date.now() % 60_000);
+    if (toWindowEnd < 5_000) await new Promise((r) => setTimeout(r, toWindowEnd + 50));
     const t = await token('rate-user');
     const statuses: number[] = [];
     let last: Response | undefined;
