@@ -25,10 +25,3 @@ export function lsnDistance(from: string, to: string): number {
 }
 
 export const ZERO_LSN = '0/0';
-
-/** An LSN as PostgreSQL prints it (`0/32CDCC60`): no zero padding, upper case. */
-export function normalizeLsn(lsn: string): string {
-  const i = lsn.indexOf('/');
-  if (i < 0) throw new Error(`not an LSN: ${JSON.stringify(lsn)}`);
-  return `${parseInt(lsn.slice(0, i), 16).toString(16).toUpperCase()}/${parseInt(lsn.slice(i + 1), 16).toString(16).toUpperCase()}`;
-}

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { copyRows, deleteManyStatement, insertManyStatement, updateStatement } from './apply.ts';
-import { compareLsn, lsnDistance, lsnToBigInt, normalizeLsn } from './lsn.ts';
+import type { Pgoutput } from 'pg-logical-replication';
+import { compareLsn, lsnDistance, lsnToBigInt } from './lsn.ts';
+import { PgoutputDecoder } from './pgoutput.ts';
 import { buildSyncPlan, pipelineNames, targetTableDdl, type SourceTable, type TablePlan } from './plan.ts';
 
 const table: TablePlan = {
@@ -47,10 +49,58 @@ describe('LSNs', () => {
     expect(compareLsn('2/0', '1/FFFFFFFF')).toBe(1);
   });
 
-  it('prints LSNs one way, as PostgreSQL does', () => {
-    expect(normalizeLsn('00000000/32CDCC60')).toBe('0/32CDCC60');
-    expect(normalizeLsn('0000001a/000000ff')).toBe('1A/FF');
-    expect(() => normalizeLsn('garbage')).toThrow(/not an LSN/);
+});
+
+describe('pgoutput decoding', () => {
+  const u8 = (n: number) => Buffer.from([n]);
+  const i16 = (n: number) => Buffer.from([(n >> 8) & 255, n & 255]);
+  const i32 = (n: number) => {
+    const b = Buffer.alloc(4);
+    b.writeInt32BE(n);
+    return b;
+  };
+  const i64 = (n: bigint) => {
+    const b = Buffer.alloc(8);
+    b.writeBigInt64BE(n);
+    return b;
+  };
+  const str = (s: string) => Buffer.concat([Buffer.from(s, 'utf8'), u8(0)]);
+  const lsn = (hi: number, lo: number) => Buffer.concat([i32(hi), i32(lo)]);
+  const text = (v: string) => Buffer.concat([u8(0x74), i32(Buffer.byteLength(v)), Buffer.from(v, 'utf8')]);
+  const msg = (...parts: Buffer[]) => Buffer.concat([Buffer.alloc(25, 0x77), ...parts]);
+  const relation = msg(u8(0x52), i32(16400), str('public'), str('invoices'), u8(0x64), i16(3), u8(1), str('id'), i32(20), i32(-1), u8(0), str('note'), i32(25), i32(-1), u8(0), str('body'), i32(25), i32(-1));
+
+  it('decodes begin and commit with LSNs as PostgreSQL prints them and times in microseconds since 1970', () => {
+    const d = new PgoutputDecoder();
+    const at = 1_000_000n; // a second after 2000-01-01, in protocol microseconds
+    expect(d.decode(msg(u8(0x42), lsn(0, 0x32cdcc60), i64(at), i32(7)), 25)).toEqual({ tag: 'begin', commitLsn: '0/32CDCC60', commitTime: 946_684_801_000_000n, xid: 7 });
+    expect(d.decode(msg(u8(0x43), u8(0), lsn(0x1a, 0xff), lsn(0x1a, 0x120), i64(at)), 25)).toMatchObject({ tag: 'commit', commitLsn: '1A/FF', commitEndLsn: '1A/120' });
+  });
+
+  it('keeps values as PostgreSQL\'s text, nulls as null, an unchanged TOAST value from the old row, and key-only rows as their key', () => {
+    const d = new PgoutputDecoder();
+    expect(d.decode(relation, 25)).toMatchObject({ tag: 'relation', name: 'invoices', schema: 'public', keyColumns: ['id'], replicaIdentity: 'default' });
+    const insert = d.decode(msg(u8(0x49), i32(16400), u8(0x4e), i16(3), text('1'), text('2026-12-02 05:00:00.123456+00 é'), u8(0x6e)), 25);
+    expect(insert).toMatchObject({ tag: 'insert', new: { id: '1', note: '2026-12-02 05:00:00.123456+00 é', body: null } });
+    const update = d.decode(msg(u8(0x55), i32(16400), u8(0x4f), i16(3), text('1'), text('a'), text('long'), u8(0x4e), i16(3), text('1'), text('b'), u8(0x75)), 25) as Pgoutput.MessageUpdate;
+    expect(update.new).toEqual({ id: '1', note: 'b', body: 'long' });
+    expect(update.old).toEqual({ id: '1', note: 'a', body: 'long' });
+    const del = d.decode(msg(u8(0x44), i32(16400), u8(0x4b), i16(3), text('9'), u8(0x6e), u8(0x6e)), 25) as Pgoutput.MessageDelete;
+    expect(del.key).toEqual({ id: '9' });
+    expect(del.old).toBeNull();
+  });
+
+  it('owns a logical message\'s bytes (the connection reuses its buffer) and refuses what it cannot read', () => {
+    const d = new PgoutputDecoder();
+    const raw = msg(u8(0x4d), u8(1), lsn(0, 0x10), str('strangler.heartbeat'), i32(3), Buffer.from('abc'));
+    const m = d.decode(raw, 25) as Pgoutput.MessageMessage;
+    raw.fill(0);
+    expect(m).toMatchObject({ tag: 'message', transactional: true, messageLsn: '0/10', prefix: 'strangler.heartbeat' });
+    expect(Buffer.from(m.content).toString()).toBe('abc');
+    expect(() => d.decode(msg(u8(0x49), i32(99), u8(0x4e), i16(0)), 25)).toThrow(/relation 99 before its relation message/);
+    expect(() => d.decode(msg(u8(0x5a)), 25)).toThrow(/unknown pgoutput message/);
+    d.decode(relation, 25);
+    expect(() => d.decode(msg(u8(0x49), i32(16400), u8(0x4e), i16(1), u8(0x74), i32(50), Buffer.from('short')), 25)).toThrow(/unexpected end/);
   });
 });
 

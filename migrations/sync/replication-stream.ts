@@ -1,32 +1,16 @@
 import type pg from 'pg';
-import { PgoutputPlugin, type Pgoutput } from 'pg-logical-replication';
+import type { Pgoutput } from 'pg-logical-replication';
 import { syncClient } from './connect.ts';
-import { normalizeLsn } from './lsn.ts';
+import { PgoutputDecoder } from './pgoutput.ts';
 
 /**
- * pgoutput with values kept as PostgreSQL's text: the library would otherwise parse them with
- * pg's global type parsers (timestamptz → Date loses microseconds; numeric, arrays and jsonb
- * would change form). The relation message is patched as it is parsed, before any row of it.
- */
-class RawTextPgoutput extends PgoutputPlugin {
-  override parse(buffer: Buffer): Pgoutput.Message {
-    const message = super.parse(buffer);
-    if (message.tag === 'relation') for (const column of message.columns) (column as { parser: (v: string) => unknown }).parser = (v: string) => v;
-    return message;
-  }
-}
-
-/**
- * One decoded message and the WAL position it was sent at, or (message null) a keepalive: the
- * server has sent everything up to `lsn`. A consumer that has applied every transaction it
+ * One decoded message, or (message null) a keepalive: the server has sent everything up to
+ * `lsn`. A consumer that has applied every transaction it
  * received when it reaches a keepalive may acknowledge its position (nothing before it is
  * left to apply), as PostgreSQL's own apply worker does; the slot then keeps no WAL that
  * holds nothing for this pipeline, and a server shutting down sees its walsender caught up.
  */
-export interface StreamItem {
-  lsn: string;
-  message: Pgoutput.Message | null;
-}
+export type StreamItem = { lsn: string; message: null } | { message: Pgoutput.Message };
 
 export interface ReplicationStreamOptions {
   url: string;
@@ -59,7 +43,8 @@ function lsnBytes(lsn: string): bigint {
 
 /**
  * A pgoutput stream on its own replication connection (the protocol of START_REPLICATION,
- * read from pg-logical-replication, which this replaces but for its message parser).
+ * read from pg-logical-replication, which this replaces; its message types are kept, the
+ * decoding is pgoutput.ts).
  *
  * Why not the library's LogicalReplicationService: its acknowledge(lsn) reports lsn + 1 as
  * written, flushed and applied. Acknowledging the end of the last applied commit that way
@@ -73,7 +58,7 @@ function lsnBytes(lsn: string): bigint {
  */
 export class ReplicationStream {
   readonly #o: Required<ReplicationStreamOptions>;
-  readonly #plugin = new RawTextPgoutput({ protoVersion: 1, publicationNames: [], messages: true });
+  readonly #decoder = new PgoutputDecoder();
   #client: pg.Client | null = null;
   #queue: StreamItem[] = [];
   #head = 0;
@@ -128,17 +113,16 @@ export class ReplicationStream {
   #onData(chunk: Buffer): void {
     this.#heard = Date.now();
     if (chunk[0] === 0x77) {
-      // XLogData: 'w', start LSN, end LSN, send time, then one pgoutput message.
-      const lsn = `${chunk.readUInt32BE(1).toString(16).toUpperCase()}/${chunk.readUInt32BE(5).toString(16).toUpperCase()}`;
+      // XLogData: 'w', start LSN, end LSN, send time, then one pgoutput message (whose commit
+      // messages carry the LSNs the worker needs).
       let message: Pgoutput.Message;
       try {
-        message = this.#plugin.parse(chunk.subarray(25));
+        message = this.#decoder.decode(chunk, 25);
       } catch (err) {
         this.#end(err as Error);
         return;
       }
-      normalizeMessageLsns(message);
-      this.#queue.push({ lsn, message });
+      this.#queue.push({ message });
       if (!this.#paused && this.#queue.length - this.#head >= this.#o.highWater) {
         this.#paused = true;
         this.#socket()?.pause();
@@ -244,19 +228,4 @@ interface PgConnection {
   once(event: string, fn: () => void): void;
   sendCopyFromChunk(chunk: Buffer): void;
   stream?: { pause(): void; resume(): void };
-}
-
-/** LSNs in one form everywhere (`0/32CDCC60`, as PostgreSQL prints them); message bytes owned. */
-function normalizeMessageLsns(m: Pgoutput.Message): void {
-  if (m.tag === 'begin' && m.commitLsn) m.commitLsn = normalizeLsn(m.commitLsn);
-  if (m.tag === 'commit') {
-    if (m.commitLsn) m.commitLsn = normalizeLsn(m.commitLsn);
-    if (m.commitEndLsn) m.commitEndLsn = normalizeLsn(m.commitEndLsn);
-  }
-  if (m.tag === 'message') {
-    if (m.messageLsn) m.messageLsn = normalizeLsn(m.messageLsn);
-    // A view into the connection's read buffer, which the next chunk overwrites: messages wait
-    // in the queue, so their bytes are copied. (Row values are decoded to strings at parse time.)
-    m.content = Buffer.from(m.content);
-  }
 }
