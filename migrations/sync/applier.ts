@@ -210,16 +210,21 @@ export class TransactionApplier {
     if (!nets) s.nets.set(table, (nets = new Map()));
     const k = keyString(table, row);
     const prev = nets.get(k);
-    const checks = prev?.checks ?? [];
-    if (kind === 'delete') nets.set(k, { final: 'delete', row, fresh: false, checks: [...checks, { key: row, time: tx.commitTimeUs }] });
-    else if (kind === 'insert') nets.set(k, { final: 'insert', row, fresh: !prev, checks });
+    // A key's checks are its own array, grown in place (a key changes once in most groups).
+    const checked = () => {
+      const checks = prev?.checks ?? [];
+      checks.push({ key: row, time: tx.commitTimeUs });
+      return checks;
+    };
+    if (kind === 'delete') nets.set(k, { final: 'delete', row, fresh: false, checks: checked() });
+    else if (kind === 'insert') nets.set(k, { final: 'insert', row, fresh: !prev, checks: prev?.checks ?? [] });
     else if (prev && prev.final !== 'delete') {
       // An update after this group's insert changes the group's own row: no local write can
       // be in between. After an update, it is checked like the first.
       const merged = { ...prev.row };
       for (const c in row) if (row[c] !== undefined) merged[c] = row[c];
-      nets.set(k, { final: prev.final, row: merged, fresh: false, checks: prev.final === 'insert' ? checks : [...checks, { key: row, time: tx.commitTimeUs }] });
-    } else nets.set(k, { final: 'update', row, fresh: false, checks: [...checks, { key: row, time: tx.commitTimeUs }] });
+      nets.set(k, { final: prev.final, row: merged, fresh: false, checks: prev.final === 'insert' ? prev.checks : checked() });
+    } else nets.set(k, { final: 'update', row, fresh: false, checks: checked() });
     if (nets.size >= runLimit(table, 'insert')) await this.#flushNet(s, table);
   }
 

@@ -183,6 +183,8 @@ function preparedName(sql: string): string {
 
 /** The key of a row as one string (for sets and maps of keys). */
 export function keyString(table: TablePlan, row: Tuple): string {
+  // Once per change of the stream: a one-column key (the common case) without an array.
+  if (table.key.length === 1) return String(row[table.key[0]]);
   return table.key.map((k) => String(row[k])).join('\u0000');
 }
 
