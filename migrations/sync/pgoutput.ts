@@ -1,4 +1,86 @@
-import type { Pgoutput } from 'pg-logical-replication';
+/**
+ * The pgoutput messages, in the shapes pg-logical-replication gave them (the worker was written
+ * against that library; its decoding is replaced here). Row values are PostgreSQL's text.
+ */
+export namespace Pgoutput {
+  export type Message = MessageBegin | MessageCommit | MessageDelete | MessageInsert | MessageMessage | MessageOrigin | MessageRelation | MessageTruncate | MessageType | MessageUpdate;
+  export interface MessageBegin {
+    tag: 'begin';
+    commitLsn: string | null;
+    /** Microseconds since 1970-01-01. */
+    commitTime: bigint;
+    xid: number;
+  }
+  export interface MessageCommit {
+    tag: 'commit';
+    flags: number;
+    commitLsn: string | null;
+    commitEndLsn: string | null;
+    commitTime: bigint;
+  }
+  export interface MessageInsert {
+    tag: 'insert';
+    relation: MessageRelation;
+    new: Record<string, unknown>;
+  }
+  export interface MessageUpdate {
+    tag: 'update';
+    relation: MessageRelation;
+    key: Record<string, unknown> | null;
+    old: Record<string, unknown> | null;
+    new: Record<string, unknown>;
+  }
+  export interface MessageDelete {
+    tag: 'delete';
+    relation: MessageRelation;
+    key: Record<string, unknown> | null;
+    old: Record<string, unknown> | null;
+  }
+  export interface MessageMessage {
+    tag: 'message';
+    flags: number;
+    transactional: boolean;
+    messageLsn: string | null;
+    prefix: string;
+    content: Uint8Array;
+  }
+  export interface MessageOrigin {
+    tag: 'origin';
+    originLsn: string | null;
+    originName: string;
+  }
+  export interface MessageRelation {
+    tag: 'relation';
+    relationOid: number;
+    schema: string;
+    name: string;
+    replicaIdentity: 'default' | 'nothing' | 'full' | 'index';
+    columns: RelationColumn[];
+    keyColumns: string[];
+  }
+  export interface RelationColumn {
+    name: string;
+    /** 1: part of the key. */
+    flags: number;
+    typeOid: number;
+    typeMod: number;
+    /** Known only for types the stream described (a 'type' message: user-defined types). */
+    typeSchema: string | null;
+    typeName: string | null;
+  }
+  export interface MessageTruncate {
+    tag: 'truncate';
+    cascade: boolean;
+    restartIdentity: boolean;
+    relations: MessageRelation[];
+  }
+  export interface MessageType {
+    tag: 'type';
+    typeOid: number;
+    typeSchema: string;
+    typeName: string;
+  }
+}
 
 /** Microseconds from 1970-01-01 to 2000-01-01, the epoch of the protocol's timestamps. */
 const PG_EPOCH_US = 946_684_800_000_000n;
@@ -11,7 +93,7 @@ function lsnAt(b: Buffer, at: number): string | null {
   return `${hi.toString(16).toUpperCase()}/${lo.toString(16).toUpperCase()}`;
 }
 
-/** A protocol timestamp as microseconds since 1970-01-01 (what pg-logical-replication gives). */
+/** A protocol timestamp as microseconds since 1970-01-01. */
 function timeAt(b: Buffer, at: number): bigint {
   return b.readBigInt64BE(at) + PG_EPOCH_US;
 }
@@ -74,9 +156,9 @@ class Reader {
 const IDENTITY: Record<number, Pgoutput.MessageRelation['replicaIdentity']> = { 0x64: 'default', 0x6e: 'nothing', 0x66: 'full', 0x69: 'index' };
 
 /**
- * Decodes pgoutput (protocol version 1) messages into pg-logical-replication's message shapes,
- * with every value kept as PostgreSQL's text (the library parses them with pg's global type
- * parsers: a timestamptz loses its microseconds, numerics and arrays change form) and LSNs in
+ * Decodes pgoutput (protocol version 1) messages, every value kept as PostgreSQL's text
+ * (pg-logical-replication, used before, parsed them with pg's global type parsers: a
+ * timestamptz lost its microseconds, numerics and arrays changed form) and LSNs in
  * PostgreSQL's own form. The sync worker decodes every change of the source through this, so
  * it does as little as it can: one pass over the bytes, no reader object per message beyond
  * one cursor, no LSN written one way and then normalised.
@@ -171,7 +253,7 @@ export class PgoutputDecoder {
       const typeOid = r.i32();
       const typeMod = r.i32();
       const type = this.#types.get(typeOid);
-      return { flags, name: columnName, typeOid, typeMod, typeSchema: type?.typeSchema ?? null, typeName: type?.typeName ?? null, parser: (v: string) => v } as Pgoutput.RelationColumn;
+      return { flags, name: columnName, typeOid, typeMod, typeSchema: type?.typeSchema ?? null, typeName: type?.typeName ?? null };
     });
     const message: Pgoutput.MessageRelation = { tag: 'relation', relationOid, schema, name, replicaIdentity, columns, keyColumns: columns.filter((c) => c.flags & 1).map((c) => c.name) };
     this.#relations.set(relationOid, message);

@@ -1,8 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { copyRows, deleteManyStatement, insertManyStatement, updateStatement } from './apply.ts';
-import type { Pgoutput } from 'pg-logical-replication';
 import { compareLsn, lsnDistance, lsnToBigInt } from './lsn.ts';
-import { PgoutputDecoder } from './pgoutput.ts';
+import { PgoutputDecoder, type Pgoutput } from './pgoutput.ts';
 import { buildSyncPlan, pipelineNames, targetTableDdl, type SourceTable, type TablePlan } from './plan.ts';
 
 const table: TablePlan = {

@@ -1,7 +1,6 @@
 import type pg from 'pg';
-import type { Pgoutput } from 'pg-logical-replication';
 import { syncClient } from './connect.ts';
-import { PgoutputDecoder } from './pgoutput.ts';
+import { PgoutputDecoder, type Pgoutput } from './pgoutput.ts';
 
 /**
  * One decoded message, or (message null) a keepalive: the server has sent everything up to
@@ -43,8 +42,7 @@ function lsnBytes(lsn: string): bigint {
 
 /**
  * A pgoutput stream on its own replication connection (the protocol of START_REPLICATION,
- * read from pg-logical-replication, which this replaces; its message types are kept, the
- * decoding is pgoutput.ts).
+ * read from pg-logical-replication, which this and pgoutput.ts replace).
  *
  * Why not the library's LogicalReplicationService: its acknowledge(lsn) reports lsn + 1 as
  * written, flushed and applied. Acknowledging the end of the last applied commit that way

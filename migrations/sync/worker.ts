@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import pg from 'pg';
-import type { Pgoutput } from 'pg-logical-replication';
+import type { Pgoutput } from './pgoutput.ts';
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { ResolvedConfig, ResolvedService, ResolvedTableMapping } from '../../core/config/load.ts';
 import { databaseName, ensureDatabase, isMissingDatabase } from '../../core/databases.ts';
