@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { copyRows, deleteManyStatement, insertManyStatement, updateStatement } from './apply.ts';
 import { compareLsn, lsnDistance, lsnToBigInt } from './lsn.ts';
 import { PgoutputDecoder, type Pgoutput } from './pgoutput.ts';
+import { describeFailure } from './worker.ts';
 import { buildSyncPlan, pipelineNames, targetTableDdl, type SourceTable, type TablePlan } from './plan.ts';
 
 const table: TablePlan = {
@@ -48,6 +49,20 @@ describe('LSNs', () => {
     expect(compareLsn('2/0', '1/FFFFFFFF')).toBe(1);
   });
 
+});
+
+describe('sync failures as recorded', () => {
+  it('says a bare socket error is a lost connection, and where; keeps every other message as it is', () => {
+    const reset = Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
+    const described = describeFailure(reset, 'replication stream');
+    expect(described.message).toBe('connection lost (replication stream): read ECONNRESET');
+    expect((described as { code?: string }).code).toBe('ECONNRESET');
+    const fatal = new Error('terminating connection due to administrator command');
+    expect(describeFailure(fatal, 'apply')).toBe(fatal);
+    const sql = Object.assign(new Error('duplicate key value violates unique constraint "invoices_pkey"'), { code: '23505' });
+    expect(describeFailure(sql, 'apply')).toBe(sql);
+    expect(describeFailure('plain', 'apply').message).toBe('plain');
+  });
 });
 
 describe('pgoutput decoding', () => {

@@ -703,7 +703,7 @@ export class SyncWorker {
 
   /** Any error in the loop: roll back the open group, record it, reconnect from the applied LSN. */
   #fail(err: unknown, where: string, delayMs?: number): void {
-    const error = err instanceof Error ? err : new Error(String(err));
+    const error = describeFailure(err, where);
     if (this.#state !== 'active') return;
     if (!(error instanceof ReplayStrictly)) {
       this.lastError = error;
@@ -845,6 +845,18 @@ async function alive(client: pg.Client): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/**
+ * The error a failure is recorded as (`sync status`, the log): a socket error alone (`read
+ * ECONNRESET`, which is what a server restart gives when the reset comes before its goodbye)
+ * names nothing, so a broken connection says that it is one and where.
+ */
+export function describeFailure(err: unknown, where: string): Error {
+  const error = err instanceof Error ? err : new Error(String(err));
+  const socket = /^(ECONNRESET|ECONNREFUSED|ECONNABORTED|EPIPE)$/.test((error as { code?: string }).code ?? '') || /\b(ECONNRESET|ECONNREFUSED|ECONNABORTED|EPIPE)\b/.test(error.message);
+  if (!socket || /connection/i.test(error.message)) return error;
+  return Object.assign(new Error(`connection lost (${where}): ${error.message}`, { cause: error }), { code: (error as { code?: string }).code });
 }
 
 /** Errors of the connection itself (the server went away): a reconnect, not a strict replay, is the answer. */
