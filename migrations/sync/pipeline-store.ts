@@ -280,7 +280,7 @@ export function pipelineStore(pipeline: string) {
       const lit = (v: string | null) => (v === null ? 'NULL' : client.escapeLiteral(v));
       const lsn = lit(group.lsn);
       const results = (await client.query(
-        `SELECT pg_replication_origin_xact_setup(${lsn}, timestamptz 'epoch' + ${BigInt(originCommitUs).toString()} * interval '1 microsecond');
+        `SELECT pg_replication_origin_xact_setup(${lsn}, timestamptz 'epoch' + ${originCommitUs.toString()} * interval '1 microsecond');
          UPDATE strangler_sync.pipelines SET applied_lsn = ${lsn}, applied_at = now(), source_commit_at = coalesce(${lit(group.sourceCommitAt?.toISOString() ?? null)}::timestamptz, source_commit_at),
                 rows_applied = rows_applied + ${Math.trunc(group.rows)}, transactions_applied = transactions_applied + ${Math.trunc(group.transactions)},
                 heartbeat_source_at = coalesce(${lit(group.heartbeat)}::timestamptz, heartbeat_source_at), updated_at = now()

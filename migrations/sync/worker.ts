@@ -23,11 +23,7 @@ export { HANDOVER_PREFIX, HEARTBEAT_PREFIX, type HandoverMessage } from './messa
 export type WorkerState = 'created' | 'active' | 'stopping' | 'stopped';
 
 /**
- * A group of source transactions is committed on the target at the latest after this many
- * transactions, row changes or milliseconds, or once nothing has arrived for idleMs.
- */
-/**
- * A group is committed once it reaches the first limits, or when the stream goes quiet for
+ * A group of source transactions is committed on the target once it reaches the first limits, or when the stream goes quiet for
  * idleMs; while the group before it is still committing it keeps collecting, up to the max
  * limits: the group grows to what the target takes in one commit's time (group commit), so a
  * busy target pays its round trips per group, not per source transaction.
