@@ -147,7 +147,8 @@ describe('strangler ui: the page and the state', () => {
     try {
       await quiet.start();
       expect(quiet.reads).toBe(1);
-      // Ten of a page's refreshes with no page open: no read (the idle pace is a minute).
+      // Time is what is tested here: ten of a page's refreshes pass with no page open, and no
+      // read is made (the idle pace is a minute).
       await new Promise((r) => setTimeout(r, 1_000));
       expect(quiet.reads).toBe(1);
       // A page opens: a read at once, then the page's pace.
@@ -155,6 +156,8 @@ describe('strangler ui: the page and the state', () => {
       const unsubscribe = quiet.subscribe((body) => pushed.push(body));
       await waitFor('reads at the page\'s pace', async () => quiet.reads >= 4, 10_000, 20);
       unsubscribe();
+      // The refresh armed at the page's pace (100 ms) may still fire once; then ten more of its
+      // periods pass without a read.
       await new Promise((r) => setTimeout(r, 300));
       const after = quiet.reads;
       await new Promise((r) => setTimeout(r, 1_000));

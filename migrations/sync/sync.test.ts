@@ -9,6 +9,7 @@ import { waitFor } from '../../stack/ports.ts';
 import { dropTestDatabase, ROOT } from '../../test/harness.ts';
 import { syncEnv, syncWorker, syncWorkers, type SyncEnv } from '../../test/sync-env.ts';
 import { runDoctor } from './doctor.ts';
+import { pipelineStore } from './pipeline-store.ts';
 import { cleanupPipeline, requestStop, syncStatus } from './status.ts';
 import { verifyPipeline } from './verify.ts';
 import { SyncWorker } from './worker.ts';
@@ -78,6 +79,26 @@ afterAll(async () => {
   for (const w of workers) await w.stop();
 });
 
+/** Runs `fn` while four writers commit back to back on legacy (the worker always has a group collecting); each must have written. */
+async function whileWriting(e: Env, fn: () => Promise<void>): Promise<void> {
+  const writers = Array.from({ length: 4 }, () => new pg.Client({ connectionString: e.config.legacy.databaseUrl }));
+  await Promise.all(writers.map((w) => w.connect()));
+  const loads = writers.map((w) => writeLoad(e, w));
+  try {
+    await fn();
+  } finally {
+    for (const load of loads) await load.stop();
+    await Promise.all(writers.map((w) => w.end()));
+  }
+  expect(loads.every((load) => load.count > 0)).toBe(true);
+}
+
+/** The worker is not held: a change made now reaches the service. */
+async function goesOn(e: Env, marker: string): Promise<void> {
+  await e.legacy.query(`UPDATE invoices SET customer_name = $1 WHERE id = 4`, [marker]);
+  await waitFor('the worker to go on', async () => (await e.target.query(`SELECT customer_name FROM invoices WHERE id = 4`)).rows[0].customer_name === marker, 10_000, 20);
+}
+
 describe('sync: backfill and streaming', () => {
   let e: Env;
   beforeAll(async () => {
@@ -142,60 +163,41 @@ describe('sync: backfill and streaming', () => {
 
   it('verifies at one point of the source\'s history while the monolith keeps writing: no false difference', async () => {
     await running(e);
-    // Four writers committing back to back: the worker always has a group collecting when the verify asks it to stand.
-    const writers = Array.from({ length: 4 }, () => new pg.Client({ connectionString: e.config.legacy.databaseUrl }));
-    await Promise.all(writers.map((w) => w.connect()));
-    const loads = writers.map((w) => writeLoad(e, w));
-    try {
+    await whileWriting(e, async () => {
       const v = await verified(e);
       expect(v, JSON.stringify(v.tables)).toMatchObject({ verdict: 'verified', consistent: true, ok: true });
       expect(v.point).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
-    } finally {
-      for (const load of loads) await load.stop();
-      await Promise.all(writers.map((w) => w.end()));
-    }
-    expect(loads.every((load) => load.count > 0)).toBe(true);
+    });
     // The hold is released: the worker goes on.
-    await e.legacy.query(`UPDATE invoices SET customer_name = 'after the verify' WHERE id = 4`);
-    await waitFor('the worker to go on', async () => (await e.target.query(`SELECT customer_name FROM invoices WHERE id = 4`)).rows[0].customer_name === 'after the verify', 10_000, 20);
+    await goesOn(e, 'after the verify');
   });
 
   it('runs two verifies asked for at once, under writes, one after the other: both verified, and the worker goes on', async () => {
     await running(e);
-    const writers = Array.from({ length: 4 }, () => new pg.Client({ connectionString: e.config.legacy.databaseUrl }));
-    await Promise.all(writers.map((w) => w.connect()));
-    const loads = writers.map((w) => writeLoad(e, w));
-    try {
-      // Two operators: the second must neither move the first's hold nor wait on a worker that stands for the first.
-      const both = await Promise.all([verified(e), verified(e), verified(e)]);
-      for (const v of both) expect(v, JSON.stringify(v)).toMatchObject({ verdict: 'verified', consistent: true, ok: true });
-    } finally {
-      for (const load of loads) await load.stop();
-      await Promise.all(writers.map((w) => w.end()));
-    }
-    await e.legacy.query(`UPDATE invoices SET customer_name = 'after two verifies' WHERE id = 4`);
-    await waitFor('the worker to go on', async () => (await e.target.query(`SELECT customer_name FROM invoices WHERE id = 4`)).rows[0].customer_name === 'after two verifies', 10_000, 20);
+    await whileWriting(e, async () => {
+      // Operators at once: a later one must neither move an earlier one's hold nor wait on a worker that stands for it.
+      const all = await Promise.all([verified(e), verified(e), verified(e)]);
+      for (const v of all) expect(v, JSON.stringify(v)).toMatchObject({ verdict: 'verified', consistent: true, ok: true });
+    });
+    await goesOn(e, 'after three verifies');
   });
 
   it('pauses for a hold asked for again while it stands for the one before (released and asked for between two of its looks)', async () => {
     const w = await running(e);
-    const pipeline = w.plan!.pipeline;
-    const hold = async () => (await e.target.query(`SELECT held_lsn::text AS held FROM strangler_sync.pipelines WHERE pipeline = $1`, [pipeline])).rows[0].held as string | null;
-    const request = `UPDATE strangler_sync.pipelines SET hold_until = now() + interval '30 seconds', hold_lsn = NULL, held_lsn = NULL WHERE pipeline = '${pipeline}'`;
+    const store = pipelineStore(w.plan!.pipeline);
     try {
-      await e.target.query(request);
-      await waitFor('the worker to pause', async () => (await hold()) !== null, 10_000, 20);
+      await store.requestHold(e.target, 30_000);
+      await waitFor('the worker to pause', async () => (await store.hold(e.target)).held !== null, 10_000, 20);
       const point = (await e.legacy.query(`SELECT pg_current_wal_lsn()::text AS lsn`)).rows[0].lsn as string;
-      await e.target.query(`UPDATE strangler_sync.pipelines SET hold_lsn = $2 WHERE pipeline = $1`, [pipeline, point]);
-      await waitFor('the worker to stand at the point', async () => (await hold()) === point, 10_000, 20);
-      // One round trip: the release and the next request, as the worker sees them.
-      await e.target.query(`UPDATE strangler_sync.pipelines SET hold_until = NULL, hold_lsn = NULL, held_lsn = NULL WHERE pipeline = '${pipeline}'; ${request}`);
-      await waitFor('the worker to pause for the next hold', async () => (await hold()) !== null, 10_000, 20);
+      await store.holdAt(e.target, point);
+      await waitFor('the worker to stand at the point', async () => (await store.hold(e.target)).held === point, 10_000, 20);
+      // A new request while it stands is what a release and a request between two of its looks leave.
+      await store.requestHold(e.target, 30_000);
+      await waitFor('the worker to pause for the next hold', async () => (await store.hold(e.target)).held !== null, 10_000, 20);
     } finally {
-      await e.target.query(`UPDATE strangler_sync.pipelines SET hold_until = NULL, hold_lsn = NULL, held_lsn = NULL WHERE pipeline = $1`, [pipeline]);
+      await store.releaseHold(e.target);
     }
-    await e.legacy.query(`UPDATE invoices SET customer_name = 'after the next hold' WHERE id = 4`);
-    await waitFor('the worker to go on', async () => (await e.target.query(`SELECT customer_name FROM invoices WHERE id = 4`)).rows[0].customer_name === 'after the next hold', 10_000, 20);
+    await goesOn(e, 'after the next hold');
   });
 
   it('lists every differing key range, narrowed down, with the count', async () => {
