@@ -52,8 +52,8 @@ interface Net {
   row: Tuple;
   /** Only one change, an insert: the row is new (COPY may carry it). */
   fresh: boolean;
-  /** Updates and deletes, each checked for a later local write. */
-  checks: Array<{ key: Tuple; time: bigint }>;
+  /** The source commit times of its updates and deletes, each checked for a later local write (of the key `row` carries). */
+  times: bigint[];
 }
 
 export interface ApplierOptions {
@@ -76,6 +76,19 @@ export interface ApplierOptions {
 function runLimit(table: TablePlan, kind: Kind): number {
   const perRow = kind === 'delete' ? table.key.length : table.columns.length;
   return Math.min(kind === 'insert' ? 5_000 : 1_000, Math.floor(MAX_PARAMS / Math.max(perRow + 2, 1)));
+}
+
+/** Which columns a row carries (an update leaves unchanged TOAST out): rows of one shape share a statement. */
+function shapeOf(table: TablePlan, row: Tuple): string {
+  let shape = '';
+  for (const c of table.columns) shape += row[c.source] === undefined ? '0' : '1';
+  return shape;
+}
+
+/** The keys a statement RETURNING `__k0`, `__k1`… gave back, as keyString makes them. */
+function returnedKeys(table: TablePlan, rows: Array<Record<string, string>>): Set<string> {
+  if (table.key.length === 1) return new Set(rows.map((r) => r.__k0));
+  return new Set(rows.map((r) => table.key.map((_, i) => r[`__k${i}`]).join('\u0000')));
 }
 
 /** One group: what it has collected, and whether its target transaction is open. */
@@ -131,6 +144,17 @@ export class TransactionApplier {
     return { transactions: g.transactions, rows: g.rows, ageMs: g.startedAt ? Date.now() - g.startedAt : 0, lsn: g.lsn };
   }
 
+  /** The open group has reached one of these limits (asked once per source transaction: no object made). */
+  reached(limits: { transactions: number; rows: number; ms: number }): boolean {
+    const g = this.#s.group;
+    return g.transactions >= limits.transactions || g.rows >= limits.rows || (g.startedAt !== 0 && Date.now() - g.startedAt >= limits.ms);
+  }
+
+  /** A source transaction ended in the open group (pending.lsn is set), without making an object to say so. */
+  get hasPending(): boolean {
+    return this.#s.group.lsn !== '';
+  }
+
   /** The group before the current one is still being applied or committed (commitBehind). */
   get committing(): boolean {
     return this.#behindRunning;
@@ -176,22 +200,39 @@ export class TransactionApplier {
     return this.#o.target.query(st.name ? { name: st.name, text: st.sql, values: st.params } : { text: st.sql, values: st.params });
   }
 
-  /** One decoded row change of a table this pipeline applies. */
-  async change(tx: SourceTx, table: TablePlan, kind: Kind, row: Tuple, oldKey: Tuple | null): Promise<void> {
+  /**
+   * One decoded row change of a table this pipeline applies. Returns a promise only when it had
+   * to send something to the target (most changes are only collected: the stream's fast path).
+   */
+  change(tx: SourceTx, table: TablePlan, kind: Kind, row: Tuple, oldKey: Tuple | null): Promise<void> | undefined {
     const s = this.#s;
     if (!s.group.startedAt) s.group.startedAt = Date.now();
     s.group.rows++;
     if (kind === 'update') {
       // A key change moves the row: its old key finds it, one statement of its own.
       const moved = oldKey !== null && table.key.some((k) => oldKey[k] !== undefined && oldKey[k] !== row[k]);
-      if (moved || this.#strict || table.key.some((k) => row[k] === undefined)) {
-        await this.#flushNet(s, table);
-        await this.#flushBefore(s, table, null);
-        await this.#updateOne(s, tx, table, oldKey, row);
-        return;
-      }
+      if (moved || this.#strict || table.key.some((k) => row[k] === undefined)) return this.#changeAlone(s, tx, table, oldKey, row);
     }
     if (!this.#o.ordered && !this.#strict) return this.#addNet(s, tx, table, kind, row);
+    // Ordered: the change joins its table's run, unless something must be sent first.
+    const run = s.runs.get(table);
+    if (run ? s.runs.size === 1 && run.kind === kind && sameShape(run.rows[0], row) && run.rows.length < runLimit(table, kind) : s.runs.size === 0) {
+      const joined = run ?? { table, kind, rows: [], times: [] };
+      if (!run) s.runs.set(table, joined);
+      joined.rows.push(row);
+      joined.times.push(tx.commitTimeUs);
+      return undefined;
+    }
+    return this.#addToRun(s, tx, table, kind, row);
+  }
+
+  async #changeAlone(s: GroupState, tx: SourceTx, table: TablePlan, oldKey: Tuple | null, row: Tuple): Promise<void> {
+    await this.#flushNet(s, table);
+    await this.#flushBefore(s, table, null);
+    await this.#updateOne(s, tx, table, oldKey, row);
+  }
+
+  async #addToRun(s: GroupState, tx: SourceTx, table: TablePlan, kind: Kind, row: Tuple): Promise<void> {
     let run = await this.#flushBefore(s, table, kind);
     if (run && (!sameShape(run.rows[0], row) || run.rows.length >= runLimit(table, kind))) {
       await this.#flushRun(s, run);
@@ -205,27 +246,30 @@ export class TransactionApplier {
     run.times.push(tx.commitTimeUs);
   }
 
-  async #addNet(s: GroupState, tx: SourceTx, table: TablePlan, kind: Kind, row: Tuple): Promise<void> {
+  #addNet(s: GroupState, tx: SourceTx, table: TablePlan, kind: Kind, row: Tuple): Promise<void> | undefined {
     let nets = s.nets.get(table);
     if (!nets) s.nets.set(table, (nets = new Map()));
     const k = keyString(table, row);
     const prev = nets.get(k);
-    // A key's checks are its own array, grown in place (a key changes once in most groups).
-    const checked = () => {
-      const checks = prev?.checks ?? [];
-      checks.push({ key: row, time: tx.commitTimeUs });
-      return checks;
-    };
-    if (kind === 'delete') nets.set(k, { final: 'delete', row, fresh: false, checks: checked() });
-    else if (kind === 'insert') nets.set(k, { final: 'insert', row, fresh: !prev, checks: prev?.checks ?? [] });
+    // A key's times are its own array, grown in place (a key changes once in most groups).
+    if (kind === 'delete') {
+      const times = prev ? prev.times : [];
+      times.push(tx.commitTimeUs);
+      nets.set(k, { final: 'delete', row, fresh: false, times });
+    } else if (kind === 'insert') nets.set(k, { final: 'insert', row, fresh: !prev, times: prev ? prev.times : [] });
     else if (prev && prev.final !== 'delete') {
       // An update after this group's insert changes the group's own row: no local write can
       // be in between. After an update, it is checked like the first.
       const merged = { ...prev.row };
       for (const c in row) if (row[c] !== undefined) merged[c] = row[c];
-      nets.set(k, { final: prev.final, row: merged, fresh: false, checks: prev.final === 'insert' ? prev.checks : checked() });
-    } else nets.set(k, { final: 'update', row, fresh: false, checks: checked() });
-    if (nets.size >= runLimit(table, 'insert')) await this.#flushNet(s, table);
+      if (prev.final !== 'insert') prev.times.push(tx.commitTimeUs);
+      nets.set(k, { final: prev.final, row: merged, fresh: false, times: prev.times });
+    } else {
+      const times = prev ? prev.times : [];
+      times.push(tx.commitTimeUs);
+      nets.set(k, { final: 'update', row, fresh: false, times });
+    }
+    return nets.size >= runLimit(table, 'insert') ? this.#flushNet(s, table) : undefined;
   }
 
   /**
@@ -237,7 +281,8 @@ export class TransactionApplier {
     if (!nets || nets.size === 0) return;
     s.nets.delete(table);
     const entries = await this.#writeUnlessLater(s, table, [...nets.values()]);
-    const checks = entries.flatMap((e) => e.checks.map((c, i) => ({ ...c, entry: e, last: i === e.checks.length - 1 })));
+    // Every check of a key is of the key its net row carries (keys do not change on this path).
+    const checks = entries.flatMap((e) => e.times.map((time, i) => ({ key: e.row, time, entry: e, last: i === e.times.length - 1 })));
     const conflicted = await this.#conflicts(s, { table, kind: 'update', rows: checks.map((c) => c.key), times: checks.map((c) => c.time) }, checks.map((c) => (c.entry.final === 'delete' && c.last ? 'delete' : 'update')));
     const skipped = new Set<Net>();
     checks.forEach((c, i) => {
@@ -264,11 +309,11 @@ export class TransactionApplier {
     const partial = live.filter((e) => e.final !== 'delete' && !isComplete(table, e.row));
     const shapes = new Map<string, Tuple[]>();
     for (const e of partial) {
-      const shape = table.columns.map((c) => (e.row[c.source] === undefined ? '0' : '1')).join('');
+      const shape = shapeOf(table, e.row);
       shapes.set(shape, [...(shapes.get(shape) ?? []), e.row]);
     }
     for (const rows of shapes.values()) {
-      const found = new Set((await this.#run(s, updateManyStatement(table, rows))).rows.map((r) => table.key.map((_, i) => r[`__k${i}`]).join('\u0000')));
+      const found = returnedKeys(table, (await this.#run(s, updateManyStatement(table, rows))).rows);
       for (const row of rows) if (!found.has(keyString(table, row))) await this.#recreate(s, table, row);
     }
   }
@@ -284,11 +329,11 @@ export class TransactionApplier {
     const groups = new Map<string, Net[]>();
     const rest: Net[] = [];
     for (const e of entries) {
-      if (e.final === 'insert' || e.checks.length === 0) {
+      if (e.final === 'insert' || e.times.length === 0) {
         rest.push(e);
         continue;
       }
-      const shape = e.final === 'delete' ? 'delete' : table.columns.map((c) => (e.row[c.source] === undefined ? '0' : '1')).join('');
+      const shape = e.final === 'delete' ? 'delete' : shapeOf(table, e.row);
       const list = groups.get(shape);
       if (list) list.push(e);
       else groups.set(shape, [e]);
@@ -302,8 +347,8 @@ export class TransactionApplier {
       const chunk = Math.max(1, Math.floor(MAX_PARAMS / perRow));
       for (let i = 0; i < list.length; i += chunk) {
         const part = list.slice(i, i + chunk);
-        const earliest = part.map((e) => e.checks.reduce((min, c) => (c.time < min ? c.time : min), e.checks[0].time));
-        const written = new Set((await this.#run(s, writeUnlessLaterStatement(table, kind, part.map((e) => e.row), earliest, this.#o.ownOrigin))).rows.map((r) => table.key.map((_, k) => r[`__k${k}`]).join('\u0000')));
+        const earliest = part.map((e) => e.times.reduce((min, t) => (t < min ? t : min), e.times[0]));
+        const written = returnedKeys(table, (await this.#run(s, writeUnlessLaterStatement(table, kind, part.map((e) => e.row), earliest, this.#o.ownOrigin))).rows);
         for (const e of part) if (!written.has(keyString(table, e.row))) rest.push(e);
       }
     }
@@ -462,7 +507,7 @@ export class TransactionApplier {
       await this.#updateRow(s, table, null, rows[0]);
       return;
     }
-    const found = new Set((await this.#run(s, updateManyStatement(table, rows))).rows.map((r) => table.key.map((_, i) => r[`__k${i}`]).join('\u0000')));
+    const found = returnedKeys(table, (await this.#run(s, updateManyStatement(table, rows))).rows);
     for (const row of rows) if (!found.has(keyString(table, row))) await this.#recreate(s, table, row);
   }
 

@@ -9,12 +9,26 @@ export function bigIntToLsn(value: bigint): string {
   return `${(value >> 32n).toString(16).toUpperCase()}/${(value & 0xffffffffn).toString(16).toUpperCase()}`;
 }
 
-/** Compares two LSNs (a few per streamed transaction: numbers, not bigints). */
+/** The hexadecimal number in s[from, to) (NaN if a character is not a hex digit or it is empty, as parseInt would say). */
+function hexAt(s: string, from: number, to: number): number {
+  if (from >= to) return NaN;
+  let v = 0;
+  for (let i = from; i < to; i++) {
+    const c = s.charCodeAt(i);
+    const d = c >= 48 && c <= 57 ? c - 48 : c >= 65 && c <= 70 ? c - 55 : c >= 97 && c <= 102 ? c - 87 : -1;
+    if (d < 0) return NaN;
+    v = v * 16 + d;
+  }
+  return v;
+}
+
+/** Compares two LSNs (a few per streamed transaction: numbers, not bigints, and no substrings). */
 export function compareLsn(a: string, b: string): number {
   const i = a.indexOf('/');
   const j = b.indexOf('/');
   if (i < 0 || j < 0) throw new Error(`not an LSN: ${JSON.stringify(i < 0 ? a : b)}`);
-  const d = parseInt(a.slice(0, i), 16) - parseInt(b.slice(0, j), 16) || parseInt(a.slice(i + 1), 16) - parseInt(b.slice(j + 1), 16);
+  if (a === b) return 0;
+  const d = hexAt(a, 0, i) - hexAt(b, 0, j) || hexAt(a, i + 1, a.length) - hexAt(b, j + 1, b.length);
   return d < 0 ? -1 : d > 0 ? 1 : 0;
 }
 

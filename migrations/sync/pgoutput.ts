@@ -57,6 +57,12 @@ export namespace Pgoutput {
     replicaIdentity: 'default' | 'nothing' | 'full' | 'index';
     columns: RelationColumn[];
     keyColumns: string[];
+    /**
+     * A column is named `__proto__`: its rows are objects without a prototype (a plain object
+     * would take that column's value as its prototype). Every other table's rows are plain
+     * objects of one shape, which V8 reads and writes far faster than prototype-less ones.
+     */
+    protoColumn: boolean;
   }
   export interface RelationColumn {
     name: string;
@@ -85,12 +91,26 @@ export namespace Pgoutput {
 /** Microseconds from 1970-01-01 to 2000-01-01, the epoch of the protocol's timestamps. */
 const PG_EPOCH_US = 946_684_800_000_000n;
 
-/** An LSN as PostgreSQL prints it (`0/32CDCC60`: no zero padding, upper case), or null for 0/0. */
+const HEX = '0123456789ABCDEF';
+/** The last high half seen, printed with its slash: it changes once every 4 GB of WAL. */
+let lastHi = 0;
+let lastHiText = '0/';
+
+/** An LSN as PostgreSQL prints it (`0/32CDCC60`: no zero padding, upper case), or null for 0/0. Three per source transaction: no intermediate strings. */
 function lsnAt(b: Buffer, at: number): string | null {
   const hi = b.readUInt32BE(at);
-  const lo = b.readUInt32BE(at + 4);
+  let lo = b.readUInt32BE(at + 4);
   if (hi === 0 && lo === 0) return null;
-  return `${hi.toString(16).toUpperCase()}/${lo.toString(16).toUpperCase()}`;
+  if (hi !== lastHi) {
+    lastHi = hi;
+    lastHiText = `${hi.toString(16).toUpperCase()}/`;
+  }
+  let low = '';
+  do {
+    low = HEX[lo & 15] + low;
+    lo >>>= 4;
+  } while (lo !== 0);
+  return lastHiText + low;
 }
 
 /** A protocol timestamp as microseconds since 1970-01-01. */
@@ -98,13 +118,15 @@ function timeAt(b: Buffer, at: number): bigint {
   return b.readBigInt64BE(at) + PG_EPOCH_US;
 }
 
+/** A cursor over one message (the decoder keeps one and moves it to each message). */
 class Reader {
-  p: number;
-  constructor(
-    readonly b: Buffer,
-    at: number,
-  ) {
+  b: Buffer = Buffer.alloc(0);
+  p = 0;
+
+  at(b: Buffer, at: number): this {
+    this.b = b;
     this.p = at;
+    return this;
   }
 
   u8(): number {
@@ -167,10 +189,11 @@ const IDENTITY: Record<number, Pgoutput.MessageRelation['replicaIdentity']> = { 
 export class PgoutputDecoder {
   readonly #relations = new Map<number, Pgoutput.MessageRelation>();
   readonly #types = new Map<number, { typeSchema: string; typeName: string }>();
+  readonly #reader = new Reader();
 
   /** One message: `b` from `at` (the byte after XLogData's 25-byte header) to its end. */
   decode(b: Buffer, at = 0): Pgoutput.Message {
-    const r = new Reader(b, at + 1);
+    const r = this.#reader.at(b, at + 1);
     switch (b[at]) {
       case 0x42 /* B */:
         return { tag: 'begin', commitLsn: r.lsn(), commitTime: r.time(), xid: r.i32() };
@@ -255,7 +278,7 @@ export class PgoutputDecoder {
       const type = this.#types.get(typeOid);
       return { flags, name: columnName, typeOid, typeMod, typeSchema: type?.typeSchema ?? null, typeName: type?.typeName ?? null };
     });
-    const message: Pgoutput.MessageRelation = { tag: 'relation', relationOid, schema, name, replicaIdentity, columns, keyColumns: columns.filter((c) => c.flags & 1).map((c) => c.name) };
+    const message: Pgoutput.MessageRelation = { tag: 'relation', relationOid, schema, name, replicaIdentity, columns, keyColumns: columns.filter((c) => c.flags & 1).map((c) => c.name), protoColumn: columns.some((c) => c.name === '__proto__') };
     this.#relations.set(relationOid, message);
     return message;
   }
@@ -265,7 +288,7 @@ export class PgoutputDecoder {
     const n = r.i16();
     const { columns } = relation;
     const b = r.b;
-    const tuple: Record<string, unknown> = Object.create(null);
+    const tuple: Record<string, unknown> = relation.protoColumn ? Object.create(null) : {};
     for (let i = 0; i < n; i++) {
       const name = columns[i].name;
       const kind = b[r.p++];
@@ -286,7 +309,7 @@ export class PgoutputDecoder {
   /** A key-only row: the key columns' values (the others are sent as nulls). */
   #keyTuple(r: Reader, relation: Pgoutput.MessageRelation): Record<string, unknown> {
     const tuple = this.#tuple(r, relation);
-    const key: Record<string, unknown> = Object.create(null);
+    const key: Record<string, unknown> = relation.protoColumn ? Object.create(null) : {};
     for (const k of relation.keyColumns) key[k] = tuple[k] === null ? undefined : tuple[k];
     return key;
   }

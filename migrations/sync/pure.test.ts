@@ -104,6 +104,19 @@ describe('pgoutput decoding', () => {
     expect(del.old).toBeNull();
   });
 
+  it('keeps a column named __proto__ as a value of the row, never as its prototype', () => {
+    const d = new PgoutputDecoder();
+    d.decode(msg(u8(0x52), i32(16401), str('public'), str('odd'), u8(0x64), i16(2), u8(1), str('id'), i32(20), i32(-1), u8(0), str('__proto__'), i32(25), i32(-1)), 25);
+    const row = (d.decode(msg(u8(0x49), i32(16401), u8(0x4e), i16(2), text('1'), text('x')), 25) as Pgoutput.MessageInsert).new;
+    expect(Object.getPrototypeOf(row)).toBeNull();
+    expect(Object.keys(row)).toEqual(['id', '__proto__']);
+    expect(row.__proto__).toBe('x');
+    // Every other table's rows are plain objects (V8's fast shape).
+    d.decode(relation, 25);
+    const plain = (d.decode(msg(u8(0x49), i32(16400), u8(0x4e), i16(3), text('1'), text('a'), u8(0x6e)), 25) as Pgoutput.MessageInsert).new;
+    expect(Object.getPrototypeOf(plain)).toBe(Object.prototype);
+  });
+
   it('owns a logical message\'s bytes (the connection reuses its buffer) and refuses what it cannot read', () => {
     const d = new PgoutputDecoder();
     const raw = msg(u8(0x4d), u8(1), lsn(0, 0x10), str('strangler.heartbeat'), i32(3), Buffer.from('abc'));

@@ -28,7 +28,8 @@ export type WorkerState = 'created' | 'active' | 'stopping' | 'stopped';
  * limits: the group grows to what the target takes in one commit's time (group commit), so a
  * busy target pays its round trips per group, not per source transaction.
  */
-const GROUP_LIMITS = { transactions: 2_000, rows: 20_000, ms: 100, idleMs: 3, maxTransactions: 20_000, maxRows: 100_000, maxMs: 1_000 };
+const GROUP_LIMITS = { transactions: 2_000, rows: 20_000, ms: 100, idleMs: 3 };
+const GROUP_MAX = { transactions: 20_000, rows: 100_000, ms: 1_000 };
 
 interface TxState extends SourceTx {
   skip: boolean;
@@ -279,26 +280,31 @@ export class SyncWorker {
           if (done) this.#committed(done);
           await this.#pauseForHold();
         }
-        const next: Promise<StreamItem | null> = waiting ?? stream.next();
-        waiting = null;
-        if (!this.#tx && applier.pending.lsn && !stream.hasBuffered) {
-          // A group is open and nothing is buffered: commit it unless more arrives very soon
-          // (under load it does, and the group grows; when the source goes quiet, the lag
-          // stays within GROUP_IDLE_MS).
-          const first = await Promise.race([next, new Promise<'idle'>((r) => setTimeout(() => r('idle'), GROUP_LIMITS.idleMs))]);
-          if (first === 'idle') {
-            // While the group before is still committing, this one goes on collecting: it is
-            // committed once that one is done, or grows meanwhile.
-            if (applier.committing) await Promise.race([next, applier.behindDone()]);
-            else await applier.commitBehind((done) => this.#committed(done));
-            waiting = next;
-            continue;
+        // Under load the next message is already buffered: taken, and (most changes) handled,
+        // without a promise; only what must wait on the target or the network awaits.
+        let item: StreamItem | null | undefined = waiting ? undefined : stream.take();
+        if (item === undefined) {
+          const next: Promise<StreamItem | null> = waiting ?? stream.next();
+          waiting = null;
+          if (!this.#tx && applier.hasPending) {
+            // A group is open and nothing is buffered: commit it unless more arrives very soon
+            // (under load it does, and the group grows; when the source goes quiet, the lag
+            // stays within GROUP_IDLE_MS).
+            const first = await Promise.race([next, new Promise<'idle'>((r) => setTimeout(() => r('idle'), GROUP_LIMITS.idleMs))]);
+            if (first === 'idle') {
+              // While the group before is still committing, this one goes on collecting: it is
+              // committed once that one is done, or grows meanwhile.
+              if (applier.committing) await Promise.race([next, applier.behindDone()]);
+              else await applier.commitBehind((done) => this.#committed(done));
+              waiting = next;
+              continue;
+            }
           }
+          item = await next;
         }
-        const item = await next;
         if (!item || this.#state !== 'active') break;
-        if (item.message) await this.#handle(item.message, stream, applier);
-        else await this.#keepalive(item.lsn, stream, applier);
+        const handled = item.tag === 'keepalive' ? this.#keepalive(item.lsn, stream, applier) : this.#handle(item, stream, applier);
+        if (handled) await handled;
       }
       if (this.#state === 'active' && stream.error) throw stream.error;
     } catch (err) {
@@ -331,8 +337,12 @@ export class SyncWorker {
    * The server has sent everything up to `lsn`: when nothing received is left to apply, the
    * slot may forget everything up to there (this pipeline has nothing in it).
    */
-  async #keepalive(lsn: string, stream: ReplicationStream, applier: TransactionApplier): Promise<void> {
-    if (this.#tx || applier.pending.lsn || stream.hasBuffered) return;
+  #keepalive(lsn: string, stream: ReplicationStream, applier: TransactionApplier): Promise<void> | undefined {
+    if (this.#tx || applier.hasPending || stream.hasBuffered) return undefined;
+    return this.#acknowledgeAt(lsn, stream, applier);
+  }
+
+  async #acknowledgeAt(lsn: string, stream: ReplicationStream, applier: TransactionApplier): Promise<void> {
     // Not past a group still committing: only once it is.
     await applier.settle();
     stream.acknowledge(lsn);
@@ -384,56 +394,69 @@ export class SyncWorker {
     this.#o.logger.info({ pipeline: this.#plan!.pipeline, at: lsn }, 'hold released');
   }
 
-  async #handle(m: Pgoutput.Message, stream: ReplicationStream, applier: TransactionApplier): Promise<void> {
+  /** One message; a promise only when it has to wait (the target, a hold, a group's commit). */
+  #handle(m: Pgoutput.Message, stream: ReplicationStream, applier: TransactionApplier): Promise<void> | undefined {
     switch (m.tag) {
-      case 'begin': {
-        const commitLsn = m.commitLsn!;
-        if (this.#hold?.phase === 'run' && compareLsn(commitLsn, this.#hold.at) >= 0) {
-          // The first commit at or past a verify's point: everything before it goes in, then wait.
-          const done = await applier.commit();
-          if (done) this.#committed(done);
-          await this.#standAt(this.#hold.at);
-        }
-        applier.strict = this.#strictUntil !== null && compareLsn(commitLsn, this.#strictUntil) <= 0;
-        if (this.#strictUntil !== null && !applier.strict) this.#strictUntil = null;
-        const skip = compareLsn(commitLsn, this.#applied) < 0;
-        this.#tx = { skip, rows: 0, heartbeat: null, handover: null, commitLsn, commitTimeUs: BigInt(m.commitTime as unknown as bigint) };
-        return;
-      }
+      case 'begin':
+        // The first commit at or past a verify's point: everything before it goes in, then wait.
+        if (this.#hold?.phase === 'run' && compareLsn(m.commitLsn!, this.#hold.at) >= 0) return this.#beginAfterHold(applier, m, this.#hold.at);
+        this.#begin(applier, m);
+        return undefined;
       case 'insert':
       case 'update':
       case 'delete':
         return this.#change(applier, m);
       case 'relation':
-        // Reads and writes the target directly: never inside the transaction of a group committing behind.
-        await applier.settle();
-        return this.#relation(applier, m);
-      case 'truncate': {
-        await applier.settle();
-        const tx = this.#tx;
-        if (!tx || tx.skip) return;
-        const tables = m.relations.map((rel) => this.#byRelation.get(rel.name)).filter((t): t is TablePlan => t !== undefined && !this.#paused.has(t.source));
-        const refused = tables.filter((t) => t.rules.truncate === 'stop');
-        if (refused.length) {
-          const names = refused.map((t) => t.source).join(', ');
-          await this.#stopAtSchemaChange(applier, refused[0].source, `TRUNCATE of ${names} on the source, and the policy for truncates is stop; to carry it over set truncate: apply for the table in strangler.yaml (or sync.schemaChanges.truncate) and run: strangler sync resume ${this.#service.name}${this.#direction === 'reverse' ? ' --reverse' : ''}`, refused.map((t) => ({ kind: 'type-changed', column: '*', detail: 'TRUNCATE', action: 'stopped' }) as SchemaChange));
-        }
-        if (tables.length) await applier.truncate(tables);
-        return;
-      }
+        return this.#relationSettled(applier, m);
+      case 'truncate':
+        return this.#truncate(applier, m);
       case 'origin':
         // Applied by this service's other direction: never send it back. Rows another
         // pipeline applied (the reverse sync of invoices, seen by analytics' replica) still flow.
         // A feed skips nothing: its target never writes the copies.
         if (this.#tx && this.#direction !== 'feed' && m.originName === originOf(this.#o.service.name, this.#direction === 'forward' ? 'reverse' : 'forward', this.#sourceUrl)) this.#tx.skip = true;
-        return;
+        return undefined;
       case 'message':
         return this.#message(applier, m);
       case 'commit':
         return this.#commit(applier, m);
       default:
-        return;
+        return undefined;
     }
+  }
+
+  async #beginAfterHold(applier: TransactionApplier, m: Pgoutput.MessageBegin, at: string): Promise<void> {
+    const done = await applier.commit();
+    if (done) this.#committed(done);
+    await this.#standAt(at);
+    this.#begin(applier, m);
+  }
+
+  #begin(applier: TransactionApplier, m: Pgoutput.MessageBegin): void {
+    const commitLsn = m.commitLsn!;
+    applier.strict = this.#strictUntil !== null && compareLsn(commitLsn, this.#strictUntil) <= 0;
+    if (this.#strictUntil !== null && !applier.strict) this.#strictUntil = null;
+    const skip = compareLsn(commitLsn, this.#applied) < 0;
+    this.#tx = { skip, rows: 0, heartbeat: null, handover: null, commitLsn, commitTimeUs: m.commitTime };
+  }
+
+  async #relationSettled(applier: TransactionApplier, m: Pgoutput.MessageRelation): Promise<void> {
+    // Reads and writes the target directly: never inside the transaction of a group committing behind.
+    await applier.settle();
+    return this.#relation(applier, m);
+  }
+
+  async #truncate(applier: TransactionApplier, m: Pgoutput.MessageTruncate): Promise<void> {
+    await applier.settle();
+    const tx = this.#tx;
+    if (!tx || tx.skip) return;
+    const tables = m.relations.map((rel) => this.#byRelation.get(rel.name)).filter((t): t is TablePlan => t !== undefined && !this.#paused.has(t.source));
+    const refused = tables.filter((t) => t.rules.truncate === 'stop');
+    if (refused.length) {
+      const names = refused.map((t) => t.source).join(', ');
+      await this.#stopAtSchemaChange(applier, refused[0].source, `TRUNCATE of ${names} on the source, and the policy for truncates is stop; to carry it over set truncate: apply for the table in strangler.yaml (or sync.schemaChanges.truncate) and run: strangler sync resume ${this.#service.name}${this.#direction === 'reverse' ? ' --reverse' : ''}`, refused.map((t) => ({ kind: 'type-changed', column: '*', detail: 'TRUNCATE', action: 'stopped' }) as SchemaChange));
+    }
+    if (tables.length) await applier.truncate(tables);
   }
 
   /**
@@ -563,16 +586,16 @@ export class SyncWorker {
     this.#fail(new ReplayStrictly('resume'), 'resume', 0);
   }
 
-  async #change(applier: TransactionApplier, m: Pgoutput.MessageInsert | Pgoutput.MessageUpdate | Pgoutput.MessageDelete): Promise<void> {
+  #change(applier: TransactionApplier, m: Pgoutput.MessageInsert | Pgoutput.MessageUpdate | Pgoutput.MessageDelete): Promise<void> | undefined {
     const tx = this.#tx;
-    if (!tx || tx.skip) return;
+    if (!tx || tx.skip) return undefined;
     const table = this.#byRelation.get(m.relation.name);
-    if (!table || m.relation.schema !== 'public') return;
+    if (!table || m.relation.schema !== 'public') return undefined;
     // Another pipeline feeds this copy now (handover): its changes here are that pipeline's.
-    if (this.#paused.has(table.source)) return;
+    if (this.#paused.has(table.source)) return undefined;
     const from = this.#fromLsn.get(table.source);
     // A table copied later than the slot's start: its changes up to the copy's snapshot are in the copy.
-    if (from && compareLsn(tx.commitLsn, from) < 0) return;
+    if (from && compareLsn(tx.commitLsn, from) < 0) return undefined;
     tx.rows++;
     if (m.tag === 'insert') return applier.change(tx, table, 'insert', m.new as Tuple, null);
     if (m.tag === 'delete') return applier.change(tx, table, 'delete', (m.key ?? m.old) as Tuple, null);
@@ -594,40 +617,40 @@ export class SyncWorker {
     if (done) this.#committed(done);
   }
 
-  async #commit(applier: TransactionApplier, m: Pgoutput.MessageCommit): Promise<void> {
+  #commit(applier: TransactionApplier, m: Pgoutput.MessageCommit): Promise<void> | undefined {
     const tx = this.#tx;
     this.#tx = null;
     const end = m.commitEndLsn!;
     this.#received = end;
-    if (!tx || compareLsn(tx.commitLsn, this.#applied) < 0) return;
-    const commitTime = m.commitTime ? new Date(Number(m.commitTime as unknown as bigint) / 1000) : null;
-    if (tx.handover) {
-      // Before its transaction opens: the wait must hold no lock the other pipeline may need.
-      await applier.settle();
-      if (!applier.open) await this.#afterCounterpartPauses(this.#target!, tx.handover);
-      const handover = tx.handover;
-      let paused: Set<string> | null = null;
-      applier.endTransaction(tx, end, commitTime, !tx.skip, tx.heartbeat);
-      const done = await applier.commit(async (target) => {
-        paused = await this.#handover(target, handover, end);
-      });
-      if (paused) this.#paused = paused;
-      if (done) this.#committed(done);
-      return;
-    }
+    if (!tx || compareLsn(tx.commitLsn, this.#applied) < 0) return undefined;
+    const commitTime = m.commitTime ? new Date(Number(m.commitTime) / 1000) : null;
+    if (tx.handover) return this.#commitHandover(applier, tx, tx.handover, end, commitTime);
     applier.endTransaction(tx, end, commitTime, !tx.skip, tx.heartbeat);
-    const g = applier.pending;
     // The group is committed when it is large or old enough (bounded locks, memory and lag),
     // or when the stream goes quiet (#consume).
-    if (applier.strict) {
-      const done = await applier.commit();
-      if (done) this.#committed(done);
-    } else if (g.transactions >= GROUP_LIMITS.transactions || g.rows >= GROUP_LIMITS.rows || g.ageMs >= GROUP_LIMITS.ms) {
-      // The next group collects while this one is applied (at most one behind); while the one
-      // before is still committing, this one keeps collecting rather than wait for it.
-      const full = g.transactions >= GROUP_LIMITS.maxTransactions || g.rows >= GROUP_LIMITS.maxRows || g.ageMs >= GROUP_LIMITS.maxMs;
-      if (full || !applier.committing) await applier.commitBehind((done) => this.#committed(done));
-    }
+    if (applier.strict) return this.#commitNow(applier);
+    // The next group collects while this one is applied (at most one behind); while the one
+    // before is still committing, this one keeps collecting rather than wait for it.
+    if (applier.reached(GROUP_LIMITS) && (!applier.committing || applier.reached(GROUP_MAX))) return applier.commitBehind((done) => this.#committed(done));
+    return undefined;
+  }
+
+  async #commitNow(applier: TransactionApplier): Promise<void> {
+    const done = await applier.commit();
+    if (done) this.#committed(done);
+  }
+
+  async #commitHandover(applier: TransactionApplier, tx: TxState, handover: HandoverMessage, end: string, commitTime: Date | null): Promise<void> {
+    // Before its transaction opens: the wait must hold no lock the other pipeline may need.
+    await applier.settle();
+    if (!applier.open) await this.#afterCounterpartPauses(this.#target!, handover);
+    let paused: Set<string> | null = null;
+    applier.endTransaction(tx, end, commitTime, !tx.skip, tx.heartbeat);
+    const done = await applier.commit(async (target) => {
+      paused = await this.#handover(target, handover, end);
+    });
+    if (paused) this.#paused = paused;
+    if (done) this.#committed(done);
   }
 
   /** A group is durable on the target: now, and only now, the slot may forget it. */
