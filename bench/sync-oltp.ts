@@ -8,8 +8,15 @@
  *    everything the load committed (an applier that keeps up scores the load's own rate).
  * 2. Lag: the load runs at 80 % of the slower applier's capacity; the lag of each, sampled
  *    every 50 ms, is the age of the source WAL position it has applied up to.
+ * 3. Catch-up: both appliers stopped, the load runs unthrottled for OLTP_SECONDS, then both
+ *    start at once on that backlog (a worker back after downtime). Each one's rate is the
+ *    backlog's transactions over its time to apply them all; pgbench no longer shares the
+ *    cores, so this is the applier's own capacity, and its CPU per transaction with nothing
+ *    else in the Node process.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
+import { join } from 'node:path';
 import pg from 'pg';
 import type { ResolvedConfig, ResolvedService } from '../core/config/load.ts';
 import { silentLogger } from '../core/logger.ts';
@@ -28,6 +35,8 @@ export interface OltpResult {
   ours: { tps: number; lagP50: number; lagP99: number };
   native: { tps: number; lagP50: number; lagP99: number };
   lagRate: number;
+  /** Phase 3: the backlog's size, each applier's rate through it, and CPU ms per 1,000 of its transactions. */
+  catchUp: { transactions: number; ours: number; native: number; cpuPerKtx: { oursWalsender: number; oursBackend: number; oursNode: number; nativeWalsender: number; nativeApply: number } };
   /** CPU seconds per 1,000 source transactions during the capacity phase: our Postgres processes (walsender, target backend), our Node process, native's (walsender, apply worker). */
   cpuPerKtx: { ours: number; oursNode: number; native: number };
 }
@@ -67,7 +76,7 @@ export async function oltpBench(cluster: PostgresCluster, base: ResolvedConfig, 
     if (Number(rows[0].n) === BANK_TABLES.length && Number(rows[0].pending) === 0) break;
     await sleep(50);
   }
-  const worker = new SyncWorker({ config, service, logger: silentLogger });
+  let worker = new SyncWorker({ config, service, logger: silentLogger });
   await worker.start();
 
   const nativeOrigin = `pg_${(await native.query(`SELECT oid FROM pg_subscription WHERE subname = 'oltp_native'`)).rows[0].oid}`;
@@ -77,11 +86,15 @@ export async function oltpBench(cluster: PostgresCluster, base: ResolvedConfig, 
 
   // CPU of each applier's processes (walsender, applying backend or apply worker, and our Node
   // process), from /proc, over the capacity phase: where each one's time goes.
-  const pids = async (): Promise<{ ours: number[]; native: number[] }> => {
+  const processes = async () => {
     const slots = await legacy.query(`SELECT slot_name, active_pid FROM pg_replication_slots WHERE active_pid IS NOT NULL`);
     const walsender = (name: string) => slots.rows.filter((r) => (name === 'native' ? r.slot_name === 'oltp_native' : r.slot_name !== 'oltp_native' && !String(r.slot_name).startsWith('strangler_verify'))).map((r) => Number(r.active_pid));
     const backends = async (c: pg.Client) => (await c.query(`SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`)).rows.map((r) => Number(r.pid));
-    return { ours: [...walsender('ours'), ...(await backends(svc))], native: [...walsender('native'), ...(await backends(native))] };
+    return { oursWalsender: walsender('ours'), oursBackends: await backends(svc), nativeWalsender: walsender('native'), nativeApply: await backends(native) };
+  };
+  const pids = async (): Promise<{ ours: number[]; native: number[] }> => {
+    const p = await processes();
+    return { ours: [...p.oursWalsender, ...p.oursBackends], native: [...p.nativeWalsender, ...p.nativeApply] };
   };
   const ticks = (pid: number): number => {
     try {
@@ -95,27 +108,32 @@ export async function oltpBench(cluster: PostgresCluster, base: ResolvedConfig, 
   const before = await pids();
   const cpu0 = { ours: cpuOf(before.ours), native: cpuOf(before.native), node: process.cpuUsage() };
 
+  // A marker after a load: the time at which each applier shows it has applied everything before it.
+  const whenApplied = async (started: number): Promise<Record<'ours' | 'native', number>> => {
+    const marker = `done-${Date.now()}`;
+    await legacy.query(`UPDATE bank_kv SET note = $1 WHERE id = (SELECT min(id) FROM bank_kv)`, [marker]);
+    const caughtUp = { ours: 0, native: 0 };
+    await Promise.all(
+      (
+        [
+          ['ours', svc],
+          ['native', native],
+        ] as const
+      ).map(async ([name, c]) => {
+        while ((await c.query(`SELECT 1 FROM bank_kv WHERE note = $1`, [marker])).rowCount === 0) await sleep(20);
+        caughtUp[name] = Date.now() - started;
+      }),
+    );
+    return caughtUp;
+  };
+
   // 1. Capacity.
   say(`oltp: ${SECONDS} s of unthrottled load (8 clients, one-row transactions)…`);
   const started = Date.now();
   const load = runBankLoad(legacyUrl, { clients: 8, seconds: SECONDS, scripts: ['update', 'insert', 'delete'] });
   const { transactions, tps: loadTps } = await load.done;
   say(`oltp: load done: ${transactions} transactions, ${loadTps} tps`);
-  // A marker after the load: an applier that shows it has applied everything before it.
-  const marker = `done-${Date.now()}`;
-  await legacy.query(`UPDATE bank_kv SET note = $1 WHERE id = (SELECT min(id) FROM bank_kv)`, [marker]);
-  const caughtUp: Record<string, number> = {};
-  await Promise.all(
-    (
-      [
-        ['ours', svc],
-        ['native', native],
-      ] as const
-    ).map(async ([name, c]) => {
-      while ((await c.query(`SELECT 1 FROM bank_kv WHERE note = $1`, [marker])).rowCount === 0) await sleep(20);
-      caughtUp[name] = Date.now() - started;
-    }),
-  );
+  const caughtUp = await whenApplied(started);
   const node = process.cpuUsage(cpu0.node);
   const cpu = {
     ours: cpuOf(before.ours) - cpu0.ours,
@@ -150,6 +168,43 @@ export async function oltpBench(cluster: PostgresCluster, base: ResolvedConfig, 
   sampling = false;
   await sampler;
 
+  // 3. Catch-up from a backlog both appliers start on at once.
+  await worker.stop();
+  await native.query(`ALTER SUBSCRIPTION oltp_native DISABLE`);
+  while ((await legacy.query(`SELECT 1 FROM pg_replication_slots WHERE active_pid IS NOT NULL AND slot_name = 'oltp_native'`)).rowCount) await sleep(20);
+  say(`oltp: both appliers stopped, ${SECONDS} s of unthrottled load…`);
+  const backlog = await runBankLoad(legacyUrl, { clients: 8, seconds: SECONDS, scripts: ['update', 'insert', 'delete'] }).done;
+  say(`oltp: backlog of ${backlog.transactions} transactions; both appliers start…`);
+  const drainStarted = Date.now();
+  worker = new SyncWorker({ config, service, logger: silentLogger });
+  await Promise.all([worker.start(), native.query(`ALTER SUBSCRIPTION oltp_native ENABLE`)]);
+  // Native's apply worker starts a moment later: its processes are counted once its slot is in use.
+  while ((await legacy.query(`SELECT 1 FROM pg_replication_slots WHERE active_pid IS NOT NULL AND slot_name = 'oltp_native'`)).rowCount === 0) await sleep(5);
+  const drainProcs = await processes();
+  const drain0 = { node: process.cpuUsage(), cpu: Object.fromEntries(Object.entries(drainProcs).map(([k, list]) => [k, cpuOf(list)])) as Record<keyof typeof drainProcs, number> };
+  // BENCH_PROFILE=<dir>: a V8 CPU profile of this process (the worker) over the catch-up only.
+  const profiler = process.env.BENCH_PROFILE ? new Session() : null;
+  if (profiler) {
+    profiler.connect();
+    await profiler.post('Profiler.enable');
+    await profiler.post('Profiler.start');
+  }
+  const drained = await whenApplied(drainStarted);
+  if (profiler) {
+    const { profile } = await profiler.post('Profiler.stop');
+    writeFileSync(join(process.env.BENCH_PROFILE!, `catch-up-${Date.now()}.cpuprofile`), JSON.stringify(profile));
+    profiler.disconnect();
+  }
+  const drainNode = process.cpuUsage(drain0.node);
+  const perKtx = (seconds: number) => (seconds / backlog.transactions) * 1000;
+  const used = (k: keyof typeof drainProcs) => perKtx(cpuOf(drainProcs[k]) - drain0.cpu[k]);
+  const catchUp = {
+    transactions: backlog.transactions,
+    ours: (backlog.transactions / drained.ours) * 1000,
+    native: (backlog.transactions / drained.native) * 1000,
+    cpuPerKtx: { oursWalsender: used('oursWalsender'), oursBackend: used('oursBackends'), oursNode: perKtx((drainNode.user + drainNode.system) / 1e6), nativeWalsender: used('nativeWalsender'), nativeApply: used('nativeApply') },
+  };
+
   await worker.stop();
   await native.query(`ALTER SUBSCRIPTION oltp_native DISABLE`);
   await native.query(`ALTER SUBSCRIPTION oltp_native SET (slot_name = NONE)`);
@@ -160,6 +215,7 @@ export async function oltpBench(cluster: PostgresCluster, base: ResolvedConfig, 
     transactions,
     loadTps,
     lagRate: rate,
+    catchUp,
     cpuPerKtx: { ours: (cpu.ours / transactions) * 1000, oursNode: (cpu.oursNode / transactions) * 1000, native: (cpu.native / transactions) * 1000 },
     ours: { tps: oursTps, lagP50: pct(lags.ours, 0.5), lagP99: pct(lags.ours, 0.99) },
     native: { tps: nativeTps, lagP50: pct(lags.native, 0.5), lagP99: pct(lags.native, 0.99) },

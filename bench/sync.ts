@@ -54,6 +54,11 @@ async function oltp(): Promise<void> {
     say(`OLTP lag p99 ms         ${fmt(r.ours.lagP99)}  ${fmt(r.native.lagP99)}            ≤ 1000 ms`);
     const ms = (n: number) => (n * 1000).toFixed(0).padStart(9);
     say(`OLTP CPU ms per 1,000 tx ${ms(r.cpuPerKtx.ours + r.cpuPerKtx.oursNode)}  ${ms(r.cpuPerKtx.native)}            (walsender + applying backend; ours ${ms(r.cpuPerKtx.ours).trim()} in Postgres, ${ms(r.cpuPerKtx.oursNode).trim()} in Node)`);
+    const c = r.catchUp;
+    say(`catch-up transactions/s  ${fmt(c.ours)}  ${fmt(c.native)}   ${(c.ours / c.native).toFixed(2)}×             (a backlog of ${c.transactions}, both appliers started at once)`);
+    const k = c.cpuPerKtx;
+    const one = (n: number) => (n * 1000).toFixed(1);
+    say(`catch-up CPU ms/1,000 tx ${ms(k.oursWalsender + k.oursBackend + k.oursNode)}  ${ms(k.nativeWalsender + k.nativeApply)}            (ours: walsender ${one(k.oursWalsender)}, target backend ${one(k.oursBackend)}, Node ${one(k.oursNode)}; native: walsender ${one(k.nativeWalsender)}, apply worker ${one(k.nativeApply)})`);
   } finally {
     await cluster.destroy();
   }
