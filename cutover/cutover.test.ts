@@ -227,6 +227,32 @@ describe('cutover end to end, against real gateways, sync and control database',
     }
   }, 30_000);
 
+  it('--resume continues an interrupted progressive canary with its method scope, not all methods', async () => {
+    await startFrom('rolled-back');
+    const load = await shadowThenLoad();
+    try {
+      const { methodsOf } = await import('../cli/commands/cutover.ts');
+      // The CLI's --resume without --methods keeps the canary's scope (undefined), never "all methods" (null).
+      expect(methodsOf({ resume: true })).toBeUndefined();
+      expect(methodsOf({})).toBeNull();
+      const options = { steps: [25, 50, 100], intervalMs: 1_500, threshold: 2, maxErrorRate: 3, maxP99Ms: 2_000 };
+      // The first run is interrupted during its first interval (as a killed CLI would be).
+      const interrupted = runProgressive(ctl.cutover, PREFIX, { ...options, methods: ['GET', 'HEAD'] }, () => undefined, () => Promise.reject(new Error('the operator\'s terminal closed')));
+      await expect(interrupted).rejects.toThrow(/terminal closed/);
+      expect(await ctl.cutover.store.status('analytics', PREFIX)).toMatchObject({ phase: 'canary', weight: 25, methods: ['GET', 'HEAD'] });
+      const events: ProgressEvent[] = [];
+      const outcome = await runProgressive(ctl.cutover, PREFIX, { ...options, resume: true, methods: methodsOf({ resume: true }) }, (e) => events.push(e));
+      expect(events.filter((e) => e.kind === 'step').map((e) => (e as { weight: number }).weight)).toEqual([50, 100]);
+      // Every step kept the scope: at 100 the reads are on the service and the writes still on legacy.
+      expect(outcome.to).toEqual({ phase: 'canary', weight: 100, methods: ['GET', 'HEAD'] });
+      expect(await ctl.cutover.routeOf(PREFIX)).toMatchObject({ mode: 'canary', weight: 100, methods: ['GET', 'HEAD'] });
+      const steps = (await ctl.cutover.store.history(PREFIX, 3)).map((h) => h.command);
+      expect(steps.filter((c) => /canary/.test(c)).every((c) => c.includes('(GET,HEAD)'))).toBe(true);
+    } finally {
+      await load.stop();
+    }
+  }, 40_000);
+
   it('rolls back by itself within threshold intervals when the service answers 500s', async () => {
     await startFrom('rolled-back');
     const load = await shadowThenLoad();

@@ -240,11 +240,14 @@ export function createCutover(ctx: CutoverContext) {
   /** Every change but rollback: plan → checks → decide → (dry run: stop) → act → record. */
   async function change(prefix: string, command: Command, options: ChangeOptions = {}): Promise<ChangeOutcome> {
     const service = serviceForPrefix(ctx.config, prefix);
-    const label = command.kind === 'canary' ? `canary ${command.weight}${scopeLabel(command.methods)}` : `${command.kind}${command.kind === 'full' ? scopeLabel(command.methods) : ''}`;
+    const labelWith = (methods: MethodScope | undefined) => (command.kind === 'canary' ? `canary ${command.weight}${scopeLabel(methods)}` : `${command.kind}${command.kind === 'full' ? scopeLabel(methods) : ''}`);
+    let label = labelWith(command.kind === 'canary' || command.kind === 'full' ? command.methods : undefined);
     if (!options.dryRun && !options.locked) await store.lock(service.prefix, holder, label, 60_000);
     try {
       const from = await store.status(service.name, service.prefix);
       const p = plan(from, command);
+      // No scope given keeps the canary's (a promote step, --resume): the audit log names the scope that applies.
+      if (p.ok && (command.kind === 'canary' || command.kind === 'full') && command.methods === undefined) label = labelWith(p.to.methods ?? null);
       if (!p.ok) {
         const error = new StranglerError(p.reason, 'CHECK_FAILED');
         if (options.dryRun) throw error;
