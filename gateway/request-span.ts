@@ -5,25 +5,54 @@ import type { Route } from './route-types.ts';
 
 /**
  * The gateway's span of one request (only when tracing is on): a child of the client's
- * traceparent when it sent a well-formed one, else the root of a new trace; it ends when the
- * answer is finished or the connection closes, with the status sent. The query string is left
- * out (it may carry tokens).
+ * traceparent when it sent a well-formed one, else the root of a new trace. The query string is
+ * left out (it may carry tokens).
  */
-export function startRequestSpan(tracing: Tracing, req: IncomingMessage, res: ServerResponse, requestId: string): TraceSpan {
+function startSpan(tracing: Tracing, req: IncomingMessage, requestId: string): TraceSpan {
   const method = req.method ?? 'GET';
-  const span = tracing.startServer(method, req.headers.traceparent, {
+  return tracing.startServer(method, req.headers.traceparent, {
     'http.request.method': method,
     'url.path': (req.url ?? '/').split('?', 1)[0],
     'network.peer.address': req.socket.remoteAddress,
     'strangler.request_id': requestId,
   });
+}
+
+/** Ends a span with the status answered (a 5xx marks it failed). */
+function endWith(span: TraceSpan, status: number): void {
+  span.setAttributes({ 'http.response.status_code': status });
+  if (status >= 500) span.fail(`answered ${status}`);
+  span.end();
+}
+
+/** A plain request's span: it ends when the answer is finished or the connection closes, with the status sent. */
+export function startRequestSpan(tracing: Tracing, req: IncomingMessage, res: ServerResponse, requestId: string): TraceSpan {
+  const span = startSpan(tracing, req, requestId);
   res.once('close', () => {
-    span.setAttributes({ 'http.response.status_code': res.statusCode });
-    if (res.statusCode >= 500) span.fail(`answered ${res.statusCode}`);
-    else if (!res.writableFinished) span.addEvent('client closed the connection');
-    span.end();
+    if (res.statusCode < 500 && !res.writableFinished) span.addEvent('client closed the connection');
+    endWith(span, res.statusCode);
   });
   return span;
+}
+
+/**
+ * A WebSocket upgrade's span: the handshake, from the request to the answer (101 once both
+ * sides switched, or the refusal). It ends there, not when the connection closes: a socket may
+ * stay open for hours, and a span is exported only once it ends.
+ */
+export function startUpgradeSpan(tracing: Tracing, req: IncomingMessage, requestId: string): { span: TraceSpan; answered(status: number): void } {
+  const span = startSpan(tracing, req, requestId);
+  span.setAttributes({ 'network.protocol.name': 'websocket' });
+  let ended = false;
+  return {
+    span,
+    answered(status) {
+      if (ended) return;
+      ended = true;
+      if (status === 101) span.addEvent('switched protocols');
+      endWith(span, status);
+    },
+  };
 }
 
 /** Where the route choice sent the request: the route (prefix, mode, weight), the side and why. */

@@ -411,7 +411,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
       }
       return serve(req, res);
     }
-    proxyUpgrade(req, socket, head, { pipeline, upstreams, logger, record, noInstance: (service) => figures.recordFailure(service, 'noinstance') }).catch((err) => {
+    proxyUpgrade(req, socket, head, { pipeline, upstreams, logger, record, noInstance: (service) => figures.recordFailure(service, 'noinstance'), tracing }).catch((err) => {
       logger.warn({ err }, 'websocket upgrade failed');
       socket.destroy();
     });

@@ -1,8 +1,9 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { request } from 'node:http';
+import { createServer, request, type IncomingHttpHeaders } from 'node:http';
 import { join, relative } from 'node:path';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket, WebSocketServer } from 'ws';
 import type { ResolvedConfig } from '../config/load.ts';
 import { silentLogger } from '../logger.ts';
 import { startGateway, type RunningGateway } from '../../gateway/start.ts';
@@ -24,6 +25,9 @@ let serviceDb: string;
 let service: Awaited<ReturnType<typeof startService>>;
 let gw: RunningGateway;
 let routes: ReturnType<typeof routeWriter>;
+/** chat: a WebSocket upstream that keeps the headers of each upgrade it accepts. */
+const chatServer = createServer((_req, res) => res.writeHead(404).end());
+const chatUpgrades: IncomingHttpHeaders[] = [];
 
 const SERVER = 2;
 const CLIENT = 3;
@@ -37,11 +41,18 @@ beforeAll(async () => {
   service = await startService(serviceConfig, 'auth', { port: 0, instance: false, logger: silentLogger });
   // invoices: two instances that refuse connections (no health checks, so requests are tried on them).
   const dead = [`http://127.0.0.1:${await freePort()}`, `http://127.0.0.1:${await freePort()}`];
+  const wss = new WebSocketServer({ server: chatServer });
+  wss.on('connection', (socket, req) => {
+    chatUpgrades.push(req.headers);
+    socket.on('message', (m) => socket.send(m));
+  });
+  await new Promise<void>((ok) => chatServer.listen(0, '127.0.0.1', ok));
+  const chatUrl = `http://127.0.0.1:${(chatServer.address() as { port: number }).port}`;
   const gatewayConfig: ResolvedConfig = {
     ...env.config,
     tracing,
     services: env.config.services.map((s) =>
-      s.name === 'auth' ? { ...s, url: service.url } : s.name === 'invoices' ? { ...s, url: dead[0], instances: [dead[1]], healthCheck: { ...s.healthCheck, enabled: false } } : s,
+      s.name === 'auth' ? { ...s, url: service.url } : s.name === 'chat' ? { ...s, url: chatUrl, healthCheck: { ...s.healthCheck, enabled: false } } : s.name === 'invoices' ? { ...s, url: dead[0], instances: [dead[1]], healthCheck: { ...s.healthCheck, enabled: false } } : s,
     ),
   };
   gw = await startGateway(gatewayConfig, { port: 0, instanceId: 'gw-tracing', logger: silentLogger });
@@ -55,6 +66,8 @@ afterAll(async () => {
   await env?.cleanup();
   if (serviceDb) await dropTestDatabase(serviceDb);
   await receiver?.close();
+  chatServer.closeAllConnections();
+  await new Promise((ok) => chatServer.close(ok));
 });
 
 const hex = (bytes: number) => [...crypto.getRandomValues(new Uint8Array(bytes))].map((b) => b.toString(16).padStart(2, '0')).join('');
@@ -168,6 +181,46 @@ describe('the gateway span of a retry, a fallback and a shadowed request', () =>
     const span = await gatewaySpan('trace-shadow');
     expect(span.attributes).toMatchObject({ 'strangler.route.mode': 'shadow', 'strangler.shadow': true, 'strangler.served': 'legacy' });
     await waitFor('the mirror request\'s span', async () => receiver.spans.some((s) => s.service === 'auth' && s.parentSpanId === span.spanId), 15_000);
+  });
+});
+
+describe('the gateway span of a WebSocket upgrade', () => {
+  const spanOf = async (requestId: string) => {
+    let span: ReceivedSpan | undefined;
+    await waitFor('the gateway span', async () => !!(span = receiver.spans.find((s) => s.service === 'strangler-gateway' && s.attributes['strangler.request_id'] === requestId)), 15_000);
+    return span!;
+  };
+
+  it('covers the handshake: the route and side, 101, and the traceparent the upstream got is its child', async () => {
+    await routes.set({ prefix: '/api/chat', mode: 'service' });
+    const traceId = hex(16);
+    const clientSpan = hex(8);
+    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/api/chat/live`, { headers: { authorization: `Bearer ${await token('31')}`, traceparent: `00-${traceId}-${clientSpan}-01`, 'x-request-id': 'trace-ws' } });
+    await new Promise((ok, fail) => {
+      ws.once('open', ok);
+      ws.once('error', fail);
+    });
+    ws.send('ping');
+    expect(String(await new Promise((ok) => ws.once('message', ok)))).toBe('ping');
+    ws.close();
+    // Exported once the handshake is answered, while the socket is still open.
+    const span = await spanOf('trace-ws');
+    expect(span).toMatchObject({ traceId, parentSpanId: clientSpan, kind: SERVER, name: 'GET /api/chat' });
+    expect(span.attributes).toMatchObject({ 'http.response.status_code': 101, 'network.protocol.name': 'websocket', 'strangler.route.mode': 'service', 'strangler.served': 'service' });
+    expect(span.events.map((e) => e.name)).toEqual(['switched protocols']);
+    expect(chatUpgrades.at(-1)?.traceparent).toBe(`00-${traceId}-${span.spanId}-01`);
+  });
+
+  it('records a refused upgrade with its status (no token on a protected prefix: 401)', async () => {
+    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/api/chat/live`, { headers: { 'x-request-id': 'trace-ws-refused' } });
+    // Ending a refused handshake is an error to ws ("closed before the connection was established"): expected here.
+    ws.on('error', () => undefined);
+    const status = await new Promise<number>((ok) => ws.once('unexpected-response', (_req, res) => ok(res.statusCode ?? 0)));
+    ws.terminate();
+    expect(status).toBe(401);
+    const span = await spanOf('trace-ws-refused');
+    expect(span.attributes).toMatchObject({ 'http.response.status_code': 401, 'network.protocol.name': 'websocket' });
+    expect(span.events).toEqual([]);
   });
 });
 
