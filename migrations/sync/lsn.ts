@@ -6,7 +6,29 @@ export function lsnToBigInt(lsn: string): bigint {
 }
 
 export function bigIntToLsn(value: bigint): string {
-  return `${(value >> 32n).toString(16).toUpperCase()}/${(value & 0xffffffffn).toString(16).toUpperCase()}`;
+  return lsnText(Number(value >> 32n), Number(value & 0xffffffffn));
+}
+
+const HEX = '0123456789ABCDEF';
+/** The last high half printed, with its slash: it changes once every 4 GB of WAL. */
+let lastHi = 0;
+let lastHiText = '0/';
+
+/**
+ * An LSN from its two 32-bit halves, as PostgreSQL prints it (`0/32CDCC60`: no zero padding,
+ * upper case). The decoder prints three per source transaction: no intermediate strings.
+ */
+export function lsnText(hi: number, lo: number): string {
+  if (hi !== lastHi) {
+    lastHi = hi;
+    lastHiText = `${hi.toString(16).toUpperCase()}/`;
+  }
+  let low = '';
+  do {
+    low = HEX[lo & 15] + low;
+    lo >>>= 4;
+  } while (lo !== 0);
+  return lastHiText + low;
 }
 
 /** The hexadecimal number in s[from, to) (NaN if a character is not a hex digit or it is empty, as parseInt would say). */

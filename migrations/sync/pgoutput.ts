@@ -1,6 +1,8 @@
+import { lsnText } from './lsn.ts';
+
 /**
- * The pgoutput messages, in the shapes pg-logical-replication gave them (the worker was written
- * against that library; its decoding is replaced here). Row values are PostgreSQL's text.
+ * The pgoutput messages, in about the shapes pg-logical-replication gave them (the worker was
+ * written against that library, which this decoder replaces). Row values are PostgreSQL's text.
  */
 export namespace Pgoutput {
   export type Message = MessageBegin | MessageCommit | MessageDelete | MessageInsert | MessageMessage | MessageOrigin | MessageRelation | MessageTruncate | MessageType | MessageUpdate;
@@ -23,18 +25,18 @@ export namespace Pgoutput {
     relation: MessageRelation;
     new: Record<string, unknown>;
   }
-  export interface MessageUpdate {
-    tag: 'update';
+  /** A change of an existing row, found by its key (replica identity) or its whole old row (FULL). */
+  interface ExistingRowChange {
     relation: MessageRelation;
     key: Record<string, unknown> | null;
     old: Record<string, unknown> | null;
+  }
+  export interface MessageUpdate extends ExistingRowChange {
+    tag: 'update';
     new: Record<string, unknown>;
   }
-  export interface MessageDelete {
+  export interface MessageDelete extends ExistingRowChange {
     tag: 'delete';
-    relation: MessageRelation;
-    key: Record<string, unknown> | null;
-    old: Record<string, unknown> | null;
   }
   export interface MessageMessage {
     tag: 'message';
@@ -89,28 +91,13 @@ export namespace Pgoutput {
 }
 
 /** Microseconds from 1970-01-01 to 2000-01-01, the epoch of the protocol's timestamps. */
-const PG_EPOCH_US = 946_684_800_000_000n;
+export const PG_EPOCH_US = 946_684_800_000_000n;
 
-const HEX = '0123456789ABCDEF';
-/** The last high half seen, printed with its slash: it changes once every 4 GB of WAL. */
-let lastHi = 0;
-let lastHiText = '0/';
-
-/** An LSN as PostgreSQL prints it (`0/32CDCC60`: no zero padding, upper case), or null for 0/0. Three per source transaction: no intermediate strings. */
+/** The LSN at `at`, as PostgreSQL prints it, or null for 0/0. */
 function lsnAt(b: Buffer, at: number): string | null {
   const hi = b.readUInt32BE(at);
-  let lo = b.readUInt32BE(at + 4);
-  if (hi === 0 && lo === 0) return null;
-  if (hi !== lastHi) {
-    lastHi = hi;
-    lastHiText = `${hi.toString(16).toUpperCase()}/`;
-  }
-  let low = '';
-  do {
-    low = HEX[lo & 15] + low;
-    lo >>>= 4;
-  } while (lo !== 0);
-  return lastHiText + low;
+  const lo = b.readUInt32BE(at + 4);
+  return hi === 0 && lo === 0 ? null : lsnText(hi, lo);
 }
 
 /** A protocol timestamp as microseconds since 1970-01-01. */
@@ -173,6 +160,11 @@ class Reader {
     this.p += n;
     return out;
   }
+}
+
+/** An empty row of a relation: a plain object, unless a column is named `__proto__` (see protoColumn). */
+function newRow(relation: Pgoutput.MessageRelation): Record<string, unknown> {
+  return relation.protoColumn ? Object.create(null) : {};
 }
 
 const IDENTITY: Record<number, Pgoutput.MessageRelation['replicaIdentity']> = { 0x64: 'default', 0x6e: 'nothing', 0x66: 'full', 0x69: 'index' };
@@ -288,7 +280,7 @@ export class PgoutputDecoder {
     const n = r.i16();
     const { columns } = relation;
     const b = r.b;
-    const tuple: Record<string, unknown> = relation.protoColumn ? Object.create(null) : {};
+    const tuple = newRow(relation);
     for (let i = 0; i < n; i++) {
       const name = columns[i].name;
       const kind = b[r.p++];
@@ -309,7 +301,7 @@ export class PgoutputDecoder {
   /** A key-only row: the key columns' values (the others are sent as nulls). */
   #keyTuple(r: Reader, relation: Pgoutput.MessageRelation): Record<string, unknown> {
     const tuple = this.#tuple(r, relation);
-    const key: Record<string, unknown> = relation.protoColumn ? Object.create(null) : {};
+    const key = newRow(relation);
     for (const k of relation.keyColumns) key[k] = tuple[k] === null ? undefined : tuple[k];
     return key;
   }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { copyRows, deleteManyStatement, insertManyStatement, updateStatement } from './apply.ts';
-import { compareLsn, lsnDistance, lsnToBigInt } from './lsn.ts';
+import { bigIntToLsn, compareLsn, lsnDistance, lsnText, lsnToBigInt } from './lsn.ts';
 import { PgoutputDecoder, type Pgoutput } from './pgoutput.ts';
 import { describeFailure } from './worker.ts';
 import { buildSyncPlan, pipelineNames, targetTableDdl, type SourceTable, type TablePlan } from './plan.ts';
@@ -49,6 +49,14 @@ describe('LSNs', () => {
     expect(compareLsn('2/0', '1/FFFFFFFF')).toBe(1);
   });
 
+  it('prints LSNs one way, as PostgreSQL does, whatever high half came before', () => {
+    expect(lsnText(0, 0x32cdcc60)).toBe('0/32CDCC60');
+    expect(lsnText(0x1a, 0xff)).toBe('1A/FF');
+    expect(lsnText(0x1a, 0)).toBe('1A/0');
+    expect(lsnText(0, 0x10)).toBe('0/10');
+    expect(bigIntToLsn((0x1an << 32n) | 0xffffffffn)).toBe('1A/FFFFFFFF');
+    expect(bigIntToLsn(lsnToBigInt('16/B374D848'))).toBe('16/B374D848');
+  });
 });
 
 describe('sync failures as recorded', () => {

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { syncClient } from './connect.ts';
-import { PgoutputDecoder, type Pgoutput } from './pgoutput.ts';
+import { bigIntToLsn, lsnToBigInt } from './lsn.ts';
+import { PG_EPOCH_US, PgoutputDecoder, type Pgoutput } from './pgoutput.ts';
 
 /**
  * One decoded message, or a keepalive: the server has sent everything up to
@@ -37,12 +38,7 @@ export interface ReplicationStreamOptions {
 
 /** Microseconds since 2000-01-01, the epoch of the replication protocol's timestamps. */
 function protocolNow(): bigint {
-  return (BigInt(Date.now()) - 946_684_800_000n) * 1000n;
-}
-
-function lsnBytes(lsn: string): bigint {
-  const [hi, lo] = lsn.split('/');
-  return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
+  return BigInt(Date.now()) * 1000n - PG_EPOCH_US;
 }
 
 /**
@@ -136,7 +132,7 @@ export class ReplicationStream {
       // answer. The answer is what is applied, nothing more; the consumer sees the position
       // in order with the messages before it.
       const position = chunk.readBigUInt64BE(1);
-      this.#queue.push({ tag: 'keepalive', lsn: `${(position >> 32n).toString(16).toUpperCase()}/${(position & 0xffffffffn).toString(16).toUpperCase()}` });
+      this.#queue.push({ tag: 'keepalive', lsn: bigIntToLsn(position) });
       if (chunk[17] === 1) this.#sendStatus(false);
       this.#wake(true);
     }
@@ -185,7 +181,7 @@ export class ReplicationStream {
    * a restart resumes exactly there. Never call it with more than what is committed.
    */
   acknowledge(lsn: string): void {
-    if (lsnBytes(lsn) < lsnBytes(this.#acknowledged)) return;
+    if (lsnToBigInt(lsn) < lsnToBigInt(this.#acknowledged)) return;
     this.#acknowledged = lsn;
     this.#sendStatus(false);
   }
@@ -193,7 +189,7 @@ export class ReplicationStream {
   #sendStatus(ping: boolean): void {
     const connection = this.#client && (this.#client as unknown as { connection: PgConnection }).connection;
     if (!connection || this.#ended) return;
-    const position = lsnBytes(this.#acknowledged);
+    const position = lsnToBigInt(this.#acknowledged);
     const message = Buffer.alloc(34);
     message[0] = 0x72; // 'r': standby status update
     message.writeBigUInt64BE(position, 1); // written
