@@ -252,20 +252,19 @@ export class TransactionApplier {
     const k = keyString(table, row);
     const prev = nets.get(k);
     // A key's times are its own array, grown in place (a key changes once in most groups).
+    const times = prev ? prev.times : [];
     if (kind === 'delete') {
-      const times = prev ? prev.times : [];
       times.push(tx.commitTimeUs);
       nets.set(k, { final: 'delete', row, fresh: false, times });
-    } else if (kind === 'insert') nets.set(k, { final: 'insert', row, fresh: !prev, times: prev ? prev.times : [] });
+    } else if (kind === 'insert') nets.set(k, { final: 'insert', row, fresh: !prev, times });
     else if (prev && prev.final !== 'delete') {
       // An update after this group's insert changes the group's own row: no local write can
       // be in between. After an update, it is checked like the first.
       const merged = { ...prev.row };
       for (const c in row) if (row[c] !== undefined) merged[c] = row[c];
-      if (prev.final !== 'insert') prev.times.push(tx.commitTimeUs);
-      nets.set(k, { final: prev.final, row: merged, fresh: false, times: prev.times });
+      if (prev.final !== 'insert') times.push(tx.commitTimeUs);
+      nets.set(k, { final: prev.final, row: merged, fresh: false, times });
     } else {
-      const times = prev ? prev.times : [];
       times.push(tx.commitTimeUs);
       nets.set(k, { final: 'update', row, fresh: false, times });
     }

@@ -276,8 +276,7 @@ export class SyncWorker {
           // A verify asked to stand: commit what is collected (under steady writes a group is
           // always collecting, so waiting for an empty one could wait for ever), then, with the
           // group behind committed too, stand here.
-          const done = await applier.commit();
-          if (done) this.#committed(done);
+          await this.#commitNow(applier);
           await this.#pauseForHold();
         }
         // Under load the next message is already buffered: taken, and (most changes) handled,
@@ -426,8 +425,7 @@ export class SyncWorker {
   }
 
   async #beginAfterHold(applier: TransactionApplier, m: Pgoutput.MessageBegin, at: string): Promise<void> {
-    const done = await applier.commit();
-    if (done) this.#committed(done);
+    await this.#commitNow(applier);
     await this.#standAt(at);
     this.#begin(applier, m);
   }
@@ -613,8 +611,7 @@ export class SyncWorker {
     if (tx.rows > 0 && !applier.strict) throw new ReplayStrictly('a handover message inside a transaction with changes');
     // The transactions before it are committed first: the handover is applied in a target
     // transaction of its own, opened only once the other pipeline has paused (see #commit).
-    const done = await applier.commit();
-    if (done) this.#committed(done);
+    await this.#commitNow(applier);
   }
 
   #commit(applier: TransactionApplier, m: Pgoutput.MessageCommit): Promise<void> | undefined {
@@ -635,6 +632,7 @@ export class SyncWorker {
     return undefined;
   }
 
+  /** Commits the open group (after the one behind it) and records it committed. */
   async #commitNow(applier: TransactionApplier): Promise<void> {
     const done = await applier.commit();
     if (done) this.#committed(done);
