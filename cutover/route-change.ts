@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import { withDeadline } from '../core/deadline.ts';
 import { StranglerError } from '../core/errors.ts';
+import type { CanaryHash } from '../gateway/canary.ts';
 import type { RedisKeys } from '../gateway/redis-keys.ts';
 import type { Route, RouteMode } from '../gateway/route-types.ts';
 import type { CheckResult, Phase } from './state-machine.ts';
@@ -49,7 +50,9 @@ export async function insertAudit(client: pg.PoolClient | pg.Client | pg.Pool, s
 
 /**
  * Inside an open transaction: bumps the global version (its row lock serialises every route
- * change across all operators) and writes the routes. A fenced route gets its lease.
+ * change across all operators) and writes the routes. A fenced route gets its lease. A canary
+ * keeps the hash it began with while it stays a canary of the same service (a weight change, a
+ * scope, a fence), so no user changes side; a new canary gets xxh32 (gateway/canary.ts).
  */
 async function writeRoutes(client: pg.PoolClient | pg.Client, schema: string, routes: Route[], fenceLeaseMs: number): Promise<{ version: number; before: Route[] }> {
   const s = `"${schema}"`;
@@ -57,14 +60,20 @@ async function writeRoutes(client: pg.PoolClient | pg.Client, schema: string, ro
   const version = Number(v[0].version);
   const before: Route[] = [];
   for (const route of routes) {
-    const { rows: old } = await client.query(`SELECT prefix, service, mode, weight::float8 AS weight, methods, fenced FROM ${s}.routes WHERE prefix = $1`, [route.prefix]);
-    if (old[0]) before.push(old[0]);
+    const { rows: old } = await client.query(`SELECT prefix, service, mode, weight::float8 AS weight, methods, fenced, canary_hash FROM ${s}.routes WHERE prefix = $1`, [route.prefix]);
+    const was = old[0] as (Route & { canary_hash: CanaryHash | null }) | undefined;
+    if (was) {
+      const { canary_hash, ...rest } = was;
+      before.push(was.mode === 'canary' ? { ...rest, canaryHash: canary_hash ?? 'fnv1a' } : rest);
+    }
+    const runningCanary = was?.mode === 'canary' && was.service === route.service;
+    const canaryHash = route.mode !== 'canary' ? null : runningCanary ? (was.canary_hash ?? 'fnv1a') : 'xxh32';
     await client.query(
-      `INSERT INTO ${s}.routes (prefix, service, mode, weight, methods, fenced, fence_expires_at, version, updated_at)
-       VALUES ($1, $2, $3, $4, $8, $5, CASE WHEN $5 THEN now() + $6 * interval '1 millisecond' END, $7, now())
+      `INSERT INTO ${s}.routes (prefix, service, mode, weight, methods, fenced, fence_expires_at, version, canary_hash, updated_at)
+       VALUES ($1, $2, $3, $4, $8, $5, CASE WHEN $5 THEN now() + $6 * interval '1 millisecond' END, $7, $9, now())
        ON CONFLICT (prefix) DO UPDATE SET service = excluded.service, mode = excluded.mode, weight = excluded.weight, methods = excluded.methods, fenced = excluded.fenced,
-         fence_expires_at = excluded.fence_expires_at, version = excluded.version, updated_at = now()`,
-      [route.prefix, route.service, route.mode, route.weight, route.fenced ?? false, fenceLeaseMs, version, route.methods?.length ? [...route.methods] : null],
+         fence_expires_at = excluded.fence_expires_at, version = excluded.version, canary_hash = excluded.canary_hash, updated_at = now()`,
+      [route.prefix, route.service, route.mode, route.weight, route.fenced ?? false, fenceLeaseMs, version, route.methods?.length ? [...route.methods] : null, canaryHash],
     );
   }
   return { version, before };

@@ -2,6 +2,7 @@ import { request } from 'node:http';
 import { Redis } from 'ioredis';
 import { WebSocket } from 'ws';
 import { SignJWT, UnsecuredJWT } from 'jose';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ResolvedConfig } from '../core/config/load.ts';
 import { generateSecret } from '../core/config/secrets.ts';
@@ -143,11 +144,24 @@ for (const plane of DATA_PLANES) {
       // The share over 10,000 users is the hash's (the same buckets): within 2 points of the weight.
       const share = Array.from({ length: 10_000 }, (_, i) => `user-${i}`).filter((u) => onServiceSide(canaryBucket(u, 'invoices'), 30)).length / 100;
       expect(Math.abs(share - 30)).toBeLessThanOrEqual(2);
-      // Token users stick by their subject, non-ASCII ones included (JavaScript hashes UTF-16 code units).
+      // Token users stick by their subject, non-ASCII ones included (xxh32 over the UTF-8 bytes).
       await writer.set({ prefix: '/api/invoices', mode: 'canary', weight: 50 });
       const subs = ['42', 'zoë', 'user-😀', 'Ärger', ...Array.from({ length: 40 }, (_, i) => `sub-${i}`)];
       const got = await pool(subs, 8, async (s) => onService(await send(engine, 'GET', '/api/invoices/1', await bearer(s))));
       expect(got).toEqual(subs.map((s) => onServiceSide(canaryBucket(s, 'invoices'), 50)));
+      // A method-scoped canary is bucketed the same way (on HAProxy by the Lua, through HAProxy's own xxh32).
+      await writer.set({ prefix: '/api/invoices', mode: 'canary', weight: 50, methods: ['GET', 'HEAD'] });
+      expect(await pool(subs, 8, async (s) => onService(await send(engine, 'GET', '/api/invoices/1', await bearer(s))))).toEqual(got);
+      // A canary begun before xxh32 (its control row's canary_hash null) keeps FNV-1a over UTF-16 code units on both engines, also
+      // when its weight changes: upgrading the toolkit moves none of its users.
+      await writer.set({ prefix: '/api/invoices', mode: 'canary', weight: 50 });
+      const control = new pg.Client({ connectionString: config.control.databaseUrl });
+      await control.connect();
+      await control.query(`UPDATE "${config.control.schema}".routes SET canary_hash = NULL WHERE prefix = '/api/invoices'`).finally(() => control.end());
+      await writer.set({ prefix: '/api/invoices', mode: 'canary', weight: 60 });
+      const old = await pool(subs, 8, async (s) => onService(await send(engine, 'GET', '/api/invoices/1', await bearer(s))));
+      expect(old).toEqual(subs.map((s) => onServiceSide(canaryBucket(s, 'invoices', 'fnv1a'), 60)));
+      expect(old).not.toEqual(subs.map((s) => onServiceSide(canaryBucket(s, 'invoices'), 60)));
       // A client without a key gets a cookie to stick by.
       const fresh = await send(engine, 'GET', '/shop/cart');
       expect(String(fresh.headers['set-cookie'])).toMatch(/^strangler_canary=[A-Za-z0-9_-]{16,64}; Path=\/; Max-Age=2592000; HttpOnly; SameSite=Lax$/);

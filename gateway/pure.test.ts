@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { canaryBucket, newCanaryCookieValue, onServiceSide, readCanaryCookie } from './canary.ts';
+import { canaryBucket, newCanaryCookieValue, onServiceSide, readCanaryCookie, xxh32, type CanaryHash } from './canary.ts';
 import { downstreamHeaders } from './headers.ts';
 import { Counter, Histogram, Registry } from 'prom-client';
 import { histogramQuantile, RequestCounter, RequestHistogram } from './metrics.ts';
@@ -65,9 +65,10 @@ describe('canary', () => {
   const cookies = Array.from({ length: 10_000 }, () => newCanaryCookieValue());
   const weights = [0, 1, 5, 10, 25, 50, 75, 90, 99, 100];
 
-  it.each([['JWT subjects', users], ['cookies', cookies]])('sends each weight’s share of 10,000 users (%s) to the service, within ±2 points', (_label, keys) => {
+  const cases: Array<[string, string[], CanaryHash]> = [['JWT subjects', users, 'xxh32'], ['cookies', cookies, 'xxh32'], ['JWT subjects', users, 'fnv1a'], ['cookies', cookies, 'fnv1a']];
+  it.each(cases)('sends each weight’s share of 10,000 users (%s) to the service, within ±2 points (%s)', (_label, keys, hash) => {
     for (const weight of weights) {
-      const share = (keys.filter((k) => onServiceSide(canaryBucket(k, 'invoices'), weight)).length / keys.length) * 100;
+      const share = (keys.filter((k) => onServiceSide(canaryBucket(k, 'invoices', hash), weight)).length / keys.length) * 100;
       expect(Math.abs(share - weight), `weight ${weight}: ${share}%`).toBeLessThanOrEqual(2);
     }
   });
@@ -89,6 +90,18 @@ describe('canary', () => {
     const both = users.filter((u) => a.has(u) && onServiceSide(canaryBucket(u, 'templates'), 50)).length;
     expect(both / 5000).toBeGreaterThan(0.4);
     expect(both / 5000).toBeLessThan(0.6);
+  });
+
+  it('hashes with xxHash32 as its reference vectors and HAProxy\'s xxh32 converter give it (over UTF-8 bytes)', () => {
+    const h = (text: string) => xxh32(Buffer.from(text, 'utf8'));
+    expect([h(''), h('a'), h('abc'), h('Nobody inspects the spammish repetition')]).toEqual([0x02cc5d05, 0x550d7456, 0x32d153ff, 0xe2293b2f]);
+    // Checked against HAProxy 2.6: req.hdr(x-k),xxh32.
+    expect([h('invoices:42'), h('invoices:zoë'), h('invoices:user-😀')]).toEqual([1913437480, 2049344364, 2865169561]);
+  });
+
+  it('keeps the buckets of canaries begun on fnv1a exactly as before xxh32 (a running canary moves no user on upgrade), and pins the xxh32 buckets', () => {
+    expect(['user-42', 'zoë', 'user-😀'].map((u) => canaryBucket(u, 'invoices', 'fnv1a'))).toEqual([6075, 3313, 167]);
+    expect(['user-42', 'zoë', 'user-😀'].map((u) => canaryBucket(u, 'invoices'))).toEqual([6597, 4364, 9561]);
   });
 
   it('reads only a well-formed canary cookie', () => {

@@ -43,7 +43,7 @@ export function chooseTarget(route: Route | null, request: { method: string; sti
     case 'shadow':
       return { target: 'legacy', shadow: request.method === 'GET' || request.method === 'HEAD', fallback: false, why: 'shadow' };
     case 'canary': {
-      const service = request.stickyKey !== null && onServiceSide(canaryBucket(request.stickyKey, route.service), route.weight);
+      const service = request.stickyKey !== null && onServiceSide(canaryBucket(request.stickyKey, route.service, route.canaryHash), route.weight);
       // Only a user the canary gives the service is one the service failed (counted in its analysis).
       if (service && request.noInstance) return { target: 'legacy', shadow: false, fallback: false, why: 'no-instance' };
       return service

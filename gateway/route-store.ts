@@ -1,4 +1,5 @@
 import pg from 'pg';
+import type { CanaryHash } from './canary.ts';
 import type { Route, RouteMode, RouteTable } from './route-types.ts';
 
 /** Where a gateway reads the route table from: the control database (DESIGN.md: the truth). */
@@ -26,7 +27,8 @@ export function createPgRouteStore(databaseUrl: string, schema: string, options:
         `SELECT v.version::text AS version,
                 coalesce(json_agg(json_build_object('prefix', r.prefix, 'service', r.service, 'mode', r.mode, 'weight', r.weight::float8, 'methods', r.methods,
                                                     'fenced', coalesce(r.fenced AND r.fence_expires_at > now(), false),
-                                                    'fenceMs', CASE WHEN r.fenced THEN extract(epoch FROM r.fence_expires_at - now()) * 1000 END)
+                                                    'fenceMs', CASE WHEN r.fenced THEN extract(epoch FROM r.fence_expires_at - now()) * 1000 END,
+                                                    'canaryHash', CASE WHEN r.mode = 'canary' THEN coalesce(r.canary_hash, 'fnv1a') END)
                                   ORDER BY length(r.prefix) DESC) FILTER (WHERE r.prefix IS NOT NULL), '[]') AS routes
            FROM ${s}.route_version v LEFT JOIN ${s}.routes r ON true
           GROUP BY v.version`,
@@ -34,9 +36,9 @@ export function createPgRouteStore(databaseUrl: string, schema: string, options:
       if (rows.length === 0) throw new Error(`the control database has no ${schema}.route_version row; run: strangler control init`);
       // A fence's lease is read as time left (the database's clock) and kept as a deadline on ours.
       const now = Date.now();
-      // An unscoped route (methods null: all methods) is carried without the field, as before scopes.
-      const routes = (rows[0].routes as Array<Route & { mode: RouteMode; fenceMs: number | null }>).map(({ fenceMs, methods, ...r }) =>
-        Object.freeze({ ...r, ...(methods ? { methods: Object.freeze([...methods]) } : {}), ...(r.fenced && fenceMs !== null ? { fenceUntil: now + fenceMs } : {}) }),
+      // An unscoped route (methods null: all methods) is carried without the field, as before scopes; canaryHash only on canaries.
+      const routes = (rows[0].routes as Array<Route & { mode: RouteMode; fenceMs: number | null; canaryHash: CanaryHash | null }>).map(({ fenceMs, methods, canaryHash, ...r }) =>
+        Object.freeze({ ...r, ...(methods ? { methods: Object.freeze([...methods]) } : {}), ...(r.fenced && fenceMs !== null ? { fenceUntil: now + fenceMs } : {}), ...(canaryHash ? { canaryHash } : {}) }),
       );
       return { version: Number(rows[0].version), routes };
     },

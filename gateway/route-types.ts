@@ -1,6 +1,7 @@
 /**
  * The route table's shape, shared by the data plane (gateway/) and the control plane (cutover/).
  */
+import type { CanaryHash } from './canary.ts';
 
 /** Where a prefix's traffic goes. */
 export const ROUTE_MODES = ['legacy', 'shadow', 'canary', 'service'] as const;
@@ -26,6 +27,12 @@ export interface Route {
    * lifts the fence itself, so a command killed while holding writes cannot hold them forever.
    */
   fenceUntil?: number;
+  /**
+   * The hash a canary buckets its users by (canary.ts). Absent: `xxh32`. A canary keeps the hash it
+   * began with for as long as it stays a canary of the same service; `fnv1a` marks one begun before
+   * the toolkit moved to xxh32 (its control row's canary_hash is null).
+   */
+  canaryHash?: CanaryHash;
 }
 
 /** The HTTP methods a route may be scoped to (`--methods`). */

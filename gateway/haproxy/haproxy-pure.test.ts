@@ -14,26 +14,32 @@ describe('the HAProxy engine, pure parts (issue 21)', () => {
     routes: [
       { prefix: '/api/invoices', service: 'invoices', mode: 'service' as const, weight: 100 },
       { prefix: '/api/auth', service: 'auth', mode: 'canary' as const, weight: 12.5 },
+      { prefix: '/api/auth/old', service: 'auth', mode: 'canary' as const, weight: 30, canaryHash: 'fnv1a' as const },
+      { prefix: '/api/auth/reads', service: 'auth', mode: 'canary' as const, weight: 5, methods: ['GET'] },
       { prefix: '/api/ocr', service: 'ocr', mode: 'service' as const, weight: 100, methods: ['GET', 'HEAD'] },
       { prefix: '/api/templates', service: 'templates', mode: 'legacy' as const, weight: 0, fenced: true, fenceUntil: 1_800_000_000_000 },
       { prefix: '/', service: 'gone', mode: 'service' as const, weight: 100 },
     ],
   };
 
-  it('writes the Lua map one line per prefix: service, mode, weight, fence deadline (0: none), method scope (*: all)', () => {
+  it('writes the Lua map one line per prefix: service, mode, weight, fence deadline (0: none), method scope (*: all), canary hash', () => {
     expect(routeMapEntries(table)).toEqual([
-      ['/api/invoices', 'invoices service 100 0 *'],
-      ['/api/auth', 'auth canary 12.5 0 *'],
-      ['/api/ocr', 'ocr service 100 0 GET,HEAD'],
-      ['/api/templates', 'templates legacy 0 1800000000000 *'],
-      ['/', 'gone service 100 0 *'],
+      ['/api/invoices', 'invoices service 100 0 * xxh32'],
+      ['/api/auth', 'auth canary 12.5 0 * xxh32'],
+      ['/api/auth/old', 'auth canary 30 0 * fnv1a'],
+      ['/api/auth/reads', 'auth canary 5 0 GET xxh32'],
+      ['/api/ocr', 'ocr service 100 0 GET,HEAD xxh32'],
+      ['/api/templates', 'templates legacy 0 1800000000000 * xxh32'],
+      ['/', 'gone service 100 0 * xxh32'],
     ]);
   });
 
-  it('routes natively only what needs no Lua: canary, fenced and scoped routes go to Lua; an unknown service to legacy', () => {
+  it('routes natively what needs no Lua (an unscoped xxh32 canary with its cut, weight×100); fenced and scoped routes and fnv1a canaries go to Lua; an unknown service to legacy', () => {
     expect(fastMapEntries(table, new Set(['invoices', 'auth', 'ocr', 'templates']))).toEqual([
       ['/api/invoices/', 'service:invoices|/api/invoices'],
-      ['/api/auth/', 'lua|/api/auth'],
+      ['/api/auth/', 'canary:auth:1250|/api/auth'],
+      ['/api/auth/old/', 'lua|/api/auth/old'],
+      ['/api/auth/reads/', 'lua|/api/auth/reads'],
       ['/api/ocr/', 'lua|/api/ocr'],
       ['/api/templates/', 'lua|/api/templates'],
       ['/', 'legacy|/'],

@@ -1,13 +1,14 @@
 /**
  * The Lua HAProxy runs for the strangler engine (lua-load), only where haproxy.cfg cannot decide
- * natively (a plain path to a legacy or service route takes no Lua at all):
+ * natively (a plain path to a legacy, service or unscoped canary route takes no Lua at all):
  * - strangler_path, for a path that is not plain: normalised and the tricks refused exactly as
  *   path-normalize.ts does; also drops the headers a request's Connection header lists;
- * - strangler_route, for canary, fenced and method-scoped routes: the route by longest prefix on
- *   segment boundaries in the routes map the agent replaces through the Runtime API; the side by
- *   route-choice.ts' rules, canary users bucketed by THE SAME hash as canary.ts (FNV-1a then
- *   murmur3's fmix32 over the UTF-16 code units of `service:key`); writes to a fenced prefix held
- *   until the map lifts the fence, its lease runs out, or fenceHoldMs passes (503);
+ * - strangler_route, for fenced and method-scoped routes and fnv1a canaries: the route by longest
+ *   prefix on segment boundaries in the routes map the agent replaces through the Runtime API; the
+ *   side by route-choice.ts' rules, canary users bucketed by THE SAME hash as canary.ts (the
+ *   route's: xxh32 over the UTF-8 bytes of `service:key`, or FNV-1a then murmur3's fmix32 over
+ *   their UTF-16 code units); writes to a fenced prefix held until the map lifts the fence, its
+ *   lease runs out, or fenceHoldMs passes (503);
  * - strangler_response: drops the headers a response's Connection header lists.
  * Both request actions fail closed (500). CONFIG is the prelude render-config.ts writes.
  */
@@ -98,13 +99,13 @@ end
 
 local function lookup_route(p) return routes:lookup(p) end
 
--- A map value: "<service> <mode> <weight> <fenceUntil ms, 0: none> <methods, comma-separated, or *>".
+-- A map value: "<service> <mode> <weight> <fenceUntil ms, 0: none> <methods, comma-separated, or *> <canary hash>".
 local parsed = {}
 local function parse_route(v)
   local r = parsed[v]
   if r then return r end
-  local service, mode, weight, fence, methods = v:match("^(%S+) (%S+) (%S+) (%S+) (%S+)$")
-  r = { service = service, mode = mode, weight = tonumber(weight) or 0, fenceUntil = tonumber(fence) or 0 }
+  local service, mode, weight, fence, methods, hash = v:match("^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$")
+  r = { service = service, mode = mode, weight = tonumber(weight) or 0, fenceUntil = tonumber(fence) or 0, hash = hash }
   if methods ~= "*" then
     r.methods = {}
     for m in methods:gmatch("[^,]+") do r.methods[m] = true end
@@ -119,6 +120,7 @@ local function now_ms()
 end
 
 -- ── canary (canary.ts: the same bucket for the same user on both engines) ──────────────────
+-- fnv1a, for canaries begun before xxh32 (a canary keeps its hash while it runs).
 local function hash32(s)
   local h = 0x811c9dc5
   local function step(u)
@@ -152,8 +154,11 @@ local function hash32(s)
   return h
 end
 
-local function on_service_side(key, service, weight)
-  return hash32(service .. ":" .. key) % 10000 < math.floor(weight * 100 + 0.5)
+-- xxh32 is HAProxy's own converter, the one the cfg buckets unscoped canaries with.
+local function on_service_side(txn, key, r)
+  local s = r.service .. ":" .. key
+  local h = r.hash == "fnv1a" and hash32(s) or txn.c:xxh32(s)
+  return h % 10000 < math.floor(r.weight * 100 + 0.5)
 end
 
 local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -200,7 +205,7 @@ local function choose(txn, route, method, key_fn)
   if r.methods and not r.methods[method] then return "legacy", r end
   if r.mode == "canary" then
     local key = key_fn()
-    if key and on_service_side(key, r.service, r.weight) then return "service", r end
+    if key and on_service_side(txn, key, r) then return "service", r end
     return "legacy", r
   end
   if r.mode == "service" then return "service", r end
