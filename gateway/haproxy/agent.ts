@@ -75,39 +75,50 @@ export function renderFor(config: ResolvedConfig, layout: { runDir: string; port
   return renderHaproxy(config, { adminToken: secrets.adminToken, issuers: issuersOf(config, secrets.jwtSecret), jwks }, { runDir: resolve(layout.runDir), port: layout.port, host: config.gateway.host });
 }
 
-/** One key of the figures table (`show table figures`): `<service>:<side>` and its cumulative counters. */
+/** One key of the figures table (`show table figures`): `<service>:<side>:<latency bucket>` and its cumulative counters. */
 export interface FigureCounters {
   service: string;
   target: 'legacy' | 'service';
-  /** gpc0 requests, gpc1 5xx, then one per LATENCY_BOUNDS_MS bucket and one past the last. */
-  counters: number[];
+  /** The LATENCY_BOUNDS_MS bucket (its length: past the last bound). */
+  bucket: number;
+  /** gpc0: requests answered within the bucket. */
+  requests: number;
+  /** gpc1: of them, 5xx. */
+  errors: number;
 }
 
 /** Parses `show table figures` (render-config.ts figureRules). */
 export function parseFigureTable(text: string): FigureCounters[] {
   const out: FigureCounters[] = [];
   for (const line of text.split('\n')) {
-    const key = / key=([a-z][a-z0-9-]*):(legacy|service) /.exec(line);
-    if (!key) continue;
-    const counters: number[] = [];
-    for (const m of line.matchAll(/ gpc(\d+)=(\d+)/g)) counters[Number(m[1])] = Number(m[2]);
-    out.push({ service: key[1], target: key[2] as 'legacy' | 'service', counters });
+    const key = / key=([a-z][a-z0-9-]*):(legacy|service):(\d+) /.exec(line);
+    if (!key || Number(key[3]) > LATENCY_BOUNDS_MS.length) continue;
+    const gpc: number[] = [];
+    for (const m of line.matchAll(/ gpc(\d+)=(\d+)/g)) gpc[Number(m[1])] = Number(m[2]);
+    out.push({ service: key[1], target: key[2] as 'legacy' | 'service', bucket: Number(key[3]), requests: gpc[0] ?? 0, errors: gpc[1] ?? 0 });
   }
   return out;
 }
 
 /**
- * Pure: what was counted since the last read (HAProxy's counters are cumulative and 32-bit: a
- * counter that wrapped still gives its delta).
+ * Pure: what was counted since the last read, per service and side (HAProxy's counters are
+ * cumulative and 32-bit: a counter that wrapped still gives its delta).
  */
-export function figureDeltas(now: FigureCounters[], last: Map<string, number[]>): Array<{ service: string; target: 'legacy' | 'service'; requests: number; errors: number; latency: number[] }> {
-  return now.map((f) => {
-    const key = `${f.service}:${f.target}`;
-    const before = last.get(key) ?? [];
-    last.set(key, f.counters);
-    const d = f.counters.map((c, i) => (c - (before[i] ?? 0)) >>> 0);
-    return { service: f.service, target: f.target, requests: d[0] ?? 0, errors: d[1] ?? 0, latency: d.slice(2, 2 + LATENCY_BOUNDS_MS.length + 1) };
-  });
+export function figureDeltas(now: FigureCounters[], last: Map<string, [number, number]>): Array<{ service: string; target: 'legacy' | 'service'; requests: number; errors: number; latency: number[] }> {
+  const sums = new Map<string, { service: string; target: 'legacy' | 'service'; requests: number; errors: number; latency: number[] }>();
+  for (const f of now) {
+    const key = `${f.service}:${f.target}:${f.bucket}`;
+    const [requests, errors] = last.get(key) ?? [0, 0];
+    last.set(key, [f.requests, f.errors]);
+    const side = `${f.service}:${f.target}`;
+    let sum = sums.get(side);
+    if (!sum) sums.set(side, (sum = { service: f.service, target: f.target, requests: 0, errors: 0, latency: new Array<number>(LATENCY_BOUNDS_MS.length + 1).fill(0) }));
+    const d = (f.requests - requests) >>> 0;
+    sum.requests += d;
+    sum.errors += (f.errors - errors) >>> 0;
+    sum.latency[f.bucket] += d;
+  }
+  return [...sums.values()];
 }
 
 /** Writes in flight for one prefix, from `show table inflight key <prefix>` (0 when it has no entry). */
@@ -127,8 +138,9 @@ function parseStat(csv: string): Array<Record<string, string>> {
  * and follows the control plane like a Node gateway (LiveRouteState: pub/sub, polling, snapshot).
  * Each route version is applied as one atomic routes-map swap through the Runtime API, and only
  * then acknowledged under this instance id, so `strangler cutover` waits for HAProxy itself.
- * The per-route figures the Lua sums are read every figuresIntervalMs into Redis (canary
- * analysis), and the instances' health from `show stat` published for `strangler services`.
+ * The per-route figures HAProxy counts (its figures stick table) are read every figuresIntervalMs
+ * into Redis (canary analysis), and the instances' health from `show stat` published for
+ * `strangler services`.
  */
 export async function startHaproxyEngine(config: ResolvedConfig, options: StartHaproxyOptions = {}): Promise<RunningHaproxyEngine> {
   const g = config.gateway;
@@ -173,7 +185,7 @@ export async function startHaproxyEngine(config: ResolvedConfig, options: StartH
 
   const figures = new RouteFigures(redis, keys, redisHealth);
   figures.start();
-  const lastCounters = new Map<string, number[]>();
+  const lastCounters = new Map<string, [number, number]>();
   const readFigures = async () => {
     try {
       const table = parseFigureTable(await runtimeCommand(rendered.socket, `show table ${FIGURES_TABLE}`));

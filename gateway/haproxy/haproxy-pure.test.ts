@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { resolveConfig } from '../../core/config/load.ts';
 import { generateSecret } from '../../core/config/secrets.ts';
 import { issuersOf } from '../issuers.ts';
-import { LATENCY_BOUNDS_MS } from '../metrics.ts';
+import { bucketIndex, LATENCY_BOUNDS_MS } from '../metrics.ts';
 import { figureDeltas, parseFigureTable } from './agent.ts';
 import { assignSlots } from './registry-slots.ts';
 import { renderHaproxy } from './render-config.ts';
@@ -53,18 +53,31 @@ describe('the HAProxy engine, pure parts (issue 21)', () => {
     expect(assignSlots(first, ['a', 'b', 'c', 'd', 'e'], 4)).toEqual(['a', 'b', 'c', 'd']);
   });
 
-  it('reads the figures table as deltas since the last read, a wrapped 32-bit counter included', () => {
-    const zeros = Array(LATENCY_BOUNDS_MS.length + 1).fill(0);
-    const line = (key: string, counters: number[]) => `0x1: key=${key} use=0 exp=0 ${counters.map((c, i) => `gpc${i}=${c}`).join(' ')}`;
-    const last = new Map<string, number[]>();
-    const first = figureDeltas(parseFigureTable(`# table: figures\n${line('invoices:service', [10, 1, 9, 1, ...zeros.slice(2)])}\n${line('invoices:legacy', [4, 0, 4, ...zeros.slice(1)])}\n`), last);
-    expect(first.map((f) => [f.service, f.target, f.requests, f.errors, f.latency.slice(0, 2)])).toEqual([
-      ['invoices', 'service', 10, 1, [9, 1]],
-      ['invoices', 'legacy', 4, 0, [4, 0]],
+  it('reads the figures table (a key per service, side and latency bucket) as per-side deltas since the last read, a wrapped 32-bit counter included', () => {
+    const line = (key: string, requests: number, errors: number) => `0x1: key=${key} use=0 exp=0 gpc0=${requests} gpc1=${errors}`;
+    const last = new Map<string, [number, number]>();
+    const table = [line('invoices:service:0', 9, 1), line('invoices:service:1', 1, 0), line('invoices:legacy:0', 4, 0), line(`invoices:legacy:${LATENCY_BOUNDS_MS.length}`, 2, 2)];
+    const first = figureDeltas(parseFigureTable(`# table: figures\n${table.join('\n')}\n`), last);
+    expect(first.map((f) => [f.service, f.target, f.requests, f.errors, f.latency.slice(0, 2), f.latency[LATENCY_BOUNDS_MS.length]])).toEqual([
+      ['invoices', 'service', 10, 1, [9, 1], 0],
+      ['invoices', 'legacy', 6, 2, [4, 0], 2],
     ]);
-    last.set('invoices:service', [2 ** 32 - 2, 1, 9, 1]);
-    const wrapped = figureDeltas(parseFigureTable(line('invoices:service', [3, 1, 14, 1, ...zeros.slice(2)])), last);
-    expect(wrapped[0]).toMatchObject({ requests: 5, errors: 0, latency: expect.arrayContaining([5]) });
+    last.set('invoices:service:0', [2 ** 32 - 2, 1]);
+    const wrapped = figureDeltas(parseFigureTable(`${line('invoices:service:0', 3, 1)}\n${line('invoices:service:1', 4, 0)}`), last);
+    expect(wrapped[0]).toMatchObject({ requests: 8, errors: 0, latency: expect.arrayContaining([5, 3]) });
+    // A bucket past the table's (not one this cfg writes) is not read.
+    expect(parseFigureTable(line(`invoices:service:${LATENCY_BOUNDS_MS.length + 1}`, 1, 0))).toEqual([]);
+  });
+
+  it('buckets latencies in latency.map as LATENCY_BOUNDS_MS does (integer ms, each bound in its own bucket)', () => {
+    const config = resolveConfig({ legacy: { jwtSecret: generateSecret() }, gateway: { adminToken: generateSecret(), engine: 'haproxy' } });
+    const out = renderHaproxy(config, { adminToken: config.gateway.adminToken!, issuers: issuersOf(config, config.legacy.jwtSecret!) }, { runDir: '/run/strangler', port: 5000, host: '127.0.0.1' });
+    const ranges = out.files['latency.map'].trim().split('\n').map((l) => l.split(/[: ]/).map(Number));
+    for (const ms of [0, 5, 6, 10, 11, 999, 1000, 10_000]) {
+      const hit = ranges.find(([lo, hi]) => ms >= lo && ms <= hi);
+      expect(hit?.[2], `${ms} ms`).toBe(bucketIndex(LATENCY_BOUNDS_MS, ms));
+    }
+    expect(ranges.some(([lo, hi]) => 10_001 >= lo && 10_001 <= hi)).toBe(false); // past the last bound: the map's default
   });
 
   it('renders the secrets only into the owner-only config, quoted; refuses a value with a line break', () => {

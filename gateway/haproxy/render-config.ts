@@ -192,21 +192,17 @@ export function renderHaproxy(config: ResolvedConfig, secrets: { adminToken: str
   }
 
   // Per-route figures for canary analysis (metrics.ts RouteFigures), counted natively in a stick
-  // table keyed "<service>:<side>": gpc0 requests, gpc1 5xx, then one per latency bucket (ms from
-  // admission to the response head); the agent reads the counters (show table) into Redis.
-  const found = '{ var(txn.fig_key) -m found }';
+  // table keyed "<service>:<side>:<latency bucket>" (the bucket of the ms from admission to the
+  // response head, by the ranges of latency.map: LATENCY_BOUNDS_MS, then one past the last): gpc0
+  // requests, gpc1 5xx. One key a request keeps it to a handful of rules; the agent sums the keys
+  // of a service and side (show table) into Redis.
+  files['latency.map'] = LATENCY_BOUNDS_MS.map((le, i) => `${i === 0 ? 0 : LATENCY_BOUNDS_MS[i - 1] + 1}:${le} ${i}\n`).join('');
   const figureRules = [
     "  http-response set-var(txn.fig_side) str(legacy) if { var(txn.fig_side) -m str service } { srv_name legacy }",
-    '  http-response set-var(txn.fig_key) var(txn.fig_svc),concat(:,txn.fig_side,) if { var(txn.fig_svc) -m found }',
-    `  http-response track-sc2 var(txn.fig_key) table ${FIGURES_TABLE} if ${found}`,
-    `  http-response set-var(txn.fig_ms) date(0,ms),sub(txn.fig_t0) if ${found}`,
-    `  http-response sc-inc-gpc(0,2) if ${found}`,
-    `  http-response sc-inc-gpc(1,2) if ${found} { status ge 500 }`,
-    ...[...LATENCY_BOUNDS_MS, Infinity].map((le, i, all) => {
-      const above = i > 0 ? ` { var(txn.fig_ms) -m int gt ${all[i - 1]} }` : '';
-      const below = Number.isFinite(le) ? ` { var(txn.fig_ms) -m int le ${le} }` : '';
-      return `  http-response sc-inc-gpc(${i + 2},2) if ${found}${above}${below}`;
-    }),
+    `  http-response set-var-fmt(txn.fig_key) "%[var(txn.fig_svc)]:%[var(txn.fig_side)]:%[date(0,ms),sub(txn.fig_t0),map_int(${join(runDir, 'latency.map')},${LATENCY_BOUNDS_MS.length})]" if { var(txn.fig_svc) -m found }`,
+    `  http-response track-sc2 var(txn.fig_key) table ${FIGURES_TABLE}`,
+    '  http-response sc-inc-gpc(0,2)',
+    '  http-response sc-inc-gpc(1,2) if { status ge 500 }',
   ];
   const upstreamHost = (url: string) => new URL(url).host;
   const backends: string[] = [];
@@ -235,7 +231,7 @@ export function renderHaproxy(config: ResolvedConfig, secrets: { adminToken: str
     backends.push(`backend ${strictServiceBackend(s.name)}`, ...common, ...servers, '');
   }
   backends.push(`backend ${INFLIGHT_TABLE}`, '  stick-table type string len 200 size 10k expire 1h store conn_cur', '');
-  backends.push(`backend ${FIGURES_TABLE}`, `  stick-table type string len 200 size 10k store gpc(${LATENCY_BOUNDS_MS.length + 3})`, '');
+  backends.push(`backend ${FIGURES_TABLE}`, `  stick-table type string len 200 size 10k store gpc(2)`, '');
   for (const r of rateRules) backends.push(`backend ${r.table}`, `  stick-table type string len 200 size 1m expire ${r.windowMs}ms store http_req_rate(${r.windowMs}ms)`, '');
 
   // Upgrade is kept for a WebSocket handshake (removed above for any other).
@@ -334,10 +330,7 @@ export function renderHaproxy(config: ResolvedConfig, secrets: { adminToken: str
     '  # Expect: 100-continue is answered here once every check that may refuse the request has passed (as on the Node engine); the upstream never sees it.',
     '  http-request wait-for-body time 1s at-least 1 if { req.hdr(expect) -i -m str 100-continue }',
     '  # SECURITY: identity and forwarding headers come from the gateway only (headers.ts).',
-    ...IDENTITY_HEADERS.map((h) => `  http-request del-header ${h}`),
-    '  http-request del-header forwarded',
-    '  http-request del-header x-real-ip',
-    ...hop.map((h) => `  http-request del-header ${h}`),
+    `  http-request del-header ^(?i:${[...IDENTITY_HEADERS, 'forwarded', 'x-real-ip', ...hop].join('|')})$ -m reg`,
     '  http-request set-header x-user-id %[var(txn.jwt_sub)] if { var(txn.jwt_sub) -m found }',
     '  http-request set-header x-user-email %[var(txn.jwt_email)] if { var(txn.jwt_email) -m found }',
     '  http-request set-header x-user-issuer %[var(txn.jwt_issuer)] if { var(txn.jwt_issuer) -m found }',
@@ -351,10 +344,8 @@ export function renderHaproxy(config: ResolvedConfig, secrets: { adminToken: str
     '  # A 101 Switching Protocols (a WebSocket) keeps its Upgrade and Connection.',
     '  http-response lua.strangler_response if !{ status 101 } { res.hdr_cnt(connection) gt 0 } !{ res.fhdr(connection) -i -m reg ^(keep-alive|close)$ }',
     ...figureRules,
-    '  http-response del-header x-request-id',
-    '  http-response del-header proxy-authenticate',
+    '  http-response del-header ^(?i:x-request-id|proxy-authenticate|keep-alive)$ -m reg',
     '  http-response del-header upgrade unless { status 101 }',
-    '  http-response del-header keep-alive',
     '  http-after-response set-header x-request-id %[var(txn.request_id)]',
     '  http-after-response add-header set-cookie %[var(txn.set_cookie)] if { var(txn.set_cookie) -m found }',
     '  use_backend %[var(txn.backend)] if { var(txn.backend) -m found }',
