@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SignJWT } from 'jose';
 import pg from 'pg';
@@ -8,6 +8,8 @@ import { waitFor } from '../stack/ports.ts';
 import { adminHeaders, createTestDatabase, dropTestDatabase, gatewayTestEnv } from '../test/harness.ts';
 import { routeWriter } from '../test/routes.ts';
 import { migrateControl } from '../migrations/control/index.ts';
+import { snapshotTable } from './route-state.ts';
+import type { RouteTable } from './route-types.ts';
 import { startGateway, type RunningGateway } from './start.ts';
 
 let env: Awaited<ReturnType<typeof gatewayTestEnv>>;
@@ -110,6 +112,25 @@ describe('live route state', () => {
     const ready = await fetch(`${d.url}/readyz`);
     expect(ready.status).toBe(200);
     expect(await ready.json()).toMatchObject({ routeTable: { degraded: true }, controlDatabase: 'unreachable', status: expect.stringMatching(/degraded/) });
+    await d.stop();
+    await routes.set({ prefix: '/api/invoices', mode: 'legacy' });
+  });
+
+  it('reads a snapshot from before canary hashes were recorded with fnv1a for its canaries; a recorded hash is kept', async () => {
+    const g = await gateway(env.config, 'gw-snap-hash');
+    await routes.set({ prefix: '/api/invoices', mode: 'canary', weight: 20 });
+    await g.stop();
+    const written = JSON.parse(readFileSync(env.config.gateway.snapshotFile, 'utf8')) as RouteTable;
+    expect(written.routes).toContainEqual(expect.objectContaining({ prefix: '/api/invoices', mode: 'canary', canaryHash: 'xxh32' }));
+    expect(snapshotTable(written).routes).toEqual(written.routes);
+    const old = { version: 3, routes: [{ prefix: '/api/invoices', service: 'invoices', mode: 'canary' as const, weight: 20 }, { prefix: '/api/ocr', service: 'ocr', mode: 'service' as const, weight: 0 }] };
+    expect(snapshotTable(old).routes).toEqual([{ ...old.routes[0], canaryHash: 'fnv1a' }, old.routes[1]]);
+    // A gateway booting from such a file while the control database is down buckets that canary by fnv1a.
+    writeFileSync(env.config.gateway.snapshotFile, JSON.stringify(old));
+    const unreachable = { ...env.config, control: { ...env.config.control, databaseUrl: 'postgres://postgres@127.0.0.1:1/nowhere' } };
+    const d = await gateway(unreachable, 'gw-snap-old');
+    expect(d.routes.degraded).toBe(true);
+    expect(d.routes.current().routes.find((r) => r.prefix === '/api/invoices')?.canaryHash).toBe('fnv1a');
     await d.stop();
     await routes.set({ prefix: '/api/invoices', mode: 'legacy' });
   });

@@ -40,6 +40,15 @@ export interface LiveRouteStateOptions {
 
 type State = 'created' | 'active' | 'stopping' | 'stopped';
 
+/**
+ * Pure: a table read from a snapshot file. The control database gives every canary its hash, so a
+ * canary without one was written by a version from before the hash was recorded, when every
+ * canary used fnv1a: it keeps it (a gateway booting from an old snapshot moves no canary user).
+ */
+export function snapshotTable(table: RouteTable): RouteTable {
+  return { version: table.version, routes: table.routes.map((r) => (r.mode === 'canary' && !r.canaryHash ? { ...r, canaryHash: 'fnv1a' as const } : r)) };
+}
+
 /** Longest wait for a (un)subscription, whose connection has no command deadline. */
 const REDIS_WAIT_MS = 2_000;
 
@@ -241,7 +250,7 @@ export class LiveRouteState implements RouteSource {
     try {
       const parsed = JSON.parse(readFileSync(this.#o.snapshotFile, 'utf8')) as RouteTable;
       if (typeof parsed.version !== 'number' || !Array.isArray(parsed.routes)) return null;
-      return parsed;
+      return snapshotTable(parsed);
     } catch {
       return null;
     }
