@@ -162,9 +162,17 @@ for (const plane of DATA_PLANES) {
       const old = await pool(subs, 8, async (s) => onService(await send(engine, 'GET', '/api/invoices/1', await bearer(s))));
       expect(old).toEqual(subs.map((s) => onServiceSide(canaryBucket(s, 'invoices', 'fnv1a'), 60)));
       expect(old).not.toEqual(subs.map((s) => onServiceSide(canaryBucket(s, 'invoices'), 60)));
-      // A client without a key gets a cookie to stick by.
+      // A client without a key gets a cookie to stick by, and is then on that cookie's side; a path that needs normalising first
+      // (on HAProxy, through the Lua) lands the user on the same side.
       const fresh = await send(engine, 'GET', '/shop/cart');
       expect(String(fresh.headers['set-cookie'])).toMatch(/^strangler_canary=[A-Za-z0-9_-]{16,64}; Path=\/; Max-Age=2592000; HttpOnly; SameSite=Lax$/);
+      const given = /^strangler_canary=([^;]+)/.exec(String(fresh.headers['set-cookie']))![1];
+      const expected = onServiceSide(canaryBucket(given, 'invoices'), 60);
+      for (const path of ['/shop/cart', '/shop//cart', '/shop/./cart', '/SHOP/cart']) {
+        const again = await send(engine, 'GET', path, { cookie: `strangler_canary=${given}` });
+        expect([path, onService(again), again.headers['set-cookie']]).toEqual([path, expected, undefined]);
+      }
+      expect(await pool(cookies.slice(0, 50), 8, async (c) => onService(await send(engine, 'GET', '/shop//cart', { cookie: `strangler_canary=${c}` })))).toEqual(at60.slice(0, 50));
     });
 
     it('counts the canary requests per side in Redis for the analysis', async () => {
