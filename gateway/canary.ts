@@ -1,6 +1,10 @@
 import { randomBytes } from 'node:crypto';
 
 export const CANARY_COOKIE = 'strangler_canary';
+/** The canary cookie's attributes: both engines set it alike. */
+export const CANARY_COOKIE_ATTRIBUTES = 'Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax';
+/** A canary cookie value this toolkit could have set (any other is ignored, and replaced). */
+export const CANARY_COOKIE_VALUE = /^[A-Za-z0-9_-]{16,64}$/;
 
 /**
  * The hashes a canary buckets users by. `xxh32` (xxHash32, seed 0, over the UTF-8 bytes) is what
@@ -10,6 +14,8 @@ export const CANARY_COOKIE = 'strangler_canary';
  * began with (route-types.ts `canaryHash`), so upgrading the toolkit moves no user of a running canary.
  */
 export type CanaryHash = 'xxh32' | 'fnv1a';
+/** The hash a canary begins with (and that of a route built in code, which names none). */
+export const DEFAULT_CANARY_HASH: CanaryHash = 'xxh32';
 
 function fnv1a(text: string): number {
   let h = 0x811c9dc5;
@@ -69,7 +75,7 @@ export function xxh32(bytes: Uint8Array): number {
  * A user's fixed bucket 0..9999 for one service. The salt (the service name) gives each service
  * its own order of users, so the first 5% of one canary are not always the first 5% of the next.
  */
-export function canaryBucket(key: string, salt: string, hash: CanaryHash = 'xxh32'): number {
+export function canaryBucket(key: string, salt: string, hash: CanaryHash = DEFAULT_CANARY_HASH): number {
   const text = `${salt}:${key}`;
   return (hash === 'fnv1a' ? fnv1a(text) : xxh32(Buffer.from(text, 'utf8'))) % 10_000;
 }
@@ -86,8 +92,6 @@ export function newCanaryCookieValue(): string {
   return randomBytes(16).toString('base64url');
 }
 
-const COOKIE_VALUE = /^[A-Za-z0-9_-]{16,64}$/;
-
 /** The strangler_canary cookie's value, or null when absent or not one we could have set. */
 export function readCanaryCookie(header: string | undefined): string | null {
   if (!header) return null;
@@ -95,7 +99,7 @@ export function readCanaryCookie(header: string | undefined): string | null {
     const eq = part.indexOf('=');
     if (eq < 0 || part.slice(0, eq).trim() !== CANARY_COOKIE) continue;
     const value = part.slice(eq + 1).trim();
-    return COOKIE_VALUE.test(value) ? value : null;
+    return CANARY_COOKIE_VALUE.test(value) ? value : null;
   }
   return null;
 }

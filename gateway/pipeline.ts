@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import proxyaddr from 'proxy-addr';
 import type { Identity } from './token-verifier.ts';
-import { CANARY_COOKIE, newCanaryCookieValue, readCanaryCookie } from './canary.ts';
+import { CANARY_COOKIE, CANARY_COOKIE_ATTRIBUTES, newCanaryCookieValue, readCanaryCookie } from './canary.ts';
 import type { CredentialLimits } from './credential-limit.ts';
 import type { AuthOutcome } from './edge-auth.ts';
 import { traceparentFor, upstreamHeaders, validRequestId } from './headers.ts';
@@ -151,7 +151,7 @@ export function createPipeline(o: PipelineOptions) {
         stickyKey = readCanaryCookie(req.headers.cookie);
         if (!stickyKey && request.setCookie) {
           stickyKey = newCanaryCookieValue();
-          a.responseHeaders['set-cookie'] = `${CANARY_COOKIE}=${stickyKey}; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax`;
+          a.responseHeaders['set-cookie'] = `${CANARY_COOKIE}=${stickyKey}; ${CANARY_COOKIE_ATTRIBUTES}`;
         }
       }
       return chooseTarget(service ? a.route : null, { method: request.method, stickyKey, noInstance: service ? !service.hasAvailable() : false, retrySafe: request.retrySafe });

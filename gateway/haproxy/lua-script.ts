@@ -271,7 +271,7 @@ local function route_request(txn)
     local c = txn.sf:req_cook(CONFIG.canaryCookie)
     if c and c:find("^[A-Za-z0-9_-]+$") and #c >= 16 and #c <= 64 then return c end
     c = new_cookie_value()
-    txn:set_var("txn.set_cookie", CONFIG.canaryCookie .. "=" .. c .. "; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax")
+    txn:set_var("txn.set_cookie", CONFIG.canaryCookie .. "=" .. c .. "; " .. CONFIG.canaryCookieAttributes)
     return c
   end)
   local backend = CONFIG.legacyBackend

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import type { ResolvedConfig } from '../../core/config/load.ts';
 import { StranglerError } from '../../core/errors.ts';
 import { HEALTH_CHECK_USER_AGENT, type ResolvedHealthCheck } from '../../core/health-check.ts';
-import { CANARY_COOKIE } from '../canary.ts';
+import { CANARY_COOKIE, CANARY_COOKIE_ATTRIBUTES, CANARY_COOKIE_VALUE } from '../canary.ts';
 import { IDENTITY_HEADERS } from '../headers.ts';
 import type { IssuerSpec } from '../token-verifier.ts';
 import { LATENCY_BOUNDS_MS } from '../metrics.ts';
@@ -133,6 +133,7 @@ export function renderHaproxy(config: ResolvedConfig, secrets: { adminToken: str
     services: Object.fromEntries(config.services.map((s) => [s.name, { backend: serviceBackend(s.name), strictBackend: strictServiceBackend(s.name) }])),
     fastMap,
     canaryCookie: CANARY_COOKIE,
+    canaryCookieAttributes: CANARY_COOKIE_ATTRIBUTES,
     fenceHoldMs: g.fenceHoldMs,
     fenceMaxHeld: g.fenceMaxHeld,
   };
@@ -319,8 +320,8 @@ export function renderHaproxy(config: ResolvedConfig, secrets: { adminToken: str
     '  http-request set-var(txn.fig_svc) var(txn.fast),field(2,:) if canary',
     '  http-request set-var(txn.canary_cut) var(txn.fast),field(3,:) if canary',
     '  http-request set-var(txn.canary_user) var(txn.jwt_sub) if canary { var(txn.jwt_issuer) -m found }',
-    `  http-request set-var(txn.canary_user) req.cook(${CANARY_COOKIE}) if canary !{ var(txn.canary_user) -m found } { req.cook(${CANARY_COOKIE}) -m reg ^[A-Za-z0-9_-]{16,64}$ }`,
-    `  http-request set-var-fmt(txn.set_cookie) "${CANARY_COOKIE}=%[uuid(4),regsub(-,,g)]; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax" if canary !{ var(txn.canary_user) -m found }`,
+    `  http-request set-var(txn.canary_user) req.cook(${CANARY_COOKIE}) if canary !{ var(txn.canary_user) -m found } { req.cook(${CANARY_COOKIE}) -m reg ${CANARY_COOKIE_VALUE.source} }`,
+    `  http-request set-var-fmt(txn.set_cookie) "${CANARY_COOKIE}=%[uuid(4),regsub(-,,g)]; ${CANARY_COOKIE_ATTRIBUTES}" if canary !{ var(txn.canary_user) -m found }`,
     '  http-request set-var(txn.canary_user) var(txn.set_cookie),field(1,;),field(2,=) if canary !{ var(txn.canary_user) -m found }',
     '  http-request set-var(txn.fig_side) str(legacy) if canary',
     '  http-request set-var(txn.fig_side) str(service) if canary { var(txn.fig_svc),concat(:,txn.canary_user,),xxh32,mod(10000),sub(txn.canary_cut) -m int lt 0 }',

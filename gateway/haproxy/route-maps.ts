@@ -1,3 +1,4 @@
+import { DEFAULT_CANARY_HASH } from '../canary.ts';
 import type { RouteTable } from '../route-types.ts';
 
 /**
@@ -10,7 +11,7 @@ export function routeMapEntries(table: RouteTable): Array<[string, string]> {
   return table.routes.map((r) => {
     const fence = r.fenced ? (r.fenceUntil ?? Number.MAX_SAFE_INTEGER) : 0;
     const methods = r.methods && r.methods.length > 0 ? r.methods.join(',') : '*';
-    return [r.prefix, `${r.service} ${r.mode} ${r.weight} ${fence} ${methods} ${r.canaryHash ?? 'xxh32'}`];
+    return [r.prefix, `${r.service} ${r.mode} ${r.weight} ${fence} ${methods} ${r.canaryHash ?? DEFAULT_CANARY_HASH}`];
   });
 }
 
