@@ -103,7 +103,7 @@ export function createRateLimiter(o: RateLimiterOptions) {
   }
 
   async function flushOnce(): Promise<void> {
-    const batch: Array<{ c: Counter; n: number; key: string; window: number; rule: Rule }> = [];
+    const batch: Array<{ c: Counter; n: number; key: string; rule: Rule }> = [];
     const now = Date.now();
     for (const rule of compiled) {
       const current = Math.floor(now / rule.windowMs);
@@ -114,13 +114,13 @@ export function createRateLimiter(o: RateLimiterOptions) {
           continue;
         }
         if (c.pending === 0 || !health.ok) continue;
-        batch.push({ c, n: c.pending, key: redisKey(rule, c.window, clientKey), window: c.window, rule });
+        batch.push({ c, n: c.pending, key: redisKey(rule, c.window, clientKey), rule });
       }
     }
     // Nothing pending (an idle gateway, 20 times a second): no MULTI is built at all.
     if (batch.length === 0) return;
     const multi = redis.multi();
-    for (const { n, key, window, rule } of batch) multi.incrby(key, n).pexpireat(key, expireAt(rule, window));
+    for (const { c, n, key, rule } of batch) multi.incrby(key, n).pexpireat(key, expireAt(rule, c.window));
     try {
       const results = await multi.exec();
       batch.forEach(({ c, n }, i) => {
