@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import { withDeadline } from '../core/deadline.ts';
 import { StranglerError } from '../core/errors.ts';
-import type { CanaryHash } from '../gateway/canary.ts';
+import { DEFAULT_CANARY_HASH, type CanaryHash } from '../gateway/canary.ts';
 import type { RedisKeys } from '../gateway/redis-keys.ts';
 import type { Route, RouteMode } from '../gateway/route-types.ts';
 import type { CheckResult, Phase } from './state-machine.ts';
@@ -63,11 +63,12 @@ async function writeRoutes(client: pg.PoolClient | pg.Client, schema: string, ro
     const { rows: old } = await client.query(`SELECT prefix, service, mode, weight::float8 AS weight, methods, fenced, canary_hash FROM ${s}.routes WHERE prefix = $1`, [route.prefix]);
     const was = old[0] as (Route & { canary_hash: CanaryHash | null }) | undefined;
     if (was) {
-      const { canary_hash, ...rest } = was;
-      before.push(was.mode === 'canary' ? { ...rest, canaryHash: canary_hash ?? 'fnv1a' } : rest);
+      const { canary_hash: _, ...rest } = was;
+      before.push(rest);
     }
+    // The column as it stands for a running canary (null, read as fnv1a, included).
     const runningCanary = was?.mode === 'canary' && was.service === route.service;
-    const canaryHash = route.mode !== 'canary' ? null : runningCanary ? (was.canary_hash ?? 'fnv1a') : 'xxh32';
+    const canaryHash = route.mode !== 'canary' ? null : runningCanary ? was.canary_hash : DEFAULT_CANARY_HASH;
     await client.query(
       `INSERT INTO ${s}.routes (prefix, service, mode, weight, methods, fenced, fence_expires_at, version, canary_hash, updated_at)
        VALUES ($1, $2, $3, $4, $8, $5, CASE WHEN $5 THEN now() + $6 * interval '1 millisecond' END, $7, $9, now())

@@ -28,9 +28,11 @@ export interface Route {
    */
   fenceUntil?: number;
   /**
-   * The hash a canary buckets its users by (canary.ts). Absent: `xxh32`. A canary keeps the hash it
-   * began with for as long as it stays a canary of the same service; `fnv1a` marks one begun before
-   * the toolkit moved to xxh32 (its control row's canary_hash is null).
+   * The hash a canary buckets its users by (canary.ts). A canary keeps the hash it began with for as
+   * long as it stays a canary of the same service; `fnv1a` marks one begun before the toolkit moved
+   * to xxh32 (its control row's canary_hash is null). The control database names it on every
+   * canary, and so do the snapshots it is saved to; absent from a table built in code, it is
+   * DEFAULT_CANARY_HASH, and from an older snapshot, fnv1a (route-state.ts snapshotTable).
    */
   canaryHash?: CanaryHash;
 }
