@@ -1,7 +1,8 @@
 /**
  * `npm run bench:gateway`: gateway throughput and latency against baselines measured in the
  * same run on the same machine: the upstream direct, nginx as a reverse proxy (installed with
- * apt when missing and allowed), the bare node:http + undici proxy the gateway is built on, and
+ * apt when missing and allowed), the bare node:http + undici proxy the gateway is built on (and
+ * the same proxy sending the all-on gateway's headers, with none of its logic), and
  * the gateway bare, with every feature on, and with 2 workers (BENCH_TRACING=1: also with
  * tracing on, 10% and 100% of requests sampled, against all features on without it); the
  * HAProxy engine (strangler haproxy, one thread) bare and with routing + JWT + rate limit + canary.
@@ -29,7 +30,10 @@ import { aptInstall } from './apt.ts';
 const ROOT = resolve(import.meta.dirname, '..');
 const seconds = Number(process.env.BENCH_SECONDS ?? 4);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+/** BENCH_ONLY=<regex>: only the gateway rows whose name matches (the baselines always run). */
+const only = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY, 'i') : null;
 const children: ChildProcess[] = [];
+
 const sinks: Server[] = [];
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
@@ -49,6 +53,9 @@ function findNginx(): string | null {
 
 async function main(): Promise<void> {
   ensureWrk(say);
+  // The gateway rows' token (the headers floor's client sends it too, unread).
+  const secret = generateSecret();
+  const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('42').setIssuer('legacy').setExpirationTime('2h').sign(new TextEncoder().encode(secret));
   const dir = mkdtempSync(join(tmpdir(), 'bench-gw-'));
   const upstreamPort = await freePort();
   const upstream = start(process.execPath, ['--import', 'tsx', resolve(ROOT, 'bench/upstream-server.ts'), String(upstreamPort)]);
@@ -92,6 +99,11 @@ http { access_log off;
   const minProxy = start(process.execPath, ['--import', 'tsx', resolve(ROOT, 'bench/min-proxy.ts'), String(minPort), String(upstreamPort)]);
   await waitFor('minimal node proxy', () => isListening(minPort), 20_000);
   targets.push({ name: 'node:http + undici, no features', url: `http://127.0.0.1:${minPort}/api/invoices`, pid: minProxy.pid });
+  // The same floor sending the all-on gateway's headers both ways, with none of its logic: the price of the headers alone.
+  const minHeadersPort = await freePort();
+  const minHeaders = start(process.execPath, ['--import', 'tsx', resolve(ROOT, 'bench/min-proxy.ts'), String(minHeadersPort), String(upstreamPort), '--headers']);
+  await waitFor('minimal node proxy with headers', () => isListening(minHeadersPort), 20_000);
+  targets.push({ name: "node:http + undici, the gateway's headers", url: `http://127.0.0.1:${minHeadersPort}/api/invoices`, headers: { authorization: `Bearer ${token}` }, pid: minHeaders.pid });
 
   const stack = await LocalStack.start({ postgres: { ephemeral: true } });
   try {
@@ -104,11 +116,10 @@ http { access_log off;
     // The HAProxy all-on row routes a canary (its users hashed to a side per request).
     await commitRouteChange(client, 'strangler', [{ prefix: '/api/orders', service: 'invoices', mode: 'canary', weight: 50 }], { actor: 'bench', command: 'bench', outcome: 'applied' });
     await client.end();
-    const secret = generateSecret();
-    const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('42').setIssuer('legacy').setExpirationTime('2h').sign(new TextEncoder().encode(secret));
 
     const gateway = async (name: string, gw: Record<string, unknown>, workers = 1, headers?: Record<string, string>, o: { tracing?: Record<string, unknown>; engine?: 'node' | 'haproxy'; path?: string } = {}) => {
       const { tracing, engine = 'node', path = '/api/invoices' } = o;
+      if (only && !only.test(name)) return;
       const port = await freePort();
       const file = join(dir, `${name.replace(/\W+/g, '-')}.yaml`);
       writeFileSync(
@@ -162,12 +173,12 @@ http { access_log off;
     say(`\ngateway bench: ${loadGenerator()}, ${rounds} interleaved rounds of ${seconds} s per target (medians), loopback, ${process.env.BENCH_NOTE ?? 'this machine'}\n`);
     printTable(results, { nginx, direct });
     say(`\nreq/s range over the rounds: ${results.map((r) => `${r.name} ${r.spread[0]}–${r.spread[1]}`).join('; ')}`);
-    const full = results.find((r) => r.name === 'gateway, all features on')!;
-    if (nginx) {
+    const full = results.find((r) => r.name === 'gateway, all features on');
+    if (nginx && full) {
       say(`target: all features on ≥ 0.35× nginx req/s → ${roundRatio(full, nginx).toFixed(2)}×; p99 ≤ 2× nginx → ${roundRatio(full, nginx, 'p99').toFixed(2)}× (medians of the per-round ratios; of the medians: ${(full.p99 / Math.max(nginx.p99, 0.01)).toFixed(2)}×)`);
       say(`the floor of the stack (node:http + undici, no features): ${roundRatio(floor, nginx).toFixed(2)}× nginx req/s, p99 ${roundRatio(floor, nginx, 'p99').toFixed(2)}× nginx; all features on = ${roundRatio(full, floor).toFixed(2)}× the floor's req/s`);
     }
-    for (const traced of results.filter((r) => r.name.includes('tracing'))) {
+    if (full) for (const traced of results.filter((r) => r.name.includes('tracing'))) {
       say(`${traced.name}: ${roundRatio(traced, full).toFixed(2)}× the req/s of all features on without tracing, p99 ${roundRatio(traced, full, 'p99').toFixed(2)}×${traced.cpuUs !== undefined && full.cpuUs !== undefined ? `, CPU per request +${traced.cpuUs - full.cpuUs} µs` : ''}`);
     }
     const hxFull = results.find((r) => r.name === 'haproxy, all on (+ canary)');
@@ -176,7 +187,12 @@ http { access_log off;
       say(`target (issue 21): HAProxy all on ≥ 0.8× nginx req/s → ${roundRatio(hxFull, nginx).toFixed(2)}×; p99 ≤ 1.3× nginx → ${roundRatio(hxFull, nginx, 'p99').toFixed(2)}×`);
       if (hxFloor) say(`HAProxy with no rules: ${roundRatio(hxFloor, nginx).toFixed(2)}× nginx req/s; HAProxy all on = ${roundRatio(hxFull, hxFloor).toFixed(2)}× that floor's req/s, p99 ${roundRatio(hxFull, hxFloor, 'p99').toFixed(2)}×`);
     }
+    if (!full) return;
     say(`target (issue 21, the Node engine on its own floor): all features on ≥ 0.8× the floor's req/s → ${roundRatio(full, floor).toFixed(2)}×; p99 ≤ 1.3× the floor's → ${roundRatio(full, floor, 'p99').toFixed(2)}×`);
+    const headersFloor = results.find((r) => r.name === "node:http + undici, the gateway's headers");
+    if (headersFloor) {
+      say(`the floor sending the gateway's headers, no logic: ${roundRatio(headersFloor, floor).toFixed(2)}× the bare floor's req/s, p99 ${roundRatio(headersFloor, floor, 'p99').toFixed(2)}×; all features on = ${roundRatio(full, headersFloor).toFixed(2)}× its req/s, p99 ${roundRatio(full, headersFloor, 'p99').toFixed(2)}×`);
+    }
     if (full.cpuUs !== undefined && floor.cpuUs !== undefined) {
       say(`CPU per request: all features on ${full.cpuUs} µs, the floor ${floor.cpuUs} µs${nginx?.cpuUs !== undefined ? `, nginx ${nginx.cpuUs} µs` : ''} (the gateway's own work: ${full.cpuUs - floor.cpuUs} µs)`);
     }
