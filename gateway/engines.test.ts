@@ -1,7 +1,8 @@
-import { request } from 'node:http';
+import { createServer, request, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Redis } from 'ioredis';
 import { WebSocket } from 'ws';
-import { SignJWT, UnsecuredJWT } from 'jose';
+import { exportJWK, generateKeyPair, SignJWT, UnsecuredJWT, type CryptoKey } from 'jose';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ResolvedConfig } from '../core/config/load.ts';
@@ -79,14 +80,25 @@ for (const plane of DATA_PLANES) {
     let writer: ReturnType<typeof routeWriter>;
     let second: EchoUpstream;
     let redis: Redis;
+    // An identity provider publishing two RS256 keys in a JWKS, each named by its kid.
+    let jwks: Server;
+    const signers: Record<string, CryptoKey> = {};
 
     beforeAll(async () => {
       env = await gatewayTestEnv(`engines_${plane.name}`, ['invoices']);
       second = await startEchoUpstream('invoices-b');
+      const published: Array<Record<string, unknown>> = [];
+      for (const kid of ['k1', 'k2']) {
+        const { publicKey, privateKey } = await generateKeyPair('RS256');
+        signers[kid] = privateKey;
+        published.push({ ...(await exportJWK(publicKey)), kid, alg: 'RS256', use: 'sig' });
+      }
+      jwks = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: published })));
+      await new Promise<void>((ok) => jwks.listen(0, '127.0.0.1', ok));
       const check = { enabled: true, path: '/health', expect: '2xx' as const, intervalMs: 200, timeoutMs: 500, healthyThreshold: 1, unhealthyThreshold: 1 };
       config = {
         ...env.config,
-        gateway: { ...env.config.gateway, fenceHoldMs: 20_000, rateLimits: [{ prefix: '/', limit: 100_000, windowMs: 60_000 }, { prefix: '/limited', limit: 3, windowMs: 60_000 }] },
+        gateway: { ...env.config.gateway, jwks: { url: `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/jwks.json`, issuer: 'strangler-auth' }, fenceHoldMs: 20_000, rateLimits: [{ prefix: '/', limit: 100_000, windowMs: 60_000 }, { prefix: '/limited', limit: 3, windowMs: 60_000 }] },
         services: env.config.services.map((s) => (s.name === 'invoices' ? { ...s, instances: [second.url], healthCheck: check } : s)),
       };
       writer = routeWriter(config);
@@ -98,6 +110,7 @@ for (const plane of DATA_PLANES) {
       await writer?.close();
       redis?.disconnect();
       await second?.close();
+      jwks?.close();
       await env?.cleanup();
     });
 
@@ -201,6 +214,18 @@ for (const plane of DATA_PLANES) {
       // A user id beyond ASCII reaches the service as its UTF-8 bytes on both engines.
       const utf8 = await send(engine, 'GET', '/api/invoices/1', await bearer('zoë-😀'));
       expect(Buffer.from((utf8.body.headers as Record<string, string>)['x-user-id'], 'latin1').toString('utf8')).toBe('zoë-😀');
+    });
+
+    it('SECURITY: accepts a JWKS issuer\'s token only when its kid names the key that signed it', async () => {
+      const signed = (kid: string, key: CryptoKey, sub = 'jwks-user') => new SignJWT({}).setProtectedHeader({ alg: 'RS256', kid }).setSubject(sub).setIssuer('strangler-auth').setExpirationTime('1h').sign(key);
+      for (const kid of ['k1', 'k2']) {
+        const ok = await send(engine, 'GET', '/api/invoices/1', { authorization: `Bearer ${await signed(kid, signers[kid], `user-of-${kid}`)}` });
+        expect([kid, ok.status]).toEqual([kid, 200]);
+        expect(ok.body.headers).toMatchObject({ 'x-user-id': `user-of-${kid}`, 'x-user-issuer': 'strangler-auth' });
+      }
+      // The other key of the set, or a kid the issuer does not publish.
+      const refused = { otherKeysKid: await signed('k1', signers.k2), unknownKid: await signed('k3', signers.k1) };
+      for (const [kind, t] of Object.entries(refused)) expect([kind, (await send(engine, 'GET', '/api/invoices/1', { authorization: `Bearer ${t}` })).status]).toEqual([kind, 401]);
     });
 
     it('applies the rate limit of the longest matching rule: over it, 429 with Retry-After', async () => {

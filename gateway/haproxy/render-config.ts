@@ -150,12 +150,13 @@ export function renderHaproxy(config: ResolvedConfig, secrets: { adminToken: str
     '  # JWT at the edge (gateway/token-verifier.ts): the algorithm must be one of the issuer\'s own, never none;',
     '  # the signature, iss (when the issuer names one), aud, exp (required) and nbf are checked natively.',
     '  http-request set-var(txn.bearer) http_auth_bearer',
-    '  http-request set-var(txn.now) date',
+    '  http-request set-var(txn.now) date if { var(txn.bearer) -m found }',
     '  http-request set-var(txn.jwt_alg) var(txn.bearer),jwt_header_query(\'$.alg\') if { var(txn.bearer) -m found }',
     '  http-request set-var(txn.jwt_iss) var(txn.bearer),jwt_payload_query(\'$.iss\') if { var(txn.jwt_alg) -m found }',
     '  http-request set-var(txn.jwt_exp) var(txn.bearer),jwt_payload_query(\'$.exp\',int) if { var(txn.jwt_alg) -m found }',
     '  http-request set-var(txn.jwt_nbf) var(txn.bearer),jwt_payload_query(\'$.nbf\',int) if { var(txn.jwt_alg) -m found }',
-    '  http-request set-var(txn.jwt_kid) var(txn.bearer),jwt_header_query(\'$.kid\') if { var(txn.jwt_alg) -m found }',
+    // Each claim query decodes the token again: the kid only when a key is chosen by it (a JWKS issuer's).
+    ...(keys.some((k) => k.kid) ? ['  http-request set-var(txn.jwt_kid) var(txn.bearer),jwt_header_query(\'$.kid\') if { var(txn.jwt_alg) -m found }'] : []),
     `  acl jwt_live var(txn.jwt_exp),add(${tol}),sub(txn.now) -m int gt 0`,
     `  acl jwt_early var(txn.jwt_nbf),sub(${tol}),sub(txn.now) -m int gt 0`,
   ];
