@@ -80,25 +80,26 @@ for (const plane of DATA_PLANES) {
     let writer: ReturnType<typeof routeWriter>;
     let second: EchoUpstream;
     let redis: Redis;
-    // An identity provider publishing two RS256 keys in a JWKS, each named by its kid.
+    // An identity provider publishing two RS256 keys in a JWKS, each named by its kid (`published`: what it serves now).
     let jwks: Server;
     const signers: Record<string, CryptoKey> = {};
+    const keySet: Record<string, Record<string, unknown>> = {};
+    let published: string[] = ['k1', 'k2'];
 
     beforeAll(async () => {
       env = await gatewayTestEnv(`engines_${plane.name}`, ['invoices']);
       second = await startEchoUpstream('invoices-b');
-      const published: Array<Record<string, unknown>> = [];
       for (const kid of ['k1', 'k2']) {
         const { publicKey, privateKey } = await generateKeyPair('RS256');
         signers[kid] = privateKey;
-        published.push({ ...(await exportJWK(publicKey)), kid, alg: 'RS256', use: 'sig' });
+        keySet[kid] = { ...(await exportJWK(publicKey)), kid, alg: 'RS256', use: 'sig' };
       }
-      jwks = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: published })));
+      jwks = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: published.map((kid) => keySet[kid]) })));
       await new Promise<void>((ok) => jwks.listen(0, '127.0.0.1', ok));
       const check = { enabled: true, path: '/health', expect: '2xx' as const, intervalMs: 200, timeoutMs: 500, healthyThreshold: 1, unhealthyThreshold: 1 };
       config = {
         ...env.config,
-        gateway: { ...env.config.gateway, jwks: { url: `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/jwks.json`, issuer: 'strangler-auth' }, fenceHoldMs: 20_000, rateLimits: [{ prefix: '/', limit: 100_000, windowMs: 60_000 }, { prefix: '/limited', limit: 3, windowMs: 60_000 }] },
+        gateway: { ...env.config.gateway, jwks: { url: `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/jwks.json`, issuer: 'strangler-auth' }, jwksRefreshMs: 1_000, fenceHoldMs: 20_000, rateLimits: [{ prefix: '/', limit: 100_000, windowMs: 60_000 }, { prefix: '/limited', limit: 3, windowMs: 60_000 }] },
         services: env.config.services.map((s) => (s.name === 'invoices' ? { ...s, instances: [second.url], healthCheck: check } : s)),
       };
       writer = routeWriter(config);
@@ -226,6 +227,22 @@ for (const plane of DATA_PLANES) {
       // The other key of the set, or a kid the issuer does not publish.
       const refused = { otherKeysKid: await signed('k1', signers.k2), unknownKid: await signed('k3', signers.k1) };
       for (const [kind, t] of Object.entries(refused)) expect([kind, (await send(engine, 'GET', '/api/invoices/1', { authorization: `Bearer ${t}` })).status]).toEqual([kind, 401]);
+    });
+
+    it('SECURITY: refuses a JWKS key once its issuer stops publishing it (revoked), within gateway.jwksRefreshMs; the other keys go on', async () => {
+      const signed = (kid: string) => new SignJWT({}).setProtectedHeader({ alg: 'RS256', kid }).setSubject(`user-of-${kid}`).setIssuer('strangler-auth').setExpirationTime('1h').sign(signers[kid]);
+      const status = async (kid: string) => (await send(engine, 'GET', '/api/invoices/1', { authorization: `Bearer ${await signed(kid)}` })).status;
+      expect(await status('k2')).toBe(200);
+      published = ['k1'];
+      try {
+        await waitFor('k2 refused', async () => (await status('k2')) === 401, 10_000);
+        expect(await status('k1')).toBe(200);
+        // Published again (a revocation undone): accepted again.
+        published = ['k1', 'k2'];
+        await waitFor('k2 accepted again', async () => (await status('k2')) === 200, 10_000);
+      } finally {
+        published = ['k1', 'k2'];
+      }
     });
 
     it('applies the rate limit of the longest matching rule: over it, 429 with Retry-After', async () => {

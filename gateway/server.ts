@@ -143,7 +143,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
   });
 
   const authenticate = createEdgeAuth({
-    verify: createTokenVerifier({ issuers: issuersOf(config, secrets.jwtSecret), clockToleranceSeconds: g.auth.clockToleranceSeconds, jwksTimeoutMs: g.jwksTimeoutMs }),
+    verify: createTokenVerifier({ issuers: issuersOf(config, secrets.jwtSecret), clockToleranceSeconds: g.auth.clockToleranceSeconds, jwksTimeoutMs: g.jwksTimeoutMs, jwksCacheMaxAgeMs: g.jwksRefreshMs }),
     protectedPrefixes: g.protectedPrefixes,
     publicPaths: g.publicPaths,
     sessionCookie: g.auth.mode === 'session-cookie' ? g.auth.sessionCookie : undefined,

@@ -277,6 +277,11 @@ export const configSchema = z.strictObject({
       audience: z.string().optional(),
       /** Deadline of a JWKS fetch (a token signed with a key not yet known); past it the request gets 503. */
       jwksTimeoutMs: z.number().int().min(50).max(30_000).default(1_000),
+      /**
+       * How old a JWKS issuer's fetched key set may get before it is fetched again: a key the
+       * issuer stops publishing (revoked) is refused at the latest this long after.
+       */
+      jwksRefreshMs: z.number().int().min(1_000).max(86_400_000).default(600_000),
       /** Per-prefix rate limits (longest prefix wins), per user when authenticated, else per client IP. */
       rateLimits: z
         .array(

@@ -50,10 +50,11 @@ export function freePort(host: string): Promise<number> {
 }
 
 /**
- * The public keys of the JWKS issuers, fetched once (jwt_verify cannot fetch them itself). An
- * issuer that cannot be reached yet gets no key: its tokens are refused until the engine restarts.
+ * The public keys of the JWKS issuers (jwt_verify cannot fetch them itself), each issuer's set or,
+ * when it cannot be fetched, no entry for it (logged with `unreachable`). At start, an issuer that
+ * cannot be reached gets no key: its tokens are refused until the engine restarts.
  */
-export async function fetchJwksKeys(issuers: IssuerSpec[], timeoutMs: number, logger: Logger): Promise<Record<string, JwksKey[]>> {
+export async function fetchJwksKeys(issuers: IssuerSpec[], timeoutMs: number, logger: Logger, unreachable = 'cannot fetch the issuer\'s JWKS; its tokens are refused until strangler haproxy restarts with it reachable'): Promise<Record<string, JwksKey[]>> {
   const out: Record<string, JwksKey[]> = {};
   for (const i of issuers) {
     if (i.kind !== 'jwks') continue;
@@ -63,7 +64,7 @@ export async function fetchJwksKeys(issuers: IssuerSpec[], timeoutMs: number, lo
       const { keys } = (await res.json()) as { keys?: Array<JsonWebKey & { kid?: string; use?: string }> };
       out[i.name] = (keys ?? []).filter((k) => k.use !== 'enc' && (k.kty === 'RSA' || k.kty === 'EC')).map((k) => ({ kid: k.kid ?? null, pem: createPublicKey({ key: k, format: 'jwk' }).export({ type: 'spki', format: 'pem' }).toString() }));
     } catch (err) {
-      logger.warn({ err, issuer: i.name, url: i.jwksUrl }, 'cannot fetch the issuer\'s JWKS; its tokens are refused until strangler haproxy restarts with it reachable');
+      logger.warn({ err, issuer: i.name, url: i.jwksUrl }, unreachable);
     }
   }
   return out;
@@ -126,6 +127,27 @@ export function writesInFlight(text: string): number {
   return Number(/ conn_cur=(\d+)/.exec(text)?.[1] ?? 0);
 }
 
+/**
+ * Pure: what a JWKS refresh changes. A loaded key is revoked when its issuer's set was fetched and
+ * holds no key with its kid and material, restored when it holds it again; an issuer whose set
+ * could not be fetched changes nothing (the keys loaded stay in use).
+ * `unloaded`: published keys HAProxy has no file for (they need a restart).
+ */
+export function jwksChanges(loaded: RenderedHaproxy['jwksKeys'], published: Record<string, JwksKey[]>, revoked: ReadonlySet<string>): { revoke: RenderedHaproxy['jwksKeys']; restore: RenderedHaproxy['jwksKeys']; unloaded: Array<{ issuer: string; kid: string | null }> } {
+  const same = (a: { kid: string | null; pem: string }, b: { kid: string | null; pem: string }) => a.kid === b.kid && a.pem === b.pem;
+  const revoke: RenderedHaproxy['jwksKeys'] = [];
+  const restore: RenderedHaproxy['jwksKeys'] = [];
+  for (const k of loaded) {
+    const set = published[k.issuer];
+    if (!set) continue;
+    const live = set.some((p) => same(p, k));
+    if (!live && !revoked.has(k.id)) revoke.push(k);
+    else if (live && revoked.has(k.id)) restore.push(k);
+  }
+  const unloaded = Object.entries(published).flatMap(([issuer, set]) => set.filter((p) => !loaded.some((k) => k.issuer === issuer && same(p, k))).map((p) => ({ issuer, kid: p.kid })));
+  return { revoke, restore, unloaded };
+}
+
 /** `show stat` CSV as rows keyed by its header's names. */
 function parseStat(csv: string): Array<Record<string, string>> {
   const [head, ...lines] = csv.split('\n').filter(Boolean);
@@ -148,12 +170,48 @@ export async function startHaproxyEngine(config: ResolvedConfig, options: StartH
   const instanceId = options.instanceId ?? `haproxy-${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
   const port = options.port === 0 ? await freePort(g.host) : (options.port ?? g.port);
   const secrets = gatewaySecrets(config);
-  const jwks = await fetchJwksKeys(issuersOf(config, secrets.jwtSecret), g.jwksTimeoutMs, logger);
+  const jwksIssuers = issuersOf(config, secrets.jwtSecret).filter((i) => i.kind === 'jwks');
+  const jwks = await fetchJwksKeys(jwksIssuers, g.jwksTimeoutMs, logger);
   const rendered = renderFor(config, { runDir: options.runDir ?? g.haproxy.runDir, port }, jwks);
   writeRendered(resolve(options.runDir ?? g.haproxy.runDir), rendered);
   const haproxy = await runHaproxy(g.haproxy.binary, rendered, (line) => logger.info({ haproxy: line }, 'haproxy'));
 
   let alive = true;
+  const revokedKeys = new Set<string>();
+  const unloadedKeys = new Set<string>();
+  // One refresh at a time (a slow JWKS must not have two revoke the same key).
+  let refreshing = false;
+  const keysCommand = async (command: string) => {
+    const answer = (await runtimeCommand(rendered.socket, command)).trim();
+    if (answer !== '') throw new Error(`HAProxy refused "${command}": ${answer}`);
+  };
+  const refreshJwks = async () => {
+    if (refreshing) return;
+    refreshing = true;
+    try {
+      const published = await fetchJwksKeys(jwksIssuers, g.jwksTimeoutMs, logger, 'cannot fetch the issuer\'s JWKS; the keys fetched before stay in use');
+      const changes = jwksChanges(rendered.jwksKeys, published, revokedKeys);
+      for (const k of changes.revoke) {
+        await keysCommand(`del map ${rendered.liveKeysMap} ${k.id}`);
+        revokedKeys.add(k.id);
+        logger.warn({ issuer: k.issuer, kid: k.kid }, 'the issuer no longer publishes this key: its tokens are refused from now on');
+      }
+      for (const k of changes.restore) {
+        await keysCommand(`add map ${rendered.liveKeysMap} ${k.id} 1`);
+        revokedKeys.delete(k.id);
+        logger.info({ issuer: k.issuer, kid: k.kid }, 'the issuer publishes this key again: its tokens are accepted');
+      }
+      for (const k of changes.unloaded) {
+        if (unloadedKeys.has(`${k.issuer}/${k.kid}`)) continue;
+        unloadedKeys.add(`${k.issuer}/${k.kid}`);
+        logger.error({ issuer: k.issuer, kid: k.kid }, 'the issuer publishes a key HAProxy has not loaded (it reads keys at start): tokens signed with it are refused until strangler haproxy restarts; restart the instances one at a time');
+      }
+    } catch (err) {
+      if (alive) logger.error({ err }, 'cannot update HAProxy\'s live JWKS keys; retried at the next refresh');
+    } finally {
+      refreshing = false;
+    }
+  };
   const serviceNames = new Set(config.services.map((s) => s.name));
   const follower = createRouteFollower(config, {
     instanceId,
@@ -231,9 +289,15 @@ export async function startHaproxyEngine(config: ResolvedConfig, options: StartH
   const viewTimer = setInterval(() => void publishView(), g.heartbeatIntervalMs);
   viewTimer.unref();
 
+  // The JWKS keys HAProxy loaded at start, checked against what their issuers publish every
+  // jwksRefreshMs (the Node engine's cache age): one no longer published is revoked at once.
+  const jwksTimer = rendered.jwksKeys.length || jwksIssuers.length ? setInterval(() => void refreshJwks(), g.jwksRefreshMs) : null;
+  jwksTimer?.unref();
+
   let stopping: Promise<void> | null = null;
   const stop = () => {
     stopping ??= (async () => {
+      if (jwksTimer) clearInterval(jwksTimer);
       clearInterval(figuresTimer);
       clearInterval(viewTimer);
       clearInterval(slotsTimer);

@@ -3,7 +3,7 @@ import { resolveConfig } from '../../core/config/load.ts';
 import { generateSecret } from '../../core/config/secrets.ts';
 import { issuersOf } from '../issuers.ts';
 import { bucketIndex, LATENCY_BOUNDS_MS } from '../metrics.ts';
-import { figureDeltas, parseFigureTable } from './agent.ts';
+import { figureDeltas, jwksChanges, parseFigureTable } from './agent.ts';
 import { assignSlots } from './registry-slots.ts';
 import { renderHaproxy } from './render-config.ts';
 import { fastMapEntries, routeMapEntries } from './route-maps.ts';
@@ -67,6 +67,24 @@ describe('the HAProxy engine, pure parts (issue 21)', () => {
     expect(wrapped[0]).toMatchObject({ requests: 8, errors: 0, latency: expect.arrayContaining([5, 3]) });
     // A bucket past the table's (not one this cfg writes) is not read.
     expect(parseFigureTable(line(`invoices:service:${LATENCY_BOUNDS_MS.length + 1}`, 1, 0))).toEqual([]);
+  });
+
+  it('revokes a loaded JWKS key its issuer no longer publishes (kid gone, or the same kid with other material), restores it when published again, changes nothing for an issuer it could not fetch, and names keys it has not loaded', () => {
+    const loaded = [
+      { id: 'issuer-1-0', issuer: 'idp', kid: 'a', pem: 'PEM-A' },
+      { id: 'issuer-1-1', issuer: 'idp', kid: 'b', pem: 'PEM-B' },
+      { id: 'issuer-2-0', issuer: 'other', kid: 'x', pem: 'PEM-X' },
+    ];
+    // kid b now names another key; c is new; "other" could not be fetched.
+    const now = jwksChanges(loaded, { idp: [{ kid: 'a', pem: 'PEM-A' }, { kid: 'b', pem: 'PEM-B2' }, { kid: 'c', pem: 'PEM-C' }] }, new Set());
+    expect(now.revoke.map((k) => k.id)).toEqual(['issuer-1-1']);
+    expect(now.restore).toEqual([]);
+    expect(now.unloaded).toEqual([{ issuer: 'idp', kid: 'b' }, { issuer: 'idp', kid: 'c' }]);
+    // Already revoked: not revoked twice; published again: restored.
+    expect(jwksChanges(loaded, { idp: [{ kid: 'a', pem: 'PEM-A' }] }, new Set(['issuer-1-1'])).revoke).toEqual([]);
+    expect(jwksChanges(loaded, { idp: [{ kid: 'a', pem: 'PEM-A' }, { kid: 'b', pem: 'PEM-B' }] }, new Set(['issuer-1-1'])).restore.map((k) => k.id)).toEqual(['issuer-1-1']);
+    // An empty set published: every key of that issuer is revoked.
+    expect(jwksChanges(loaded, { idp: [] }, new Set()).revoke.map((k) => k.id)).toEqual(['issuer-1-0', 'issuer-1-1']);
   });
 
   it('buckets latencies in latency.map as LATENCY_BOUNDS_MS does (integer ms, each bound in its own bucket)', () => {

@@ -26,6 +26,13 @@ export interface RenderedHaproxy {
   fastMap: string;
   /** Where the agent says it is alive (`agent <epoch seconds>`), for /healthz. */
   agentMap: string;
+  /**
+   * The JWKS keys HAProxy loaded (their PEM files are read once, at start), each under its id in
+   * `liveKeysMap`: a key is accepted only while its id is in that map, so the agent revokes a key
+   * its issuer stopped publishing by deleting the id, without a reload.
+   */
+  jwksKeys: Array<{ id: string; issuer: string; kid: string | null; pem: string }>;
+  liveKeysMap: string;
 }
 
 /** Seconds without a check-in from the agent after which /healthz answers 503. */
@@ -98,12 +105,12 @@ export interface JwksKey {
  * The keys HAProxy verifies with, natively (jwt_verify): an HMAC secret, or a public key in a PEM
  * file, one entry per key (a JWKS issuer: one per key of its set, matched by `kid`).
  */
-type NativeKey = { issuer: IssuerSpec; key: string; kid: string | null; pem?: string; file?: string };
+type NativeKey = { issuer: IssuerSpec; key: string; kid: string | null; pem?: string; file?: string; jwks?: boolean };
 function nativeKeys(issuers: IssuerSpec[], jwks: Record<string, JwksKey[]>, runDir: string): NativeKey[] {
   return issuers.flatMap((i, n): NativeKey[] => {
     if (i.kind === 'secret') return [{ issuer: i, key: i.secret, kid: null }];
     if (i.kind === 'pem') return [{ issuer: i, key: join(runDir, `issuer-${n}.pem`), kid: null, pem: i.publicKey, file: `issuer-${n}.pem` }];
-    return (jwks[i.name] ?? []).map((k, j) => ({ issuer: i, key: join(runDir, `issuer-${n}-${j}.pem`), kid: k.kid, pem: k.pem, file: `issuer-${n}-${j}.pem` }));
+    return (jwks[i.name] ?? []).map((k, j) => ({ issuer: i, key: join(runDir, `issuer-${n}-${j}.pem`), kid: k.kid, pem: k.pem, file: `issuer-${n}-${j}.pem`, jwks: true }));
   });
 }
 
@@ -120,11 +127,14 @@ export function renderHaproxy(config: ResolvedConfig, secrets: { adminToken: str
   const routesMap = join(runDir, 'routes.map');
   const fastMap = join(runDir, 'fast.map');
   const agentMap = join(runDir, 'agent.map');
+  const liveKeysMap = join(runDir, 'jwks-keys.map');
   const luaFile = join(runDir, 'strangler.lua');
   if (g.auth.mode === 'session-cookie' && /[^A-Za-z0-9_.-]/.test(g.auth.sessionCookie)) throw new StranglerError(`gateway.auth.sessionCookie "${g.auth.sessionCookie}": expected letters, digits, "_", "." or "-"`, 'CONFIG_INVALID');
   const keys = nativeKeys(secrets.issuers, secrets.jwks ?? {}, runDir);
   const files: Record<string, string> = {};
   for (const k of keys) if (k.file && k.pem) files[k.file] = k.pem;
+  const jwksKeys = keys.filter((k) => k.jwks).map((k) => ({ id: k.file!.replace(/\.pem$/, ''), issuer: k.issuer.name, kid: k.kid, pem: k.pem! }));
+  if (jwksKeys.length) files['jwks-keys.map'] = jwksKeys.map((k) => `${k.id} 1\n`).join('');
 
   const rateRules = g.rateLimits.map((r, n) => ({ ...r, prefix: norm(r.prefix), table: `rl_${n}` }));
   const luaConfig = {
@@ -160,13 +170,15 @@ export function renderHaproxy(config: ResolvedConfig, secrets: { adminToken: str
     `  acl jwt_live var(txn.jwt_exp),add(${tol}),sub(txn.now) -m int gt 0`,
     `  acl jwt_early var(txn.jwt_nbf),sub(${tol}),sub(txn.now) -m int gt 0`,
   ];
-  for (const { issuer: i, key, kid } of keys) {
+  for (const { issuer: i, key, kid, file, jwks: jwksKey } of keys) {
     const name = i.name.replace(/[^A-Za-z0-9_.-]/g, '_');
     // SECURITY: each key only with its issuer's own algorithms (an HMAC secret never with RS*, a public key never with HS*).
     const conds = [
       '!{ var(txn.jwt_issuer) -m found }',
       `{ var(txn.jwt_alg) -m str ${i.algorithms.join(' ')} }`,
       kid ? `{ var(txn.jwt_kid) -m str ${q(kid)} }` : '',
+      // SECURITY: a JWKS key only while its issuer still publishes it (the agent deletes a revoked one from the map).
+      file && jwksKey ? `{ str(${file.replace(/\.pem$/, '')}),map(${liveKeysMap}) -m found }` : '',
       i.issuer ? `{ var(txn.jwt_iss) -m str ${q(i.issuer)} }` : '',
       i.audience ? `{ var(txn.bearer),jwt_payload_query('$.aud') -m str ${q(i.audience)} }` : '',
       'jwt_live !jwt_early',
@@ -356,5 +368,5 @@ export function renderHaproxy(config: ResolvedConfig, secrets: { adminToken: str
     ...backends,
   ].join('\n');
   files['haproxy.cfg'] = `${cfg}\n`;
-  return { files, cfgFile, socket, routesMap, fastMap, agentMap };
+  return { files, cfgFile, socket, routesMap, fastMap, agentMap, jwksKeys, liveKeysMap };
 }
