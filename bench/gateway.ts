@@ -33,7 +33,6 @@ const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 /** BENCH_ONLY=<regex>: only the gateway rows whose name matches (the baselines always run). */
 const only = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY, 'i') : null;
 const children: ChildProcess[] = [];
-
 const sinks: Server[] = [];
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
