@@ -128,24 +128,20 @@ export function writesInFlight(text: string): number {
 }
 
 /**
- * Pure: what a JWKS refresh changes. A loaded key is revoked when its issuer's set was fetched and
- * holds no key with its kid and material, restored when it holds it again; an issuer whose set
- * could not be fetched changes nothing (the keys loaded stay in use).
- * `unloaded`: published keys HAProxy has no file for (they need a restart).
+ * Pure: the ids the live-keys map should hold after a JWKS refresh. A loaded key stays live while
+ * its issuer's fetched set holds a key with its kid and material, and is live again once it does;
+ * an issuer whose set could not be fetched keeps its keys as they are. `revoked` and `restored`
+ * are what changed; `unloaded`: published keys HAProxy has no file for (they need a restart).
  */
-export function jwksChanges(loaded: RenderedHaproxy['jwksKeys'], published: Record<string, JwksKey[]>, revoked: ReadonlySet<string>): { revoke: RenderedHaproxy['jwksKeys']; restore: RenderedHaproxy['jwksKeys']; unloaded: Array<{ issuer: string; kid: string | null }> } {
+export function jwksChanges(loaded: RenderedHaproxy['jwksKeys'], published: Record<string, JwksKey[]>, live: ReadonlySet<string>): { live: Set<string>; revoked: RenderedHaproxy['jwksKeys']; restored: RenderedHaproxy['jwksKeys']; unloaded: Array<{ issuer: string; kid: string | null }> } {
   const same = (a: { kid: string | null; pem: string }, b: { kid: string | null; pem: string }) => a.kid === b.kid && a.pem === b.pem;
-  const revoke: RenderedHaproxy['jwksKeys'] = [];
-  const restore: RenderedHaproxy['jwksKeys'] = [];
+  const next = new Set<string>();
   for (const k of loaded) {
     const set = published[k.issuer];
-    if (!set) continue;
-    const live = set.some((p) => same(p, k));
-    if (!live && !revoked.has(k.id)) revoke.push(k);
-    else if (live && revoked.has(k.id)) restore.push(k);
+    if (set ? set.some((p) => same(p, k)) : live.has(k.id)) next.add(k.id);
   }
   const unloaded = Object.entries(published).flatMap(([issuer, set]) => set.filter((p) => !loaded.some((k) => k.issuer === issuer && same(p, k))).map((p) => ({ issuer, kid: p.kid })));
-  return { revoke, restore, unloaded };
+  return { live: next, revoked: loaded.filter((k) => live.has(k.id) && !next.has(k.id)), restored: loaded.filter((k) => !live.has(k.id) && next.has(k.id)), unloaded };
 }
 
 /** `show stat` CSV as rows keyed by its header's names. */
@@ -177,29 +173,22 @@ export async function startHaproxyEngine(config: ResolvedConfig, options: StartH
   const haproxy = await runHaproxy(g.haproxy.binary, rendered, (line) => logger.info({ haproxy: line }, 'haproxy'));
 
   let alive = true;
-  const revokedKeys = new Set<string>();
+  // The ids in HAProxy's live-keys map: every loaded key at start.
+  let liveKeys = new Set(rendered.jwksKeys.map((k) => k.id));
   const unloadedKeys = new Set<string>();
-  // One refresh at a time (a slow JWKS must not have two revoke the same key).
+  // One refresh at a time (a slow JWKS must not have two swap the map).
   let refreshing = false;
-  const keysCommand = async (command: string) => {
-    const answer = (await runtimeCommand(rendered.socket, command)).trim();
-    if (answer !== '') throw new Error(`HAProxy refused "${command}": ${answer}`);
-  };
   const refreshJwks = async () => {
     if (refreshing) return;
     refreshing = true;
     try {
       const published = await fetchJwksKeys(jwksIssuers, g.jwksTimeoutMs, logger, 'cannot fetch the issuer\'s JWKS; the keys fetched before stay in use');
-      const changes = jwksChanges(rendered.jwksKeys, published, revokedKeys);
-      for (const k of changes.revoke) {
-        await keysCommand(`del map ${rendered.liveKeysMap} ${k.id}`);
-        revokedKeys.add(k.id);
-        logger.warn({ issuer: k.issuer, kid: k.kid }, 'the issuer no longer publishes this key: its tokens are refused from now on');
-      }
-      for (const k of changes.restore) {
-        await keysCommand(`add map ${rendered.liveKeysMap} ${k.id} 1`);
-        revokedKeys.delete(k.id);
-        logger.info({ issuer: k.issuer, kid: k.kid }, 'the issuer publishes this key again: its tokens are accepted');
+      const changes = jwksChanges(rendered.jwksKeys, published, liveKeys);
+      if (changes.revoked.length || changes.restored.length) {
+        await replaceMap(rendered.socket, rendered.liveKeysMap, [...changes.live].map((id) => [id, '1']));
+        liveKeys = changes.live;
+        for (const k of changes.revoked) logger.warn({ issuer: k.issuer, kid: k.kid }, 'the issuer no longer publishes this key: its tokens are refused from now on');
+        for (const k of changes.restored) logger.info({ issuer: k.issuer, kid: k.kid }, 'the issuer publishes this key again: its tokens are accepted');
       }
       for (const k of changes.unloaded) {
         if (unloadedKeys.has(`${k.issuer}/${k.kid}`)) continue;
@@ -291,7 +280,7 @@ export async function startHaproxyEngine(config: ResolvedConfig, options: StartH
 
   // The JWKS keys HAProxy loaded at start, checked against what their issuers publish every
   // jwksRefreshMs (the Node engine's cache age): one no longer published is revoked at once.
-  const jwksTimer = rendered.jwksKeys.length || jwksIssuers.length ? setInterval(() => void refreshJwks(), g.jwksRefreshMs) : null;
+  const jwksTimer = jwksIssuers.length ? setInterval(() => void refreshJwks(), g.jwksRefreshMs) : null;
   jwksTimer?.unref();
 
   let stopping: Promise<void> | null = null;

@@ -75,16 +75,21 @@ describe('the HAProxy engine, pure parts (issue 21)', () => {
       { id: 'issuer-1-1', issuer: 'idp', kid: 'b', pem: 'PEM-B' },
       { id: 'issuer-2-0', issuer: 'other', kid: 'x', pem: 'PEM-X' },
     ];
+    const all = new Set(loaded.map((k) => k.id));
     // kid b now names another key; c is new; "other" could not be fetched.
-    const now = jwksChanges(loaded, { idp: [{ kid: 'a', pem: 'PEM-A' }, { kid: 'b', pem: 'PEM-B2' }, { kid: 'c', pem: 'PEM-C' }] }, new Set());
-    expect(now.revoke.map((k) => k.id)).toEqual(['issuer-1-1']);
-    expect(now.restore).toEqual([]);
+    const now = jwksChanges(loaded, { idp: [{ kid: 'a', pem: 'PEM-A' }, { kid: 'b', pem: 'PEM-B2' }, { kid: 'c', pem: 'PEM-C' }] }, all);
+    expect(now.revoked.map((k) => k.id)).toEqual(['issuer-1-1']);
+    expect(now.restored).toEqual([]);
+    expect([...now.live]).toEqual(['issuer-1-0', 'issuer-2-0']);
     expect(now.unloaded).toEqual([{ issuer: 'idp', kid: 'b' }, { issuer: 'idp', kid: 'c' }]);
     // Already revoked: not revoked twice; published again: restored.
-    expect(jwksChanges(loaded, { idp: [{ kid: 'a', pem: 'PEM-A' }] }, new Set(['issuer-1-1'])).revoke).toEqual([]);
-    expect(jwksChanges(loaded, { idp: [{ kid: 'a', pem: 'PEM-A' }, { kid: 'b', pem: 'PEM-B' }] }, new Set(['issuer-1-1'])).restore.map((k) => k.id)).toEqual(['issuer-1-1']);
+    const without = new Set(['issuer-1-0', 'issuer-2-0']);
+    expect(jwksChanges(loaded, { idp: [{ kid: 'a', pem: 'PEM-A' }] }, without).revoked).toEqual([]);
+    expect(jwksChanges(loaded, { idp: [{ kid: 'a', pem: 'PEM-A' }, { kid: 'b', pem: 'PEM-B' }] }, without).restored.map((k) => k.id)).toEqual(['issuer-1-1']);
+    // An issuer that could not be fetched keeps its keys as they are, revoked ones included.
+    expect([...jwksChanges(loaded, {}, without).live]).toEqual(['issuer-1-0', 'issuer-2-0']);
     // An empty set published: every key of that issuer is revoked.
-    expect(jwksChanges(loaded, { idp: [] }, new Set()).revoke.map((k) => k.id)).toEqual(['issuer-1-0', 'issuer-1-1']);
+    expect(jwksChanges(loaded, { idp: [] }, all).revoked.map((k) => k.id)).toEqual(['issuer-1-0', 'issuer-1-1']);
   });
 
   it('buckets latencies in latency.map as LATENCY_BOUNDS_MS does (integer ms, each bound in its own bucket)', () => {

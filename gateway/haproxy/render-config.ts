@@ -105,12 +105,13 @@ export interface JwksKey {
  * The keys HAProxy verifies with, natively (jwt_verify): an HMAC secret, or a public key in a PEM
  * file, one entry per key (a JWKS issuer: one per key of its set, matched by `kid`).
  */
-type NativeKey = { issuer: IssuerSpec; key: string; kid: string | null; pem?: string; file?: string; jwks?: boolean };
+/** liveId: a JWKS key's id in the live-keys map (accepted only while it is there). */
+type NativeKey = { issuer: IssuerSpec; key: string; kid: string | null; pem?: string; file?: string; liveId?: string };
 function nativeKeys(issuers: IssuerSpec[], jwks: Record<string, JwksKey[]>, runDir: string): NativeKey[] {
   return issuers.flatMap((i, n): NativeKey[] => {
     if (i.kind === 'secret') return [{ issuer: i, key: i.secret, kid: null }];
     if (i.kind === 'pem') return [{ issuer: i, key: join(runDir, `issuer-${n}.pem`), kid: null, pem: i.publicKey, file: `issuer-${n}.pem` }];
-    return (jwks[i.name] ?? []).map((k, j) => ({ issuer: i, key: join(runDir, `issuer-${n}-${j}.pem`), kid: k.kid, pem: k.pem, file: `issuer-${n}-${j}.pem`, jwks: true }));
+    return (jwks[i.name] ?? []).map((k, j) => ({ issuer: i, key: join(runDir, `issuer-${n}-${j}.pem`), kid: k.kid, pem: k.pem, file: `issuer-${n}-${j}.pem`, liveId: `issuer-${n}-${j}` }));
   });
 }
 
@@ -133,7 +134,7 @@ export function renderHaproxy(config: ResolvedConfig, secrets: { adminToken: str
   const keys = nativeKeys(secrets.issuers, secrets.jwks ?? {}, runDir);
   const files: Record<string, string> = {};
   for (const k of keys) if (k.file && k.pem) files[k.file] = k.pem;
-  const jwksKeys = keys.filter((k) => k.jwks).map((k) => ({ id: k.file!.replace(/\.pem$/, ''), issuer: k.issuer.name, kid: k.kid, pem: k.pem! }));
+  const jwksKeys = keys.flatMap((k) => (k.liveId ? [{ id: k.liveId, issuer: k.issuer.name, kid: k.kid, pem: k.pem! }] : []));
   if (jwksKeys.length) files['jwks-keys.map'] = jwksKeys.map((k) => `${k.id} 1\n`).join('');
 
   const rateRules = g.rateLimits.map((r, n) => ({ ...r, prefix: norm(r.prefix), table: `rl_${n}` }));
@@ -170,7 +171,7 @@ export function renderHaproxy(config: ResolvedConfig, secrets: { adminToken: str
     `  acl jwt_live var(txn.jwt_exp),add(${tol}),sub(txn.now) -m int gt 0`,
     `  acl jwt_early var(txn.jwt_nbf),sub(${tol}),sub(txn.now) -m int gt 0`,
   ];
-  for (const { issuer: i, key, kid, file, jwks: jwksKey } of keys) {
+  for (const { issuer: i, key, kid, liveId } of keys) {
     const name = i.name.replace(/[^A-Za-z0-9_.-]/g, '_');
     // SECURITY: each key only with its issuer's own algorithms (an HMAC secret never with RS*, a public key never with HS*).
     const conds = [
@@ -178,7 +179,7 @@ export function renderHaproxy(config: ResolvedConfig, secrets: { adminToken: str
       `{ var(txn.jwt_alg) -m str ${i.algorithms.join(' ')} }`,
       kid ? `{ var(txn.jwt_kid) -m str ${q(kid)} }` : '',
       // SECURITY: a JWKS key only while its issuer still publishes it (the agent deletes a revoked one from the map).
-      file && jwksKey ? `{ str(${file.replace(/\.pem$/, '')}),map(${liveKeysMap}) -m found }` : '',
+      liveId ? `{ str(${liveId}),map(${liveKeysMap}) -m found }` : '',
       i.issuer ? `{ var(txn.jwt_iss) -m str ${q(i.issuer)} }` : '',
       i.audience ? `{ var(txn.bearer),jwt_payload_query('$.aud') -m str ${q(i.audience)} }` : '',
       'jwt_live !jwt_early',
