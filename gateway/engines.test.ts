@@ -85,6 +85,8 @@ for (const plane of DATA_PLANES) {
     const signers: Record<string, CryptoKey> = {};
     const keySet: Record<string, Record<string, unknown>> = {};
     let published: string[] = ['k1', 'k2'];
+    // While true, the JWKS endpoint takes requests and never answers (a hung identity provider).
+    let jwksHangs = false;
 
     beforeAll(async () => {
       env = await gatewayTestEnv(`engines_${plane.name}`, ['invoices']);
@@ -94,7 +96,9 @@ for (const plane of DATA_PLANES) {
         signers[kid] = privateKey;
         keySet[kid] = { ...(await exportJWK(publicKey)), kid, alg: 'RS256', use: 'sig' };
       }
-      jwks = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: published.map((kid) => keySet[kid]) })));
+      jwks = createServer((_req, res) => {
+        if (!jwksHangs) res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: published.map((kid) => keySet[kid]) }));
+      });
       await new Promise<void>((ok) => jwks.listen(0, '127.0.0.1', ok));
       const check = { enabled: true, path: '/health', expect: '2xx' as const, intervalMs: 200, timeoutMs: 500, healthyThreshold: 1, unhealthyThreshold: 1 };
       config = {
@@ -111,6 +115,7 @@ for (const plane of DATA_PLANES) {
       await writer?.close();
       redis?.disconnect();
       await second?.close();
+      jwks?.closeAllConnections();
       jwks?.close();
       await env?.cleanup();
     });
@@ -229,7 +234,7 @@ for (const plane of DATA_PLANES) {
       for (const [kind, t] of Object.entries(refused)) expect([kind, (await send(engine, 'GET', '/api/invoices/1', { authorization: `Bearer ${t}` })).status]).toEqual([kind, 401]);
     });
 
-    it('SECURITY: refuses a JWKS key once its issuer stops publishing it (revoked), within gateway.jwksRefreshMs; the other keys go on', async () => {
+    it('SECURITY: refuses a JWKS key once its issuer stops publishing it (revoked), within gateway.jwksRefreshMs; the other keys go on, also while the issuer hangs', async () => {
       const signed = (kid: string) => new SignJWT({}).setProtectedHeader({ alg: 'RS256', kid }).setSubject(`user-of-${kid}`).setIssuer('strangler-auth').setExpirationTime('1h').sign(signers[kid]);
       const status = async (kid: string) => (await send(engine, 'GET', '/api/invoices/1', { authorization: `Bearer ${await signed(kid)}` })).status;
       expect(await status('k2')).toBe(200);
@@ -240,7 +245,12 @@ for (const plane of DATA_PLANES) {
         // Published again (a revocation undone): accepted again.
         published = ['k1', 'k2'];
         await waitFor('k2 accepted again', async () => (await status('k2')) === 200, 10_000);
+        // The identity provider hangs: past several refreshes, the keys fetched before stay in use (none revoked by a fetch that never ends).
+        jwksHangs = true;
+        await new Promise((ok) => setTimeout(ok, 3 * config.gateway.jwksRefreshMs + config.gateway.jwksTimeoutMs));
+        expect([await status('k1'), await status('k2')]).toEqual([200, 200]);
       } finally {
+        jwksHangs = false;
         published = ['k1', 'k2'];
       }
     });
